@@ -1,0 +1,1 @@
+"""Typer commands: serve, models, check, fakes."""

@@ -1,0 +1,102 @@
+"""The `lifeline` command: serve the gateway, list aliases, run the fault wall."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lifeline.config import Config, ConfigError, default_config, load_config
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Lifeline: an OpenAI-compatible gateway.")
+fakes = typer.Typer(no_args_is_help=True, help="The fault wall: an OpenAI-compatible upstream that misbehaves.")
+app.add_typer(fakes, name="fakes")
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML config file (default: $LIFELINE_CONFIG, else the embedded model)."),
+]
+
+
+def _config(path: Path | None) -> Config:
+    path = path or (Path(os.environ["LIFELINE_CONFIG"]) if os.environ.get("LIFELINE_CONFIG") else None)
+    if path is None:
+        return default_config()
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (overrides the config).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (overrides the config).")] = None,
+    log_format: Annotated[str | None, typer.Option(help="text or json (overrides the config).")] = None,
+) -> None:
+    """Start the gateway."""
+    import uvicorn
+
+    from lifeline.logs import configure_logging
+    from lifeline.server.app import create_app
+
+    cfg = _config(config)
+    server = cfg.server.model_copy(
+        update={k: v for k, v in {"host": host, "port": port, "log_format": log_format}.items() if v is not None}
+    )
+    cfg = cfg.model_copy(update={"server": server})
+    configure_logging(server.log_format, server.log_level)
+    try:
+        application = create_app(cfg)
+    except Exception as exc:  # a model that cannot be resolved, a bad target: one line, no trace
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    shown = "127.0.0.1" if server.host in ("0.0.0.0", "::") else server.host
+    typer.echo(f"Lifeline is starting on http://{shown}:{server.port}/v1 (aliases: {', '.join(cfg.aliases)})")
+    uvicorn.run(
+        application,
+        host=server.host,
+        port=server.port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+@app.command()
+def models(config: ConfigOption = None) -> None:
+    """List the aliases a client may ask for, with their ordered targets."""
+    cfg = _config(config)
+    for name, alias in cfg.aliases.items():
+        typer.echo(f"{name}: {' -> '.join(alias.targets)}")
+
+
+@app.command("check")
+def check(config: ConfigOption = None) -> None:
+    """Validate a config file and exit."""
+    cfg = _config(config)
+    typer.echo(f"ok: {len(cfg.targets)} target(s), {len(cfg.aliases)} alias(es)")
+
+
+@fakes.command("serve")
+def fakes_serve(
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 4010,
+) -> None:
+    """Run the fault wall. The model name picks the behaviour: ok, status?code=503, cut?after=3, hang …"""
+    from lifeline.testing.wall import serve_forever
+
+    typer.echo(f"fault wall on http://{host}:{port}/v1")
+    try:
+        asyncio.run(serve_forever(host, port))
+    except KeyboardInterrupt:
+        pass
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,154 @@
+"""The configuration schema: one validated object, built once at start-up and passed explicitly.
+
+Every model forbids unknown keys, so a typo in a config file is an error at load, naming the line's path.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Timeouts(Strict):
+    """Per-target timeouts, in seconds. Each wait is also bounded by the request's remaining deadline."""
+
+    connect: PositiveSeconds = 5.0
+    #: streaming: until the upstream's response headers arrive
+    first_byte: PositiveSeconds = 15.0
+    #: non-streaming: until the whole answer has arrived (an upstream sends headers only with the answer)
+    response: PositiveSeconds = 120.0
+    #: streaming: from the request until the first content token
+    ttft: PositiveSeconds = 30.0
+    #: streaming: the longest gap between two events once the stream has started
+    idle: PositiveSeconds = 30.0
+
+
+class RetryPolicy(Strict):
+    #: retries of the same target after a transient failure (connection error, 5xx), before the next target
+    max_retries: Annotated[int, Field(ge=0, le=10)] = 2
+    #: retries of the same target after a 429 without Retry-After
+    rate_limit_retries: Annotated[int, Field(ge=0, le=10)] = 1
+    backoff_base: PositiveSeconds = 0.25
+    backoff_max: PositiveSeconds = 4.0
+    #: the longest Retry-After Lifeline will wait out on one target before moving to the next
+    retry_after_cap: Annotated[float, Field(ge=0)] = 5.0
+
+
+class CircuitPolicy(Strict):
+    failure_threshold: Annotated[int, Field(ge=1)] = 5
+    cooldown: PositiveSeconds = 30.0
+    #: after a cut-off (401/402/403/451, billing, region): a long cooldown
+    cutoff_cooldown: PositiveSeconds = 600.0
+    #: how long a target that answered 429 without Retry-After is left alone by other requests
+    rate_limit_pause: PositiveSeconds = 1.0
+
+
+class OpenAITarget(Strict):
+    kind: Literal["openai"]
+    base_url: str
+    api_key: SecretStr | None = None
+    #: the model id sent upstream
+    model: str
+    #: extra headers sent with every request (e.g. an organisation id)
+    headers: dict[str, str] = Field(default_factory=dict)
+    context_window: Annotated[int, Field(gt=0)] | None = None
+    supports_n: bool = True
+    #: ask the upstream for usage in streams (stream_options.include_usage) whatever the client asked
+    stream_usage: bool = True
+    max_connections: Annotated[int, Field(gt=0)] = 100
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    retry: RetryPolicy | None = None
+
+    @model_validator(mode="after")
+    def _check_url(self) -> OpenAITarget:
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ValueError("base_url must start with http:// or https://")
+        return self
+
+
+class LlamaCppTarget(Strict):
+    kind: Literal["llamacpp"]
+    #: a GGUF path, `builtin:smollm2`, or `hf:REPO/FILE.gguf` fetched from a model hub on the user's machine
+    model: str = "builtin:smollm2"
+    #: the name reported in answers' `model` field; defaults to the model file's name
+    served_name: str | None = None
+    n_ctx: Annotated[int, Field(gt=0)] = 2048
+    n_threads: Annotated[int, Field(gt=0)] | None = None
+    #: requests waiting for the engine beyond the one generating; when full the engine reports overload
+    max_queue: Annotated[int, Field(ge=0)] = 8
+    #: seconds a client is told to wait (Retry-After) when the queue is full
+    retry_after: PositiveSeconds = 1.0
+    #: answers are capped at this many tokens when the client sets no max_tokens
+    default_max_tokens: Annotated[int, Field(gt=0)] = 256
+    context_window: Annotated[int, Field(gt=0)] | None = None
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    retry: RetryPolicy | None = None
+
+    @property
+    def supports_n(self) -> bool:
+        return False
+
+
+Target = Annotated[OpenAITarget | LlamaCppTarget, Field(discriminator="kind")]
+
+
+class Alias(Strict):
+    targets: Annotated[list[str], Field(min_length=1)]
+    #: on a content-policy refusal, try the next target instead of returning the refusal
+    failover_on_content_filter: bool = False
+
+
+class ServerSettings(Strict):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 4000
+    max_body_bytes: Annotated[int, Field(gt=0)] = 4 * 1024 * 1024
+    #: the default total deadline of a request, across every attempt; the header
+    #: `x-lifeline-timeout` (seconds) may shorten it
+    request_timeout: PositiveSeconds = 300.0
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class AdminSettings(Strict):
+    #: guards /admin/*; without it the admin endpoints are open (bind to loopback)
+    master_key: SecretStr | None = None
+
+
+class Config(Strict):
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    admin: AdminSettings = Field(default_factory=AdminSettings)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    circuit: CircuitPolicy = Field(default_factory=CircuitPolicy)
+    targets: dict[str, Target]
+    aliases: dict[str, Alias]
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Config:
+        if not self.aliases:
+            raise ValueError("at least one alias is needed")
+        for name, alias in self.aliases.items():
+            for target in alias.targets:
+                if target not in self.targets:
+                    known = ", ".join(sorted(self.targets)) or "none"
+                    raise ValueError(f"alias {name!r} names unknown target {target!r} (targets: {known})")
+            if len(set(alias.targets)) != len(alias.targets):
+                raise ValueError(f"alias {name!r} lists a target twice")
+        return self
+
+    def retry_for(self, target: str) -> RetryPolicy:
+        return self.targets[target].retry or self.retry
+
+
+def default_config() -> Config:
+    """The configuration used with no config file: the embedded model under `default` and `local`."""
+    return Config(
+        targets={"local": LlamaCppTarget(kind="llamacpp", model="builtin:smollm2")},
+        aliases={"default": Alias(targets=["local"]), "local": Alias(targets=["local"])},
+    )

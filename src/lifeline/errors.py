@@ -1,0 +1,307 @@
+"""Lifeline's one exception tree.
+
+Every error a request can meet is one of these classes. Each class knows the HTTP status and the OpenAI
+error ``type``/``code`` it renders as, and its *failover class*: what the router does when an upstream
+attempt ends with it. Providers convert foreign errors (httpx exceptions, upstream status codes and error
+bodies, llama.cpp failures) into these at their boundary; the router reads only ``failover``; the server
+renders any of them through one handler.
+
+    LifelineError
+    ├── ClientError                 the client's mistake; never failed over
+    │   ├── InvalidRequest          400, names the parameter
+    │   ├── AuthenticationFailed    401 (admin endpoints)
+    │   ├── ModelNotFound           404 model_not_found (unknown alias)
+    │   ├── RouteNotFound           404 / 405 for unknown paths
+    │   └── PayloadTooLarge         413
+    ├── UpstreamError               one attempt at one target failed; carries the target name
+    │   ├── UpstreamUnavailable     connect error, reset, 5xx             → RETRY
+    │   ├── UpstreamRateLimited     429 (retry_after when given)          → RATE_LIMITED
+    │   ├── UpstreamCutOff          401/402/403/451, billing/region codes → CUT_OFF
+    │   ├── UpstreamModelNotFound   404                                   → NEXT
+    │   ├── ContextLengthExceeded   400 context_length_exceeded          → CONTEXT
+    │   ├── ContentFiltered         400 content policy                    → CONTENT_FILTER
+    │   ├── UpstreamRejected        other 400/422                         → CLIENT (returned as is)
+    │   ├── UpstreamSilent          no headers / first token / idle       → SILENT
+    │   ├── UpstreamOverloaded      embedded engine queue full            → NEXT
+    │   └── UpstreamBroken          stream broke after content was sent   (terminal)
+    └── GatewayError                the request as a whole could not be served
+        ├── AllTargetsFailed        502, every target failed
+        ├── AllTargetsBusy          429 / 503 with Retry-After
+        └── DeadlineExceeded        504
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+
+class Failover(enum.Enum):
+    """What the router does after an attempt fails with a given error (see routing/policy.py)."""
+
+    RETRY = "retry"  # transient: the same target again with backoff, then the next
+    RATE_LIMITED = "rate_limited"  # honour Retry-After within the deadline, else the next
+    CUT_OFF = "cut_off"  # no retry; open the circuit for a long cooldown; the next
+    NEXT = "next"  # no retry; the next target
+    CONTEXT = "context"  # the next target with a larger context window, else the error
+    CONTENT_FILTER = "content_filter"  # the error goes back unless the alias opts in to failover
+    SILENT = "silent"  # a target that went quiet is not retried; the next
+    CLIENT = "client"  # the client's mistake: returned as is, no failover
+
+
+class LifelineError(Exception):
+    status: int = 500
+    type: str = "api_error"
+    code: str | None = "internal_error"
+    param: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        type: str | None = None,
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+        if type is not None:
+            self.type = type
+        if code is not None:
+            self.code = code
+        if param is not None:
+            self.param = param
+        self.headers: dict[str, str] = dict(headers or {})
+
+    def envelope(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+# --- the client's mistakes -------------------------------------------------------------------------
+
+
+class ClientError(LifelineError):
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class InvalidRequest(ClientError):
+    code = "invalid_value"
+
+
+class AuthenticationFailed(ClientError):
+    status = 401
+    code = "invalid_api_key"
+
+
+class ModelNotFound(ClientError):
+    status = 404
+    code = "model_not_found"
+    param = "model"
+
+
+class RouteNotFound(ClientError):
+    status = 404
+    code = "not_found"
+
+
+class PayloadTooLarge(ClientError):
+    status = 413
+    code = "payload_too_large"
+
+
+# --- one failed attempt at one target --------------------------------------------------------------
+
+
+class UpstreamError(LifelineError):
+    """An attempt at a target failed. ``upstream_status`` is what the upstream said, if it said anything."""
+
+    failover: Failover = Failover.RETRY
+    status = 502
+    type = "api_error"
+    code = "upstream_error"
+    #: the short name used in attempt logs and the attempts header
+    outcome: str = "error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        target: str = "",
+        upstream_status: int | None = None,
+        retry_after: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(message, **kwargs)
+        self.target = target
+        self.upstream_status = upstream_status
+        self.retry_after = retry_after
+
+
+class UpstreamUnavailable(UpstreamError):
+    failover = Failover.RETRY
+    outcome = "unavailable"
+
+
+class UpstreamRateLimited(UpstreamError):
+    failover = Failover.RATE_LIMITED
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+    outcome = "rate_limited"
+
+
+class UpstreamCutOff(UpstreamError):
+    failover = Failover.CUT_OFF
+    outcome = "cut_off"
+
+
+class UpstreamModelNotFound(UpstreamError):
+    failover = Failover.NEXT
+    outcome = "model_not_found"
+
+
+class ContextLengthExceeded(UpstreamError):
+    failover = Failover.CONTEXT
+    status = 400
+    type = "invalid_request_error"
+    code = "context_length_exceeded"
+    param = "messages"
+    outcome = "context_length_exceeded"
+
+
+class ContentFiltered(UpstreamError):
+    failover = Failover.CONTENT_FILTER
+    status = 400
+    type = "invalid_request_error"
+    code = "content_filter"
+    outcome = "content_filter"
+
+
+class UpstreamRejected(UpstreamError):
+    """The upstream said the request itself is wrong (400/422): the client gets it back as is."""
+
+    failover = Failover.CLIENT
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+    outcome = "rejected"
+
+
+class UpstreamSilent(UpstreamError):
+    failover = Failover.SILENT
+    status = 504
+    type = "api_error"
+    code = "upstream_timeout"
+    outcome = "silent"
+
+
+class UpstreamOverloaded(UpstreamError):
+    """The embedded engine's wait queue is full."""
+
+    failover = Failover.NEXT
+    status = 503
+    type = "api_error"
+    code = "overloaded"
+    outcome = "overloaded"
+
+
+class UpstreamBroken(UpstreamError):
+    """A stream broke after content reached the client; it is reported to the client as an error event."""
+
+    failover = Failover.NEXT
+    outcome = "broken"
+
+
+# --- the request as a whole ------------------------------------------------------------------------
+
+
+class GatewayError(LifelineError):
+    status = 502
+    type = "api_error"
+
+
+class AllTargetsFailed(GatewayError):
+    status = 502
+    code = "all_targets_failed"
+
+
+class AllTargetsBusy(GatewayError):
+    status = 429
+    type = "rate_limit_error"
+    code = "all_targets_busy"
+
+
+class DeadlineExceeded(GatewayError):
+    status = 504
+    code = "deadline_exceeded"
+
+
+# Error codes an upstream uses for a refusal of the account rather than of the request. They arrive with
+# 400, 403 or 429 depending on the provider; the code, not the message, is what marks a cut-off.
+CUT_OFF_CODES = frozenset(
+    {
+        "insufficient_quota",
+        "billing_hard_limit_reached",
+        "billing_not_active",
+        "account_deactivated",
+        "account_suspended",
+        "unsupported_country_region_territory",
+        "unsupported_country",
+        "region_not_supported",
+        "access_terminated",
+        "organization_deactivated",
+        "invalid_api_key",
+        "permission_denied",
+    }
+)
+CONTEXT_CODES = frozenset({"context_length_exceeded", "string_above_max_length", "context_window_exceeded"})
+CONTENT_FILTER_CODES = frozenset({"content_filter", "content_policy_violation", "data_inspection_failed"})
+MODEL_NOT_FOUND_CODES = frozenset({"model_not_found", "model_not_available"})
+
+
+def from_upstream_status(
+    status: int,
+    error: dict[str, Any] | None,
+    *,
+    target: str,
+    retry_after: float | None,
+) -> UpstreamError:
+    """Classify an upstream's error response by status and error code (never by message text)."""
+    error = error or {}
+    raw_code = error.get("code")
+    code = str(raw_code) if raw_code is not None else None
+    etype = error.get("type") if isinstance(error.get("type"), str) else None
+    message = str(error.get("message") or f"upstream answered {status}")
+    param = error.get("param") if isinstance(error.get("param"), str) else None
+    kwargs: dict[str, Any] = {"target": target, "upstream_status": status, "retry_after": retry_after}
+    cls: type[UpstreamError]
+    if code in CUT_OFF_CODES or status in (401, 402, 403, 451):
+        cls = UpstreamCutOff
+    elif status == 429:
+        cls = UpstreamRateLimited
+    elif code in CONTEXT_CODES:
+        cls = ContextLengthExceeded
+    elif code in CONTENT_FILTER_CODES or etype in CONTENT_FILTER_CODES:
+        cls = ContentFiltered
+    elif status == 404 or code in MODEL_NOT_FOUND_CODES:
+        cls = UpstreamModelNotFound
+    elif status in (400, 413, 422):
+        # Passed back to the client as the upstream said it, status included.
+        return UpstreamRejected(
+            message, status=status, type=etype or "invalid_request_error", code=code, param=param, **kwargs
+        )
+    elif status == 408 or status >= 500:
+        cls = UpstreamUnavailable
+    else:
+        # An unexpected status (3xx, 409, 418 …) is a broken target, not the client's fault.
+        cls = UpstreamUnavailable
+    err = cls(message, **kwargs)
+    if cls in (ContextLengthExceeded, ContentFiltered):
+        err.param = param or err.param
+    return err

@@ -1,0 +1,1 @@
+"""Providers: one module per wire format, each converting foreign errors at its boundary."""

@@ -1,0 +1,120 @@
+"""The Provider protocol every target kind implements, and the values that cross it.
+
+A provider turns one chat call into one attempt at one upstream. It raises only Lifeline's
+`UpstreamError` classes (converted at its own boundary) and enforces the target's timeouts, each bounded
+by the request's deadline. It knows nothing of aliases, retries or circuits: that is routing/.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from lifeline.protocol.chat import ChatCompletionRequest
+
+
+@dataclass(slots=True)
+class Deadline:
+    """The moment (time.monotonic) by which the whole request must be answered."""
+
+    at: float
+
+    @classmethod
+    def after(cls, seconds: float) -> Deadline:
+        return cls(time.monotonic() + seconds)
+
+    def remaining(self) -> float:
+        return self.at - time.monotonic()
+
+    def bound(self, timeout: float) -> float:
+        """The timeout, shortened to what is left of the deadline (never negative)."""
+        return max(0.0, min(timeout, self.remaining()))
+
+    @property
+    def expired(self) -> bool:
+        return self.remaining() <= 0
+
+
+@dataclass(slots=True)
+class ChatCall:
+    """One client request as the providers see it."""
+
+    #: the client's JSON body, unchanged (unknown fields included); providers copy before changing it
+    body: dict[str, Any]
+    request: ChatCompletionRequest
+    request_id: str
+    deadline: Deadline
+
+
+@dataclass(slots=True)
+class Completion:
+    """A whole (non-streaming) answer."""
+
+    body: dict[str, Any]
+    model: str
+    usage: dict[str, Any] | None
+
+
+@dataclass(slots=True)
+class Chunk:
+    """One streamed event, parsed once; `raw` is its JSON text, re-sent unchanged where possible."""
+
+    data: dict[str, Any]
+    raw: bytes
+    #: carries something the client sees: content, a refusal, reasoning or tool-call deltas
+    content: bool = False
+    #: some choice finished (finish_reason set)
+    finish: bool = False
+    #: the chunk's usage, when it carries one (OpenAI sends it on a last chunk with no choices)
+    usage: dict[str, Any] | None = None
+
+
+def inspect_chunk(data: dict[str, Any], raw: bytes) -> Chunk:
+    chunk = Chunk(data=data, raw=raw)
+    choices = data.get("choices")
+    if isinstance(choices, list):
+        for choice in choices:
+            if not isinstance(choice, dict):
+                continue
+            delta = choice.get("delta")
+            if isinstance(delta, dict) and (
+                delta.get("content")
+                or delta.get("tool_calls")
+                or delta.get("refusal")
+                or delta.get("reasoning_content")
+                or delta.get("function_call")
+            ):
+                chunk.content = True
+            if choice.get("finish_reason"):
+                chunk.finish = True
+    usage = data.get("usage")
+    if isinstance(usage, dict):
+        chunk.usage = usage
+    return chunk
+
+
+class Provider(Protocol):
+    """One target: an upstream reached through one wire format."""
+
+    name: str
+    #: the model name the target serves (used when an answer does not name one)
+    model: str
+    context_window: int | None
+    supports_n: bool
+
+    async def start(self) -> None:
+        """Open pools or load models. Called once at start-up."""
+
+    async def close(self) -> None:
+        """Release everything. Called once at shutdown."""
+
+    async def complete(self, call: ChatCall) -> Completion:
+        """One non-streaming attempt."""
+        ...
+
+    def stream(self, call: ChatCall) -> AsyncIterator[Chunk]:
+        """One streaming attempt. Ends normally only when the answer is complete; raises UpstreamError
+        (subclasses) otherwise. Closing the iterator early releases the upstream at once."""
+        ...

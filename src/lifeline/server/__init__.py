@@ -1,0 +1,1 @@
+"""The HTTP server: thin routes, one error renderer, the request-id middleware."""

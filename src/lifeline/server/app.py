@@ -1,0 +1,52 @@
+"""create_app(config): the ASGI application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.routing import Route
+
+from lifeline.config.schema import Config
+from lifeline.errors import LifelineError
+from lifeline.providers.registry import ProviderRegistry
+from lifeline.server import errors
+from lifeline.server.gateway import Gateway
+from lifeline.server.middleware import RequestIdMiddleware
+from lifeline.server.routes.chat import chat_completions
+from lifeline.server.routes.info import admin_targets, get_model, healthz, list_models, readyz
+
+
+def create_app(config: Config, registry: ProviderRegistry | None = None) -> Starlette:
+    gateway = Gateway.build(config, registry)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.close()
+
+    app = Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/v1/models", list_models, methods=["GET"]),
+            Route("/v1/models/{model:path}", get_model, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/admin/targets", admin_targets, methods=["GET"]),
+        ],
+        middleware=[Middleware(RequestIdMiddleware)],
+        exception_handlers={
+            LifelineError: errors.lifeline_error,
+            HTTPException: errors.http_error,
+            Exception: errors.unexpected_error,
+        },
+        lifespan=lifespan,
+    )
+    app.state.gateway = gateway
+    return app

@@ -1,0 +1,44 @@
+"""Rendering every error as OpenAI's error envelope, in one place."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from lifeline.errors import LifelineError, RouteNotFound
+
+log = logging.getLogger("lifeline.server")
+
+
+def error_response(error: LifelineError) -> Response:
+    return Response(
+        orjson.dumps(error.envelope()),
+        status_code=error.status,
+        headers=error.headers,
+        media_type="application/json",
+    )
+
+
+async def lifeline_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, LifelineError)
+    return error_response(exc)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        error = RouteNotFound(f"Method {request.method} is not allowed on {request.url.path}.", status=405,
+                              code="method_not_allowed")
+    else:
+        error = RouteNotFound(f"Unknown path {request.url.path}.", status=exc.status_code)
+    return error_response(error)
+
+
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    # The trace goes to the log, never to the client.
+    log.error("unexpected error", exc_info=exc)
+    return error_response(LifelineError("The gateway hit an internal error; it has been logged."))

@@ -1,0 +1,1 @@
+"""Thin routes: parse once, call the router, render."""

@@ -1,0 +1,164 @@
+"""Behaviour specs for the fault wall and the deterministic text it answers with.
+
+A behaviour is chosen through the request's ``model`` field, written ``NAME`` or ``NAME?k=v&k=v``.
+Everything here is pure: parsing, typed parameter getters, the word list and prompt word counting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+WALL_WORDS: tuple[str, ...] = (
+    "Lifeline",
+    "keeps",
+    "answering",
+    "when",
+    "providers",
+    "fail",
+    "because",
+    "every",
+    "route",
+    "has",
+    "a",
+    "fallback",
+    "ready",
+    "behind",
+    "the",
+    "wall",
+)
+
+# Names the wall understands; anything else is served as "ok".
+KNOWN_BEHAVIOURS: tuple[str, ...] = (
+    "ok",
+    "status",
+    "rate_limit",
+    "fail_once",
+    "reset",
+    "hang",
+    "slow_first_token",
+    "cut",
+    "stall",
+    "malformed",
+    "no_done",
+    "no_usage",
+    "context_length",
+    "content_filter",
+    "bad_request",
+    "flap",
+    "error_event",
+    "tool_call",
+)
+
+DEFAULT_TOKENS = 12
+
+
+def wall_word(i: int) -> str:
+    """The i-th word of the wall's answer, cycling through WALL_WORDS."""
+    return WALL_WORDS[i % len(WALL_WORDS)]
+
+
+def wall_text(n: int) -> str:
+    """The first ``n`` wall words joined by single spaces."""
+    return " ".join(wall_word(i) for i in range(max(n, 0)))
+
+
+def stream_piece(i: int) -> str:
+    """Content of the i-th streamed token; concatenating pieces 0..n-1 gives ``wall_text(n)``."""
+    word = wall_word(i)
+    return word if i == 0 else " " + word
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """A parsed behaviour: its name plus the raw string parameters from the query part."""
+
+    name: str
+    params: dict[str, str] = field(default_factory=dict)
+
+    def has(self, key: str) -> bool:
+        return key in self.params
+
+    def get_str(self, key: str, default: str) -> str:
+        return self.params.get(key, default)
+
+    def get_opt_str(self, key: str) -> str | None:
+        return self.params.get(key)
+
+    def get_int(self, key: str, default: int) -> int:
+        raw = self.params.get(key)
+        if raw is None:
+            return default
+        try:
+            return int(raw)
+        except ValueError:
+            # A typo in a rehearsal config should degrade to the default, not crash the wall.
+            try:
+                return int(float(raw))
+            except ValueError:
+                return default
+
+    def get_float(self, key: str, default: float) -> float:
+        value = self.get_opt_float(key)
+        return default if value is None else value
+
+    def get_opt_float(self, key: str) -> float | None:
+        raw = self.params.get(key)
+        if raw is None:
+            return None
+        try:
+            return float(raw)
+        except ValueError:
+            return None
+
+    @property
+    def tokens(self) -> int:
+        return max(self.get_int("tokens", DEFAULT_TOKENS), 0)
+
+    @property
+    def latency_s(self) -> float:
+        return max(self.get_float("latency_ms", 0.0), 0.0) / 1000.0
+
+    @property
+    def tps(self) -> float | None:
+        value = self.get_opt_float("tps")
+        return value if value is not None and value > 0 else None
+
+
+def parse_behaviour(spec: str | None) -> Behaviour:
+    """Parse ``NAME?k=v&k=v``; unknown or empty names become ``ok`` (keeping their params)."""
+    if not spec:
+        return Behaviour("ok", {})
+    name, _, query = spec.partition("?")
+    name = name.strip()
+    params = dict(parse_qsl(query, keep_blank_values=True)) if query else {}
+    if name not in KNOWN_BEHAVIOURS:
+        name = "ok"
+    return Behaviour(name, params)
+
+
+def _count_words(text: Any) -> int:
+    return len(text.split()) if isinstance(text, str) else 0
+
+
+def prompt_words(body: Mapping[str, Any] | None) -> int:
+    """Whitespace-separated words in all message string contents and text parts."""
+    if not body:
+        return 0
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return 0
+    total = 0
+    for message in messages:
+        if not isinstance(message, dict):
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            total += _count_words(content)
+        elif isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict) and part.get("type") == "text":
+                    total += _count_words(part.get("text"))
+    return total
