@@ -110,9 +110,7 @@ def context_length_error(behaviour: Behaviour, prompt_tokens: int) -> ErrorReply
         f"This model's maximum context length is {limit} tokens. However, your messages resulted in "
         f"{requested} tokens. Please reduce the length of the messages."
     )
-    return ErrorReply(
-        400, envelope(message, "invalid_request_error", "messages", "context_length_exceeded"), []
-    )
+    return ErrorReply(400, envelope(message, "invalid_request_error", "messages", "context_length_exceeded"), [])
 
 
 def content_filter_error() -> ErrorReply:
@@ -156,12 +154,10 @@ class Reply:
     prompt_tokens: int
     include_usage: bool
 
-    def usage(self, completion_tokens: int | None = None) -> dict[str, int]:
-        return usage(self.prompt_tokens, self.tokens if completion_tokens is None else completion_tokens)
+    def usage(self) -> dict[str, int]:
+        return usage(self.prompt_tokens, self.tokens)
 
-    def completion(
-        self, message: dict[str, Any], *, with_usage: bool = True, finish: str | None = None
-    ) -> dict[str, Any]:
+    def completion(self, message: dict[str, Any], *, with_usage: bool = True) -> dict[str, Any]:
         body: dict[str, Any] = {
             "id": self.id,
             "object": "chat.completion",
@@ -172,7 +168,7 @@ class Reply:
                     "index": 0,
                     "message": message,
                     "logprobs": None,
-                    "finish_reason": finish or self.finish_reason,
+                    "finish_reason": self.finish_reason,
                 }
             ],
         }
@@ -196,14 +192,14 @@ class Reply:
             body["usage"] = None
         return body
 
-    def usage_chunk(self, completion_tokens: int | None = None) -> dict[str, Any]:
+    def usage_chunk(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "object": "chat.completion.chunk",
             "created": self.created,
             "model": self.model,
             "choices": [],
-            "usage": self.usage(completion_tokens),
+            "usage": self.usage(),
         }
 
 
@@ -212,22 +208,14 @@ def tool_call_message(call_id: str, name: str) -> dict[str, Any]:
         "role": "assistant",
         "content": None,
         "refusal": None,
-        "tool_calls": [
-            {"id": call_id, "type": "function", "function": {"name": name, "arguments": TOOL_ARGUMENTS}}
-        ],
+        "tool_calls": [{"id": call_id, "type": "function", "function": {"name": name, "arguments": TOOL_ARGUMENTS}}],
     }
 
 
 def tool_call_deltas(call_id: str, name: str) -> list[dict[str, Any]]:
     """Deltas after the role chunk: the call header, then the arguments in pieces."""
     deltas: list[dict[str, Any]] = [
-        {
-            "tool_calls": [
-                {"index": 0, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}
-            ]
-        }
+        {"tool_calls": [{"index": 0, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}]}
     ]
-    deltas.extend(
-        {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]} for piece in TOOL_ARGUMENT_PIECES
-    )
+    deltas.extend({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]} for piece in TOOL_ARGUMENT_PIECES)
     return deltas

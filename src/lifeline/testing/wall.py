@@ -307,19 +307,14 @@ class FaultWall:
             if request is None or not await self._dispatch(request, reader, writer):
                 return
 
-    async def _dispatch(
-        self, request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> bool:
+    async def _dispatch(self, request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         """Answer one request; returns whether the connection may carry another."""
         route = (request.method, request.path)
         keep = request.keep_alive
         if route == ("POST", CHAT_PATH):
             return await self._chat(request, reader, writer)
         if route == ("GET", "/v1/models"):
-            models = [
-                {"id": n, "object": "model", "created": 0, "owned_by": "lifeline-wall"}
-                for n in KNOWN_BEHAVIOURS
-            ]
+            models = [{"id": n, "object": "model", "created": 0, "owned_by": "lifeline-wall"} for n in KNOWN_BEHAVIOURS]
             return await _send_json(writer, 200, {"object": "list", "data": models}, keep)
         if route == ("GET", "/_wall/attempts"):
             return await _send_json(writer, 200, [a.public() for a in self.attempts], keep)
@@ -334,9 +329,7 @@ class FaultWall:
 
     # -- chat completions ------------------------------------------------------------------------
 
-    async def _chat(
-        self, request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> bool:
+    async def _chat(self, request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         keep = request.keep_alive
         body = _json_object(request.body)
         if body is None:
@@ -414,9 +407,7 @@ class FaultWall:
             include_usage=stream and behaviour.name != "no_usage" and _include_usage(body),
         )
 
-    def _error_for(
-        self, behaviour: Behaviour, spec: str, model: str | None, reply: Reply
-    ) -> ErrorReply | None:
+    def _error_for(self, behaviour: Behaviour, spec: str, model: str | None, reply: Reply) -> ErrorReply | None:
         """The error this request gets, if any; advances the per-model fail_once and flap state."""
         name = behaviour.name
         if name == "status":

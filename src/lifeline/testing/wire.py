@@ -101,9 +101,7 @@ async def read_request(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
     body = await reader.readexactly(length) if length else b""
 
     path, _, query = target.partition("?")
-    return Request(
-        method, path, query, headers, body, _keep_alive(version, headers), time.monotonic(), time.time()
-    )
+    return Request(method, path, query, headers, body, _keep_alive(version, headers), time.monotonic(), time.time())
 
 
 def _head(status: int, headers: list[tuple[str, str]], keep_alive: bool) -> bytes:
