@@ -133,6 +133,7 @@ class Router:
         min_context: int | None = None
         last_error: UpstreamError | None = None
         index, retries = 0, 0
+        retrying = False  # a retry of the same target was decided already: no new admission check
 
         while index < len(candidates):
             name = candidates[index]
@@ -143,7 +144,7 @@ class Router:
                 continue
             if name == forced:
                 health.force_probe(name)
-            elif not health.acquire(name):
+            elif not retrying and not health.acquire(name):
                 attempts.append(Attempt(name, f"skipped: {self._why_unavailable(name)}"))
                 index += 1
                 continue
@@ -167,8 +168,10 @@ class Router:
                 if call.deadline.expired:
                     raise self._deadline_error(call, attempts) from None
                 decision = decide(err, retries, self.config.retry_for(name), alias, call.deadline)
-                if decision.step is Step.RETRY and name != forced:
+                # A retry goes ahead unless this was a probe or the failure just opened the circuit.
+                if decision.step is Step.RETRY and name != forced and health.circuit(name).state is State.CLOSED:
                     retries += 1
+                    retrying = True
                     await asyncio.sleep(decision.delay)
                     continue
                 if decision.step is Step.RETURN:
@@ -180,7 +183,7 @@ class Router:
                         err.headers.setdefault("x-lifeline-attempts", str(_tries(attempts)))
                         raise
                 self._note_failover(call, alias_name, record, candidates[index + 1 :])
-                index, retries = index + 1, 0
+                index, retries, retrying = index + 1, 0, False
                 continue
             except BaseException:
                 # Cancelled (client gone) or a bug: no verdict on the target, but free its probe slot.
