@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from pathlib import Path
 from typing import Annotated
@@ -92,10 +93,8 @@ def fakes_serve(
     from lifeline.testing.wall import serve_forever
 
     typer.echo(f"fault wall on http://{host}:{port}/v1")
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve_forever(host, port))
-    except KeyboardInterrupt:
-        pass
 
 
 def main() -> None:

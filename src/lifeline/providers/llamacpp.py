@@ -97,9 +97,7 @@ def _text(content: Any) -> str:
     """Content-part arrays become plain text: the embedded models read text only."""
     if content is None or isinstance(content, str):
         return content or ""
-    return "".join(
-        part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text"
-    )
+    return "".join(part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text")
 
 
 def _engine_kwargs(call: ChatCall, default_max_tokens: int) -> dict[str, Any]:

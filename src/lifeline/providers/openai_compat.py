@@ -174,9 +174,7 @@ class OpenAICompatProvider:
                 # Usage comes last: the answer is complete even if no [DONE] follows.
                 return
         if not finished:
-            raise UpstreamUnavailable(
-                "the upstream closed the stream before the answer finished", target=self.name
-            )
+            raise UpstreamUnavailable("the upstream closed the stream before the answer finished", target=self.name)
 
     async def _raise_for_status(self, response: httpx.Response) -> None:
         error = await read_error(response)
@@ -192,14 +190,13 @@ class OpenAICompatProvider:
         try:
             yield
         except TimeoutError:
-            raise UpstreamSilent(f"target {self.name} sent nothing within the {phase} timeout", target=self.name) from None
+            raise UpstreamSilent(
+                f"target {self.name} sent nothing within the {phase} timeout", target=self.name
+            ) from None
         except httpx.TimeoutException as exc:
             # httpx's own timeouts are only connect and pool: the target is unreachable, not silent.
             raise UpstreamUnavailable(
                 f"target {self.name}: {type(exc).__name__} while connecting", target=self.name
             ) from None
         except httpx.HTTPError as exc:
-            raise UpstreamUnavailable(
-                f"target {self.name}: {type(exc).__name__} ({phase})", target=self.name
-            ) from None
-
+            raise UpstreamUnavailable(f"target {self.name}: {type(exc).__name__} ({phase})", target=self.name) from None

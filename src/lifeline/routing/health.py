@@ -61,9 +61,7 @@ class Health:
 
     policy: CircuitPolicy
     circuits: dict[str, Circuit] = field(default_factory=dict)
-    recent_failovers: collections.deque[dict[str, Any]] = field(
-        default_factory=lambda: collections.deque(maxlen=100)
-    )
+    recent_failovers: collections.deque[dict[str, Any]] = field(default_factory=lambda: collections.deque(maxlen=100))
 
     def circuit(self, target: str) -> Circuit:
         circuit = self.circuits.get(target)

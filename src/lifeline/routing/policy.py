@@ -1,15 +1,15 @@
 """The failover table as data: what the router does after a failed attempt, and how long it waits.
 
-    failover class   action
-    RETRY            same target again after backoff with jitter (max_retries), then the next target
-    RATE_LIMITED     Retry-After within the deadline and the cap: wait it out and retry the same target;
-                     no Retry-After: back off with jitter (rate_limit_retries), then the next target
-    CUT_OFF          no retry; the circuit opens for a long cooldown; the next target
-    NEXT             no retry; the next target (404 model not found, engine overloaded)
-    CONTEXT          no retry; the next target with a larger configured context window, else the error
-    CONTENT_FILTER   the provider's refusal goes back to the client, unless the alias opts in to failover
-    SILENT           a silent target is not retried; the next target
-    CLIENT           the client's mistake: returned as is, no failover
+failover class   action
+RETRY            same target again after backoff with jitter (max_retries), then the next target
+RATE_LIMITED     Retry-After within the deadline and the cap: wait it out and retry the same target;
+                 no Retry-After: back off with jitter (rate_limit_retries), then the next target
+CUT_OFF          no retry; the circuit opens for a long cooldown; the next target
+NEXT             no retry; the next target (404 model not found, engine overloaded)
+CONTEXT          no retry; the next target with a larger configured context window, else the error
+CONTENT_FILTER   the provider's refusal goes back to the client, unless the alias opts in to failover
+SILENT           a silent target is not retried; the next target
+CLIENT           the client's mistake: returned as is, no failover
 """
 
 from __future__ import annotations

@@ -46,7 +46,12 @@ class Attempt:
     latency: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"target": self.target, "outcome": self.outcome, "status": self.status, "latency": round(self.latency, 4)}
+        return {
+            "target": self.target,
+            "outcome": self.outcome,
+            "status": self.status,
+            "latency": round(self.latency, 4),
+        }
 
 
 @dataclass(slots=True)
@@ -162,8 +167,13 @@ class Router:
                 last_error = err
                 log.warning(
                     "attempt failed",
-                    extra={"request_id": call.request_id, "target": name, "outcome": err.outcome,
-                           "status": err.upstream_status, "latency": round(record.latency, 4)},
+                    extra={
+                        "request_id": call.request_id,
+                        "target": name,
+                        "outcome": err.outcome,
+                        "status": err.upstream_status,
+                        "latency": round(record.latency, 4),
+                    },
                 )
                 if call.deadline.expired:
                     raise self._deadline_error(call, attempts) from None

@@ -77,6 +77,7 @@ async def relay(routed: Routed[OpenStream], call: ChatCall, health: Health) -> A
             yield sse(orjson.dumps(_usage_chunk(call, last, usage, completion_chars)))
         yield DONE
         verdict = True
+        log.info("stream finished", extra={"request_id": call.request_id, "target": routed.target})
     finally:
         await opened.rest.aclose()  # type: ignore[attr-defined]
         if verdict is True:

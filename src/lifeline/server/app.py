@@ -44,7 +44,6 @@ def create_app(config: Config, registry: ProviderRegistry | None = None) -> Star
         exception_handlers={
             LifelineError: errors.lifeline_error,
             HTTPException: errors.http_error,
-            Exception: errors.unexpected_error,
         },
         lifespan=lifespan,
     )

@@ -25,20 +25,19 @@ def error_response(error: LifelineError) -> Response:
 
 async def lifeline_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, LifelineError)
+    log.info(
+        "request failed",
+        extra={"status": exc.status, "code": exc.code, "attempts": exc.headers.get("x-lifeline-attempts")},
+    )
     return error_response(exc)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 405:
-        error = RouteNotFound(f"Method {request.method} is not allowed on {request.url.path}.", status=405,
-                              code="method_not_allowed")
+        error = RouteNotFound(
+            f"Method {request.method} is not allowed on {request.url.path}.", status=405, code="method_not_allowed"
+        )
     else:
         error = RouteNotFound(f"Unknown path {request.url.path}.", status=exc.status_code)
     return error_response(error)
-
-
-async def unexpected_error(request: Request, exc: Exception) -> Response:
-    # The trace goes to the log, never to the client.
-    log.error("unexpected error", exc_info=exc)
-    return error_response(LifelineError("The gateway hit an internal error; it has been logged."))

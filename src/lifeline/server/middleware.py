@@ -1,13 +1,19 @@
-"""A pure-ASGI middleware: every response carries `x-request-id` (the client's, if it sent a sane one)."""
+"""A pure-ASGI middleware: every response carries `x-request-id` (the client's, if it sent a sane one),
+and an unexpected exception becomes a 500 in OpenAI's envelope (with that id) rather than a bare page."""
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 
+import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from lifeline.errors import LifelineError
 from lifeline.logs import request_id_var
+
+log = logging.getLogger("lifeline.server")
 
 _SANE_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -29,13 +35,30 @@ class RequestIdMiddleware:
             request_id = uuid.uuid4().hex.encode()
         scope.setdefault("state", {})["request_id"] = request_id.decode()
         token = request_id_var.set(request_id.decode())
+        started = False
 
         async def send_with_id(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            # The trace goes to the log, never to the client.
+            log.error("unexpected error", exc_info=exc)
+            if started:
+                raise
+            body = orjson.dumps(LifelineError("The gateway hit an internal error; it has been logged.").envelope())
+            await send_with_id(
+                {
+                    "type": "http.response.start",
+                    "status": 500,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+                }
+            )
+            await send_with_id({"type": "http.response.body", "body": body})
         finally:
             request_id_var.reset(token)
