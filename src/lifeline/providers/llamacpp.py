@@ -123,7 +123,7 @@ class LlamaCppProvider:
     def __init__(self, name: str, config: LlamaCppTarget, fetch: HubFetch = _hub_fetch):
         self.name = name
         self.config = config
-        self.context_window = config.context_window or config.n_ctx
+        self.context_window: int | None = config.context_window or config.n_ctx
         self.supports_n = False
         self._fetch = fetch
         self._path, served = resolve_model(config.model, fetch)

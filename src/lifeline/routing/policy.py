@@ -38,8 +38,9 @@ class Decision:
 def backoff(retry_number: int, policy: RetryPolicy, rng: random.Random | None = None) -> float:
     """Exponential backoff with "equal jitter": half the step is fixed, half random, so retries from many
     clients spread out but never come back-to-back."""
-    step = min(policy.backoff_max, policy.backoff_base * (2 ** max(0, retry_number - 1)))
-    return step / 2 + (rng or random).uniform(0, step / 2)
+    step: float = min(policy.backoff_max, policy.backoff_base * 2.0 ** max(0, retry_number - 1))
+    jitter: float = (rng or random).uniform(0, step / 2)
+    return step / 2 + jitter
 
 
 def decide(
