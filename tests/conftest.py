@@ -16,7 +16,13 @@ from lifeline.testing.gateway import RunningGateway, run_gateway
 UPSTREAM_KEY = "sk-test-upstream-secret-0123456789"
 
 FAST_TIMEOUTS = {"connect": 1.0, "first_byte": 1.0, "response": 2.0, "ttft": 1.0, "idle": 1.0}
-FAST_RETRY = {"max_retries": 2, "rate_limit_retries": 1, "backoff_base": 0.05, "backoff_max": 0.2, "retry_after_cap": 2.0}
+FAST_RETRY = {
+    "max_retries": 2,
+    "rate_limit_retries": 1,
+    "backoff_base": 0.05,
+    "backoff_max": 0.2,
+    "retry_after_cap": 2.0,
+}
 
 
 @pytest.fixture(scope="session")
@@ -34,8 +40,14 @@ def wall(wall_server: FaultWall) -> FaultWall:
 def wall_target(wall: FaultWall, model: str, **extra: Any) -> dict[str, Any]:
     """A target of kind openai pointed at the fault wall; `model` picks the wall's behaviour."""
     timeouts = {**FAST_TIMEOUTS, **extra.pop("timeouts", {})}
-    return {"kind": "openai", "base_url": wall.base_url, "api_key": UPSTREAM_KEY, "model": model,
-            "timeouts": timeouts, **extra}
+    return {
+        "kind": "openai",
+        "base_url": wall.base_url,
+        "api_key": UPSTREAM_KEY,
+        "model": model,
+        "timeouts": timeouts,
+        **extra,
+    }
 
 
 def make_config(

@@ -22,7 +22,7 @@ renders any of them through one handler.
     │   ├── ContentFiltered         400 content policy                    → CONTENT_FILTER
     │   ├── UpstreamRejected        other 400/422                         → CLIENT (returned as is)
     │   ├── UpstreamSilent          no headers / first token / idle       → SILENT
-    │   ├── UpstreamOverloaded      embedded engine queue full            → NEXT
+    │   ├── UpstreamOverloaded      embedded engine queue full            → BUSY
     │   └── UpstreamBroken          stream broke after content was sent   (terminal)
     └── GatewayError                the request as a whole could not be served
         ├── AllTargetsFailed        502, every target failed
@@ -43,6 +43,7 @@ class Failover(enum.Enum):
     RATE_LIMITED = "rate_limited"  # honour Retry-After within the deadline, else the next
     CUT_OFF = "cut_off"  # no retry; open the circuit for a long cooldown; the next
     NEXT = "next"  # no retry; the next target
+    BUSY = "busy"  # no retry; the next target; says nothing about the target's health (a full queue)
     CONTEXT = "context"  # the next target with a larger context window, else the error
     CONTENT_FILTER = "content_filter"  # the error goes back unless the alias opts in to failover
     SILENT = "silent"  # a target that went quiet is not retried; the next
@@ -204,7 +205,7 @@ class UpstreamSilent(UpstreamError):
 class UpstreamOverloaded(UpstreamError):
     """The embedded engine's wait queue is full."""
 
-    failover = Failover.NEXT
+    failover = Failover.BUSY
     status = 503
     type = "api_error"
     code = "overloaded"

@@ -4,6 +4,8 @@ what the upstream saw (attempt counts and the gaps between them)."""
 
 from __future__ import annotations
 
+import itertools
+
 import httpx
 import pytest
 from openai import OpenAI
@@ -21,7 +23,7 @@ def ask(base_url: str, alias: str = "chat", **extra: object) -> httpx.Response:
 
 def gaps(wall: FaultWall, model: str) -> list[float]:
     times = [a.at for a in wall.attempts_for(model)]
-    return [b - a for a, b in zip(times, times[1:], strict=False)]
+    return [b - a for a, b in itertools.pairwise(times)]
 
 
 @pytest.mark.parametrize("code", [500, 502, 503, 504])

@@ -12,7 +12,7 @@ def _chars(content: Any) -> int:
     if isinstance(content, str):
         return len(content)
     if isinstance(content, list):
-        return sum(len(p.get("text", "")) for p in content if isinstance(p, dict))
+        return sum(len(p["text"]) for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
     return 0
 
 
@@ -33,5 +33,7 @@ def delta_chars(data: dict[str, Any]) -> int:
                 total += _chars(delta.get("content"))
                 for call in delta.get("tool_calls") or ():
                     if isinstance(call, dict):
-                        total += len(str((call.get("function") or {}).get("arguments") or ""))
+                        function = call.get("function")
+                        arguments = function.get("arguments") if isinstance(function, dict) else None
+                        total += len(arguments) if isinstance(arguments, str) else 0
     return total

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import math
 import time
 from typing import Any
 
@@ -12,26 +13,36 @@ import orjson
 MAX_ERROR_BODY = 64 * 1024
 
 
+#: a Retry-After beyond this is treated as this: a day is "not today", and keeps the arithmetic finite
+MAX_RETRY_AFTER = 86400.0
+
+
 def retry_after_seconds(headers: httpx.Headers) -> float | None:
     """Seconds to wait from `retry-after-ms` (OpenAI) or `Retry-After` (seconds or an HTTP date)."""
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return max(0.0, float(ms) / 1000)
-        except ValueError:
-            pass
+    ms = _seconds(headers.get("retry-after-ms"))
+    if ms is not None:
+        return min(MAX_RETRY_AFTER, ms / 1000)
     value = headers.get("retry-after")
     if not value:
         return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
+    seconds = _seconds(value)
+    if seconds is not None:
+        return min(MAX_RETRY_AFTER, seconds)
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return max(0.0, when.timestamp() - time.time())
+    return min(MAX_RETRY_AFTER, max(0.0, when.timestamp() - time.time()))
+
+
+def _seconds(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return max(0.0, number) if math.isfinite(number) else None
 
 
 async def read_error(response: httpx.Response) -> dict[str, Any]:

@@ -107,7 +107,9 @@ class OpenAICompatProvider:
             raise UpstreamUnavailable("the upstream's answer is not valid JSON", target=self.name) from None
         if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
             if isinstance(data, dict) and isinstance(data.get("error"), dict):
-                raise from_upstream_status(502, data["error"], target=self.name, retry_after=None)
+                err = from_upstream_status(502, data["error"], target=self.name, retry_after=None)
+                err.message = scrub(err.message, self._secrets)
+                raise err
             raise UpstreamUnavailable("the upstream's answer has no choices", target=self.name)
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else None
         return Completion(body=data, model=str(data.get("model") or self.model), usage=usage)

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import collections
 import enum
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from lifeline.config.schema import CircuitPolicy
 from lifeline.errors import Failover, UpstreamError
+from lifeline.providers.http import MAX_RETRY_AFTER
 
 
 class State(enum.Enum):
@@ -119,6 +121,7 @@ class Health:
         c.probe_in_flight = False
         if error.failover is Failover.RATE_LIMITED:
             wait = error.retry_after if error.retry_after is not None else self.policy.rate_limit_pause
+            wait = min(wait, MAX_RETRY_AFTER) if math.isfinite(wait) else MAX_RETRY_AFTER
             c.rate_limited_until = max(c.rate_limited_until, now + wait)
             c.last_error = f"{error.outcome} {error.upstream_status or ''}".strip()
             return

@@ -66,7 +66,7 @@ def decide(
             return _wait_then_retry(error.retry_after, deadline) if fits else Decision(Step.NEXT)
         if retries_so_far < policy.rate_limit_retries:
             return _wait_then_retry(backoff(retries_so_far + 1, policy, rng), deadline)
-    # RETRY out of retries, CUT_OFF, NEXT, SILENT, CONTEXT: the router moves on (CONTEXT picks a larger one).
+    # RETRY out of retries, CUT_OFF, NEXT, BUSY, SILENT, CONTEXT: the router moves on (CONTEXT picks a larger one).
     return Decision(Step.NEXT)
 
 

@@ -27,6 +27,7 @@ from lifeline.errors import (
     UpstreamError,
 )
 from lifeline.providers.base import ChatCall, Chunk, Completion, Provider
+from lifeline.providers.http import MAX_RETRY_AFTER
 from lifeline.routing.health import Health, State
 from lifeline.routing.policy import Step, decide
 
@@ -215,9 +216,9 @@ class Router:
         tripped = [t for t in candidates if self.health.circuit(t).state is not State.CLOSED]
         if not tripped:
             wait = min(self.health.circuit(t).rate_limited_until for t in candidates) - now
-            seconds = max(1, math.ceil(wait))
             raise AllTargetsBusy(
-                "Every target of this model is rate-limited; retry later.", headers={"retry-after": str(seconds)}
+                "Every target of this model is rate-limited; retry later.",
+                headers={"retry-after": retry_after_header(wait)},
             )
         return self.health.least_recently_failed(tripped)
 
@@ -252,10 +253,16 @@ class Router:
         headers = {"x-lifeline-attempts": str(_tries(attempts))}
         tried = [a for a in attempts if not a.outcome.startswith("skipped")]
         if tried and all(a.outcome in _BUSY for a in tried):
-            waits = [e for e in [last.retry_after if last else None] if e is not None]
-            headers["retry-after"] = str(max(1, math.ceil(min(waits)))) if waits else "1"
+            headers["retry-after"] = retry_after_header(last.retry_after if last and last.retry_after else 1.0)
             return AllTargetsBusy(f"Every target of '{alias}' is busy: {_summary(attempts)}.", headers=headers)
         return AllTargetsFailed(f"Every target of '{alias}' failed: {_summary(attempts)}.", headers=headers)
+
+
+def retry_after_header(seconds: float) -> str:
+    """Whole seconds, at least 1, and finite whatever an upstream claimed."""
+    if not math.isfinite(seconds):
+        seconds = MAX_RETRY_AFTER
+    return str(max(1, math.ceil(min(seconds, MAX_RETRY_AFTER))))
 
 
 def _tries(attempts: list[Attempt]) -> int:

@@ -40,4 +40,6 @@ async def http_error(request: Request, exc: Exception) -> Response:
         )
     else:
         error = RouteNotFound(f"Unknown path {request.url.path}.", status=exc.status_code)
+    if exc.headers:
+        error.headers.update(exc.headers)  # Allow, on a 405
     return error_response(error)
