@@ -9,8 +9,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from lifeline.config import Config, ConfigError, default_config, load_config
+from lifeline.config.load import describe_validation_error
+from lifeline.config.schema import ServerSettings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Lifeline: an OpenAI-compatible gateway.")
 fakes = typer.Typer(no_args_is_help=True, help="The fault wall: an OpenAI-compatible upstream that misbehaves.")
@@ -47,9 +50,12 @@ def serve(
     from lifeline.server.app import create_app
 
     cfg = _config(config)
-    server = cfg.server.model_copy(
-        update={k: v for k, v in {"host": host, "port": port, "log_format": log_format}.items() if v is not None}
-    )
+    overrides = {k: v for k, v in {"host": host, "port": port, "log_format": log_format}.items() if v is not None}
+    try:
+        server = ServerSettings.model_validate({**cfg.server.model_dump(), **overrides})
+    except ValidationError as exc:
+        typer.echo(f"error: {describe_validation_error(exc)}", err=True)
+        raise typer.Exit(2) from None
     cfg = cfg.model_copy(update={"server": server})
     configure_logging(server.log_format, server.log_level)
     try:
@@ -81,6 +87,19 @@ def models(config: ConfigOption = None) -> None:
 def check(config: ConfigOption = None) -> None:
     """Validate a config file and exit."""
     cfg = _config(config)
+    from lifeline.providers.llamacpp import ModelResolutionError, resolve_model
+
+    for name, target in cfg.targets.items():
+        # hub models are fetched at serve time, not by a check
+        if target.kind == "llamacpp" and not target.model.startswith("hf:"):
+            try:
+                resolve_model(target.model)
+            except ModelResolutionError as exc:
+                typer.echo(f"error: targets.{name}.model: {exc}", err=True)
+                raise typer.Exit(2) from None
+    unused = sorted(set(cfg.targets) - {t for a in cfg.aliases.values() for t in a.targets})
+    if unused:
+        typer.echo(f"warning: no alias uses target(s) {', '.join(unused)}; they are started all the same", err=True)
     typer.echo(f"ok: {len(cfg.targets)} target(s), {len(cfg.aliases)} alias(es)")
 
 

@@ -3,8 +3,8 @@
 The last resort that needs no network. The model is loaded once at start-up. llama.cpp is blocking and not
 thread-safe, so each loaded model has one worker thread: one generation at a time, with a bounded queue
 of waiting requests in front of it. When the queue is full the target reports overload (the router fails
-over; a client with nowhere else to go gets 503 with Retry-After). Tokens cross from the worker thread to
-the event loop one by one; when the consumer goes away (client disconnect, deadline) a flag stops the
+over; a client with nowhere else to go gets 429 `all_targets_busy` with Retry-After). Tokens cross from the
+worker thread to the event loop one by one; when the consumer goes away (client disconnect, deadline) a flag stops the
 generation at the next token.
 """
 
@@ -81,10 +81,12 @@ def resolve_model(spec: str, fetch: HubFetch = _hub_fetch) -> tuple[Path, str]:
             raise ModelResolutionError(f"the package {package} has no file {filename}")
         return path, served
     if spec.startswith("hf:"):
-        repo_and_file = spec.removeprefix("hf:")
-        repo_id, _, filename = repo_and_file.rpartition("/")
-        if not repo_id or "/" not in repo_id or not filename.endswith(".gguf"):
+        owner, _, rest = spec.removeprefix("hf:").partition("/")
+        repo, _, filename = rest.partition("/")
+        # the file may sit in a folder of the repository: hf:OWNER/REPO/folder/FILE.gguf
+        if not owner or not repo or not filename.lower().endswith(".gguf"):
             raise ModelResolutionError("a hub model is written hf:OWNER/REPO/FILE.gguf")
+        repo_id = f"{owner}/{repo}"
         path = Path(fetch(repo_id, filename))
         return path, Path(filename).stem.lower()
     path = Path(spec).expanduser()

@@ -42,7 +42,8 @@ class OpenAICompatProvider:
         self._timeouts = config.timeouts
         self._url = config.base_url.rstrip("/") + "/chat/completions"
         key = config.api_key.get_secret_value() if config.api_key else ""
-        self._secrets = (key,) if key else ()
+        # Header values may carry keys too (`api-key`, `x-api-key`); long ones are scrubbed like the key.
+        self._secrets = tuple(s for s in (key, *config.headers.values()) if len(s) >= 12)
         headers = {"content-type": "application/json", "accept": "application/json", **config.headers}
         if key:
             headers["authorization"] = f"Bearer {key}"

@@ -54,7 +54,10 @@ def require_admin(request: Request, gateway: Gateway) -> None:
     key = gateway.config.admin.master_key
     if key is None:
         return
-    given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        given = ""
+    given = given.strip()
     if not hmac.compare_digest(given.encode(), key.get_secret_value().encode()):
         raise AuthenticationFailed("A valid master key is needed for /admin endpoints.")
 
