@@ -50,6 +50,13 @@ class CircuitPolicy(Strict):
     rate_limit_pause: PositiveSeconds = 1.0
 
 
+class Price(Strict):
+    """USD per one million tokens."""
+
+    input: Annotated[float, Field(ge=0)]
+    output: Annotated[float, Field(ge=0)]
+
+
 class OpenAITarget(Strict):
     kind: Literal["openai"]
     base_url: str
@@ -59,6 +66,8 @@ class OpenAITarget(Strict):
     #: extra headers sent with every request (e.g. an organisation id)
     headers: dict[str, str] = Field(default_factory=dict)
     context_window: Annotated[int, Field(gt=0)] | None = None
+    #: overrides the built-in price table (lifeline.accounting.pricing) for this target
+    price: Price | None = None
     supports_n: bool = True
     #: ask the upstream for usage in streams (stream_options.include_usage) whatever the client asked
     stream_usage: bool = True
@@ -88,6 +97,8 @@ class LlamaCppTarget(Strict):
     #: answers are capped at this many tokens when the client sets no max_tokens
     default_max_tokens: Annotated[int, Field(gt=0)] = 256
     context_window: Annotated[int, Field(gt=0)] | None = None
+    #: the embedded engine costs nothing by default
+    price: Price = Field(default_factory=lambda: Price(input=0, output=0))
     timeouts: Timeouts = Field(default_factory=Timeouts)
     retry: RetryPolicy | None = None
 
@@ -121,9 +132,44 @@ class AdminSettings(Strict):
     master_key: SecretStr | None = None
 
 
+class LedgerSettings(Strict):
+    enabled: bool = True
+    #: the background writer commits at least this often (seconds); after SIGKILL at most this much is lost
+    commit_interval: PositiveSeconds = 0.5
+    #: records per commit at most
+    batch_size: Annotated[int, Field(gt=0)] = 1000
+    #: records waiting for the writer; beyond this new records are dropped and counted (never blocking requests)
+    buffer_size: Annotated[int, Field(gt=0)] = 100_000
+    #: records older than this many days are pruned in small batches; None keeps everything
+    retention_days: Annotated[float, Field(gt=0)] | None = 90
+
+
+class AccountingSettings(Strict):
+    #: where the SQLite database lives (default: $LIFELINE_DATA_DIR, else ~/.local/share/lifeline)
+    data_dir: str | None = None
+    #: postgresql://user:pass@host:port/db — replaces SQLite for the ledger and keys
+    database_url: SecretStr | None = None
+    #: redis://host:port/db — shares rate limits, budget reservations and circuit state across replicas
+    redis_url: SecretStr | None = None
+    #: when Redis is unreachable: "open" serves requests (limits not enforced, a warning logged) or
+    #: "closed" refuses them with 503
+    redis_failure: Literal["open", "closed"] = "open"
+    #: how often a replica re-reads keys from the database (seconds): a revocation elsewhere takes effect
+    #: within this time
+    key_refresh_interval: PositiveSeconds = 2.0
+    ledger: LedgerSettings = Field(default_factory=LedgerSettings)
+
+
+class AuthSettings(Strict):
+    #: require a virtual key (Authorization: Bearer ll-…) on /v1 endpoints
+    enabled: bool = False
+
+
 class Config(Strict):
     server: ServerSettings = Field(default_factory=ServerSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    accounting: AccountingSettings = Field(default_factory=AccountingSettings)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     circuit: CircuitPolicy = Field(default_factory=CircuitPolicy)
     targets: dict[str, Target]

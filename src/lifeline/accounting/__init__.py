@@ -1,0 +1,1 @@
+"""Accounting: virtual keys, budgets, rate limits, prices and the usage ledger."""

@@ -1,0 +1,141 @@
+"""One small database layer for SQLite (the default) and PostgreSQL (psycopg 3).
+
+Synchronous by design: it is used from the ledger's writer thread and, for the rare reads (keys, usage
+reports), through `asyncio.to_thread`, never on the event loop. SQL is written once with `?` placeholders
+and translated for PostgreSQL. A `Database` holds one connection guarded by a lock; open one per thread
+that writes.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+Dialect = Literal["sqlite", "postgres"]
+
+
+class DatabaseError(Exception):
+    """The database could not be reached or refused a statement."""
+
+
+def default_data_dir() -> Path:
+    env = os.environ.get("LIFELINE_DATA_DIR")
+    return Path(env).expanduser() if env else Path("~/.local/share/lifeline").expanduser()
+
+
+class Database:
+    def __init__(self, url: str | None = None, data_dir: str | Path | None = None) -> None:
+        """`url` postgresql://… selects PostgreSQL; otherwise SQLite at `data_dir`/lifeline.db
+        (or `url` sqlite:///path)."""
+        self._lock = threading.RLock()
+        self.dialect: Dialect
+        if url and url.startswith(("postgresql://", "postgres://")):
+            self.dialect = "postgres"
+            self._url = url
+            self._conn: Any = self._connect_postgres()
+        else:
+            self.dialect = "sqlite"
+            if url and url.startswith("sqlite:///"):
+                path = Path(url.removeprefix("sqlite:///"))
+            else:
+                path = Path(data_dir).expanduser() if data_dir else default_data_dir()
+                path = path / "lifeline.db"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.path = path
+            self._conn = self._connect_sqlite(path)
+
+    # --- connections -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _connect_sqlite(path: Path) -> sqlite3.Connection:
+        conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+
+    def _connect_postgres(self) -> Any:
+        try:
+            import psycopg
+        except ImportError:
+            raise DatabaseError("PostgreSQL needs psycopg: pip install 'psycopg[binary]'") from None
+        try:
+            return psycopg.connect(self._url, autocommit=True, connect_timeout=5)
+        except psycopg.Error as exc:
+            raise DatabaseError(f"cannot connect to PostgreSQL: {type(exc).__name__}") from None
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self.dialect == "postgres" else sql
+
+    def _reconnect_if_broken(self) -> None:
+        if self.dialect == "postgres" and self._conn.closed:
+            self._conn = self._connect_postgres()
+
+    # --- statements ------------------------------------------------------------------------------
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; return the number of rows it changed."""
+        with self._lock, self._errors():
+            self._reconnect_if_broken()
+            cur = self._conn.execute(self._sql(sql), tuple(params))
+            return int(cur.rowcount or 0)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        with self._lock, self._errors():
+            self._reconnect_if_broken()
+            if self.dialect == "postgres":
+                with self._conn.cursor() as cur:
+                    cur.executemany(self._sql(sql), [tuple(r) for r in rows])
+            else:
+                self._conn.executemany(sql, [tuple(r) for r in rows])
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock, self._errors():
+            self._reconnect_if_broken()
+            cur = self._conn.execute(self._sql(sql), tuple(params))
+            return [tuple(row) for row in cur.fetchall()]
+
+    @contextmanager
+    def transaction(self) -> Iterator[Database]:
+        """Statements inside run in one transaction (committed at the end, rolled back on error)."""
+        with self._lock:
+            self._reconnect_if_broken()
+            if self.dialect == "postgres":
+                with self._errors(), self._conn.transaction():
+                    yield self
+            else:
+                with self._errors():
+                    self._conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        yield self
+                    except BaseException:
+                        self._conn.execute("ROLLBACK")
+                        raise
+                    self._conn.execute("COMMIT")
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"sqlite: {exc}") from exc
+        except Exception as exc:
+            if type(exc).__module__.startswith("psycopg"):
+                # psycopg messages can quote the connection string; keep only the class name
+                raise DatabaseError(f"postgres: {type(exc).__name__}: {_first_line(exc)}") from None
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    line = text[0] if text else ""
+    return "" if "password" in line.lower() or "://" in line else line

@@ -1,0 +1,105 @@
+"""The schema, as ordered, named migrations recorded in a table — the same list for SQLite and PostgreSQL.
+
+A migration is applied once, in order, inside a transaction. On PostgreSQL an advisory lock keeps two
+replicas starting together from applying the same migration twice. Never edit a migration that has
+shipped: add a new one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lifeline.accounting.db import Database
+
+_ADVISORY_LOCK = 0x11FE11E  # an arbitrary number of Lifeline's own
+
+
+@dataclass(frozen=True)
+class Migration:
+    name: str
+    apply: Callable[[Database], None]
+
+
+def _types(db: Database) -> dict[str, str]:
+    if db.dialect == "postgres":
+        return {"float": "DOUBLE PRECISION", "bigint": "BIGINT", "bool": "BOOLEAN"}
+    return {"float": "REAL", "bigint": "INTEGER", "bool": "INTEGER"}
+
+
+def _m001_keys(db: Database) -> None:
+    t = _types(db)
+    db.execute(
+        f"""CREATE TABLE keys (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            secret_hash TEXT NOT NULL,
+            created_at {t["float"]} NOT NULL,
+            updated_at {t["float"]} NOT NULL,
+            expires_at {t["float"]},
+            revoked_at {t["float"]},
+            aliases TEXT,
+            budget_usd {t["float"]},
+            budget_period TEXT,
+            rpm INTEGER,
+            tpm INTEGER,
+            metadata TEXT NOT NULL DEFAULT '{{}}'
+        )"""
+    )
+
+
+def _m002_ledger(db: Database) -> None:
+    t = _types(db)
+    db.execute(
+        f"""CREATE TABLE ledger (
+            id TEXT PRIMARY KEY,
+            request_id TEXT NOT NULL,
+            key_id TEXT,
+            alias TEXT NOT NULL,
+            target TEXT,
+            model TEXT,
+            outcome TEXT NOT NULL,
+            status INTEGER NOT NULL,
+            attempts TEXT NOT NULL,
+            prompt_tokens INTEGER NOT NULL,
+            completion_tokens INTEGER NOT NULL,
+            usage_estimated {t["bool"]} NOT NULL,
+            cost_nusd {t["bigint"]} NOT NULL,
+            ttft_ms {t["float"]},
+            latency_ms {t["float"]} NOT NULL,
+            streamed {t["bool"]} NOT NULL,
+            started_at {t["float"]} NOT NULL,
+            finished_at {t["float"]} NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX ledger_started_at ON ledger (started_at)")
+    db.execute("CREATE INDEX ledger_key_started_at ON ledger (key_id, started_at)")
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration("001_keys", _m001_keys),
+    Migration("002_ledger", _m002_ledger),
+)
+
+
+def migrate(db: Database, migrations: tuple[Migration, ...] = MIGRATIONS) -> list[str]:
+    """Apply what is missing; return the names applied now."""
+    t = _types(db)
+    with db.transaction():
+        if db.dialect == "postgres":
+            db.execute("SELECT pg_advisory_xact_lock(?)", (_ADVISORY_LOCK,))
+        db.execute(
+            f"CREATE TABLE IF NOT EXISTS lifeline_migrations (name TEXT PRIMARY KEY, applied_at {t['float']} NOT NULL)"
+        )
+        done = {row[0] for row in db.query("SELECT name FROM lifeline_migrations")}
+        applied = []
+        for migration in migrations:
+            if migration.name in done:
+                continue
+            migration.apply(db)
+            db.execute(
+                "INSERT INTO lifeline_migrations (name, applied_at) VALUES (?, ?)", (migration.name, time.time())
+            )
+            applied.append(migration.name)
+    return applied

@@ -1,0 +1,50 @@
+"""The ledger record: one per client request, written exactly once."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+#: costs are kept as integers in nano-USD (1e-9 USD), so sums are exact
+NANO = 1_000_000_000
+
+
+def usd(nusd: int) -> float:
+    return nusd / NANO
+
+
+def nusd(usd_amount: float) -> int:
+    return round(usd_amount * NANO)
+
+
+@dataclass(slots=True)
+class LedgerRecord:
+    request_id: str
+    key_id: str | None
+    alias: str
+    #: the target and model that answered (None when none did)
+    target: str | None
+    model: str | None
+    #: "ok", "error" (no answer), "broken" (a stream failed after content), "client_closed"
+    outcome: str
+    #: the HTTP status the client got
+    status: int
+    #: every attempt: {"target", "outcome", "status", "latency"}; failed attempts cost nothing
+    attempts: list[dict[str, Any]]
+    prompt_tokens: int
+    completion_tokens: int
+    usage_estimated: bool
+    cost_nusd: int
+    ttft_ms: float | None
+    latency_ms: float
+    streamed: bool
+    started_at: float
+    finished_at: float
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    COLUMNS = (
+        "id", "request_id", "key_id", "alias", "target", "model", "outcome", "status", "attempts",
+        "prompt_tokens", "completion_tokens", "usage_estimated", "cost_nusd", "ttft_ms", "latency_ms",
+        "streamed", "started_at", "finished_at",
+    )  # fmt: skip
