@@ -13,6 +13,7 @@ import collections
 import enum
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +65,9 @@ class Health:
     policy: CircuitPolicy
     circuits: dict[str, Circuit] = field(default_factory=dict)
     recent_failovers: collections.deque[dict[str, Any]] = field(default_factory=lambda: collections.deque(maxlen=100))
+    #: called as listener(target, cooldown_seconds, reason) whenever a circuit opens here, so that other
+    #: replicas can be told (lifeline.routing.shared); never called for an open applied from elsewhere
+    open_listeners: list[Callable[[str, float, str], None]] = field(default_factory=list)
 
     def circuit(self, target: str) -> Circuit:
         circuit = self.circuits.get(target)
@@ -135,7 +139,19 @@ class Health:
         elif c.state is State.HALF_OPEN or c.consecutive_failures >= self.policy.failure_threshold:
             self._open(c, now, self.policy.cooldown)
 
-    def _open(self, c: Circuit, now: float, cooldown: float) -> None:
+    def apply_remote_open(self, target: str, seconds_left: float, reason: str) -> None:
+        """Another replica opened this target's circuit: open it here for the time it has left."""
+        if seconds_left <= 0:
+            return
+        c = self.circuit(target)
+        now = time.monotonic()
+        if c.state is State.OPEN and c.open_until >= now + seconds_left:
+            return
+        c.last_error = reason
+        c.last_failure_at = now
+        self._open(c, now, seconds_left, notify=False)
+
+    def _open(self, c: Circuit, now: float, cooldown: float, *, notify: bool = True) -> None:
         was_open = c.state is State.OPEN
         if not was_open:
             c.opened_count += 1
@@ -143,6 +159,9 @@ class Health:
         # A cut-off's long cooldown is not shortened by a later, ordinary failure.
         c.open_until = max(c.open_until, now + cooldown) if was_open else now + cooldown
         c.probe_in_flight = False
+        if notify:
+            for listener in self.open_listeners:
+                listener(c.target, c.open_until - now, c.last_error or "")
 
     def note_failover(self, event: dict[str, Any]) -> None:
         self.recent_failovers.append(event)
