@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any
@@ -11,6 +13,9 @@ import pytest
 from lifeline.config import Config, parse_config
 from lifeline.testing import FaultWall
 from lifeline.testing.gateway import RunningGateway, run_gateway
+
+# Every gateway a test starts keeps its SQLite ledger in a throw-away directory, never in the home directory.
+os.environ["LIFELINE_DATA_DIR"] = tempfile.mkdtemp(prefix="lifeline-test-data-")
 
 #: the upstream key used in tests; it must never appear in a response or a log
 UPSTREAM_KEY = "sk-test-upstream-secret-0123456789"

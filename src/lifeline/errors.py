@@ -77,6 +77,8 @@ class LifelineError(Exception):
         if param is not None:
             self.param = param
         self.headers: dict[str, str] = dict(headers or {})
+        #: the attempts made before this error was raised (set by the router), for the ledger
+        self.attempts: list[dict[str, Any]] = []
 
     def envelope(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}

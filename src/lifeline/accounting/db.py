@@ -47,7 +47,9 @@ class Database:
                 path = path / "lifeline.db"
             path.parent.mkdir(parents=True, exist_ok=True)
             self.path = path
-            self._conn = self._connect_sqlite(path)
+            # A file that cannot be opened is the SQLite form of "the database is down": same error class.
+            with self._errors():
+                self._conn = self._connect_sqlite(path)
 
     # --- connections -----------------------------------------------------------------------------
 

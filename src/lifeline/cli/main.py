@@ -19,6 +19,18 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help="Lifeline: an
 fakes = typer.Typer(no_args_is_help=True, help="The fault wall: an OpenAI-compatible upstream that misbehaves.")
 app.add_typer(fakes, name="fakes")
 
+
+def _register_subcommands() -> None:
+    from lifeline.cli.keys import keys_app
+
+    app.add_typer(keys_app, name="keys")
+    try:
+        from lifeline.cli.usage import register
+    except ImportError:  # pragma: no cover - the usage command ships with the ledger
+        return
+    register(app)
+
+
 ConfigOption = Annotated[
     Path | None,
     typer.Option("--config", "-c", help="YAML config file (default: $LIFELINE_CONFIG, else the embedded model)."),
@@ -117,4 +129,9 @@ def fakes_serve(
 
 
 def main() -> None:
+    _register_subcommands()
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -131,10 +131,25 @@ class Router:
         *,
         settle_on_return: bool,
     ) -> Routed[T]:
+        attempts: list[Attempt] = []
+        try:
+            return await self._attempts(alias_name, call, attempt, attempts, settle_on_return=settle_on_return)
+        except LifelineError as err:
+            err.attempts = [a.as_dict() for a in attempts]
+            raise
+
+    async def _attempts(
+        self,
+        alias_name: str,
+        call: ChatCall,
+        attempt: Callable[[Provider], Awaitable[T]],
+        attempts: list[Attempt],
+        *,
+        settle_on_return: bool,
+    ) -> Routed[T]:
         alias = self.alias(alias_name)
         candidates = self._candidates(alias_name, alias, call)
         health = self.health
-        attempts: list[Attempt] = []
         forced = self._forced_probe(candidates)
         min_context: int | None = None
         last_error: UpstreamError | None = None

@@ -11,9 +11,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -33,7 +35,21 @@ def sse(raw: bytes) -> bytes:
     return b"data: " + raw + b"\n\n"
 
 
-async def relay(routed: Routed[OpenStream], call: ChatCall, health: Health) -> AsyncIterator[bytes]:
+@dataclass(slots=True)
+class StreamEnd:
+    """How a relayed stream ended: "ok", "broken" (the upstream failed after content) or "client_closed"."""
+
+    outcome: str
+    usage: dict[str, Any] | None
+    usage_estimated: bool
+
+
+async def relay(
+    routed: Routed[OpenStream],
+    call: ChatCall,
+    health: Health,
+    on_end: Callable[[StreamEnd], Awaitable[None]] | None = None,
+) -> AsyncIterator[bytes]:
     wants_usage = call.request.wants_usage
     opened = routed.result
     usage: dict[str, Any] | None = None
@@ -41,6 +57,7 @@ async def relay(routed: Routed[OpenStream], call: ChatCall, health: Health) -> A
     completion_chars = 0
     last: dict[str, Any] | None = None
     verdict: bool | None = None  # None: the client left before the end
+    estimated = False
     try:
         for chunk in opened.head:
             out = _pass(chunk.data, chunk.raw, chunk.usage, wants_usage)
@@ -73,8 +90,11 @@ async def relay(routed: Routed[OpenStream], call: ChatCall, health: Health) -> A
             )
             yield sse(orjson.dumps(broken.envelope()))
             return
+        if usage is None:
+            estimated = True
+            usage = estimate_usage(call.body, completion_chars)
         if wants_usage and not usage_sent:
-            yield sse(orjson.dumps(_usage_chunk(call, last, usage, completion_chars)))
+            yield sse(orjson.dumps(_usage_chunk(call, last, usage, estimated)))
         yield DONE
         verdict = True
         log.info("stream finished", extra={"request_id": call.request_id, "target": routed.target})
@@ -84,6 +104,13 @@ async def relay(routed: Routed[OpenStream], call: ChatCall, health: Health) -> A
             health.record_success(routed.target)
         elif verdict is None:
             health.release(routed.target)
+        if on_end is not None:
+            if usage is None:
+                estimated = True
+                usage = estimate_usage(call.body, completion_chars)
+            outcome = "ok" if verdict else "broken" if verdict is False else "client_closed"
+            # shielded: a client that left must not cancel the bookkeeping of what it consumed
+            await asyncio.shield(on_end(StreamEnd(outcome, usage, estimated)))
 
 
 def _pass(data: dict[str, Any], raw: bytes, usage: dict[str, Any] | None, wants_usage: bool) -> bytes | None:
@@ -93,9 +120,7 @@ def _pass(data: dict[str, Any], raw: bytes, usage: dict[str, Any] | None, wants_
     return sse(raw)
 
 
-def _usage_chunk(
-    call: ChatCall, last: dict[str, Any] | None, usage: dict[str, Any] | None, completion_chars: int
-) -> dict[str, Any]:
+def _usage_chunk(call: ChatCall, last: dict[str, Any] | None, usage: dict[str, Any], estimated: bool) -> dict[str, Any]:
     base = last or {}
     chunk: dict[str, Any] = {
         "id": base.get("id", f"chatcmpl-{call.request_id}"),
@@ -103,8 +128,8 @@ def _usage_chunk(
         "created": base.get("created", int(time.time())),
         "model": base.get("model", ""),
         "choices": [],
-        "usage": usage or estimate_usage(call.body, completion_chars),
+        "usage": usage,
     }
-    if usage is None:
+    if estimated:
         chunk["x_lifeline"] = {"usage_estimated": True}
     return chunk

@@ -16,8 +16,9 @@ from lifeline.providers.registry import ProviderRegistry
 from lifeline.server import errors
 from lifeline.server.gateway import Gateway
 from lifeline.server.middleware import RequestIdMiddleware
+from lifeline.server.routes.admin import admin_targets, create_key, get_key, list_keys, revoke_key, update_key
 from lifeline.server.routes.chat import chat_completions
-from lifeline.server.routes.info import admin_targets, get_model, healthz, list_models, readyz
+from lifeline.server.routes.info import get_model, healthz, list_models, metrics, readyz
 
 
 def create_app(config: Config, registry: ProviderRegistry | None = None) -> Starlette:
@@ -38,7 +39,13 @@ def create_app(config: Config, registry: ProviderRegistry | None = None) -> Star
             Route("/v1/models/{model:path}", get_model, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
             Route("/admin/targets", admin_targets, methods=["GET"]),
+            Route("/admin/keys", create_key, methods=["POST"]),
+            Route("/admin/keys", list_keys, methods=["GET"]),
+            Route("/admin/keys/{key_id}", get_key, methods=["GET"]),
+            Route("/admin/keys/{key_id}", update_key, methods=["PATCH"]),
+            Route("/admin/keys/{key_id}", revoke_key, methods=["DELETE"]),
         ],
         middleware=[Middleware(RequestIdMiddleware)],
         exception_handlers={

@@ -1,25 +1,24 @@
-"""POST /v1/chat/completions."""
+"""POST /v1/chat/completions: authenticate, parse once, admit, route, render — and account exactly once."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from lifeline.accounting.service import Admission
 from lifeline.errors import InvalidRequest, LifelineError, PayloadTooLarge
 from lifeline.protocol.parse import parse_json_object, validate_chat_request
 from lifeline.protocol.usage import delta_chars, estimate_usage
 from lifeline.providers.base import ChatCall, Deadline
-from lifeline.routing.streaming import relay
+from lifeline.routing.router import OpenStream, Routed
+from lifeline.routing.streaming import StreamEnd, relay
 from lifeline.server.gateway import Gateway
-
-log = logging.getLogger("lifeline.access")
-T = TypeVar("T")
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -51,38 +50,99 @@ def request_deadline(request: Request, default: float) -> Deadline:
 
 async def chat_completions(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
-    started = time.monotonic()
     settings = gateway.config.server
+    accounting = gateway.accounting
+    key = accounting.authenticate(request.headers.get("authorization"))
     deadline = request_deadline(request, settings.request_timeout)
     data = parse_json_object(await read_body(request, settings.max_body_bytes))
     chat = validate_chat_request(data)
-    call = ChatCall(body=data, request=chat, request_id=request.state.request_id, deadline=deadline)
     router = gateway.router
     router.alias(chat.model)  # an unknown alias is a 404 before anything else
+    request_id: str = request.state.request_id
+    call = ChatCall(body=data, request=chat, request_id=request_id, deadline=deadline)
+    admission = await accounting.admit(key, chat.model, data, chat.token_limit, request_id)
+    try:
+        if chat.stream:
+            routed = await until_disconnect(request, router.open_stream(chat.model, call))
+        else:
+            done = await until_disconnect(request, router.complete(chat.model, call))
+    except BaseException as exc:
+        status = exc.status if isinstance(exc, LifelineError) else 499
+        attempts = exc.attempts if isinstance(exc, LifelineError) else []
+        outcome = "client_closed" if status == 499 else "error"
+        await accounting.finish(
+            admission,
+            status=status,
+            outcome=outcome,
+            target=None,
+            model=None,
+            attempts=attempts,
+            usage=None,
+            usage_estimated=False,
+            streamed=bool(chat.stream),
+            ttft=None,
+        )
+        raise
 
     if chat.stream:
-        routed = await until_disconnect(request, router.open_stream(chat.model, call))
-        headers = {
-            "x-lifeline-target": routed.target,
-            "x-lifeline-attempts": str(routed.tries),
-            "cache-control": "no-cache",
-        }
-        _access(chat.model, routed.target, routed.tries, 200, started, stream=True)
-        return StreamingResponse(relay(routed, call, gateway.health), media_type="text/event-stream", headers=headers)
+        return _stream_response(gateway, routed, call, admission)
 
-    done = await until_disconnect(request, router.complete(chat.model, call))
     body = done.result.body
-    if done.result.usage is None:
+    usage = done.result.usage
+    estimated = usage is None
+    if usage is None:
         body = dict(body)
         chars = sum(delta_chars({"choices": [c]}) for c in body.get("choices") or ())
-        body["usage"] = estimate_usage(data, chars)
+        usage = body["usage"] = estimate_usage(data, chars)
         body["x_lifeline"] = {"usage_estimated": True}
-    _access(chat.model, done.target, done.tries, 200, started, stream=False)
+    await accounting.finish(
+        admission,
+        status=200,
+        outcome="ok",
+        target=done.target,
+        model=done.result.model,
+        attempts=[a.as_dict() for a in done.attempts],
+        usage=usage,
+        usage_estimated=estimated,
+        streamed=False,
+        ttft=None,
+    )
     return Response(
         orjson.dumps(body),
         media_type="application/json",
         headers={"x-lifeline-target": done.target, "x-lifeline-attempts": str(done.tries)},
     )
+
+
+def _stream_response(gateway: Gateway, routed: Routed[OpenStream], call: ChatCall, admission: Admission) -> Response:
+    ttft = time.monotonic() - admission.started
+    model = next((str(c.data["model"]) for c in routed.result.head if c.data.get("model")), routed.model)
+
+    async def on_end(end: StreamEnd) -> None:
+        attempts = [a.as_dict() for a in routed.attempts]
+        if end.outcome != "ok":
+            attempts[-1] = {**attempts[-1], "outcome": end.outcome}
+        # A stream that broke after content still cost what it produced; the client left: the same.
+        await gateway.accounting.finish(
+            admission,
+            status=200,
+            outcome=end.outcome,
+            target=routed.target,
+            model=model,
+            attempts=attempts,
+            usage=end.usage,
+            usage_estimated=end.usage_estimated,
+            streamed=True,
+            ttft=ttft,
+        )
+
+    headers = {
+        "x-lifeline-target": routed.target,
+        "x-lifeline-attempts": str(routed.tries),
+        "cache-control": "no-cache",
+    }
+    body: AsyncIterator[bytes] = relay(routed, call, gateway.health, on_end)
+    return StreamingResponse(body, media_type="text/event-stream", headers=headers)
 
 
 async def until_disconnect(request: Request, work: Any) -> Any:
@@ -108,17 +168,3 @@ async def _disconnected(request: Request) -> None:
         message = await request.receive()
         if message["type"] == "http.disconnect":
             return
-
-
-def _access(alias: str, target: str, tries: int, status: int, started: float, *, stream: bool) -> None:
-    log.info(
-        "request answered",
-        extra={
-            "alias": alias,
-            "target": target,
-            "attempts": tries,
-            "status": status,
-            "stream": stream,
-            "latency": round(time.monotonic() - started, 4),
-        },
-    )

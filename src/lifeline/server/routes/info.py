@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import hmac
-
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from lifeline.errors import AuthenticationFailed, ModelNotFound
+from lifeline.errors import ModelNotFound
 from lifeline.server.gateway import Gateway
 
 
@@ -22,15 +20,22 @@ def _model(alias: str) -> dict[str, object]:
 
 async def list_models(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
-    return _json({"object": "list", "data": [_model(a) for a in gateway.config.aliases]})
+    key = gateway.accounting.authenticate(request.headers.get("authorization"))
+    return _json({"object": "list", "data": [_model(a) for a in gateway.accounting.allowed_aliases(key)]})
 
 
 async def get_model(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
+    key = gateway.accounting.authenticate(request.headers.get("authorization"))
     name = request.path_params["model"]
-    if name not in gateway.config.aliases:
+    if name not in gateway.accounting.allowed_aliases(key):
         raise ModelNotFound(f"The model '{name}' does not exist.")
     return _json(_model(name))
+
+
+async def metrics(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    return Response(gateway.metrics.render(), media_type="text/plain; version=0.0.4")
 
 
 async def healthz(request: Request) -> Response:
@@ -48,26 +53,3 @@ async def readyz(request: Request) -> Response:
         reason = "starting" if not gateway.started else "no available target"
         return _json({"status": "not ready", "reason": reason, "aliases": unready}, status=503)
     return _json({"status": "ready"})
-
-
-def require_admin(request: Request, gateway: Gateway) -> None:
-    key = gateway.config.admin.master_key
-    if key is None:
-        return
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer":
-        given = ""
-    given = given.strip()
-    if not hmac.compare_digest(given.encode(), key.get_secret_value().encode()):
-        raise AuthenticationFailed("A valid master key is needed for /admin endpoints.")
-
-
-async def admin_targets(request: Request) -> Response:
-    gateway: Gateway = request.app.state.gateway
-    require_admin(request, gateway)
-    targets = gateway.health.snapshot(list(gateway.config.targets))
-    for row in targets:
-        target = gateway.config.targets[row["target"]]
-        row["kind"] = target.kind
-        row["model"] = gateway.providers[row["target"]].model
-    return _json({"targets": targets, "recent_failovers": list(gateway.health.recent_failovers)})

@@ -1,0 +1,425 @@
+"""The usage ledger: one record per client request, written by a background thread in group commits.
+
+The request path only calls `Ledger.record`, which appends to a bounded in-memory buffer and returns at
+once; it never waits on the database. A writer thread with its own connection takes up to `batch_size`
+records and writes them in one transaction at least every `commit_interval` seconds. The insert skips ids
+already present, so a batch retried after an unclear failure is written exactly once. While the database
+is down the batch stays in memory and is retried with capped backoff; a full buffer drops new records
+(counted), it never blocks. After SIGKILL at most about `commit_interval` seconds of records are lost.
+
+Also here: retention pruning in small batches and the read-side sums budgets need (`spent_since`).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+
+from lifeline.accounting.db import Database
+from lifeline.accounting.migrations import migrate
+from lifeline.accounting.records import LedgerRecord
+from lifeline.config.schema import LedgerSettings
+
+log = logging.getLogger("lifeline.accounting")
+
+_INSERT = (
+    f"INSERT INTO ledger ({', '.join(LedgerRecord.COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in LedgerRecord.COLUMNS)}) "
+    "ON CONFLICT (id) DO NOTHING"
+)
+# A subquery with LIMIT works on SQLite (without the optional DELETE … LIMIT) and on PostgreSQL alike.
+_PRUNE = "DELETE FROM ledger WHERE id IN (SELECT id FROM ledger WHERE started_at < ? LIMIT ?)"
+# Columns declared NOT NULL: a record missing one would fail its whole batch on every retry, forever.
+_REQUIRED = frozenset(LedgerRecord.COLUMNS) - {"key_id", "target", "model", "ttft_ms"}
+
+_DAY = 86_400.0
+_WARN_EVERY = 10.0  # seconds between two warnings of the same kind, so an outage does not flood the log
+
+
+class _FlushMarker:
+    """Put in the buffer by `flush`; set once everything recorded before it is committed."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+
+def record_row(rec: LedgerRecord) -> tuple[Any, ...]:
+    """The record as insert parameters, in `LedgerRecord.COLUMNS` order.
+
+    Booleans stay Python bools: PostgreSQL needs them for BOOLEAN columns and sqlite3 stores them as 0/1.
+    """
+    row = tuple(getattr(rec, name) for name in LedgerRecord.COLUMNS)
+    missing = [
+        name for name, value in zip(LedgerRecord.COLUMNS, row, strict=True) if value is None and name in _REQUIRED
+    ]
+    if missing:
+        raise ValueError(f"ledger record {rec.id} lacks {', '.join(missing)}")
+    attempts = LedgerRecord.COLUMNS.index("attempts")
+    return (*row[:attempts], orjson.dumps(rec.attempts).decode(), *row[attempts + 1 :])
+
+
+def write_batch(db: Database, rows: Sequence[Sequence[Any]]) -> None:
+    """Insert rows in one transaction; ids already present are skipped, so a retry is harmless."""
+    with db.transaction():
+        db.executemany(_INSERT, rows)
+
+
+def prune_step(db: Database, before: float, limit: int) -> int:
+    """Delete at most `limit` records that started before `before`; one short statement, its own commit."""
+    return db.execute(_PRUNE, (before, limit))
+
+
+def spent_since(db: Database, key_id: str, since_ts: float) -> int:
+    """What a key has spent (nano-USD) on requests started at or after `since_ts`."""
+    rows = db.query(
+        "SELECT COALESCE(SUM(cost_nusd), 0) FROM ledger WHERE key_id = ? AND started_at >= ?", (key_id, since_ts)
+    )
+    return int(rows[0][0])
+
+
+def spent_by_key_since(db: Database, since_ts: float) -> dict[str, int]:
+    """What every key has spent (nano-USD) on requests started at or after `since_ts`."""
+    rows = db.query(
+        "SELECT key_id, SUM(cost_nusd) FROM ledger WHERE key_id IS NOT NULL AND started_at >= ? GROUP BY key_id",
+        (since_ts,),
+    )
+    return {str(key_id): int(total) for key_id, total in rows}
+
+
+def _short_error(exc: BaseException) -> str:
+    """One line about a failure, for /metrics and logs: no connection strings, no passwords."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else ""
+    if "://" in text or "password" in text.lower():
+        text = ""
+    text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text[:200]
+
+
+class Ledger:
+    """A bounded buffer in front of a writer thread. Whether to have a ledger at all (settings.enabled) is
+    the caller's decision."""
+
+    def __init__(
+        self,
+        settings: LedgerSettings,
+        open_db: Callable[[], Database],
+        *,
+        retry_base: float = 0.1,
+        retry_max: float = 5.0,
+        prune_batch: int = 1000,
+        prune_pause: float = 0.05,
+        prune_every: float = 3600.0,
+    ) -> None:
+        self.settings = settings
+        self._open_db = open_db
+        self._retry_base = retry_base
+        self._retry_max = retry_max
+        self._prune_batch = prune_batch
+        self._prune_pause = prune_pause
+        self._prune_every = prune_every
+
+        # Producers append on the right, the writer pops on the left: both are atomic on a deque, so the
+        # request path takes no lock. The bound is checked by hand because deque(maxlen=…) would silently
+        # evict the oldest record instead of refusing the new one.
+        self._buffer: collections.deque[LedgerRecord | _FlushMarker] = collections.deque()
+        # The batch being written: it leaves the buffer only once committed, so a failure loses nothing.
+        self._pending: list[LedgerRecord] = []
+        self._rows: list[tuple[Any, ...]] = []
+        self._pending_len = 0
+        self._markers: list[_FlushMarker] = []
+
+        self._wake = threading.Event()  # a full batch, a flush or close: do not wait for the interval
+        self._stopping = threading.Event()  # close(): drain, then exit
+        self._abandon = threading.Event()  # close() timed out: exit now, even with records unwritten
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._db: Database | None = None
+
+        self._drop_lock = threading.Lock()
+        self._dropped = 0
+        self._last_drop_warning = -_WARN_EVERY
+        self._written = 0
+        self._commits = 0
+        self._pruned = 0
+        self._write_errors = 0
+        self._last_error: str | None = None
+        self._last_error_warning = -_WARN_EVERY
+        self._last_commit_at: float | None = None
+        self._backoff = retry_base
+
+    # --- the request path --------------------------------------------------------------------------
+
+    def record(self, rec: LedgerRecord) -> bool:
+        """Queue a record for the writer. Never blocks, never touches the database; False when the buffer
+        is full (or the ledger closed) and the record was dropped."""
+        if self._closed or len(self._buffer) + self._pending_len >= self.settings.buffer_size:
+            self._drop()
+            return False
+        self._buffer.append(rec)
+        if len(self._buffer) >= self.settings.batch_size and not self._wake.is_set():
+            self._wake.set()
+        return True
+
+    def _drop(self) -> None:
+        with self._drop_lock:
+            self._dropped += 1
+            now = time.monotonic()
+            warn = now - self._last_drop_warning >= _WARN_EVERY
+            if warn:
+                self._last_drop_warning = now
+        if warn:
+            log.warning(
+                "ledger buffer full (%d records waiting): records dropped, %d so far",
+                self.queue_depth,
+                self._dropped,
+            )
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the writer thread; it opens its own connection and applies migrations."""
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="lifeline-ledger", daemon=True)
+        self._thread.start()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything recorded before this call is committed; False on timeout."""
+        if self._thread is None or not self._thread.is_alive():
+            return not self._buffer and not self._pending
+        marker = _FlushMarker()
+        self._buffer.append(marker)
+        self._wake.set()
+        return marker.done.wait(timeout)
+
+    def close(self, timeout: float = 10.0) -> bool:
+        """Refuse new records, write everything queued, stop the writer. False when records were left
+        unwritten after `timeout` seconds (the database stayed down); they are lost and logged."""
+        self._closed = True
+        if self._thread is None:
+            if not self._buffer:
+                return True
+            self.start()  # records queued before start() are written all the same
+        assert self._thread is not None
+        self._stopping.set()
+        self._wake.set()
+        self._thread.join(timeout)
+        if not self._thread.is_alive():
+            return True
+        self._abandon.set()
+        self._wake.set()
+        self._thread.join(max(1.0, self._retry_max))
+        lost = sum(1 for item in self._buffer if isinstance(item, LedgerRecord)) + len(self._pending)
+        log.error("ledger closed with %d record(s) unwritten: %s", lost, self._last_error or "timeout")
+        return False
+
+    # --- stats (for /metrics) -----------------------------------------------------------------------
+
+    @property
+    def queue_depth(self) -> int:
+        """Records waiting for the writer, including the batch being written."""
+        return len(self._buffer) + self._pending_len
+
+    @property
+    def written(self) -> int:
+        """Records committed since start."""
+        return self._written
+
+    @property
+    def commits(self) -> int:
+        """Transactions committed since start (each one a batch of records)."""
+        return self._commits
+
+    @property
+    def dropped(self) -> int:
+        """Records refused because the buffer was full (or arrived after close)."""
+        return self._dropped
+
+    @property
+    def write_errors(self) -> int:
+        """Failed attempts to open the database or commit a batch."""
+        return self._write_errors
+
+    @property
+    def last_error(self) -> str | None:
+        return self._last_error
+
+    @property
+    def last_commit_at(self) -> float | None:
+        """Wall-clock time of the last successful commit."""
+        return self._last_commit_at
+
+    @property
+    def pruned(self) -> int:
+        """Records deleted by retention since start."""
+        return self._pruned
+
+    # --- retention ---------------------------------------------------------------------------------
+
+    def _prune_cutoff(self, now: float | None = None) -> float | None:
+        days = self.settings.retention_days
+        return None if days is None else (time.time() if now is None else now) - days * _DAY
+
+    def prune(self, now: float | None = None) -> int:
+        """Delete records past retention, in small batches with a pause between, on a connection of its
+        own; return how many. The writer does the same about once an hour."""
+        cutoff = self._prune_cutoff(now)
+        if cutoff is None:
+            return 0
+        db = self._open_db()
+        try:
+            migrate(db)
+            total = 0
+            while True:
+                deleted = prune_step(db, cutoff, self._prune_batch)
+                total += deleted
+                if deleted < self._prune_batch:
+                    return total
+                time.sleep(self._prune_pause)
+        finally:
+            db.close()
+
+    # --- the writer thread -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException:  # a bug here must be loud: the ledger would silently stop
+            log.exception("the ledger writer stopped")
+        finally:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    def _loop(self) -> None:
+        # Connect and migrate now rather than at the first commit, so a database that is down shows in
+        # write_errors / last_error from the start; failing here is retried like any failed commit.
+        try:
+            self._connection()
+        except Exception as exc:
+            self._failed(exc)
+        interval = self.settings.commit_interval
+        next_commit = time.monotonic() + interval
+        next_prune = time.monotonic()  # once at start, then every prune_every seconds
+        prune_before: float | None = None
+        while not self._abandon.is_set():
+            # Cleared before looking at the buffer, so a wake-up set meanwhile is not lost.
+            self._wake.clear()
+            self._take()
+            now = time.monotonic()
+            stopping = self._stopping.is_set()
+            due = bool(self._markers) or len(self._pending) >= self.settings.batch_size or now >= next_commit
+            if (due or stopping) and (self._pending or self._markers):
+                if not self._commit():
+                    self._abandon.wait(self._backoff)
+                    self._backoff = min(self._retry_max, self._backoff * 2)
+                    continue
+                next_commit = time.monotonic() + interval
+                continue  # more may have queued up while writing
+            if now >= next_commit:
+                next_commit = now + interval
+            if stopping and not self._buffer:
+                return
+            if now >= next_prune:
+                next_prune = now + self._prune_every
+                prune_before = self._prune_cutoff()
+            if prune_before is not None:
+                # One small delete per turn of the loop, so commits keep their pace while a backlog is pruned.
+                if self._prune_one(prune_before):
+                    self._wake.wait(min(self._prune_pause, max(0.0, next_commit - time.monotonic())))
+                    continue
+                prune_before = None
+            self._wake.wait(max(0.0, next_commit - time.monotonic()))
+
+    def _take(self) -> None:
+        """Move records from the buffer into the pending batch, up to batch_size, stopping at a flush marker
+        (what came before it is committed first)."""
+        room = self.settings.batch_size - len(self._pending)
+        try:
+            while room > 0:
+                try:
+                    item = self._buffer.popleft()
+                except IndexError:
+                    return
+                if isinstance(item, _FlushMarker):
+                    self._markers.append(item)
+                    return
+                try:
+                    row = record_row(item)
+                except (ValueError, TypeError) as exc:  # unwritable (e.g. a field missing): never retried
+                    log.error("ledger record dropped: %s", _short_error(exc))
+                    with self._drop_lock:
+                        self._dropped += 1
+                    continue
+                self._pending.append(item)
+                self._rows.append(row)
+                room -= 1
+        finally:
+            self._pending_len = len(self._pending)
+
+    def _connection(self) -> Database:
+        if self._db is None:
+            db = self._open_db()
+            try:
+                migrate(db)
+            except BaseException:
+                db.close()
+                raise
+            self._db = db
+        return self._db
+
+    def _commit(self) -> bool:
+        """Write the pending batch in one transaction; on success release waiting flushes."""
+        if self._pending:
+            try:
+                write_batch(self._connection(), self._rows)
+            except Exception as exc:  # a database down, full or refusing: keep the batch and retry later
+                self._failed(exc)
+                return False
+            self._written += len(self._pending)
+            self._commits += 1
+            self._last_commit_at = time.time()
+            self._pending.clear()
+            self._rows.clear()
+            self._pending_len = 0
+            if self._backoff > self._retry_base:
+                log.info("ledger writes recovered after %d error(s)", self._write_errors)
+            self._backoff = self._retry_base
+        for marker in self._markers:
+            marker.done.set()
+        self._markers.clear()
+        return True
+
+    def _prune_one(self, before: float) -> bool:
+        """One retention batch; True when there may be more to delete."""
+        try:
+            deleted = prune_step(self._connection(), before, self._prune_batch)
+        except Exception as exc:
+            self._failed(exc)
+            return False
+        self._pruned += deleted
+        return deleted >= self._prune_batch
+
+    def _failed(self, exc: Exception) -> None:
+        self._write_errors += 1
+        self._last_error = _short_error(exc)
+        # A fresh connection next time: the old one may be broken in ways a retry on it would not fix.
+        if self._db is not None:
+            try:
+                self._db.close()
+            except Exception:
+                log.debug("closing a failed ledger connection failed too", exc_info=True)
+            self._db = None
+        now = time.monotonic()
+        if now - self._last_error_warning >= _WARN_EVERY:
+            self._last_error_warning = now
+            log.warning("ledger write failed (%d record(s) kept, retrying): %s", self.queue_depth, self._last_error)

@@ -1,0 +1,306 @@
+"""The accounting service: what the request path asks of keys, limits, budgets, prices and the ledger.
+
+Per request, in order: `authenticate` (a virtual key, when auth is on), `admit` (the key may use the alias;
+RPM/TPM; a budget reservation sized for the worst case), then — exactly once, whatever happened —
+`finish` (settle the reservation from actual usage, correct the token count, write one ledger record,
+update the metrics). Nothing here blocks the event loop on a database: keys are served from memory and
+refreshed in the background, ledger writes go through a queue to a writer thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import Any
+
+from lifeline.accounting.db import Database
+from lifeline.accounting.keys import KeyCache, KeyStore, PermissionDenied, VirtualKey
+from lifeline.accounting.ledger import Ledger, spent_since
+from lifeline.accounting.limits import LimitStore, Reservation, make_limits
+from lifeline.accounting.migrations import migrate
+from lifeline.accounting.pricing import PriceBook
+from lifeline.accounting.records import LedgerRecord, nusd, usd
+from lifeline.config.schema import Config
+from lifeline.metrics import Metrics
+from lifeline.protocol.usage import estimate_usage
+
+log = logging.getLogger("lifeline.accounting")
+
+#: what a budget reserves for the answer when the client sets no max_tokens
+DEFAULT_COMPLETION_RESERVE = 4096
+
+
+def period_start(period: str, now: float | None = None) -> float:
+    """The start (Unix time, UTC) of the budget period that contains `now`."""
+    moment = dt.datetime.fromtimestamp(time.time() if now is None else now, dt.UTC)
+    if period == "day":
+        return moment.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+    if period == "month":
+        return moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp()
+    return 0.0
+
+
+@dataclass(slots=True)
+class Admission:
+    """One admitted request, carried from `admit` to `finish`."""
+
+    request_id: str
+    alias: str
+    key: VirtualKey | None
+    started: float  # time.monotonic()
+    started_at: float  # time.time()
+    tokens_estimate: int = 0
+    reservation: Reservation | None = None
+    finished: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Accounting:
+    def __init__(self, config: Config, metrics: Metrics) -> None:
+        self.config = config
+        self.settings = config.accounting
+        self.auth_enabled = config.auth.enabled
+        self.metrics = metrics
+        self.prices = PriceBook(config)
+        self.keys = KeyCache()
+        self.limits: LimitStore = make_limits(self.settings)
+        self.ledger: Ledger | None = (
+            Ledger(self.settings.ledger, self.open_db) if self.settings.ledger.enabled else None
+        )
+        self._db: Database | None = None
+        self._refresher: asyncio.Task[None] | None = None
+
+    def open_db(self) -> Database:
+        url = self.settings.database_url.get_secret_value() if self.settings.database_url else None
+        return Database(url=url, data_dir=self.settings.data_dir)
+
+    @property
+    def db(self) -> Database:
+        if self._db is None:
+            raise RuntimeError("accounting used before start()")
+        return self._db
+
+    @property
+    def store(self) -> KeyStore:
+        return KeyStore(self.db)
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._db = await asyncio.to_thread(self.open_db)
+        await asyncio.to_thread(migrate, self._db)
+        await self.refresh_keys()
+        if self.ledger is not None:
+            self.ledger.start()
+        self._refresher = asyncio.create_task(self._refresh_forever(), name="lifeline-key-refresh")
+
+    async def close(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+        if self.ledger is not None:
+            await asyncio.to_thread(self.ledger.close)
+        await self.limits.close()
+        if self._db is not None:
+            self._db.close()
+
+    async def refresh_keys(self) -> None:
+        keys = await asyncio.to_thread(self.store.list)
+        self.keys.replace_all(keys)
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.key_refresh_interval)
+            try:
+                await self.refresh_keys()
+            except Exception as exc:  # a database blip must not stop the refresher
+                log.warning("could not refresh keys: %s", type(exc).__name__)
+
+    # --- the request path --------------------------------------------------------------------------
+
+    def authenticate(self, authorization: str | None) -> VirtualKey | None:
+        if not self.auth_enabled:
+            return None
+        return self.keys.authenticate(authorization)
+
+    def allowed_aliases(self, key: VirtualKey | None) -> list[str]:
+        return [a for a in self.config.aliases if key is None or key.may_use(a)]
+
+    async def admit(
+        self, key: VirtualKey | None, alias: str, body: dict[str, Any], max_tokens: int | None, request_id: str
+    ) -> Admission:
+        admission = Admission(request_id, alias, key, time.monotonic(), time.time())
+        if key is None:
+            return admission
+        if not key.may_use(alias):
+            raise PermissionDenied(f"This key may not use the model '{alias}'.", param="model")
+        prompt_estimate = estimate_usage(body, 0)["prompt_tokens"]
+        completion_reserve = max_tokens or DEFAULT_COMPLETION_RESERVE
+        admission.tokens_estimate = prompt_estimate + completion_reserve
+        if key.rpm is not None or key.tpm is not None:
+            await self.limits.admit(key.id, rpm=key.rpm, tpm=key.tpm, tokens_estimate=admission.tokens_estimate)
+        if key.budget_usd is not None and key.budget_period is not None:
+            targets = list(self.config.aliases[alias].targets)
+            amount = self.prices.worst_case(targets, prompt_estimate, completion_reserve)
+            since = period_start(key.budget_period)
+            key_id = key.id
+
+            def seed() -> Awaitable[int]:
+                return asyncio.to_thread(spent_since, self.db, key_id, since)
+
+            try:
+                admission.reservation = await self.limits.reserve(
+                    key.id, limit_nusd=nusd(key.budget_usd), period=key.budget_period, amount_nusd=amount, seed=seed
+                )
+            except BaseException:
+                if key.tpm is not None:
+                    await self.limits.adjust_tokens(key.id, -admission.tokens_estimate)
+                raise
+        return admission
+
+    async def finish(
+        self,
+        admission: Admission,
+        *,
+        status: int,
+        outcome: str,
+        target: str | None,
+        model: str | None,
+        attempts: list[dict[str, Any]],
+        usage: dict[str, Any] | None,
+        usage_estimated: bool,
+        streamed: bool,
+        ttft: float | None,
+    ) -> None:
+        """Settle, record and count one request. Safe to call more than once: only the first counts."""
+        if admission.finished:
+            return
+        admission.finished = True
+        now = time.monotonic()
+        prompt = int((usage or {}).get("prompt_tokens") or 0)
+        completion = int((usage or {}).get("completion_tokens") or 0)
+        # Only an answer costs: failed attempts, and requests no target answered, cost nothing.
+        cost = self.prices.cost(target, prompt, completion) if target else 0
+        key = admission.key
+        try:
+            if admission.reservation is not None:
+                if cost or target:
+                    await self.limits.settle(admission.reservation, cost)
+                else:
+                    await self.limits.release(admission.reservation)
+            if key is not None and key.tpm is not None:
+                await self.limits.adjust_tokens(key.id, prompt + completion - admission.tokens_estimate)
+        except Exception as exc:  # a limits backend failure must not lose the ledger record
+            log.warning("could not settle a reservation: %s", type(exc).__name__)
+        finally:
+            self._record(
+                admission,
+                status,
+                outcome,
+                target,
+                model,
+                attempts,
+                prompt,
+                completion,
+                usage_estimated,
+                cost,
+                streamed,
+                ttft,
+                now,
+            )
+
+    def _record(
+        self,
+        admission: Admission,
+        status: int,
+        outcome: str,
+        target: str | None,
+        model: str | None,
+        attempts: list[dict[str, Any]],
+        prompt: int,
+        completion: int,
+        usage_estimated: bool,
+        cost: int,
+        streamed: bool,
+        ttft: float | None,
+        now: float,
+    ) -> None:
+        latency = now - admission.started
+        if self.ledger is not None:
+            self.ledger.record(
+                LedgerRecord(
+                    request_id=admission.request_id,
+                    key_id=admission.key.id if admission.key else None,
+                    alias=admission.alias,
+                    target=target,
+                    model=model,
+                    outcome=outcome,
+                    status=status,
+                    attempts=attempts,
+                    prompt_tokens=prompt,
+                    completion_tokens=completion,
+                    usage_estimated=usage_estimated,
+                    cost_nusd=cost,
+                    ttft_ms=ttft * 1000 if ttft is not None else None,
+                    latency_ms=latency * 1000,
+                    streamed=streamed,
+                    started_at=admission.started_at,
+                    finished_at=admission.started_at + latency,
+                )
+            )
+        log.info(
+            "request finished",
+            extra={
+                "request_id": admission.request_id,
+                "alias": admission.alias,
+                "target": target,
+                "outcome": outcome,
+                "status": status,
+                "attempts": sum(1 for a in attempts if not str(a.get("outcome", "")).startswith("skipped")),
+                "stream": streamed,
+                "latency": round(latency, 4),
+            },
+        )
+        m, alias = self.metrics, admission.alias
+        m.inc(
+            "lifeline_requests_total",
+            "Client requests by alias, outcome and status.",
+            alias=alias,
+            outcome=outcome,
+            status=str(status),
+        )
+        for attempt in attempts:
+            if not str(attempt.get("outcome", "")).startswith("skipped"):
+                m.inc(
+                    "lifeline_attempts_total",
+                    "Upstream attempts by target and outcome.",
+                    target=str(attempt.get("target")),
+                    outcome=str(attempt.get("outcome")),
+                )
+        failed = sum(
+            1 for a in attempts if a.get("outcome") not in ("ok",) and not str(a.get("outcome")).startswith("skipped")
+        )
+        if target and failed:
+            m.inc(
+                "lifeline_failovers_total",
+                "Requests answered after at least one failed attempt.",
+                alias=alias,
+                target=target,
+            )
+        if target:
+            m.inc("lifeline_tokens_total", "Tokens of answers.", prompt, alias=alias, target=target, kind="prompt")
+            m.inc(
+                "lifeline_tokens_total", "Tokens of answers.", completion, alias=alias, target=target, kind="completion"
+            )
+            m.inc("lifeline_cost_usd_total", "Cost of answers in USD.", usd(cost), alias=alias, target=target)
+        m.observe(
+            "lifeline_request_latency_seconds", "Time from request to the end of the answer.", latency, alias=alias
+        )
+        if ttft is not None:
+            m.observe("lifeline_ttft_seconds", "Time to the first content of a streamed answer.", ttft, alias=alias)

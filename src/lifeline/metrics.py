@@ -1,0 +1,108 @@
+"""Prometheus metrics, kept in plain dicts and rendered in the text exposition format at GET /metrics.
+
+Counters and histograms are updated on the event loop (no locks); gauges that live elsewhere (circuit
+states, the ledger's queue) are read at scrape time through callbacks. Labels are alias, target, outcome
+and status only: never a key, a key id or anything a client typed, so cardinality stays bounded and no
+secret can reach a label.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+Labels = tuple[tuple[str, str], ...]
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+@dataclass
+class Histogram:
+    buckets: tuple[float, ...] = LATENCY_BUCKETS
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0
+    n: int = 0
+
+    def __post_init__(self) -> None:
+        self.counts = [0] * (len(self.buckets) + 1)
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.buckets, value)] += 1
+        self.total += value
+        self.n += 1
+
+
+@dataclass
+class _Family:
+    kind: str
+    help: str
+    values: dict[Labels, float] = field(default_factory=lambda: defaultdict(float))
+    histograms: dict[Labels, Histogram] = field(default_factory=dict)
+
+
+Gauge = Callable[[], Iterable[tuple[Labels, float]]]
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self._families: dict[str, _Family] = {}
+        self._gauges: dict[str, tuple[str, Gauge]] = {}
+
+    def _family(self, name: str, kind: str, help: str) -> _Family:
+        family = self._families.get(name)
+        if family is None:
+            family = self._families[name] = _Family(kind, help)
+        return family
+
+    def inc(self, name: str, help: str, amount: float = 1.0, **labels: str) -> None:
+        self._family(name, "counter", help).values[tuple(sorted(labels.items()))] += amount
+
+    def observe(self, name: str, help: str, value: float, **labels: str) -> None:
+        family = self._family(name, "histogram", help)
+        key = tuple(sorted(labels.items()))
+        histogram = family.histograms.get(key)
+        if histogram is None:
+            histogram = family.histograms[key] = Histogram()
+        histogram.observe(value)
+
+    def gauge(self, name: str, help: str, read: Gauge) -> None:
+        self._gauges[name] = (help, read)
+
+    def render(self) -> str:
+        lines: list[str] = []
+        for name, family in sorted(self._families.items()):
+            lines.append(f"# HELP {name} {family.help}")
+            lines.append(f"# TYPE {name} {family.kind}")
+            for labels, value in sorted(family.values.items()):
+                lines.append(f"{name}{_labels(labels)} {_number(value)}")
+            for labels, hist in sorted(family.histograms.items()):
+                cumulative = 0
+                for bound, count in zip((*hist.buckets, float("inf")), hist.counts, strict=True):
+                    cumulative += count
+                    le = "+Inf" if bound == float("inf") else _number(bound)
+                    lines.append(f"{name}_bucket{_labels((*labels, ('le', le)))} {cumulative}")
+                lines.append(f"{name}_sum{_labels(labels)} {_number(hist.total)}")
+                lines.append(f"{name}_count{_labels(labels)} {hist.n}")
+        for name, (help, read) in sorted(self._gauges.items()):
+            lines.append(f"# HELP {name} {help}")
+            lines.append(f"# TYPE {name} gauge")
+            for labels, value in read():
+                lines.append(f"{name}{_labels(labels)} {_number(value)}")
+        return "\n".join(lines) + "\n"
+
+
+def _labels(labels: Labels) -> str:
+    if not labels:
+        return ""
+    inner = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
+    return "{" + inner + "}"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))

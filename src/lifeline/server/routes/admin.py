@@ -1,0 +1,108 @@
+"""The admin API: circuits, virtual keys and usage. Guarded by `admin.master_key`.
+
+/admin/targets is open when no master key is configured (bind to loopback); key management and usage are
+refused outright without one, since they hand out and reveal credentials and spend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from lifeline.accounting.keys import PermissionDenied
+from lifeline.errors import AuthenticationFailed, InvalidRequest
+from lifeline.protocol.parse import parse_json_object
+from lifeline.server.gateway import Gateway
+
+MAX_ADMIN_BODY = 64 * 1024
+
+
+def _json(data: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+def require_admin(request: Request, gateway: Gateway, *, strict: bool = False) -> None:
+    """Check the master key. `strict`: refuse even when no master key is configured."""
+    key = gateway.config.admin.master_key
+    if key is None:
+        if strict:
+            raise PermissionDenied("The admin API for keys and usage needs admin.master_key in the config.")
+        return
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        given = ""
+    if not hmac.compare_digest(given.strip().encode(), key.get_secret_value().encode()):
+        raise AuthenticationFailed("A valid master key is needed for /admin endpoints.")
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if len(raw) > MAX_ADMIN_BODY:
+        raise InvalidRequest(f"The request body is larger than {MAX_ADMIN_BODY} bytes.", status=413)
+    return parse_json_object(raw or b"{}")
+
+
+async def admin_targets(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    require_admin(request, gateway)
+    targets = gateway.health.snapshot(list(gateway.config.targets))
+    for row in targets:
+        target = gateway.config.targets[row["target"]]
+        row["kind"] = target.kind
+        row["model"] = gateway.providers[row["target"]].model
+    return _json({"targets": targets, "recent_failovers": list(gateway.health.recent_failovers)})
+
+
+async def create_key(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    require_admin(request, gateway, strict=True)
+    fields = await _body(request)
+    name = fields.pop("name", None)
+    if name is None:
+        raise InvalidRequest("Missing required parameter: 'name'.", param="name", code="missing_required_parameter")
+    key, secret = await asyncio.to_thread(gateway.accounting.store.create, name, **fields)
+    gateway.accounting.keys.put(key)
+    # The secret is shown here once; it is stored only as a hash.
+    return _json({"key": key.public(), "secret": secret}, status=201)
+
+
+async def list_keys(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    require_admin(request, gateway, strict=True)
+    include_revoked = request.query_params.get("include_revoked", "true").lower() != "false"
+    keys = await asyncio.to_thread(gateway.accounting.store.list, include_revoked)
+    return _json({"object": "list", "data": [k.public() for k in keys]})
+
+
+async def get_key(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    require_admin(request, gateway, strict=True)
+    key = await asyncio.to_thread(gateway.accounting.store.get, request.path_params["key_id"])
+    data = key.public()
+    if key.budget_period is not None:
+        spent, reserved = await gateway.accounting.limits.spent(key.id, key.budget_period)
+        data["budget_spent_usd"] = spent / 1e9
+        data["budget_reserved_usd"] = reserved / 1e9
+    return _json(data)
+
+
+async def update_key(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    require_admin(request, gateway, strict=True)
+    fields = await _body(request)
+    key = await asyncio.to_thread(gateway.accounting.store.update, request.path_params["key_id"], **fields)
+    gateway.accounting.keys.put(key)
+    return _json(key.public())
+
+
+async def revoke_key(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    require_admin(request, gateway, strict=True)
+    key = await asyncio.to_thread(gateway.accounting.store.revoke, request.path_params["key_id"])
+    gateway.accounting.keys.put(key)
+    return _json(key.public())

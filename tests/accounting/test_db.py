@@ -1,0 +1,101 @@
+"""The database layer on SQLite and a real PostgreSQL: statements, transactions, errors, reconnection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from lifeline.accounting.db import Database, DatabaseError
+from tests.accounting.conftest import OpenDb
+from tests.fixtures.postgres import PostgresServer
+
+
+def test_sqlite_location_from_data_dir_and_url(tmp_path: Path) -> None:
+    in_dir = Database(data_dir=tmp_path / "data")
+    by_url = Database(url=f"sqlite:///{tmp_path / 'other.db'}")
+    try:
+        assert in_dir.dialect == by_url.dialect == "sqlite"
+        assert in_dir.path == tmp_path / "data" / "lifeline.db"
+        assert by_url.path == tmp_path / "other.db"
+        assert in_dir.query("PRAGMA journal_mode") == [("wal",)]
+    finally:
+        in_dir.close()
+        by_url.close()
+
+
+def test_default_data_dir_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIFELINE_DATA_DIR", str(tmp_path / "env"))
+    db = Database()
+    try:
+        assert db.path == tmp_path / "env" / "lifeline.db"
+    finally:
+        db.close()
+
+
+def test_statements_and_placeholders(open_db: OpenDb) -> None:
+    db = open_db()
+    try:
+        db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT)")
+        db.executemany("INSERT INTO t (id, name) VALUES (?, ?)", [(1, "a"), (2, "b"), (3, "c")])
+        assert db.execute("UPDATE t SET name = ? WHERE id >= ?", ("z", 2)) == 2
+        assert db.query("SELECT id, name FROM t ORDER BY id") == [(1, "a"), (2, "z"), (3, "z")]
+    finally:
+        db.close()
+
+
+def test_transaction_commits_or_rolls_back_as_a_whole(open_db: OpenDb) -> None:
+    db = open_db()
+    try:
+        db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+        with db.transaction():
+            db.execute("INSERT INTO t (id) VALUES (?)", (1,))
+            db.execute("INSERT INTO t (id) VALUES (?)", (2,))
+        with pytest.raises(DatabaseError), db.transaction():
+            db.execute("INSERT INTO t (id) VALUES (?)", (3,))
+            db.execute("INSERT INTO t (id) VALUES (?)", (1,))  # duplicate: the whole transaction goes
+        assert db.query("SELECT id FROM t ORDER BY id") == [(1,), (2,)]
+        # the connection is usable after the failed transaction
+        db.execute("INSERT INTO t (id) VALUES (?)", (4,))
+        assert db.query("SELECT COUNT(*) FROM t") == [(3,)]
+    finally:
+        db.close()
+
+
+def test_errors_are_database_errors(open_db: OpenDb) -> None:
+    db = open_db()
+    try:
+        with pytest.raises(DatabaseError):
+            db.query("SELECT * FROM no_such_table")
+    finally:
+        db.close()
+
+
+def test_postgres_reconnects_after_the_connection_dies(postgres_server: PostgresServer, postgres_db_url: str) -> None:
+    db = Database(url=postgres_db_url)
+    try:
+        pid = db.query("SELECT pg_backend_pid()")[0][0]
+        with psycopg.connect(postgres_server.url(), autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        with pytest.raises(DatabaseError):
+            db.query("SELECT 1")
+        assert db.query("SELECT 1") == [(1,)]
+        assert db.query("SELECT pg_backend_pid()")[0][0] != pid
+    finally:
+        db.close()
+
+
+def test_postgres_connection_errors_do_not_leak_the_url(postgres_server: PostgresServer) -> None:
+    closed_port = postgres_server.port + 1 if postgres_server.port < 65535 else postgres_server.port - 1
+    url = f"postgresql://admin:hunter2secret@127.0.0.1:{closed_port}/db"
+    with pytest.raises(DatabaseError) as info:
+        Database(url=url)
+    text = str(info.value)
+    assert "hunter2secret" not in text and "://" not in text
+
+
+def test_a_sqlite_file_that_cannot_be_opened_is_a_database_error(tmp_path: Path) -> None:
+    (tmp_path / "lifeline.db").mkdir()  # a directory where the file should be: even root cannot open it
+    with pytest.raises(DatabaseError, match="sqlite"):
+        Database(data_dir=tmp_path)
