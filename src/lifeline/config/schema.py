@@ -57,8 +57,9 @@ class Price(Strict):
     output: Annotated[float, Field(ge=0)]
 
 
-class OpenAITarget(Strict):
-    kind: Literal["openai"]
+class HttpTarget(Strict):
+    """What every target reached over HTTP has."""
+
     base_url: str
     api_key: SecretStr | None = None
     #: the model id sent upstream
@@ -68,18 +69,47 @@ class OpenAITarget(Strict):
     context_window: Annotated[int, Field(gt=0)] | None = None
     #: overrides the built-in price table (lifeline.accounting.pricing) for this target
     price: Price | None = None
-    supports_n: bool = True
-    #: ask the upstream for usage in streams (stream_options.include_usage) whatever the client asked
-    stream_usage: bool = True
     max_connections: Annotated[int, Field(gt=0)] = 100
     timeouts: Timeouts = Field(default_factory=Timeouts)
     retry: RetryPolicy | None = None
 
     @model_validator(mode="after")
-    def _check_url(self) -> OpenAITarget:
+    def _check_url(self) -> HttpTarget:
         if not self.base_url.startswith(("http://", "https://")):
             raise ValueError("base_url must start with http:// or https://")
         return self
+
+
+class OpenAITarget(HttpTarget):
+    kind: Literal["openai"]
+    supports_n: bool = True
+    #: ask the upstream for usage in streams (stream_options.include_usage) whatever the client asked
+    stream_usage: bool = True
+
+
+class AnthropicTarget(HttpTarget):
+    """Anthropic's Messages API (`POST {base_url}/v1/messages`)."""
+
+    kind: Literal["anthropic"]
+    base_url: str = "https://api.anthropic.com"
+    anthropic_version: str = "2023-06-01"
+    #: Anthropic requires max_tokens; this is sent when the client sets none
+    default_max_tokens: Annotated[int, Field(gt=0)] = 4096
+
+    @property
+    def supports_n(self) -> bool:
+        return False
+
+
+class GeminiTarget(HttpTarget):
+    """Google's Gemini API (`{base_url}/models/{model}:generateContent` and `:streamGenerateContent`)."""
+
+    kind: Literal["gemini"]
+    base_url: str = "https://generativelanguage.googleapis.com/v1beta"
+
+    @property
+    def supports_n(self) -> bool:
+        return False
 
 
 class LlamaCppTarget(Strict):
@@ -107,7 +137,7 @@ class LlamaCppTarget(Strict):
         return False
 
 
-Target = Annotated[OpenAITarget | LlamaCppTarget, Field(discriminator="kind")]
+Target = Annotated[OpenAITarget | AnthropicTarget | GeminiTarget | LlamaCppTarget, Field(discriminator="kind")]
 
 
 class Alias(Strict):

@@ -20,6 +20,18 @@ def _openai(name: str, config: Any) -> Provider:
     return OpenAICompatProvider(name, config)
 
 
+def _anthropic(name: str, config: Any) -> Provider:
+    from lifeline.providers.anthropic import AnthropicProvider
+
+    return AnthropicProvider(name, config)
+
+
+def _gemini(name: str, config: Any) -> Provider:
+    from lifeline.providers.gemini import GeminiProvider
+
+    return GeminiProvider(name, config)
+
+
 def _llamacpp(name: str, config: Any) -> Provider:
     # Imported lazily: a gateway with only hosted targets never loads llama.cpp.
     from lifeline.providers.llamacpp import LlamaCppProvider
@@ -41,5 +53,7 @@ class ProviderRegistry:
 def default_registry() -> ProviderRegistry:
     registry = ProviderRegistry()
     registry.register("openai", _openai)
+    registry.register("anthropic", _anthropic)
+    registry.register("gemini", _gemini)
     registry.register("llamacpp", _llamacpp)
     return registry
