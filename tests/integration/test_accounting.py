@@ -267,3 +267,23 @@ def test_usage_of_a_streamed_answer_is_costed_too(
     assert response.status_code == 200
     assert rows[0]["usage_estimated"] == 1
     assert rows[0]["cost_nusd"] > 0
+
+
+def test_usage_report_through_the_admin_api(wall: FaultWall, gateway: GatewayFactory, tmp_path: Path) -> None:
+    with gateway(config_with(wall, tmp_path)) as gw:
+        key_id, secret = new_key(gw)
+        for _ in range(2):
+            assert ask(gw, secret).status_code == 200
+        client = admin(gw)
+        by_key = client.get("/usage", params={"by": "key,target"}).json()
+        csv_text = client.get("/usage", params={"by": "alias", "format": "csv"}).text
+        injected = client.get("/usage", params={"by": "key", "key": "x' OR '1'='1"}).json()
+        bad = client.get("/usage", params={"by": "password"})
+        unauthorised = httpx.get(f"{gw.url}/admin/usage")
+    row = by_key["data"][0]
+    assert row["key"] == key_id and row["target"] == "backup"
+    assert row["requests"] == 2 and row["cost_usd"] == 28
+    assert csv_text.splitlines()[0].startswith("alias,")
+    assert injected["data"] == []
+    assert bad.status_code == 400
+    assert unauthorised.status_code == 401

@@ -24,10 +24,8 @@ def _register_subcommands() -> None:
     from lifeline.cli.keys import keys_app
 
     app.add_typer(keys_app, name="keys")
-    try:
-        from lifeline.cli.usage import register
-    except ImportError:  # pragma: no cover - the usage command ships with the ledger
-        return
+    from lifeline.cli.usage import register
+
     register(app)
 
 

@@ -16,7 +16,15 @@ from lifeline.providers.registry import ProviderRegistry
 from lifeline.server import errors
 from lifeline.server.gateway import Gateway
 from lifeline.server.middleware import RequestIdMiddleware
-from lifeline.server.routes.admin import admin_targets, create_key, get_key, list_keys, revoke_key, update_key
+from lifeline.server.routes.admin import (
+    admin_targets,
+    create_key,
+    get_key,
+    list_keys,
+    revoke_key,
+    update_key,
+    usage,
+)
 from lifeline.server.routes.chat import chat_completions
 from lifeline.server.routes.info import get_model, healthz, list_models, metrics, readyz
 
@@ -46,6 +54,7 @@ def create_app(config: Config, registry: ProviderRegistry | None = None) -> Star
             Route("/admin/keys/{key_id}", get_key, methods=["GET"]),
             Route("/admin/keys/{key_id}", update_key, methods=["PATCH"]),
             Route("/admin/keys/{key_id}", revoke_key, methods=["DELETE"]),
+            Route("/admin/usage", usage, methods=["GET"]),
         ],
         middleware=[Middleware(RequestIdMiddleware)],
         exception_handlers={

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from lifeline.accounting.keys import PermissionDenied
+from lifeline.accounting.usage import UsageQueryError, make_query, usage_report
 from lifeline.errors import AuthenticationFailed, InvalidRequest
 from lifeline.protocol.parse import parse_json_object
 from lifeline.server.gateway import Gateway
@@ -106,3 +107,32 @@ async def revoke_key(request: Request) -> Response:
     key = await asyncio.to_thread(gateway.accounting.store.revoke, request.path_params["key_id"])
     gateway.accounting.keys.put(key)
     return _json(key.public())
+
+
+async def usage(request: Request) -> Response:
+    """GET /admin/usage?by=key,alias,target,model,day&since=…&until=…&key=…&alias=…&format=json|csv"""
+    gateway: Gateway = request.app.state.gateway
+    require_admin(request, gateway, strict=True)
+    params = request.query_params
+    try:
+        query = make_query(
+            by=params.get("by"),
+            since=params.get("since"),
+            until=params.get("until"),
+            key_id=params.get("key"),
+            alias=params.get("alias"),
+            target=params.get("target"),
+            model=params.get("model"),
+        )
+    except UsageQueryError as exc:
+        raise InvalidRequest(str(exc), param="by") from None
+    fmt = params.get("format", "json")
+    if fmt not in ("json", "csv"):
+        raise InvalidRequest("'format' must be json or csv.", param="format")
+    ledger = gateway.accounting.ledger
+    if ledger is not None:
+        await asyncio.to_thread(ledger.flush, 5.0)
+    report = await asyncio.to_thread(usage_report, gateway.accounting.db, query)
+    if fmt == "csv":
+        return Response(report.to_csv(), media_type="text/csv")
+    return _json({"object": "list", "columns": list(report.columns), "data": report.rows})
