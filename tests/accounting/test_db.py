@@ -80,8 +80,7 @@ def test_postgres_reconnects_after_the_connection_dies(postgres_server: Postgres
         pid = db.query("SELECT pg_backend_pid()")[0][0]
         with psycopg.connect(postgres_server.url(), autocommit=True) as admin:
             admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-        with pytest.raises(DatabaseError):
-            db.query("SELECT 1")
+        # a read is repeated once on a fresh connection, so the caller never sees the dead one
         assert db.query("SELECT 1") == [(1,)]
         assert db.query("SELECT pg_backend_pid()")[0][0] != pid
     finally:

@@ -36,7 +36,7 @@ def config_with(wall: FaultWall, tmp_path: Path, *, auth: bool = True, **extra: 
         retry={"max_retries": 0},
         admin={"master_key": MASTER},
         auth={"enabled": auth},
-        accounting={"data_dir": str(tmp_path), "ledger": {"commit_interval": 0.05}},
+        accounting={"data_dir": str(tmp_path), "ledger": {"commit_interval": 0.05}, **extra.pop("accounting", {})},
         **extra,
     )
 
@@ -287,3 +287,59 @@ def test_usage_report_through_the_admin_api(wall: FaultWall, gateway: GatewayFac
     assert injected["data"] == []
     assert bad.status_code == 400
     assert unauthorised.status_code == 401
+
+
+def test_no_secret_reaches_a_log_line_an_error_or_a_metric(
+    wall: FaultWall, gateway: GatewayFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG", logger="lifeline")
+    # an upstream that echoes the key it was sent in its error message, as some do
+    echo = "status?code=400&message=Incorrect+API+key+provided:+" + UPSTREAM_KEY
+    targets = {
+        "echo": wall_target(wall, "ok", price=DOLLAR_A_TOKEN, headers={"x-wall-behaviour": echo}),
+        "cut": wall_target(wall, "status?code=401", price=DOLLAR_A_TOKEN),
+        "backup": wall_target(wall, "ok", price=DOLLAR_A_TOKEN),
+    }
+    aliases = {"chat": ["cut", "backup"], "echo": ["echo"]}
+    with gateway(config_with(wall, tmp_path, targets=targets, aliases=aliases)) as gw:
+        _, secret = new_key(gw)
+        responses = [
+            ask(gw, secret),
+            ask(gw, secret[:-2] + "zz"),
+            httpx.post(f"{gw.base_url}/chat/completions", json={"model": "echo", "messages": MESSAGES},
+                       headers={"authorization": f"Bearer {secret}"}),
+            httpx.get(f"{gw.base_url}/models", headers={"authorization": f"Bearer {secret}"}),
+        ]
+        metrics = httpx.get(f"{gw.url}/metrics").text
+        targets_view = admin(gw).get("/targets").text
+        ledger_rows(gw, expect=2)
+    assert responses[0].status_code == 200 and responses[1].status_code == 401
+    assert responses[2].status_code == 400 and "***" in responses[2].json()["error"]["message"]
+    for text in [*(r.text for r in responses), *(str(r.headers) for r in responses), metrics, targets_view,
+                 caplog.text]:
+        assert secret not in text
+        assert secret.split(".")[1] not in text
+        assert UPSTREAM_KEY not in text
+        assert MASTER not in text
+
+
+def test_a_database_outage_does_not_stop_requests_or_lose_records(
+    wall: FaultWall, gateway: GatewayFactory, tmp_path: Path, postgres_server: Any, postgres_db_url: str
+) -> None:
+    config = config_with(wall, tmp_path, auth=False, accounting={"database_url": postgres_db_url,
+                                                                 "ledger": {"commit_interval": 0.05}})
+    with gateway(config) as gw:
+        assert ask(gw, None).status_code == 200
+        postgres_server.stop()
+        try:
+            during = [ask(gw, None).status_code for _ in range(5)]
+            time.sleep(0.5)
+            metrics = httpx.get(f"{gw.url}/metrics").text
+        finally:
+            postgres_server.start()
+        rows = ledger_rows(gw, expect=6)
+    assert during == [200] * 5
+    gauges = dict(line.split(" ") for line in metrics.splitlines() if line.startswith("lifeline_ledger_"))
+    assert int(gauges["lifeline_ledger_queue_depth"]) >= 5  # waiting in the buffer, not lost
+    assert int(gauges["lifeline_ledger_write_errors"]) >= 1
+    assert len(rows) == 6

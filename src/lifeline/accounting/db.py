@@ -97,6 +97,15 @@ class Database:
                 self._conn.executemany(sql, [tuple(r) for r in rows])
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return self._query(sql, params)
+        except DatabaseError:
+            # A read is safe to repeat: after a server restart the old connection is dead, a new one works.
+            if self.dialect != "postgres" or not self._conn.closed:
+                raise
+            return self._query(sql, params)
+
+    def _query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         with self._lock, self._errors():
             self._reconnect_if_broken()
             cur = self._conn.execute(self._sql(sql), tuple(params))
