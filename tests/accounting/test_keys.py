@@ -67,7 +67,7 @@ def test_authentication_accepts_the_key_and_refuses_everything_else(store: KeySt
 def test_revoked_and_expired_keys_are_refused_with_a_reason(store: KeyStore) -> None:
     revoked, revoked_secret = store.create("gone")
     store.revoke(revoked.id)
-    expired, expired_secret = store.create("old", expires_at=time.time() - 1)
+    _, expired_secret = store.create("old", expires_at=time.time() - 1)
     cache = cache_of(store)
     with pytest.raises(AuthenticationFailed, match="revoked") as one:
         cache.authenticate(f"Bearer {revoked_secret}")
