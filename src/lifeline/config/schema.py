@@ -57,7 +57,36 @@ class Price(Strict):
     output: Annotated[float, Field(ge=0)]
 
 
-class HttpTarget(Strict):
+class Capabilities(Strict):
+    """What a target can serve. A request that needs what a target lacks skips it (the reason goes into the
+    attempt log) instead of failing there. Unset fields take the target kind's defaults."""
+
+    tools: bool | None = None
+    json_schema: bool | None = None
+    vision: bool | None = None
+    #: continuing a partial assistant message (prefix / prefill)
+    prefill: bool | None = None
+
+
+class TargetMeta(Strict):
+    """Facts about the model behind a target, for routing constraints. Filled from the catalogue for
+    catalogue targets; declare them yourself for others."""
+
+    open_weights: bool | None = None
+    licence: str | None = None
+    publisher: str | None = None
+    #: ISO 3166 alpha-2 country of the model's publisher
+    country: str | None = None
+    #: served on your own infrastructure (vLLM, SGLang, Ollama, llama.cpp, the embedded engine …)
+    self_hosted: bool | None = None
+
+
+class TargetCommon(Strict):
+    capabilities: Capabilities = Field(default_factory=Capabilities)
+    meta: TargetMeta = Field(default_factory=TargetMeta)
+
+
+class HttpTarget(TargetCommon):
     """What every target reached over HTTP has."""
 
     base_url: str
@@ -112,7 +141,7 @@ class GeminiTarget(HttpTarget):
         return False
 
 
-class LlamaCppTarget(Strict):
+class LlamaCppTarget(TargetCommon):
     kind: Literal["llamacpp"]
     #: a GGUF path, `builtin:smollm2`, or `hf:REPO/FILE.gguf` fetched from a model hub on the user's machine
     model: str = "builtin:smollm2"
@@ -140,8 +169,31 @@ class LlamaCppTarget(Strict):
 Target = Annotated[OpenAITarget | AnthropicTarget | GeminiTarget | LlamaCppTarget, Field(discriminator="kind")]
 
 
+class Constraints(Strict):
+    """Which targets an alias may use at all; checked at load (an alias left with none is an error)."""
+
+    open_weights_only: bool = False
+    #: licence ids allowed (e.g. apache-2.0, mit); targets with an unknown licence are excluded
+    licences: list[str] | None = None
+    #: publisher countries allowed / denied (ISO 3166 alpha-2)
+    countries_allow: list[str] | None = None
+    countries_deny: list[str] | None = None
+    self_hosted_only: bool = False
+
+
 class Alias(Strict):
-    targets: Annotated[list[str], Field(min_length=1)]
+    #: "chat" aliases serve /v1/chat/completions (and /v1/messages); "embeddings" aliases serve /v1/embeddings
+    kind: Literal["chat", "embeddings"] = "chat"
+    targets: list[str] = Field(default_factory=list)
+    #: every configured host (see `hosts`) of this catalogue model, expanded at load into targets placed
+    #: before `targets`
+    open_model: str | None = None
+    #: how the targets are ordered for each request: as listed; by weight; by lowest observed latency
+    #: (EWMA); by lowest price. Failover walks the resulting order.
+    policy: Literal["ordered", "weighted", "latency", "cost"] = "ordered"
+    #: target → weight, for policy "weighted" (targets left out weigh 1)
+    weights: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
+    constraints: Constraints = Field(default_factory=Constraints)
     #: on a content-policy refusal, try the next target instead of returning the refusal
     failover_on_content_filter: bool = False
 
@@ -195,6 +247,19 @@ class AuthSettings(Strict):
     enabled: bool = False
 
 
+class HostSpec(Strict):
+    """An account at a host of open weights (a preset), from which `open_model` aliases draw targets."""
+
+    #: the preset this host is (default: the host's own name)
+    preset: str | None = None
+    base_url: str | None = None
+    #: default: ${<the preset's key variable>}
+    api_key: SecretStr | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    max_connections: Annotated[int, Field(gt=0)] = 100
+
+
 class Config(Strict):
     server: ServerSettings = Field(default_factory=ServerSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
@@ -202,7 +267,9 @@ class Config(Strict):
     accounting: AccountingSettings = Field(default_factory=AccountingSettings)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     circuit: CircuitPolicy = Field(default_factory=CircuitPolicy)
-    targets: dict[str, Target]
+    #: hosts of open weights you hold accounts with; `open_model` aliases expand over them
+    hosts: dict[str, HostSpec] = Field(default_factory=dict)
+    targets: dict[str, Target] = Field(default_factory=dict)
     aliases: dict[str, Alias]
 
     @model_validator(mode="after")
@@ -210,6 +277,8 @@ class Config(Strict):
         if not self.aliases:
             raise ValueError("at least one alias is needed")
         for name, alias in self.aliases.items():
+            if not alias.targets:
+                raise ValueError(f"alias {name!r} has no targets")
             for target in alias.targets:
                 if target not in self.targets:
                     known = ", ".join(sorted(self.targets)) or "none"
