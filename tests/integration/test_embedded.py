@@ -154,7 +154,6 @@ def test_content_part_arrays_are_read_as_text(gateway: GatewayFactory) -> None:
             "role": "user",
             "content": [
                 {"type": "text", "text": "Say"},
-                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
                 {"type": "text", "text": " hello."},
             ],
         },
@@ -165,9 +164,22 @@ def test_content_part_arrays_are_read_as_text(gateway: GatewayFactory) -> None:
         parts = client.chat.completions.create(model="chat", messages=as_parts, max_tokens=4, temperature=0)
     assert parts.choices[0].message.content and parts.choices[0].message.content.strip()
     assert parts.usage is not None and plain.usage is not None
-    # the text parts, joined, make the same prompt as the plain strings (the image part is dropped)
+    # the text parts, joined, make the same prompt as the plain strings
     assert parts.usage.prompt_tokens == plain.usage.prompt_tokens
     assert parts.choices[0].message.content == plain.choices[0].message.content
+
+
+def test_an_image_is_not_sent_to_the_text_only_engine(gateway: GatewayFactory) -> None:
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+    messages: Any = [{"role": "user", "content": [{"type": "text", "text": "What is this?"}, image]}]
+    with gateway(local_config()) as gw:
+        response = httpx.post(
+            f"{gw.base_url}/chat/completions", json={"model": "chat", "messages": messages, "max_tokens": 4}
+        )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "unsupported_capability"
+    assert "no image input" in error["message"]
 
 
 def test_the_no_config_default_serves_default_and_local(gateway: GatewayFactory) -> None:

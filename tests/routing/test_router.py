@@ -413,7 +413,7 @@ def test_n_above_one_without_a_capable_target() -> None:
 def test_n_above_one_only_tries_capable_targets() -> None:
     a, b = Fake("a", supports_n=False), Fake("b", supports_n=True)
     routed = complete(make_router(a, b), call=make_call(n=3))
-    assert outcomes(routed) == [("b", "ok")]
+    assert outcomes(routed) == [("a", "skipped: one choice only (n=1)"), ("b", "ok")]
 
 
 def test_n_of_one_uses_every_target() -> None:

@@ -265,7 +265,7 @@ class KeyCache:
     def authenticate(self, authorization: str | None) -> VirtualKey:
         """The key behind an `Authorization: Bearer …` header, or AuthenticationFailed (401)."""
         if not authorization:
-            raise AuthenticationFailed("Missing API key: send 'Authorization: Bearer ll-…'.")
+            raise AuthenticationFailed("Missing API key: send your Lifeline key (ll-…) as the API key.")
         scheme, _, token = authorization.partition(" ")
         token = token.strip()
         match = _TOKEN.match(token) if scheme.lower() == "bearer" else None

@@ -49,6 +49,15 @@ class ChatCall:
 
 
 @dataclass(slots=True)
+class EmbeddingCall:
+    """One embeddings request: the client's JSON body (`input`, `model`, `encoding_format`, `dimensions` …)."""
+
+    body: dict[str, Any]
+    request_id: str
+    deadline: Deadline
+
+
+@dataclass(slots=True)
 class Completion:
     """A whole (non-streaming) answer."""
 
@@ -117,4 +126,12 @@ class Provider(Protocol):
     def stream(self, call: ChatCall) -> AsyncIterator[Chunk]:
         """One streaming attempt. Ends normally only when the answer is complete; raises UpstreamError
         (subclasses) otherwise. Closing the iterator early releases the upstream at once."""
+        ...
+
+
+class EmbeddingProvider(Provider, Protocol):
+    """A target that can also turn text into vectors (kinds openai, and llamacpp with `embedding: true`)."""
+
+    async def embed(self, call: EmbeddingCall) -> Completion:
+        """One embeddings attempt; the body is OpenAI's embeddings response (`data`, `model`, `usage`)."""
         ...

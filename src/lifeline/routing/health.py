@@ -44,6 +44,9 @@ class Circuit:
     last_failure_at: float = 0.0
     last_error: str | None = None
     opened_count: int = 0
+    #: exponentially weighted moving average of successful attempts' latency (to first content for
+    #: streams), for the "latency" routing policy
+    latency_ewma: float | None = None
 
     def snapshot(self, now: float) -> dict[str, Any]:
         return {
@@ -55,6 +58,7 @@ class Circuit:
             "last_error": self.last_error,
             "seconds_since_last_failure": round(now - self.last_failure_at, 3) if self.last_failure_at else None,
             "times_opened": self.opened_count,
+            "latency_ewma_seconds": round(self.latency_ewma, 4) if self.latency_ewma is not None else None,
         }
 
 
@@ -112,6 +116,10 @@ class Health:
 
     def least_recently_failed(self, targets: list[str]) -> str:
         return min(targets, key=lambda t: self.circuit(t).last_failure_at)
+
+    def observe_latency(self, target: str, seconds: float, weight: float = 0.2) -> None:
+        c = self.circuit(target)
+        c.latency_ewma = seconds if c.latency_ewma is None else (1 - weight) * c.latency_ewma + weight * seconds
 
     def record_success(self, target: str) -> None:
         c = self.circuit(target)

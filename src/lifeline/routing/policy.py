@@ -18,9 +18,11 @@ import enum
 import random
 from dataclasses import dataclass
 
+from lifeline.accounting.pricing import PriceBook
 from lifeline.config.schema import Alias, RetryPolicy
 from lifeline.errors import Failover, UpstreamError
 from lifeline.providers.base import Deadline
+from lifeline.routing.health import Health
 
 
 class Step(enum.Enum):
@@ -41,6 +43,38 @@ def backoff(retry_number: int, policy: RetryPolicy, rng: random.Random | None = 
     step: float = min(policy.backoff_max, policy.backoff_base * 2.0 ** max(0, retry_number - 1))
     jitter: float = (rng or random).uniform(0, step / 2)
     return step / 2 + jitter
+
+
+def order_targets(
+    alias: Alias, names: list[str], health: Health, prices: PriceBook, rng: random.Random | None = None
+) -> list[str]:
+    """The order in which this request tries the alias's targets, by the alias's policy.
+
+    ordered  — as listed.
+    weighted — a weighted random order (each next target drawn in proportion to its weight; weight 0 last).
+    latency  — lowest observed latency first (EWMA of successful attempts); targets not yet measured go
+               first, so that they get measured.
+    cost     — lowest price first (input + output per 1M tokens); targets with no known price last.
+    """
+    if alias.policy == "ordered" or len(names) < 2:
+        return list(names)
+    if alias.policy == "weighted":
+        draw = (rng or random).random
+
+        # Efraimidis-Spirakis: sorting by u^(1/w) draws a weighted permutation in one pass.
+        def key(name: str) -> float:
+            weight = alias.weights.get(name, 1.0)
+            return draw() ** (1.0 / weight) if weight > 0 else -1.0
+
+        return sorted(names, key=key, reverse=True)
+    if alias.policy == "latency":
+        return sorted(names, key=lambda n: health.circuit(n).latency_ewma or 0.0)
+
+    def price(name: str) -> float:
+        p = prices.price(name)
+        return p.input + p.output if p is not None else float("inf")
+
+    return sorted(names, key=price)
 
 
 def decide(

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
+from lifeline.accounting.pricing import PriceBook
 from lifeline.config.schema import Alias, Config
 from lifeline.errors import (
     AllTargetsBusy,
@@ -26,14 +28,16 @@ from lifeline.errors import (
     ModelNotFound,
     UpstreamError,
 )
-from lifeline.providers.base import ChatCall, Chunk, Completion, Provider
+from lifeline.providers.base import ChatCall, Chunk, Completion, EmbeddingCall, EmbeddingProvider, Provider
 from lifeline.providers.http import MAX_RETRY_AFTER
+from lifeline.routing.capabilities import abilities, needs_of, permitted_targets, why_not
 from lifeline.routing.health import Health, State
-from lifeline.routing.policy import Step, decide
+from lifeline.routing.policy import Step, decide, order_targets
 
 log = logging.getLogger("lifeline.router")
 
 T = TypeVar("T")
+Call = ChatCall | EmbeddingCall
 
 # Outcomes that mean "busy, come back later" rather than "broken".
 _BUSY = frozenset({"rate_limited", "overloaded"})
@@ -76,10 +80,25 @@ class OpenStream:
 
 
 class Router:
-    def __init__(self, config: Config, providers: dict[str, Provider], health: Health):
+    def __init__(
+        self, config: Config, providers: dict[str, Provider], health: Health, rng: random.Random | None = None
+    ):
         self.config = config
         self.providers = providers
         self.health = health
+        self.rng = rng or random.Random()
+        # Resolved once: which targets each alias's constraints allow, what each target can do, its price.
+        self.permitted: dict[str, list[str]] = {}
+        for name, alias in config.aliases.items():
+            allowed, excluded = permitted_targets(config, alias)
+            self.permitted[name] = allowed
+            for target, reason in excluded.items():
+                log.info("alias %s: target %s excluded by constraints (%s)", name, target, reason)
+        self.abilities = {
+            name: abilities(t.kind, t.capabilities, providers[name].context_window if name in providers else None)
+            for name, t in config.targets.items()
+        }
+        self.prices = PriceBook(config)
 
     def alias(self, name: str) -> Alias:
         alias = self.config.aliases.get(name)
@@ -109,24 +128,56 @@ class Router:
         # A stream's verdict on its target comes when it ends (see routing/streaming.py), not when it opens.
         return await self._route(alias_name, call, first_content, settle_on_return=False)
 
+    async def embed(self, alias_name: str, call: EmbeddingCall) -> Routed[Completion]:
+        # The config allows only embedding-capable kinds in an embeddings alias (checked at load).
+        return await self._route(
+            alias_name, call, lambda p: cast(EmbeddingProvider, p).embed(call), settle_on_return=True
+        )
+
     # --- the attempt loop --------------------------------------------------------------------------
 
-    def _candidates(self, alias_name: str, alias: Alias, call: ChatCall) -> list[str]:
-        names = list(alias.targets)
-        if call.request.n is not None and call.request.n > 1:
-            names = [t for t in names if self.providers[t].supports_n]
-            if not names:
-                raise InvalidRequest(
-                    f"No target of '{alias_name}' can return more than one choice; send n=1.",
-                    param="n",
-                    code="unsupported_parameter",
-                )
-        return names
+    def _candidates(self, alias_name: str, alias: Alias, call: Call, attempts: list[Attempt]) -> list[str]:
+        """The alias's targets in the order its policy gives for this request, without those that cannot
+        serve it (each skip is recorded in `attempts` with its reason)."""
+        names = order_targets(alias, self.permitted[alias_name], self.health, self.prices, self.rng)
+        if not isinstance(call, ChatCall):
+            return names
+        needs = needs_of(call.request, call.body)
+        wants_choices = call.request.n is not None and call.request.n > 1
+        usable: list[str] = []
+        reasons: dict[str, str] = {}
+        for name in names:
+            reason = why_not(needs, self.abilities[name])
+            if reason is None and wants_choices and not self.providers[name].supports_n:
+                reason = "one choice only (n=1)"
+            if reason is None:
+                usable.append(name)
+            else:
+                reasons[name] = reason
+                attempts.append(Attempt(name, f"skipped: {reason}"))
+        if usable:
+            return usable
+        summary = "; ".join(f"{t}: {r}" for t, r in reasons.items())
+        if wants_choices and all(r.startswith("one choice") for r in reasons.values()):
+            raise InvalidRequest(
+                f"No target of '{alias_name}' can return more than one choice; send n=1.",
+                param="n",
+                code="unsupported_parameter",
+            )
+        if all(r.startswith("context window") for r in reasons.values()):
+            raise InvalidRequest(
+                f"The request does not fit the context window of any target of '{alias_name}' ({summary}).",
+                param="messages",
+                code="context_length_exceeded",
+            )
+        raise InvalidRequest(
+            f"No target of '{alias_name}' can serve this request ({summary}).", code="unsupported_capability"
+        )
 
     async def _route(
         self,
         alias_name: str,
-        call: ChatCall,
+        call: Call,
         attempt: Callable[[Provider], Awaitable[T]],
         *,
         settle_on_return: bool,
@@ -141,14 +192,14 @@ class Router:
     async def _attempts(
         self,
         alias_name: str,
-        call: ChatCall,
+        call: Call,
         attempt: Callable[[Provider], Awaitable[T]],
         attempts: list[Attempt],
         *,
         settle_on_return: bool,
     ) -> Routed[T]:
         alias = self.alias(alias_name)
-        candidates = self._candidates(alias_name, alias, call)
+        candidates = self._candidates(alias_name, alias, call, attempts)
         health = self.health
         forced = self._forced_probe(candidates)
         min_context: int | None = None
@@ -215,7 +266,9 @@ class Router:
                 # Cancelled (client gone) or a bug: no verdict on the target, but free its probe slot.
                 health.release(name)
                 raise
-            attempts.append(Attempt(name, "ok", 200, time.monotonic() - started))
+            latency = time.monotonic() - started
+            attempts.append(Attempt(name, "ok", 200, latency))
+            health.observe_latency(name, latency)
             if settle_on_return:
                 health.record_success(name)
             return Routed(name, provider.model, result, attempts)
@@ -245,7 +298,7 @@ class Router:
             return "circuit half-open, probe in flight"
         return "circuit open"
 
-    def _note_failover(self, call: ChatCall, alias: str, failed: Attempt, remaining: list[str]) -> None:
+    def _note_failover(self, call: Call, alias: str, failed: Attempt, remaining: list[str]) -> None:
         self.health.note_failover(
             {
                 "at": time.time(),
@@ -258,7 +311,7 @@ class Router:
             }
         )
 
-    def _deadline_error(self, call: ChatCall, attempts: list[Attempt]) -> LifelineError:
+    def _deadline_error(self, call: Call, attempts: list[Attempt]) -> LifelineError:
         return DeadlineExceeded(
             f"The request's deadline passed after {_tries(attempts)} attempt(s): {_summary(attempts)}.",
             headers={"x-lifeline-attempts": str(_tries(attempts))},

@@ -27,6 +27,7 @@ from lifeline.server.routes.admin import (
 )
 from lifeline.server.routes.chat import chat_completions
 from lifeline.server.routes.info import get_model, healthz, list_models, metrics, readyz
+from lifeline.server.routes.messages import messages
 
 
 def create_app(config: Config, registry: ProviderRegistry | None = None) -> Starlette:
@@ -43,6 +44,7 @@ def create_app(config: Config, registry: ProviderRegistry | None = None) -> Star
     app = Starlette(
         routes=[
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/v1/messages", messages, methods=["POST"]),
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/v1/models/{model:path}", get_model, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),

@@ -1,0 +1,250 @@
+"""POST /v1/messages: Anthropic's Messages API in front of the same router and accounting as chat completions.
+
+The body is validated as Anthropic's and translated once into an OpenAI chat body (protocol/anthropic.py);
+from there the request is authenticated, admitted, routed and accounted exactly once as on
+/v1/chat/completions, and the answer is translated back: a message, or Anthropic's event stream under the
+same streaming rules (see routing/streaming.py). Errors render in Anthropic's shape here, because the app's
+handler speaks OpenAI's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from lifeline.accounting.service import Accounting, Admission
+from lifeline.errors import LifelineError, UpstreamError
+from lifeline.protocol.anthropic import (
+    StreamTranslator,
+    error_body,
+    error_event,
+    sse_event,
+    to_chat_body,
+    to_message,
+    validate_messages_request,
+)
+from lifeline.protocol.parse import parse_json_object, validate_chat_request
+from lifeline.protocol.usage import delta_chars, estimate_usage
+from lifeline.providers.base import ChatCall
+from lifeline.routing.health import Health
+from lifeline.routing.router import OpenStream, Routed
+from lifeline.routing.streaming import StreamEnd
+from lifeline.server.gateway import Gateway
+from lifeline.server.routes.chat import read_body, request_deadline, until_disconnect
+
+log = logging.getLogger("lifeline.server")
+stream_log = logging.getLogger("lifeline.stream")
+
+
+async def messages(request: Request) -> Response:
+    request_id: str = request.state.request_id
+    try:
+        return await _messages(request, request_id)
+    except LifelineError as err:
+        log.info(
+            "request failed",
+            extra={"status": err.status, "code": err.code, "attempts": err.headers.get("x-lifeline-attempts")},
+        )
+        return _error_response(err, request_id)
+    except Exception as exc:
+        # As the request-id middleware does for every route, but in the shape Anthropic's clients parse.
+        log.error("unexpected error", exc_info=exc)
+        return _error_response(LifelineError("The gateway hit an internal error; it has been logged."), request_id)
+
+
+def _error_response(err: LifelineError, request_id: str) -> Response:
+    return Response(
+        orjson.dumps(error_body(err, request_id)),
+        status_code=err.status,
+        headers={**err.headers, "request-id": request_id},
+        media_type="application/json",
+    )
+
+
+def authorization(request: Request) -> str | None:
+    """Anthropic clients send `x-api-key: <key>`; the accounting reads `Authorization: Bearer <key>`."""
+    api_key = request.headers.get("x-api-key")
+    if api_key:
+        return f"Bearer {api_key.strip()}"
+    return request.headers.get("authorization")
+
+
+async def _messages(request: Request, request_id: str) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    settings = gateway.config.server
+    accounting = gateway.accounting
+    key = accounting.authenticate(authorization(request))
+    deadline = request_deadline(request, settings.request_timeout)
+    anthropic = validate_messages_request(parse_json_object(await read_body(request, settings.max_body_bytes)))
+    data = to_chat_body(anthropic)
+    chat = validate_chat_request(data)
+    router = gateway.router
+    router.alias(chat.model)  # an unknown alias is a 404 before anything else
+    call = ChatCall(body=data, request=chat, request_id=request_id, deadline=deadline)
+    admission = await accounting.admit(key, chat.model, data, chat.token_limit, request_id)
+    streamed = bool(chat.stream)
+    try:
+        if streamed:
+            routed = await until_disconnect(request, router.open_stream(chat.model, call))
+        else:
+            done = await until_disconnect(request, router.complete(chat.model, call))
+    except BaseException as exc:
+        await _finish_unanswered(accounting, admission, exc, streamed)
+        raise
+
+    message_id = f"msg_{request_id}"
+    if streamed:
+        model = next((str(c.data["model"]) for c in routed.result.head if c.data.get("model")), routed.model)
+        translator = StreamTranslator(message_id, model, anthropic.stop_sequences)
+        return _stream_response(gateway, routed, call, admission, translator, request_id)
+
+    usage = done.result.usage
+    estimated = usage is None
+    if usage is None:
+        usage = estimate_usage(data, delta_chars(done.result.body))
+    await accounting.finish(
+        admission,
+        status=200,
+        outcome="ok",
+        target=done.target,
+        model=done.result.model,
+        attempts=[a.as_dict() for a in done.attempts],
+        usage=usage,
+        usage_estimated=estimated,
+        streamed=False,
+        ttft=None,
+    )
+    message = to_message(
+        done.result.body,
+        message_id=message_id,
+        model=done.result.model,
+        usage=usage,
+        stop_sequences=anthropic.stop_sequences,
+    )
+    if estimated:
+        message["x_lifeline"] = {"usage_estimated": True}
+    return Response(
+        orjson.dumps(message), media_type="application/json", headers=_headers(request_id, done.target, done.tries)
+    )
+
+
+async def _finish_unanswered(accounting: Accounting, admission: Admission, exc: BaseException, streamed: bool) -> None:
+    status = exc.status if isinstance(exc, LifelineError) else 499
+    await accounting.finish(
+        admission,
+        status=status,
+        outcome="client_closed" if status == 499 else "error",
+        target=None,
+        model=None,
+        attempts=exc.attempts if isinstance(exc, LifelineError) else [],
+        usage=None,
+        usage_estimated=False,
+        streamed=streamed,
+        ttft=None,
+    )
+
+
+def _headers(request_id: str, target: str, tries: int) -> dict[str, str]:
+    # request-id is where the anthropic SDK looks for the id it exposes as `_request_id`
+    return {"x-lifeline-target": target, "x-lifeline-attempts": str(tries), "request-id": request_id}
+
+
+def _stream_response(
+    gateway: Gateway,
+    routed: Routed[OpenStream],
+    call: ChatCall,
+    admission: Admission,
+    translator: StreamTranslator,
+    request_id: str,
+) -> Response:
+    ttft = time.monotonic() - admission.started
+
+    async def on_end(end: StreamEnd) -> None:
+        attempts = [a.as_dict() for a in routed.attempts]
+        if end.outcome != "ok":
+            attempts[-1] = {**attempts[-1], "outcome": end.outcome}
+        # A stream that broke after content still cost what it produced; the client left: the same.
+        await gateway.accounting.finish(
+            admission,
+            status=200,
+            outcome=end.outcome,
+            target=routed.target,
+            model=translator.model,
+            attempts=attempts,
+            usage=end.usage,
+            usage_estimated=end.usage_estimated,
+            streamed=True,
+            ttft=ttft,
+        )
+
+    headers = {**_headers(request_id, routed.target, routed.tries), "cache-control": "no-cache"}
+    body = relay_events(routed, call, translator, gateway.health, on_end)
+    return StreamingResponse(body, media_type="text/event-stream", headers=headers)
+
+
+async def relay_events(
+    routed: Routed[OpenStream],
+    call: ChatCall,
+    translator: StreamTranslator,
+    health: Health,
+    on_end: Callable[[StreamEnd], Awaitable[None]],
+) -> AsyncIterator[bytes]:
+    """`relay` of routing/streaming.py, speaking Anthropic's events: the same verdicts and bookkeeping, and an
+    upstream failure after content ends the stream with an `error` event — never a `message_stop`."""
+    opened = routed.result
+    usage: dict[str, Any] | None = None
+    completion_chars = 0
+    verdict: bool | None = None  # None: the client left before the end
+    estimated = False
+    try:
+        out = b"".join(sse_event(e) for e in translator.start(estimate_usage(call.body, 0)["prompt_tokens"]))
+        for chunk in opened.head:
+            completion_chars += delta_chars(chunk.data)
+            usage = chunk.usage or usage
+            out += b"".join(sse_event(e) for e in translator.feed(chunk.data))
+        yield out
+        try:
+            async for chunk in opened.rest:
+                completion_chars += delta_chars(chunk.data)
+                usage = chunk.usage or usage
+                out = b"".join(sse_event(e) for e in translator.feed(chunk.data))
+                if out:
+                    yield out
+        except UpstreamError as err:
+            verdict = False
+            health.record_failure(routed.target, err)
+            stream_log.warning(
+                "stream broke after content was sent",
+                extra={"request_id": call.request_id, "target": routed.target, "outcome": err.outcome},
+            )
+            message = (
+                f"The upstream ({routed.target}) failed after the answer had started: {err.message} "
+                "The answer is incomplete."
+            )
+            yield sse_event(error_event("api_error", message, call.request_id))
+            return
+        if usage is None:
+            estimated = True
+            usage = estimate_usage(call.body, completion_chars)
+        yield b"".join(sse_event(e) for e in translator.finish(usage))
+        verdict = True
+        stream_log.info("stream finished", extra={"request_id": call.request_id, "target": routed.target})
+    finally:
+        await opened.rest.aclose()  # type: ignore[attr-defined]
+        if verdict is True:
+            health.record_success(routed.target)
+        elif verdict is None:
+            health.release(routed.target)
+        if usage is None:
+            estimated = True
+            usage = estimate_usage(call.body, completion_chars)
+        outcome = "ok" if verdict else "broken" if verdict is False else "client_closed"
+        # shielded: a client that left must not cancel the bookkeeping of what it consumed
+        await asyncio.shield(on_end(StreamEnd(outcome, usage, estimated)))
