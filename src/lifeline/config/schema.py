@@ -84,6 +84,9 @@ class TargetMeta(Strict):
 class TargetCommon(Strict):
     capabilities: Capabilities = Field(default_factory=Capabilities)
     meta: TargetMeta = Field(default_factory=TargetMeta)
+    #: embeddings: targets whose vectors are interchangeable share an embedding space (default: the model
+    #: id); an embeddings alias may only mix targets of one space
+    embedding_space: str | None = None
 
 
 class HttpTarget(TargetCommon):
@@ -158,6 +161,8 @@ class LlamaCppTarget(TargetCommon):
     context_window: Annotated[int, Field(gt=0)] | None = None
     #: the embedded engine costs nothing by default
     price: Price = Field(default_factory=lambda: Price(input=0, output=0))
+    #: load the model for embeddings (/v1/embeddings) instead of chat
+    embedding: bool = False
     timeouts: Timeouts = Field(default_factory=Timeouts)
     retry: RetryPolicy | None = None
 
@@ -285,7 +290,41 @@ class Config(Strict):
                     raise ValueError(f"alias {name!r} names unknown target {target!r} (targets: {known})")
             if len(set(alias.targets)) != len(alias.targets):
                 raise ValueError(f"alias {name!r} lists a target twice")
+            for target in alias.weights:
+                if target not in alias.targets:
+                    raise ValueError(f"alias {name!r} weighs target {target!r}, which it does not list")
+            if alias.kind == "embeddings":
+                self._check_embeddings(name, alias)
+            else:
+                embedders = [t for t in alias.targets if getattr(self.targets[t], "embedding", False)]
+                if embedders:
+                    raise ValueError(f"chat alias {name!r} lists embedding-only target(s) {', '.join(embedders)}")
+            # Imported here: routing builds on the config, not the other way round.
+            from lifeline.routing.capabilities import permitted_targets
+
+            allowed, excluded = permitted_targets(self, alias)
+            if not allowed:
+                reasons = "; ".join(f"{t}: {r}" for t, r in excluded.items())
+                raise ValueError(f"alias {name!r}: its constraints exclude every target ({reasons})")
         return self
+
+    def _check_embeddings(self, name: str, alias: Alias) -> None:
+        spaces: dict[str, list[str]] = {}
+        for target_name in alias.targets:
+            target = self.targets[target_name]
+            if target.kind not in ("openai", "llamacpp") or (target.kind == "llamacpp" and not target.embedding):
+                raise ValueError(
+                    f"embeddings alias {name!r}: target {target_name!r} cannot embed "
+                    "(use kind openai, or llamacpp with embedding: true)"
+                )
+            space = target.embedding_space or target.model
+            spaces.setdefault(space, []).append(target_name)
+        if len(spaces) > 1:
+            mixed = "; ".join(f"{space}: {', '.join(ts)}" for space, ts in spaces.items())
+            raise ValueError(
+                f"embeddings alias {name!r} mixes embedding models ({mixed}): vectors of different models are "
+                "not interchangeable; give targets that really serve the same model the same embedding_space"
+            )
 
     def retry_for(self, target: str) -> RetryPolicy:
         return self.targets[target].retry or self.retry
