@@ -35,17 +35,26 @@ def validate_chat_request(data: dict[str, Any]) -> ChatCompletionRequest:
     try:
         return ChatCompletionRequest.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors(include_url=False, include_input=False)[0]
-        # Union members add their type name to the location ("content.str"); drop those tail parts.
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
-        param = _param(loc) or None
-        if err["type"] == "missing":
-            message = f"Missing required parameter: '{param}'."
-            code = "missing_required_parameter"
-        else:
-            message = f"Invalid value for '{param}': {err['msg']}."
-            code = "invalid_type" if err["type"].endswith("_type") else "invalid_value"
-        raise InvalidRequest(message, param=param, code=code) from None
+        raise describe_first_error(exc) from None
+
+
+def describe_first_error(exc: ValidationError) -> InvalidRequest:
+    """The first validation error as an OpenAI-style 400 naming the parameter."""
+    err = exc.errors(include_url=False, include_input=False)[0]
+    # Union members add their type name to the location ("content.str"); drop those parts.
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and _is_union_tag(p)))
+    param = _param(loc) or None
+    if err["type"] == "missing":
+        message = f"Missing required parameter: '{param}'."
+        code = "missing_required_parameter"
+    else:
+        message = f"Invalid value for '{param}': {err['msg']}."
+        code = "invalid_type" if err["type"].endswith("_type") else "invalid_value"
+    return InvalidRequest(message, param=param, code=code)
 
 
 _UNION_TAGS = frozenset({"str", "list[ContentPart]", "list[str]", "dict[str,any]", "int", "float", "bool"})
+
+
+def _is_union_tag(part: str) -> bool:
+    return part in _UNION_TAGS or part.startswith(("list[", "function-", "constrained-"))

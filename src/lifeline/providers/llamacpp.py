@@ -10,7 +10,9 @@ generation at the next token.
 
 from __future__ import annotations
 
+import array
 import asyncio
+import base64
 import concurrent.futures
 import contextlib
 import importlib.util
@@ -33,7 +35,7 @@ from lifeline.errors import (
     UpstreamSilent,
     UpstreamUnavailable,
 )
-from lifeline.providers.base import ChatCall, Chunk, Completion, inspect_chunk
+from lifeline.providers.base import ChatCall, Chunk, Completion, Deadline, EmbeddingCall, inspect_chunk
 
 log = logging.getLogger("lifeline.providers.llamacpp")
 
@@ -143,13 +145,18 @@ class LlamaCppProvider:
         log.info("target %s: loaded %s in %.2fs", self.name, self._path.name, time.monotonic() - started)
 
     def _load(self) -> Any:
-        from llama_cpp import Llama
+        import llama_cpp
 
-        return Llama(
+        extra: dict[str, Any] = {}
+        if self.config.embedding:
+            # one vector per input: the mean over its tokens
+            extra = {"embedding": True, "pooling_type": llama_cpp.LLAMA_POOLING_TYPE_MEAN}
+        return llama_cpp.Llama(
             model_path=str(self._path),
             n_ctx=self.config.n_ctx,
             n_threads=self.config.n_threads or os.cpu_count() or 1,
             verbose=False,
+            **extra,
         )
 
     async def close(self) -> None:
@@ -193,9 +200,9 @@ class LlamaCppProvider:
         }
         return Completion(body=body, model=self.model, usage=usage)
 
-    async def stream(self, call: ChatCall) -> AsyncIterator[Chunk]:
-        if call.request.n not in (None, 1):
-            raise UpstreamRejected("the embedded engine answers with one choice only (n=1)", target=self.name)
+    @contextlib.asynccontextmanager
+    async def _engine(self, deadline: Deadline) -> AsyncIterator[None]:
+        """Hold the engine: at most one user at a time, at most max_queue waiting, the wait bounded."""
         if self._admitted > self.config.max_queue:
             raise UpstreamOverloaded(
                 f"target {self.name} is busy: {self.queue_depth} requests already waiting",
@@ -204,10 +211,9 @@ class LlamaCppProvider:
                 headers={"retry-after": str(max(1, round(self.config.retry_after)))},
             )
         self._admitted += 1
-        started = time.monotonic()
         try:
             try:
-                async with asyncio.timeout(call.deadline.bound(self.config.timeouts.ttft)):
+                async with asyncio.timeout(deadline.bound(self.config.timeouts.ttft)):
                     await self._lock.acquire()
             except TimeoutError:
                 raise UpstreamOverloaded(
@@ -216,12 +222,47 @@ class LlamaCppProvider:
                     retry_after=self.config.retry_after,
                 ) from None
             try:
-                async for chunk in self._generate(call, started):
-                    yield chunk
+                yield
             finally:
                 self._lock.release()
         finally:
             self._admitted -= 1
+
+    async def stream(self, call: ChatCall) -> AsyncIterator[Chunk]:
+        if call.request.n not in (None, 1):
+            raise UpstreamRejected("the embedded engine answers with one choice only (n=1)", target=self.name)
+        started = time.monotonic()
+        async with self._engine(call.deadline):
+            async for chunk in self._generate(call, started):
+                yield chunk
+
+    async def embed(self, call: EmbeddingCall) -> Completion:
+        inputs = call.body.get("input")
+        texts = [inputs] if isinstance(inputs, str) else inputs
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            raise UpstreamRejected(
+                "the embedded engine embeds text: 'input' must be a string or a list of strings", target=self.name
+            )
+        loop = asyncio.get_running_loop()
+        async with self._engine(call.deadline):
+            try:
+                result = await loop.run_in_executor(self._executor, lambda: self._llm.create_embedding(input=texts))
+            except ValueError as exc:
+                raise UpstreamRejected(f"target {self.name}: {exc}", target=self.name) from None
+        as_base64 = call.body.get("encoding_format") == "base64"
+        data = [
+            {
+                "object": "embedding",
+                "index": i,
+                "embedding": base64.b64encode(array.array("f", item["embedding"]).tobytes()).decode()
+                if as_base64
+                else item["embedding"],
+            }
+            for i, item in enumerate(result["data"])
+        ]
+        usage = {"prompt_tokens": result["usage"]["prompt_tokens"], "total_tokens": result["usage"]["total_tokens"]}
+        body = {"object": "list", "data": data, "model": self.model, "usage": usage}
+        return Completion(body=body, model=self.model, usage=usage)
 
     async def _generate(self, call: ChatCall, started: float) -> AsyncIterator[Chunk]:
         loop = asyncio.get_running_loop()

@@ -25,7 +25,7 @@ from lifeline.errors import (
     UpstreamUnavailable,
     from_upstream_status,
 )
-from lifeline.providers.base import ChatCall, Chunk, Completion, inspect_chunk
+from lifeline.providers.base import ChatCall, Chunk, Completion, EmbeddingCall, inspect_chunk
 from lifeline.providers.http import read_error, retry_after_seconds, scrub
 from lifeline.providers.sse import iter_sse_data
 
@@ -41,6 +41,7 @@ class OpenAICompatProvider:
         self.supports_n = config.supports_n
         self._timeouts = config.timeouts
         self._url = config.base_url.rstrip("/") + "/chat/completions"
+        self._embeddings_url = config.base_url.rstrip("/") + "/embeddings"
         key = config.api_key.get_secret_value() if config.api_key else ""
         # Header values may carry keys too (`api-key`, `x-api-key`); long ones are scrubbed like the key.
         self._secrets = tuple(s for s in (key, *config.headers.values()) if len(s) >= 12)
@@ -94,11 +95,18 @@ class OpenAICompatProvider:
         return {"x-request-id": call.request_id}
 
     async def complete(self, call: ChatCall) -> Completion:
-        content = self._body(call, stream=False)
+        return await self._post(self._url, self._body(call, stream=False), call, expect="choices")
+
+    async def embed(self, call: EmbeddingCall) -> Completion:
+        body = orjson.dumps({**call.body, "model": self.model})
+        return await self._post(self._embeddings_url, body, call, expect="data")
+
+    async def _post(self, url: str, content: bytes, call: ChatCall | EmbeddingCall, *, expect: str) -> Completion:
+        """One non-streaming request; the answer must be a JSON object with a list under `expect`."""
         limit = call.deadline.bound(self._timeouts.response)
         with self._boundary("response"):
             async with asyncio.timeout(limit):
-                response = await self.client.post(self._url, content=content, headers=self._headers_for(call))
+                response = await self.client.post(url, content=content, headers={"x-request-id": call.request_id})
                 if response.status_code >= 400:
                     await self._raise_for_status(response)
                 raw = await response.aread()
@@ -106,12 +114,12 @@ class OpenAICompatProvider:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise UpstreamUnavailable("the upstream's answer is not valid JSON", target=self.name) from None
-        if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+        if not isinstance(data, dict) or not isinstance(data.get(expect), list):
             if isinstance(data, dict) and isinstance(data.get("error"), dict):
                 err = from_upstream_status(502, data["error"], target=self.name, retry_after=None)
                 err.message = scrub(err.message, self._secrets)
                 raise err
-            raise UpstreamUnavailable("the upstream's answer has no choices", target=self.name)
+            raise UpstreamUnavailable(f"the upstream's answer has no {expect}", target=self.name)
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else None
         return Completion(body=data, model=str(data.get("model") or self.model), usage=usage)
 

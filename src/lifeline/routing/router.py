@@ -100,11 +100,19 @@ class Router:
         }
         self.prices = PriceBook(config)
 
-    def alias(self, name: str) -> Alias:
+    def alias(self, name: str, kind: str | None = None) -> Alias:
+        """The alias a client named; with `kind`, it must be of that kind (chat or embeddings)."""
         alias = self.config.aliases.get(name)
         if alias is None:
             raise ModelNotFound(
                 f"The model '{name}' does not exist. Known models: {', '.join(sorted(self.config.aliases))}."
+            )
+        if kind is not None and alias.kind != kind:
+            endpoint = "/v1/embeddings" if alias.kind == "embeddings" else "/v1/chat/completions"
+            raise InvalidRequest(
+                f"The model '{name}' is an {alias.kind} model; use it with {endpoint}.",
+                param="model",
+                code="wrong_model_kind",
             )
         return alias
 

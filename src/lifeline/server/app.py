@@ -26,6 +26,7 @@ from lifeline.server.routes.admin import (
     usage,
 )
 from lifeline.server.routes.chat import chat_completions
+from lifeline.server.routes.embeddings import embeddings
 from lifeline.server.routes.info import get_model, healthz, list_models, metrics, readyz
 from lifeline.server.routes.messages import messages
 
@@ -45,6 +46,7 @@ def create_app(config: Config, registry: ProviderRegistry | None = None) -> Star
         routes=[
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/v1/messages", messages, methods=["POST"]),
+            Route("/v1/embeddings", embeddings, methods=["POST"]),
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/v1/models/{model:path}", get_model, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),

@@ -8,6 +8,7 @@ or stop a stream half-way. Tests, benchmarks and ``lifeline fakes serve`` all dr
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import contextlib
 import itertools
 import logging
@@ -313,6 +314,8 @@ class FaultWall:
         keep = request.keep_alive
         if route == ("POST", CHAT_PATH):
             return await self._chat(request, reader, writer)
+        if route == ("POST", "/v1/embeddings"):
+            return await self._embeddings(request, writer)
         if route == ("GET", "/v1/models"):
             models = [{"id": n, "object": "model", "created": 0, "owned_by": "lifeline-wall"} for n in KNOWN_BEHAVIOURS]
             return await _send_json(writer, 200, {"object": "list", "data": models}, keep)
@@ -326,6 +329,42 @@ class FaultWall:
             return await _send_json(writer, 405, error, keep, [("Allow", "POST")])
         error = envelope(f"Invalid URL ({request.method} {request.path})", "invalid_request_error")
         return await _send_json(writer, 404, error, keep)
+
+    # -- embeddings --------------------------------------------------------------------------------
+
+    async def _embeddings(self, request: Request, writer: asyncio.StreamWriter) -> bool:
+        """Deterministic vectors (`dims`, default 8) derived from each input and the served model's name, so
+        that vectors from differently named models differ; error behaviours as for chat."""
+        keep = request.keep_alive
+        body = _json_object(request.body)
+        if body is None:
+            return await _send_json(writer, 400, envelope("Invalid JSON body.", "invalid_request_error"), keep)
+        model = body.get("model") if isinstance(body.get("model"), str) else None
+        spec = request.headers.get(BEHAVIOUR_HEADER) or model
+        behaviour = parse_behaviour(spec)
+        reply = self._reply({"messages": []}, behaviour, model, False)
+        error = self._error_for(behaviour, spec or "", model, reply)
+        outcome = f"status:{error.status}" if error else "ok"
+        self._record(self._attempt(request, model, behaviour.name, False, body, outcome))
+        if behaviour.latency_s > 0:
+            await asyncio.sleep(behaviour.latency_s)
+        if error is not None:
+            return await _send_json(writer, error.status, error.envelope, keep, error.headers)
+        if behaviour.name == "reset":
+            _reset(writer)
+            return False
+        raw = body.get("input")
+        inputs = [raw] if isinstance(raw, str) else raw if isinstance(raw, list) else []
+        served = behaviour.get_str("served_model", model or "wall")
+        dims = behaviour.get_int("dims", 8)
+        data = []
+        for index, item in enumerate(inputs):
+            digest = hashlib.sha256(f"{served}:{item}".encode()).digest()
+            vector = [round((digest[i % len(digest)] - 128) / 128, 6) for i in range(dims)]
+            data.append({"object": "embedding", "index": index, "embedding": vector})
+        tokens = sum(len(str(item).split()) for item in inputs)
+        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+        return await _send_json(writer, 200, {"object": "list", "data": data, "model": served, "usage": usage}, keep)
 
     # -- chat completions ------------------------------------------------------------------------
 

@@ -57,7 +57,7 @@ async def chat_completions(request: Request) -> Response:
     data = parse_json_object(await read_body(request, settings.max_body_bytes))
     chat = validate_chat_request(data)
     router = gateway.router
-    router.alias(chat.model)  # an unknown alias is a 404 before anything else
+    router.alias(chat.model, "chat")  # an unknown alias is a 404 before anything else
     request_id: str = request.state.request_id
     call = ChatCall(body=data, request=chat, request_id=request_id, deadline=deadline)
     admission = await accounting.admit(key, chat.model, data, chat.token_limit, request_id)

@@ -86,7 +86,7 @@ async def _messages(request: Request, request_id: str) -> Response:
     data = to_chat_body(anthropic)
     chat = validate_chat_request(data)
     router = gateway.router
-    router.alias(chat.model)  # an unknown alias is a 404 before anything else
+    router.alias(chat.model, "chat")  # an unknown alias is a 404 before anything else
     call = ChatCall(body=data, request=chat, request_id=request_id, deadline=deadline)
     admission = await accounting.admit(key, chat.model, data, chat.token_limit, request_id)
     streamed = bool(chat.stream)
