@@ -8,8 +8,8 @@ or stop a stream half-way. Tests, benchmarks and ``lifeline fakes serve`` all dr
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import contextlib
+import hashlib
 import itertools
 import logging
 import socket
