@@ -24,9 +24,11 @@ def _register_subcommands() -> None:
     from lifeline.cli.keys import keys_app
 
     app.add_typer(keys_app, name="keys")
+    from lifeline.cli.catalogue import register as register_catalogue
     from lifeline.cli.usage import register
 
     register(app)
+    register_catalogue(app)
 
 
 ConfigOption = Annotated[

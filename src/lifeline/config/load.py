@@ -47,7 +47,12 @@ def interpolate(value: Any, env: Mapping[str, str], path: str = "") -> Any:
 def parse_config(data: Any, env: Mapping[str, str] | None = None) -> Config:
     if not isinstance(data, dict):
         raise ConfigError("the config must be a mapping (targets:, aliases: …)")
-    data = interpolate(data, os.environ if env is None else env)
+    env = os.environ if env is None else env
+    data = interpolate(data, env)
+    # Presets and open-model aliases become plain targets here; catalogue imports this module, hence late.
+    from lifeline.config.catalogue import expand
+
+    data = expand(data, env)
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
