@@ -219,3 +219,22 @@ def test_config_is_frozen() -> None:
     config = default_config()
     with pytest.raises(Exception, match="frozen"):
         config.server.port = 1  # type: ignore[misc]
+
+
+def test_a_config_file_error_names_the_offending_line(tmp_path: Path) -> None:
+    path = tmp_path / "lifeline.yaml"
+    path.write_text(
+        "targets:\n"
+        "  a:\n"
+        "    kind: openai\n"
+        "    base_url: http://x/v1\n"
+        "    model: m\n"
+        "    bogus: 1\n"
+        "aliases:\n"
+        "  chat:\n"
+        "    targets: [a]\n"
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, env={})
+    assert str(raised.value).startswith(f"{path}:6: targets.a.")
+    assert "bogus" in str(raised.value)

@@ -72,7 +72,29 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
     try:
         return parse_config(data, env)
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        message = str(exc)
+        line = line_of(text, message.split(": ", 1)[0])
+        raise ConfigError(f"{path}:{line}: {message}" if line else f"{path}: {message}") from None
+
+
+def line_of(text: str, dotted: str) -> int | None:
+    """The line of the YAML key that a dotted path (`targets.x.preset`, `aliases.a.targets[0]`) names.
+    Path parts that are not keys (a union's tag, like `openai` in `targets.x.openai.model`) are passed over."""
+    try:
+        node: yaml.Node | None = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    line: int | None = None
+    for part in dotted.replace("[", ".").replace("]", "").split("."):
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.value == part:
+                    node, line = value, key.start_mark.line + 1
+                    break
+        elif isinstance(node, yaml.SequenceNode) and part.isdigit() and int(part) < len(node.value):
+            node = node.value[int(part)]
+            line = node.start_mark.line + 1
+    return line
 
 
 def describe_validation_error(exc: ValidationError) -> str:
