@@ -115,6 +115,10 @@ class HttpTarget(TargetCommon):
 class OpenAITarget(HttpTarget):
     kind: Literal["openai"]
     supports_n: bool = True
+    #: how this server continues a partial assistant message, for mid-stream continuation (with
+    #: capabilities.prefill): "prefix" — DeepSeek's `prefix: true` on the last message; "partial" — Qwen's
+    #: `partial: true`; "continue_final_message" — vLLM/SGLang's request flag. Default "prefix".
+    prefill_mode: Literal["prefix", "partial", "continue_final_message"] | None = None
     #: ask the upstream for usage in streams (stream_options.include_usage) whatever the client asked
     stream_usage: bool = True
 
@@ -201,6 +205,16 @@ class Alias(Strict):
     constraints: Constraints = Field(default_factory=Constraints)
     #: on a content-policy refusal, try the next target instead of returning the refusal
     failover_on_content_filter: bool = False
+    #: when a stream breaks after content reached the client, continue the same answer on the next target
+    #: that accepts an assistant prefix (capabilities.prefill), up to this many times; 0 turns it off
+    max_continuations: Annotated[int, Field(ge=0, le=5)] = 2
+    #: hold back the first tokens of a stream (this many content events, and at least this long) before
+    #: releasing anything, so that an early failure is still retried invisibly
+    hold_back_tokens: Annotated[int, Field(ge=0)] = 0
+    hold_back_ms: Annotated[float, Field(ge=0)] = 0
+    #: streaming: when the first target has sent no content after this long, start the next one in
+    #: parallel, keep whichever answers first and cancel the other
+    hedge_after_ms: Annotated[float, Field(gt=0)] | None = None
 
 
 class ServerSettings(Strict):

@@ -46,6 +46,9 @@ class ChatCall:
     request: ChatCompletionRequest
     request_id: str
     deadline: Deadline
+    #: mid-stream continuation: the assistant text already sent to the client, which the target must
+    #: continue rather than repeat (a prefix / prefill); None for an ordinary request
+    prefill: str | None = None
 
 
 @dataclass(slots=True)

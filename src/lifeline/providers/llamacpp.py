@@ -21,7 +21,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -264,6 +264,34 @@ class LlamaCppProvider:
         body = {"object": "list", "data": data, "model": self.model, "usage": usage}
         return Completion(body=body, model=self.model, usage=usage)
 
+    def _continue(self, kwargs: dict[str, Any], prefill: str) -> Iterator[dict[str, Any]]:
+        """Continue a partial assistant message: the chat template renders the conversation up to the
+        assistant's turn, the partial text follows verbatim, and the engine completes it as raw text.
+        Yields chat-completion chunks like create_chat_completion does. Runs on the worker thread."""
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        llm = self._llm
+        formatter = Jinja2ChatFormatter(
+            template=llm.metadata["tokenizer.chat_template"],
+            eos_token=llm.detokenize([llm.token_eos()]).decode("utf-8", "replace"),
+            bos_token=llm.detokenize([llm.token_bos()]).decode("utf-8", "replace"),
+            stop_token_ids=[llm.token_eos()],
+        )
+        rendered = formatter(messages=kwargs["messages"])
+        options = {k: v for k, v in kwargs.items() if k not in ("messages", "response_format", "stop")}
+        stops = [s for s in (rendered.stop if isinstance(rendered.stop, list) else [rendered.stop]) if s]
+        user_stop = kwargs.get("stop")
+        stops += [user_stop] if isinstance(user_stop, str) else list(user_stop or [])
+        first = True
+        for piece in llm.create_completion(prompt=rendered.prompt + prefill, stream=True, stop=stops, **options):
+            if first:
+                # After the first piece the prompt has been evaluated: the caller reads its length then.
+                first = False
+                yield {"choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]}
+            choice = piece["choices"][0]
+            delta = {"content": choice["text"]} if choice.get("text") else {}
+            yield {"choices": [{"index": 0, "delta": delta, "finish_reason": choice.get("finish_reason")}]}
+
     async def _generate(self, call: ChatCall, started: float) -> AsyncIterator[Chunk]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
@@ -274,11 +302,16 @@ class LlamaCppProvider:
         def put(kind: str, item: Any) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, (kind, item))
 
+        def chunks() -> Any:
+            if call.prefill is None:
+                return self._llm.create_chat_completion(stream=True, **kwargs)
+            return self._continue(kwargs, call.prefill)
+
         def work() -> None:
             try:
                 prompt_tokens = 0
                 completion_tokens = 0
-                for index, chunk in enumerate(self._llm.create_chat_completion(stream=True, **kwargs)):
+                for index, chunk in enumerate(chunks()):
                     if stop.is_set():
                         return
                     if index == 0:
@@ -336,6 +369,8 @@ class LlamaCppProvider:
                     return
                 item["id"] = completion_id
                 item["model"] = self.model
+                item["object"] = "chat.completion.chunk"
+                item.setdefault("created", int(time.time()))
                 chunk = inspect_chunk(item, orjson.dumps(item))
                 seen_content = seen_content or chunk.content or chunk.finish
                 yield chunk

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import httpx
 import orjson
@@ -81,6 +82,15 @@ class OpenAICompatProvider:
     def _body(self, call: ChatCall, stream: bool) -> bytes:
         body = dict(call.body)
         body["model"] = self.model
+        if call.prefill is not None:
+            partial: dict[str, Any] = {"role": "assistant", "content": call.prefill}
+            mode = self.config.prefill_mode or "prefix"
+            if mode == "continue_final_message":
+                body["continue_final_message"] = True
+                body["add_generation_prompt"] = False
+            else:
+                partial[mode] = True
+            body["messages"] = [*body["messages"], partial]
         if stream:
             body["stream"] = True
             if self.config.stream_usage:

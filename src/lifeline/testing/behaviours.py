@@ -33,6 +33,7 @@ WALL_WORDS: tuple[str, ...] = (
 # Names the wall understands; anything else is served as "ok".
 KNOWN_BEHAVIOURS: tuple[str, ...] = (
     "ok",
+    "no_prefill",
     "status",
     "rate_limit",
     "fail_once",

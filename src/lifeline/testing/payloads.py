@@ -153,9 +153,11 @@ class Reply:
     finish_reason: str
     prompt_tokens: int
     include_usage: bool
+    #: a continuation (prefill): the words of the answer already given, which are not repeated
+    start: int = 0
 
     def usage(self) -> dict[str, int]:
-        return usage(self.prompt_tokens, self.tokens)
+        return usage(self.prompt_tokens, self.tokens - self.start)
 
     def completion(self, message: dict[str, Any], *, with_usage: bool = True) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -177,6 +179,9 @@ class Reply:
         return body
 
     def text_message(self) -> dict[str, Any]:
+        if self.start:
+            rest = wall_text(self.tokens)[len(wall_text(self.start)) :]
+            return {"role": "assistant", "content": rest, "refusal": None}
         return {"role": "assistant", "content": wall_text(self.tokens), "refusal": None}
 
     def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:

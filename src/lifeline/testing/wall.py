@@ -133,6 +133,20 @@ def _outcome(behaviour: Behaviour, stream: bool, tokens: int) -> str:
     return "ok"
 
 
+def prefill_of(body: dict[str, Any]) -> str | None:
+    """The partial assistant text a request asks to continue, in any of the dialects Lifeline sends:
+    DeepSeek's `prefix: true`, Qwen's `partial: true`, or vLLM's `continue_final_message`."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
+        return None
+    last = messages[-1]
+    if last.get("role") != "assistant" or not isinstance(last.get("content"), str):
+        return None
+    if last.get("prefix") is True or last.get("partial") is True or body.get("continue_final_message") is True:
+        return str(last["content"])
+    return None
+
+
 def _strike_at(behaviour: Behaviour, tokens: int) -> int:
     return max(0, min(behaviour.get_int("after", AFTER_DEFAULTS.get(behaviour.name, 0)), tokens))
 
@@ -385,6 +399,10 @@ class FaultWall:
         stream = body.get("stream") is True
         reply = self._reply(body, behaviour, model, stream)
         error = self._error_for(behaviour, spec or "", model, reply)
+        if error is None and behaviour.name == "no_prefill" and prefill_of(body) is not None:
+            # a host that does not support continuing an assistant message refuses it
+            message = "Assistant prefill is not supported by this model."
+            error = ErrorReply(400, envelope(message, "invalid_request_error", "messages", "invalid_value"), [])
         outcome = f"status:{error.status}" if error else _outcome(behaviour, stream, reply.tokens)
         self._record(self._attempt(request, model, behaviour.name, stream, body, outcome))
 
@@ -436,6 +454,7 @@ class FaultWall:
             limit = _token_limit(body)
             if limit is not None and limit < tokens:
                 tokens, finish = limit, "length"
+        prefill = prefill_of(body)
         return Reply(
             id=f"chatcmpl-wall-{next(self._ids)}",
             created=int(time.time()),
@@ -444,6 +463,7 @@ class FaultWall:
             finish_reason=finish,
             prompt_tokens=prompt_words(body),
             include_usage=stream and behaviour.name != "no_usage" and _include_usage(body),
+            start=min(len(prefill.split()), tokens) if prefill is not None else 0,
         )
 
     def _error_for(self, behaviour: Behaviour, spec: str, model: str | None, reply: Reply) -> ErrorReply | None:
@@ -514,7 +534,7 @@ class FaultWall:
         if name == "slow_first_token":
             await asyncio.sleep(behaviour.get_float("delay", 5.0))
 
-        for i in range(reply.tokens + 1):
+        for i in range(reply.start, reply.tokens + 1):
             if i == strike:
                 if name == "cut":
                     return False  # closing now leaves the chunked body without its terminator
