@@ -177,8 +177,11 @@ class Accounting:
         usage_estimated: bool,
         streamed: bool,
         ttft: float | None,
+        cost_parts: list[tuple[str, int, int]] | None = None,
     ) -> None:
-        """Settle, record and count one request. Safe to call more than once: only the first counts."""
+        """Settle, record and count one request. Safe to call more than once: only the first counts.
+        `cost_parts` (target, prompt tokens, completion tokens) prices an answer several targets produced
+        (a continued stream), each share at its own target's price."""
         if admission.finished:
             return
         admission.finished = True
@@ -186,7 +189,10 @@ class Accounting:
         prompt = int((usage or {}).get("prompt_tokens") or 0)
         completion = int((usage or {}).get("completion_tokens") or 0)
         # Only an answer costs: failed attempts, and requests no target answered, cost nothing.
-        cost = self.prices.cost(target, prompt, completion) if target else 0
+        if cost_parts:
+            cost = sum(self.prices.cost(t, p, c) for t, p, c in cost_parts)
+        else:
+            cost = self.prices.cost(target, prompt, completion) if target else 0
         key = admission.key
         try:
             if admission.reservation is not None:

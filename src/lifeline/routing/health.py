@@ -5,6 +5,11 @@ consecutive failures, or at once (with a long cooldown) on a cut-off. Half-open:
 one request is let through as a probe; its success closes the circuit, its failure opens it again.
 Separately, a target that answered 429 is left alone until its Retry-After has passed, so a rate-limited
 provider is not hammered by every request that arrives meanwhile.
+
+An operator may override a target (the admin API): *drained* — new requests skip it, those already on it
+finish; *cut* — a fault is injected in front of it (lifeline.providers.faults), so it stays available and
+fails as a real cut-off, silence or broken stream would; *healthy* — the override goes and the circuit
+closes.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 
 from lifeline.config.schema import CircuitPolicy
 from lifeline.errors import Failover, UpstreamError
+from lifeline.providers.faults import Fault
 from lifeline.providers.http import MAX_RETRY_AFTER
 
 
@@ -64,7 +70,7 @@ class Circuit:
 
 @dataclass
 class Health:
-    """Every target's circuit, and a ring of recent failovers for /admin/targets."""
+    """Every target's circuit, the operator's overrides, and a ring of recent failovers for /admin/targets."""
 
     policy: CircuitPolicy
     circuits: dict[str, Circuit] = field(default_factory=dict)
@@ -72,6 +78,11 @@ class Health:
     #: called as listener(target, cooldown_seconds, reason) whenever a circuit opens here, so that other
     #: replicas can be told (lifeline.routing.shared); never called for an open applied from elsewhere
     open_listeners: list[Callable[[str, float, str], None]] = field(default_factory=list)
+    #: targets an operator drained: new requests skip them (never probed either)
+    drained: set[str] = field(default_factory=set)
+    #: faults an operator injected in front of targets; read by each target's FaultInjector, which holds
+    #: this very dict (so change it in place, never replace it)
+    faults: dict[str, Fault] = field(default_factory=dict)
 
     def circuit(self, target: str) -> Circuit:
         circuit = self.circuits.get(target)
@@ -82,6 +93,8 @@ class Health:
     def available(self, target: str, now: float | None = None) -> bool:
         """Whether a request may go to this target now, without claiming a probe."""
         now = time.monotonic() if now is None else now
+        if self.drained and target in self.drained:
+            return False
         c = self.circuit(target)
         if c.rate_limited_until > now:
             return False
@@ -115,7 +128,49 @@ class Health:
         self.circuit(target).probe_in_flight = False
 
     def least_recently_failed(self, targets: list[str]) -> str:
-        return min(targets, key=lambda t: self.circuit(t).last_failure_at)
+        # A drained target is probed only when there is nothing else at all.
+        pool = [t for t in targets if t not in self.drained] or targets
+        return min(pool, key=lambda t: self.circuit(t).last_failure_at)
+
+    def why_unavailable(self, target: str, now: float | None = None) -> str:
+        """Why `available` says no, in the words of the attempt log ("skipped: <why>")."""
+        now = time.monotonic() if now is None else now
+        if target in self.drained:
+            return "drained"
+        c = self.circuit(target)
+        if c.rate_limited_until > now:
+            return "rate limited"
+        if c.state is State.HALF_OPEN:
+            return "circuit half-open, probe in flight"
+        return "circuit open"
+
+    # --- the operator's overrides ------------------------------------------------------------------
+
+    def drain(self, target: str) -> None:
+        self.faults.pop(target, None)
+        self.drained.add(target)
+
+    def cut(self, target: str, fault: Fault) -> None:
+        self.drained.discard(target)
+        self.faults[target] = fault
+
+    def heal(self, target: str) -> None:
+        """Clear the override and close the circuit, as if the target had just answered well."""
+        self.drained.discard(target)
+        self.faults.pop(target, None)
+        c = self.circuit(target)
+        c.state = State.CLOSED
+        c.consecutive_failures = 0
+        c.open_until = 0.0
+        c.probe_in_flight = False
+        c.rate_limited_until = 0.0
+
+    def override(self, target: str) -> str | None:
+        """The override as shown in snapshots: "drained", "cut:<fault>", or None."""
+        if target in self.drained:
+            return "drained"
+        fault = self.faults.get(target)
+        return f"cut:{fault}" if fault is not None else None
 
     def observe_latency(self, target: str, seconds: float, weight: float = 0.2) -> None:
         c = self.circuit(target)
@@ -176,4 +231,4 @@ class Health:
 
     def snapshot(self, targets: list[str]) -> list[dict[str, Any]]:
         now = time.monotonic()
-        return [self.circuit(t).snapshot(now) for t in targets]
+        return [{**self.circuit(t).snapshot(now), "override": self.override(t)} for t in targets]

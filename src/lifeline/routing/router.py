@@ -120,21 +120,52 @@ class Router:
         return await self._route(alias_name, call, lambda p: p.complete(call), settle_on_return=True)
 
     async def open_stream(self, alias_name: str, call: ChatCall) -> Routed[OpenStream]:
+        alias = self.alias(alias_name)
+
         async def first_content(provider: Provider) -> OpenStream:
-            rest = provider.stream(call)
-            head: list[Chunk] = []
-            try:
-                async for chunk in rest:
-                    head.append(chunk)
-                    if chunk.content or chunk.finish:
-                        break
-            except BaseException:
-                await rest.aclose()  # type: ignore[attr-defined]
-                raise
-            return OpenStream(head, rest)
+            return await _read_head(provider.stream(call), alias.hold_back_tokens, alias.hold_back_ms / 1000)
 
         # A stream's verdict on its target comes when it ends (see routing/streaming.py), not when it opens.
         return await self._route(alias_name, call, first_content, settle_on_return=False)
+
+    async def continue_stream(
+        self, alias_name: str, call: ChatCall, prefill: str, tried: set[str]
+    ) -> Routed[OpenStream] | None:
+        """After a stream broke mid-answer: the same answer continued from `prefill` on another target that
+        accepts an assistant prefix, or None when none can. Every error of a candidate — a 400 refusing the
+        prefix included — only moves on to the next: the client must see the original failure, not that."""
+        alias = self.alias(alias_name)
+        continuation = ChatCall(
+            body=call.body, request=call.request, request_id=call.request_id, deadline=call.deadline, prefill=prefill
+        )
+        needs = needs_of(call.request, call.body)
+        attempts: list[Attempt] = []
+        for name in order_targets(alias, self.permitted[alias_name], self.health, self.prices, self.rng):
+            ability = self.abilities[name]
+            if name in tried or not ability.prefill or why_not(needs, ability) is not None:
+                continue
+            if call.deadline.expired:
+                break
+            if not self.health.acquire(name):
+                attempts.append(Attempt(name, f"skipped: {self._why_unavailable(name)}"))
+                continue
+            tried.add(name)
+            provider = self.providers[name]
+            started = time.monotonic()
+            try:
+                opened = await _read_head(provider.stream(continuation), 0, 0.0)
+            except UpstreamError as err:
+                self.health.record_failure(name, err)
+                attempts.append(Attempt(name, err.outcome, err.upstream_status, time.monotonic() - started))
+                continue
+            except BaseException:
+                self.health.release(name)
+                raise
+            attempts.append(Attempt(name, "continued", 200, time.monotonic() - started))
+            return Routed(name, provider.model, opened, attempts)
+        if attempts:
+            log.warning("no target could continue the stream", extra={"request_id": call.request_id})
+        return None
 
     async def embed(self, alias_name: str, call: EmbeddingCall) -> Routed[Completion]:
         # The config allows only embedding-capable kinds in an embeddings alias (checked at load).
@@ -332,6 +363,29 @@ class Router:
             headers["retry-after"] = retry_after_header(last.retry_after if last and last.retry_after else 1.0)
             return AllTargetsBusy(f"Every target of '{alias}' is busy: {_summary(attempts)}.", headers=headers)
         return AllTargetsFailed(f"Every target of '{alias}' failed: {_summary(attempts)}.", headers=headers)
+
+
+async def _read_head(rest: AsyncIterator[Chunk], hold_tokens: int, hold_seconds: float) -> OpenStream:
+    """Read a stream up to its first content — or, with a hold-back window, until `hold_tokens` content
+    events and `hold_seconds` since the first have passed (or it finished) — so that a failure until then
+    can still move to another target unseen."""
+    head: list[Chunk] = []
+    seen = 0
+    first_at: float | None = None
+    try:
+        async for chunk in rest:
+            head.append(chunk)
+            if chunk.finish:
+                break
+            if chunk.content:
+                seen += 1
+                first_at = first_at or time.monotonic()
+                if seen >= max(1, hold_tokens) and time.monotonic() - first_at >= hold_seconds:
+                    break
+    except BaseException:
+        await rest.aclose()  # type: ignore[attr-defined]
+        raise
+    return OpenStream(head, rest)
 
 
 def retry_after_header(seconds: float) -> str:

@@ -1,12 +1,14 @@
 """Relaying an open stream to the client as server-sent events, under the streaming rules.
 
 - Events pass through as the upstream sent them (parsed once, re-sent unchanged).
-- If the upstream fails after content reached the client, the stream ends with an OpenAI-style error
-  event, which the `openai` SDK raises: never a truncated answer that looks complete — no [DONE] follows.
+- If the upstream fails after content reached the client, the same answer is continued on the next target
+  that accepts an assistant prefix (mid-stream continuation): the client sees one uninterrupted stream,
+  and the final chunk says so under `x_lifeline.continued`. A tool call already partly sent is never
+  spliced from two models, and when no target can continue, the stream ends with an OpenAI-style error
+  event the `openai` SDK raises — never a truncated answer that looks complete: no [DONE] follows.
 - Usage goes to the client exactly when it asked for it (`stream_options.include_usage`); when the
-  upstream sent none, it is estimated and marked so under `x_lifeline`.
-- The stream's verdict on its target (success, failure, or none when the client left) reaches the circuits
-  when it ends.
+  upstream sent none (or the answer came from several), it is estimated and marked under `x_lifeline`.
+- Each target's verdict (success, failure, or none when the client left) reaches the circuits.
 """
 
 from __future__ import annotations
@@ -15,16 +17,19 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from lifeline.errors import UpstreamBroken, UpstreamError
 from lifeline.protocol.usage import delta_chars, estimate_usage
-from lifeline.providers.base import ChatCall
+from lifeline.providers.base import ChatCall, Chunk
 from lifeline.routing.health import Health
 from lifeline.routing.router import OpenStream, Routed
+
+if TYPE_CHECKING:
+    from lifeline.routing.router import Router
 
 log = logging.getLogger("lifeline.stream")
 
@@ -36,12 +41,35 @@ def sse(raw: bytes) -> bytes:
 
 
 @dataclass(slots=True)
+class Part:
+    """What one target contributed to a streamed answer: for usage and cost."""
+
+    target: str
+    usage: dict[str, Any] | None = None
+    chars: int = 0
+
+
+@dataclass(slots=True)
 class StreamEnd:
-    """How a relayed stream ended: "ok", "broken" (the upstream failed after content) or "client_closed"."""
+    """How a relayed stream ended: "ok", "broken" (failed after content, not continued) or "client_closed"."""
 
     outcome: str
     usage: dict[str, Any] | None
     usage_estimated: bool
+    #: the target that produced the end of the answer
+    target: str = ""
+    #: each target's share, in order (more than one after a continuation)
+    parts: list[Part] = field(default_factory=list)
+
+
+@dataclass
+class _State:
+    wants_usage: bool
+    text: str = ""  # the assistant text the client has received (choice 0)
+    tool_sent: bool = False
+    usage_sent: bool = False
+    last: dict[str, Any] | None = None
+    continued: list[dict[str, Any]] = field(default_factory=list)
 
 
 async def relay(
@@ -49,75 +77,131 @@ async def relay(
     call: ChatCall,
     health: Health,
     on_end: Callable[[StreamEnd], Awaitable[None]] | None = None,
+    router: Router | None = None,
+    alias: str | None = None,
 ) -> AsyncIterator[bytes]:
-    wants_usage = call.request.wants_usage
-    opened = routed.result
-    usage: dict[str, Any] | None = None
-    usage_sent = False
-    completion_chars = 0
-    last: dict[str, Any] | None = None
+    state = _State(wants_usage=call.request.wants_usage)
+    target, head, rest = routed.target, list(routed.result.head), routed.result.rest
+    parts = [Part(target)]
+    tried = {target}
     verdict: bool | None = None  # None: the client left before the end
-    estimated = False
+    limit = router.alias(alias).max_continuations if router is not None and alias is not None else 0
     try:
-        for chunk in opened.head:
-            out = _pass(chunk.data, chunk.raw, chunk.usage, wants_usage)
-            completion_chars += delta_chars(chunk.data)
-            usage = chunk.usage or usage
-            last = chunk.data
-            if out:
-                usage_sent = usage_sent or chunk.usage is not None
-                yield out
-        try:
-            async for chunk in opened.rest:
-                out = _pass(chunk.data, chunk.raw, chunk.usage, wants_usage)
-                completion_chars += delta_chars(chunk.data)
-                usage = chunk.usage or usage
-                last = chunk.data
-                if out:
-                    usage_sent = usage_sent or chunk.usage is not None
-                    yield out
-        except UpstreamError as err:
-            verdict = False
-            health.record_failure(routed.target, err)
-            log.warning(
-                "stream broke after content was sent",
-                extra={"request_id": call.request_id, "target": routed.target, "outcome": err.outcome},
-            )
-            broken = UpstreamBroken(
-                f"The upstream ({routed.target}) failed after the answer had started: {err.message} "
-                "The answer is incomplete.",
-                code="upstream_stream_broken",
-            )
-            yield sse(orjson.dumps(broken.envelope()))
-            return
-        if usage is None:
-            estimated = True
-            usage = estimate_usage(call.body, completion_chars)
-        if wants_usage and not usage_sent:
-            yield sse(orjson.dumps(_usage_chunk(call, last, usage, estimated)))
+        while True:
+            try:
+                for chunk in head:
+                    out = _emit(state, chunk, parts[-1])
+                    if out:
+                        yield out
+                async for chunk in rest:
+                    out = _emit(state, chunk, parts[-1])
+                    if out:
+                        yield out
+                break
+            except UpstreamError as err:
+                health.record_failure(target, err)
+                log.warning(
+                    "stream broke after content was sent",
+                    extra={"request_id": call.request_id, "target": target, "outcome": err.outcome},
+                )
+                await rest.aclose()  # type: ignore[attr-defined]
+                follow = None
+                if (
+                    router is not None
+                    and alias is not None
+                    and len(state.continued) < limit
+                    and _continuable(state, call)
+                ):
+                    follow = await router.continue_stream(alias, call, state.text, tried)
+                if follow is None:
+                    verdict = False
+                    yield sse(orjson.dumps(_broken(target, err, state).envelope()))
+                    return
+                routed.attempts.extend(follow.attempts)
+                state.continued.append(
+                    {"from": target, "to": follow.target, "after_chars": len(state.text), "reason": err.outcome}
+                )
+                log.info(
+                    "stream continued on another target", extra={"request_id": call.request_id, "target": follow.target}
+                )
+                target, head, rest = follow.target, list(follow.result.head), follow.result.rest
+                parts.append(Part(target))
+        usage, estimated = _usage(call, parts)
+        if state.wants_usage and (not state.usage_sent or state.continued):
+            yield sse(orjson.dumps(_usage_chunk(call, state.last, usage, estimated)))
         yield DONE
         verdict = True
-        log.info("stream finished", extra={"request_id": call.request_id, "target": routed.target})
+        log.info("stream finished", extra={"request_id": call.request_id, "target": target})
     finally:
-        await opened.rest.aclose()  # type: ignore[attr-defined]
+        await rest.aclose()  # type: ignore[attr-defined]
         if verdict is True:
-            health.record_success(routed.target)
+            health.record_success(target)
         elif verdict is None:
-            health.release(routed.target)
+            health.release(target)
         if on_end is not None:
-            if usage is None:
-                estimated = True
-                usage = estimate_usage(call.body, completion_chars)
+            usage, estimated = _usage(call, parts)
             outcome = "ok" if verdict else "broken" if verdict is False else "client_closed"
             # shielded: a client that left must not cancel the bookkeeping of what it consumed
-            await asyncio.shield(on_end(StreamEnd(outcome, usage, estimated)))
+            await asyncio.shield(on_end(StreamEnd(outcome, usage, estimated, target, parts)))
 
 
-def _pass(data: dict[str, Any], raw: bytes, usage: dict[str, Any] | None, wants_usage: bool) -> bytes | None:
-    """The SSE bytes to send for one chunk, or None to drop it (a usage chunk the client did not ask for)."""
-    if usage is not None and not data.get("choices") and not wants_usage:
-        return None
-    return sse(raw)
+def _emit(state: _State, chunk: Chunk, part: Part) -> bytes | None:
+    """The SSE bytes to send for one chunk, or None to drop it."""
+    data = chunk.data
+    choices = data.get("choices") or []
+    if chunk.usage is not None:
+        part.usage = chunk.usage
+        if not choices:
+            # A usage-only chunk: passed on when asked for, unless the answer came from several targets
+            # (then one combined usage chunk is sent at the end).
+            if not state.wants_usage or state.continued:
+                return None
+            state.usage_sent = True
+            return sse(chunk.raw)
+    if state.continued and not chunk.content and not chunk.finish:
+        return None  # the continuation's opening role chunk: the client has had one already
+    for choice in choices:
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        if isinstance(delta, dict):
+            if delta.get("tool_calls") or delta.get("function_call"):
+                state.tool_sent = True
+            content = delta.get("content")
+            if isinstance(content, str) and choice.get("index", 0) == 0:
+                state.text += content
+    part.chars += delta_chars(data)
+    state.last = data
+    if state.continued and chunk.finish:
+        data = {**data, "x_lifeline": {**(data.get("x_lifeline") or {}), "continued": state.continued}}
+        return sse(orjson.dumps(data))
+    return sse(chunk.raw)
+
+
+def _continuable(state: _State, call: ChatCall) -> bool:
+    # A half-sent tool call is never finished by another model, and several choices cannot be continued.
+    return not state.tool_sent and (call.request.n or 1) == 1 and bool(state.text)
+
+
+def _broken(target: str, err: UpstreamError, state: _State) -> UpstreamBroken:
+    why = "a tool call had started" if state.tool_sent else "no other target could continue it"
+    return UpstreamBroken(
+        f"The upstream ({target}) failed after the answer had started: {err.message} The answer is incomplete ({why}).",
+        code="upstream_stream_broken",
+    )
+
+
+def _usage(call: ChatCall, parts: list[Part]) -> tuple[dict[str, Any], bool]:
+    """The answer's usage: the upstream's own when one target answered and reported it; otherwise the
+    prompt once and each part's completion, estimated where unknown (and then marked)."""
+    if len(parts) == 1 and parts[0].usage is not None:
+        return parts[0].usage, False
+    first = parts[0].usage or estimate_usage(call.body, 0)
+    completion = 0
+    for part in parts:
+        completion += (
+            int(part.usage["completion_tokens"]) if part.usage else estimate_usage({}, part.chars)["completion_tokens"]
+        )
+    prompt = int(first.get("prompt_tokens") or 0)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}, True
 
 
 def _usage_chunk(call: ChatCall, last: dict[str, Any] | None, usage: dict[str, Any], estimated: bool) -> dict[str, Any]:

@@ -579,7 +579,10 @@ class FaultWall:
         tps = behaviour.tps
         writer.write(stream_head(keep_alive=keep))
         await _event(writer, reply.chunk({"role": "assistant", "content": None}))
+        cut_after = behaviour.get_int("cut_after", -1)  # a tool call that dies half-way
         for i, delta in enumerate(tool_call_deltas(call_id, name)):
+            if i == cut_after:
+                return False
             if tps is not None and i > 0:
                 await asyncio.sleep(1.0 / tps)
             await _event(writer, reply.chunk(delta))

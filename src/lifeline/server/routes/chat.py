@@ -17,8 +17,8 @@ from lifeline.protocol.parse import parse_json_object, validate_chat_request
 from lifeline.protocol.usage import delta_chars, estimate_usage
 from lifeline.providers.base import ChatCall, Deadline
 from lifeline.routing.router import OpenStream, Routed
-from lifeline.routing.streaming import StreamEnd, relay
-from lifeline.server.gateway import Gateway
+from lifeline.routing.streaming import Part, StreamEnd, relay
+from lifeline.server.gateway import Gateway, gateway_of
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -49,7 +49,7 @@ def request_deadline(request: Request, default: float) -> Deadline:
 
 
 async def chat_completions(request: Request) -> Response:
-    gateway: Gateway = request.app.state.gateway
+    gateway = gateway_of(request)
     settings = gateway.config.server
     accounting = gateway.accounting
     key = accounting.authenticate(request.headers.get("authorization"))
@@ -122,12 +122,15 @@ def _stream_response(gateway: Gateway, routed: Routed[OpenStream], call: ChatCal
         attempts = [a.as_dict() for a in routed.attempts]
         if end.outcome != "ok":
             attempts[-1] = {**attempts[-1], "outcome": end.outcome}
-        # A stream that broke after content still cost what it produced; the client left: the same.
+        # A stream that broke after content still cost what it produced; the client left: the same. A
+        # continued stream costs each target's share at that target's price.
+        parts = [(p.target, *_part_tokens(p, call.body)) for p in end.parts] if len(end.parts) > 1 else None
         await gateway.accounting.finish(
             admission,
             status=200,
             outcome=end.outcome,
-            target=routed.target,
+            target=end.target or routed.target,
+            cost_parts=parts,
             model=model,
             attempts=attempts,
             usage=end.usage,
@@ -141,8 +144,16 @@ def _stream_response(gateway: Gateway, routed: Routed[OpenStream], call: ChatCal
         "x-lifeline-attempts": str(routed.tries),
         "cache-control": "no-cache",
     }
-    body: AsyncIterator[bytes] = relay(routed, call, gateway.health, on_end)
+    body: AsyncIterator[bytes] = relay(routed, call, gateway.health, on_end, gateway.router, admission.alias)
     return StreamingResponse(body, media_type="text/event-stream", headers=headers)
+
+
+def _part_tokens(part: Part, body: dict[str, Any]) -> tuple[int, int]:
+    """Prompt and completion tokens one target of a continued stream is charged for: each target read the
+    conversation (a continuation, the partial answer too) as its prompt. Estimated where it reported none."""
+    if part.usage is not None:
+        return int(part.usage.get("prompt_tokens") or 0), int(part.usage.get("completion_tokens") or 0)
+    return estimate_usage(body, 0)["prompt_tokens"], estimate_usage({}, part.chars)["completion_tokens"]
 
 
 async def until_disconnect(request: Request, work: Any) -> Any:
