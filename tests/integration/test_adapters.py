@@ -268,7 +268,9 @@ def test_a_stream_cut_after_content_ends_with_an_error_the_sdk_raises(
     faces: dict[str, FaultWall], gateway: GatewayFactory, kind: str
 ) -> None:
     backup = other(kind)
-    config = make_config({"primary": target(faces, kind, "cut?after=3"), "backup": target(faces, backup, "ok")})
+    # a backup that cannot take a prefix: nothing can continue the answer
+    no_prefill = {**target(faces, backup, "ok"), "capabilities": {"prefill": False}}
+    config = make_config({"primary": target(faces, kind, "cut?after=3"), "backup": no_prefill})
     with gateway(config) as gw:
         received: list[str] = []
         with pytest.raises(openai.APIError) as raised:
@@ -299,3 +301,18 @@ def test_the_anthropic_face_speaks_anthropics_wire_format(faces: dict[str, Fault
     assert overloaded.value.status_code == 529
     with pytest.raises(anthropic.BadRequestError, match="roles must alternate"):
         sdk.messages.create(model="ok", max_tokens=100, messages=[*hello, *hello])
+
+
+def test_a_stream_cut_on_gemini_is_continued_through_anthropic_prefill(
+    faces: dict[str, FaultWall], gateway: GatewayFactory
+) -> None:
+    config = make_config(
+        {"primary": target(faces, "gemini", "cut?after=3"), "backup": target(faces, "anthropic", "ok")}
+    )
+    with gateway(config) as gw:
+        chunks = list(client(gw.base_url).chat.completions.create(model="chat", messages=MESSAGES, stream=True))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == wall_text(12)
+    sent = faces["anthropic"].attempts[0].body
+    assert sent is not None and sent["messages"][-1]["role"] == "assistant"
+    assert wall_text(3) in orjson.dumps(sent["messages"][-1]).decode()

@@ -202,3 +202,51 @@ def test_the_embedded_engine_continues_a_broken_stream(wall: FaultWall, gateway:
     assert len(text) > len(wall_text(3))
     continued = [c for c in chunks if c.choices and c.choices[0].finish_reason]
     assert continued and (continued[0].model_extra or {})["x_lifeline"]["continued"][0]["to"] == "local"
+
+
+def test_a_hedged_request_keeps_the_faster_target_and_cancels_the_other(
+    wall: FaultWall, gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    config = make_config(
+        {
+            "slow": wall_target(wall, "slow_first_token?delay=2", timeouts={"ttft": 5}),
+            "fast": wall_target(wall, "ok?t=fast"),
+        },
+        aliases={"chat": {"targets": ["slow", "fast"], "hedge_after_ms": 200}},
+        accounting={"data_dir": str(tmp_path)},
+    )
+    with gateway(config) as gw:
+        client = OpenAI(base_url=gw.base_url, api_key="unused", max_retries=0)
+        raw = client.chat.completions.with_raw_response.create(model="chat", messages=MESSAGES, stream=True)
+        text = "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
+        plain = httpx.post(f"{gw.base_url}/chat/completions", json={"model": "chat", "messages": MESSAGES})
+        ledger = gw.gateway.accounting.ledger
+        assert ledger is not None
+        ledger.flush(5)
+        rows = gw.gateway.accounting.db.query("SELECT attempts, target FROM ledger ORDER BY started_at")
+        circuits = {c["target"]: c for c in httpx.get(f"{gw.url}/admin/targets").json()["targets"]}
+    assert text == wall_text(12)
+    assert raw.headers["x-lifeline-target"] == "fast"
+    assert plain.headers["x-lifeline-target"] == "fast"
+    assert len(wall.attempts_for("slow_first_token?delay=2")) == 2  # both requests started it, then hedged
+    assert rows[0][1] == "fast"
+    outcomes = [(a["target"], a["outcome"]) for a in orjson.loads(rows[0][0])]
+    assert outcomes == [("slow", "hedge_lost"), ("fast", "ok")]
+    # the loser was cancelled, not failed: its circuit holds nothing against it
+    assert circuits["slow"]["consecutive_failures"] == 0 and circuits["slow"]["state"] == "closed"
+
+
+def test_hedging_waits_for_the_partner_when_the_first_fails(wall: FaultWall, gateway: GatewayFactory) -> None:
+    config = make_config(
+        {
+            "first": wall_target(wall, "status?code=503&latency_ms=400"),
+            "second": wall_target(wall, "ok?latency_ms=600&t=second"),
+            "third": wall_target(wall, "ok?t=third"),
+        },
+        aliases={"chat": {"targets": ["first", "second", "third"], "hedge_after_ms": 100}},
+        retry={"max_retries": 0},
+    )
+    with gateway(config) as gw:
+        response = httpx.post(f"{gw.base_url}/chat/completions", json={"model": "chat", "messages": MESSAGES})
+    assert response.headers["x-lifeline-target"] == "second"
+    assert wall.attempts_for("ok?t=third") == []

@@ -112,9 +112,13 @@ class AnthropicProvider:
     # --- one attempt -----------------------------------------------------------------------------
 
     def _content(self, call: ChatCall, stream: bool) -> bytes:
+        body = call.body
+        if call.prefill is not None:
+            # Anthropic continues a closing assistant turn natively (prefill).
+            body = {**body, "messages": [*body["messages"], {"role": "assistant", "content": call.prefill}]}
         try:
             request = messages_request(
-                call.body, model=self.model, default_max_tokens=self.config.default_max_tokens, stream=stream
+                body, model=self.model, default_max_tokens=self.config.default_max_tokens, stream=stream
             )
         except Untranslatable as exc:
             raise UpstreamRejected(str(exc), target=self.name, code="unsupported_value") from None

@@ -245,10 +245,15 @@ class Router:
         last_error: UpstreamError | None = None
         index, retries = 0, 0
         retrying = False  # a retry of the same target was decided already: no new admission check
+        hedge = alias.hedge_after_ms / 1000 if alias.hedge_after_ms is not None else None
+        raced: set[str] = set()  # targets already tried as a hedge partner
 
         while index < len(candidates):
             name = candidates[index]
             provider = self.providers[name]
+            if name in raced:
+                index += 1
+                continue
             if min_context is not None and (provider.context_window or 0) <= min_context:
                 attempts.append(Attempt(name, "skipped: context window too small"))
                 index += 1
@@ -265,7 +270,13 @@ class Router:
 
             started = time.monotonic()
             try:
-                result = await attempt(provider)
+                if hedge is not None and not retrying and name != forced:
+                    partner = next((t for t in candidates[index + 1 :] if t not in raced), None)
+                    result, winner = await self._race(name, partner, attempt, hedge, attempts, raced)
+                    if winner != name:
+                        name, provider = winner, self.providers[winner]
+                else:
+                    result = await attempt(provider)
             except UpstreamError as err:
                 record = Attempt(name, err.outcome, err.upstream_status, time.monotonic() - started)
                 attempts.append(record)
@@ -313,6 +324,56 @@ class Router:
             return Routed(name, provider.model, result, attempts)
 
         raise self._exhausted(alias_name, attempts, last_error)
+
+    async def _race(
+        self,
+        name: str,
+        partner: str | None,
+        attempt: Callable[[Provider], Awaitable[T]],
+        hedge: float,
+        attempts: list[Attempt],
+        raced: set[str],
+    ) -> tuple[T, str]:
+        """A hedged attempt: if `name` has not answered (first content, for a stream) within `hedge`
+        seconds, start `partner` too, keep whichever answers first and cancel the other. The loser is
+        recorded as "hedge_lost" and gets no verdict. If both fail, `name`'s error is raised (the partner's
+        failure is recorded here, and the partner is not tried again)."""
+        first = asyncio.ensure_future(attempt(self.providers[name]))
+        done, _ = await asyncio.wait({first}, timeout=hedge)
+        if done or partner is None or not self.health.acquire(partner):
+            return await first, name
+        raced.add(partner)
+        started = time.monotonic()
+        racing = {first: name, asyncio.ensure_future(attempt(self.providers[partner])): partner}
+        first_error: BaseException | None = None
+        try:
+            while racing:
+                finished, _ = await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
+                for task in finished:
+                    who = racing.pop(task)
+                    error = task.exception()
+                    if error is None:
+                        for loser, loser_name in list(racing.items()):
+                            await _cancel(loser)
+                            self.health.release(loser_name)
+                            attempts.append(Attempt(loser_name, "hedge_lost"))
+                        racing.clear()
+                        return task.result(), who
+                    if who == name:
+                        first_error = error  # wait for the partner; raised if it fails too
+                    elif isinstance(error, UpstreamError):
+                        self.health.record_failure(partner, error)
+                        attempts.append(
+                            Attempt(partner, error.outcome, error.upstream_status, time.monotonic() - started)
+                        )
+                    else:
+                        self.health.release(partner)
+                        raise error
+            assert first_error is not None
+            raise first_error
+        finally:
+            for task in racing:
+                await _cancel(task)
 
     def _forced_probe(self, candidates: list[str]) -> str | None:
         """When no target is available, the least recently failed open one is probed rather than failing
@@ -363,6 +424,17 @@ class Router:
             headers["retry-after"] = retry_after_header(last.retry_after if last and last.retry_after else 1.0)
             return AllTargetsBusy(f"Every target of '{alias}' is busy: {_summary(attempts)}.", headers=headers)
         return AllTargetsFailed(f"Every target of '{alias}' failed: {_summary(attempts)}.", headers=headers)
+
+
+async def _cancel(task: asyncio.Future[Any]) -> None:
+    """Cancel a hedged attempt; if it had already opened a stream, close that stream."""
+    task.cancel()
+    try:
+        result = await task
+    except BaseException:  # a cancelled or failed loser has nothing left to release
+        return
+    if isinstance(result, OpenStream):
+        await result.rest.aclose()  # type: ignore[attr-defined]
 
 
 async def _read_head(rest: AsyncIterator[Chunk], hold_tokens: int, hold_seconds: float) -> OpenStream:

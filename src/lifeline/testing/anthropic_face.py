@@ -143,6 +143,8 @@ class _Reply:
             self.tokens, self.stop_reason = TOOL_CALL_TOKENS, "tool_use"
         elif isinstance(body.get("max_tokens"), int) and body["max_tokens"] < self.tokens:
             self.tokens, self.stop_reason = body["max_tokens"], "max_tokens"
+        # A closing assistant turn is a prefill: Anthropic continues it rather than starting again.
+        self.first = min(len(_prefill(body).split()), self.tokens) if not self.tool else 0
 
     def usage(self, output: int) -> dict[str, int]:
         return {
@@ -157,8 +159,9 @@ class _Reply:
             input_ = orjson.loads(TOOL_ARGUMENTS)
             content = [{"type": "tool_use", "id": self.tool_id, "name": self.tool_name, "input": input_}]
         else:
-            content = [{"type": "text", "text": wall_text(self.tokens)}]
-        return {**self.start(), "content": content, "stop_reason": self.stop_reason, "usage": self.usage(self.tokens)}
+            content = [{"type": "text", "text": wall_text(self.tokens)[len(wall_text(self.first)) :]}]
+        output = self.tokens - self.first
+        return {**self.start(), "content": content, "stop_reason": self.stop_reason, "usage": self.usage(output)}
 
     def start(self) -> dict[str, Any]:
         return {
@@ -183,7 +186,7 @@ async def _stream(writer: asyncio.StreamWriter, behaviour: Behaviour, reply: _Re
         pieces = [{"type": "input_json_delta", "partial_json": p} for p in ("", *TOOL_ARGUMENT_PIECES)]
     else:
         block = {"type": "text", "text": ""}
-        pieces = [{"type": "text_delta", "text": stream_piece(i)} for i in range(reply.tokens)]
+        pieces = [{"type": "text_delta", "text": stream_piece(i)} for i in range(reply.first, reply.tokens)]
     await _event(writer, "content_block_start", {"type": "content_block_start", "index": 0, "content_block": block})
     await _event(writer, "ping", {"type": "ping"})
     for i, delta in enumerate(pieces):
@@ -199,7 +202,9 @@ async def _stream(writer: asyncio.StreamWriter, behaviour: Behaviour, reply: _Re
     await _event(writer, "content_block_stop", {"type": "content_block_stop", "index": 0})
     end = {"stop_reason": reply.stop_reason, "stop_sequence": None}
     await _event(
-        writer, "message_delta", {"type": "message_delta", "delta": end, "usage": {"output_tokens": reply.tokens}}
+        writer,
+        "message_delta",
+        {"type": "message_delta", "delta": end, "usage": {"output_tokens": reply.tokens - reply.first}},
     )
     await _event(writer, "message_stop", {"type": "message_stop"})
     await _send(writer, CHUNK_END)
@@ -282,6 +287,16 @@ def _check(body: dict[str, Any] | None, headers: dict[str, str]) -> _Error | Non
     ):
         return bad("tool_choice: Input tag does not match any of the expected tags")
     return None
+
+
+def _prefill(body: dict[str, Any]) -> str:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
+        return ""
+    last = messages[-1]
+    if last.get("role") != "assistant":
+        return ""
+    return "".join(b.get("text", "") for b in _blocks(last.get("content")) if b.get("type") == "text")
 
 
 def _blocks(content: Any) -> list[dict[str, Any]]:
