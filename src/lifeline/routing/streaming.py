@@ -83,7 +83,7 @@ async def relay(
     state = _State(wants_usage=call.request.wants_usage)
     target, head, rest = routed.target, list(routed.result.head), routed.result.rest
     parts = [Part(target)]
-    tried = {target}
+    tried = {target, *(a.target for a in routed.attempts if not a.outcome.startswith("skipped"))}
     verdict: bool | None = None  # None: the client left before the end
     limit = router.alias(alias).max_continuations if router is not None and alias is not None else 0
     try:
