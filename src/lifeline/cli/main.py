@@ -24,10 +24,12 @@ def _register_subcommands() -> None:
     from lifeline.cli.keys import keys_app
 
     app.add_typer(keys_app, name="keys")
+    from lifeline.cli.admin import register as register_admin
     from lifeline.cli.catalogue import register as register_catalogue
     from lifeline.cli.usage import register
 
     register(app)
+    register_admin(app)
     register_catalogue(app)
 
 
@@ -37,8 +39,12 @@ ConfigOption = Annotated[
 ]
 
 
+def _config_path(path: Path | None) -> Path | None:
+    return path or (Path(os.environ["LIFELINE_CONFIG"]) if os.environ.get("LIFELINE_CONFIG") else None)
+
+
 def _config(path: Path | None) -> Config:
-    path = path or (Path(os.environ["LIFELINE_CONFIG"]) if os.environ.get("LIFELINE_CONFIG") else None)
+    path = _config_path(path)
     if path is None:
         return default_config()
     try:
@@ -71,7 +77,8 @@ def serve(
     cfg = cfg.model_copy(update={"server": server})
     configure_logging(server.log_format, server.log_level)
     try:
-        application = create_app(cfg)
+        # The file is read again on SIGHUP or POST /admin/reload.
+        application = create_app(cfg, config_path=_config_path(config))
     except Exception as exc:  # a model that cannot be resolved, a bad target: one line, no trace
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -23,6 +23,7 @@ from lifeline.errors import (
     AllTargetsFailed,
     DeadlineExceeded,
     Failover,
+    GatewayError,
     InvalidRequest,
     LifelineError,
     ModelNotFound,
@@ -381,7 +382,12 @@ class Router:
         now = time.monotonic()
         if any(self.health.available(t, now) for t in candidates):
             return None
-        tripped = [t for t in candidates if self.health.circuit(t).state is not State.CLOSED]
+        live = [t for t in candidates if t not in self.health.drained]
+        if not live:
+            raise GatewayError(
+                "Every target of this model is drained by an operator.", status=503, code="all_targets_drained"
+            )
+        tripped = [t for t in live if self.health.circuit(t).state is not State.CLOSED]
         if not tripped:
             wait = min(self.health.circuit(t).rate_limited_until for t in candidates) - now
             raise AllTargetsBusy(
@@ -391,12 +397,7 @@ class Router:
         return self.health.least_recently_failed(tripped)
 
     def _why_unavailable(self, name: str) -> str:
-        circuit = self.health.circuit(name)
-        if circuit.rate_limited_until > time.monotonic():
-            return "rate limited"
-        if circuit.state is State.HALF_OPEN:
-            return "circuit half-open, probe in flight"
-        return "circuit open"
+        return self.health.why_unavailable(name)
 
     def _note_failover(self, call: Call, alias: str, failed: Attempt, remaining: list[str]) -> None:
         self.health.note_failover(

@@ -1,9 +1,14 @@
-"""create_app(config): the ASGI application."""
+"""create_app(config): the ASGI application.
+
+The gateway serving new requests is `app.state.gateway`; a reload of the config file (server/reload.py)
+replaces it while requests already running finish on the one they started on.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -15,7 +20,8 @@ from lifeline.errors import LifelineError
 from lifeline.providers.registry import ProviderRegistry
 from lifeline.server import errors
 from lifeline.server.gateway import Gateway
-from lifeline.server.middleware import RequestIdMiddleware
+from lifeline.server.middleware import GatewayMiddleware, RequestIdMiddleware
+from lifeline.server.reload import Reloader
 from lifeline.server.routes.admin import (
     admin_targets,
     create_key,
@@ -26,21 +32,28 @@ from lifeline.server.routes.admin import (
     usage,
 )
 from lifeline.server.routes.chat import chat_completions
+from lifeline.server.routes.control import failovers, reload_config, set_target_state
 from lifeline.server.routes.embeddings import embeddings
 from lifeline.server.routes.info import get_model, healthz, list_models, metrics, readyz
 from lifeline.server.routes.messages import messages
 
 
-def create_app(config: Config, registry: ProviderRegistry | None = None) -> Starlette:
+def create_app(
+    config: Config, registry: ProviderRegistry | None = None, *, config_path: str | Path | None = None
+) -> Starlette:
+    """`config_path`: the file `config` was read from, for reloads (SIGHUP, POST /admin/reload)."""
     gateway = Gateway.build(config, registry)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        reloader: Reloader = app.state.reloader
         await gateway.start()
+        uninstall = reloader.install_sighup()
         try:
             yield
         finally:
-            await gateway.close()
+            uninstall()
+            await reloader.shutdown()
 
     app = Starlette(
         routes=[
@@ -53,6 +66,9 @@ def create_app(config: Config, registry: ProviderRegistry | None = None) -> Star
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/admin/targets", admin_targets, methods=["GET"]),
+            Route("/admin/targets/{name}", set_target_state, methods=["POST"]),
+            Route("/admin/failovers", failovers, methods=["GET"]),
+            Route("/admin/reload", reload_config, methods=["POST"]),
             Route("/admin/keys", create_key, methods=["POST"]),
             Route("/admin/keys", list_keys, methods=["GET"]),
             Route("/admin/keys/{key_id}", get_key, methods=["GET"]),
@@ -60,7 +76,7 @@ def create_app(config: Config, registry: ProviderRegistry | None = None) -> Star
             Route("/admin/keys/{key_id}", revoke_key, methods=["DELETE"]),
             Route("/admin/usage", usage, methods=["GET"]),
         ],
-        middleware=[Middleware(RequestIdMiddleware)],
+        middleware=[Middleware(RequestIdMiddleware), Middleware(GatewayMiddleware)],
         exception_handlers={
             LifelineError: errors.lifeline_error,
             HTTPException: errors.http_error,
@@ -68,4 +84,5 @@ def create_app(config: Config, registry: ProviderRegistry | None = None) -> Star
         lifespan=lifespan,
     )
     app.state.gateway = gateway
+    app.state.reloader = Reloader(app, Path(config_path) if config_path is not None else None, registry)
     return app

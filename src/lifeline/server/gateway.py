@@ -1,15 +1,24 @@
-"""The gateway's running state: config, targets, circuits, router, accounting and metrics, built once."""
+"""The gateway's running state: config, targets, circuits, router, accounting and metrics, built once per
+config (a reload builds a new one; see server/reload.py).
+
+Each gateway counts the requests running on it, so that a gateway replaced by a reload is closed only once
+the last of them has finished.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.requests import Request
 
 from lifeline.accounting.service import Accounting
 from lifeline.config.schema import Config
 from lifeline.metrics import Labels, Metrics
 from lifeline.providers.base import Provider
+from lifeline.providers.faults import inject_faults
 from lifeline.providers.registry import ProviderRegistry, default_registry
 from lifeline.routing.health import Health, State
 from lifeline.routing.router import Router
@@ -19,9 +28,17 @@ log = logging.getLogger("lifeline.server")
 _STATE_VALUE = {State.CLOSED: 0.0, State.HALF_OPEN: 1.0, State.OPEN: 2.0}
 
 
-@dataclass
+def gateway_of(request: Request) -> Gateway:
+    """The gateway a request started on (pinned in its scope by server/middleware.py), so that a reload
+    never changes the config under a request that is running."""
+    gateway: Gateway = request.scope.get("state", {}).get("gateway") or request.app.state.gateway
+    return gateway
+
+
+@dataclass(eq=False)
 class Gateway:
     config: Config
+    #: the targets' providers as built from the config; the router reaches them through fault injectors
     providers: dict[str, Provider]
     health: Health
     router: Router
@@ -29,19 +46,55 @@ class Gateway:
     metrics: Metrics
     started: bool = field(default=False)
     _shared: object | None = None
+    #: requests that started on this gateway and have not finished (streams included)
+    in_flight: int = 0
+    _idle: asyncio.Event = field(default_factory=asyncio.Event)
+    _closing: asyncio.Future[None] | None = None
+
+    def __post_init__(self) -> None:
+        self._idle.set()
 
     @classmethod
-    def build(cls, config: Config, registry: ProviderRegistry | None = None) -> Gateway:
+    def build(
+        cls, config: Config, registry: ProviderRegistry | None = None, *, metrics: Metrics | None = None
+    ) -> Gateway:
+        """Build (not start) a gateway. `metrics`: carry counters over from a gateway this one replaces."""
         providers = (registry or default_registry()).build(config)
         health = Health(config.circuit)
-        metrics = Metrics()
-        gateway = cls(
-            config, providers, health, Router(config, providers, health), Accounting(config, metrics), metrics
-        )
-        gateway._register_gauges()
+        injected: dict[str, Provider] = {
+            name: inject_faults(provider, health.faults, config.targets[name].timeouts)
+            for name, provider in providers.items()
+        }
+        metrics = metrics or Metrics()
+        gateway = cls(config, providers, health, Router(config, injected, health), Accounting(config, metrics), metrics)
+        gateway.register_gauges()
         return gateway
 
-    def _register_gauges(self) -> None:
+    # --- requests in flight ------------------------------------------------------------------------
+
+    def enter(self) -> None:
+        self.in_flight += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Return once no request is running on this gateway."""
+        await self._idle.wait()
+
+    def target_row(self, name: str) -> dict[str, Any]:
+        """A target as /admin/targets shows it: its circuit, the operator's override, kind and model."""
+        row = self.health.snapshot([name])[0]
+        row["kind"] = self.config.targets[name].kind
+        row["model"] = self.providers[name].model
+        return row
+
+    def register_gauges(self) -> None:
+        """Point the gauges of `metrics` (circuits, ledger) at this gateway."""
+
         def circuits() -> list[tuple[Labels, float]]:
             return [((("target", t),), _STATE_VALUE[self.health.circuit(t).state]) for t in self.config.targets]
 
@@ -85,6 +138,12 @@ class Gateway:
         log.info("gateway ready: %d target(s), aliases: %s", len(self.providers), ", ".join(self.config.aliases))
 
     async def close(self) -> None:
+        """Release everything; safe to call more than once (later calls wait for the first)."""
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close())
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
         self.started = False
         await asyncio.gather(*(p.close() for p in self.providers.values()), return_exceptions=True)
         if self._shared is not None:

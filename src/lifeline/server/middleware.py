@@ -1,5 +1,12 @@
-"""A pure-ASGI middleware: every response carries `x-request-id` (the client's, if it sent a sane one),
-and an unexpected exception becomes a 500 in OpenAI's envelope (with that id) rather than a bare page."""
+"""Pure-ASGI middleware.
+
+`RequestIdMiddleware`: every response carries `x-request-id` (the client's, if it sent a sane one), and an
+unexpected exception becomes a 500 in OpenAI's envelope (with that id) rather than a bare page.
+
+`GatewayMiddleware`: pins the gateway current when a request starts into its scope (`request.state.gateway`)
+and counts the request on that gateway until its response — a stream included — has ended, so that a
+reload swaps in a new gateway for new requests while the old one finishes what it started.
+"""
 
 from __future__ import annotations
 
@@ -62,3 +69,21 @@ class RequestIdMiddleware:
             await send_with_id({"type": "http.response.body", "body": body})
         finally:
             request_id_var.reset(token)
+
+
+class GatewayMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        # Read and counted with no await in between: a reload cannot slip between the two.
+        gateway = scope["app"].state.gateway
+        gateway.enter()
+        scope.setdefault("state", {})["gateway"] = gateway
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            gateway.leave()

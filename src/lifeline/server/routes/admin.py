@@ -18,7 +18,7 @@ from lifeline.accounting.keys import PermissionDenied
 from lifeline.accounting.usage import UsageQueryError, make_query, usage_report
 from lifeline.errors import AuthenticationFailed, InvalidRequest
 from lifeline.protocol.parse import parse_json_object
-from lifeline.server.gateway import Gateway
+from lifeline.server.gateway import Gateway, gateway_of
 
 MAX_ADMIN_BODY = 64 * 1024
 
@@ -49,7 +49,7 @@ async def _body(request: Request) -> dict[str, Any]:
 
 
 async def admin_targets(request: Request) -> Response:
-    gateway: Gateway = request.app.state.gateway
+    gateway = gateway_of(request)
     require_admin(request, gateway)
     targets = gateway.health.snapshot(list(gateway.config.targets))
     for row in targets:
@@ -60,7 +60,7 @@ async def admin_targets(request: Request) -> Response:
 
 
 async def create_key(request: Request) -> Response:
-    gateway: Gateway = request.app.state.gateway
+    gateway = gateway_of(request)
     require_admin(request, gateway, strict=True)
     fields = await _body(request)
     name = fields.pop("name", None)
@@ -73,7 +73,7 @@ async def create_key(request: Request) -> Response:
 
 
 async def list_keys(request: Request) -> Response:
-    gateway: Gateway = request.app.state.gateway
+    gateway = gateway_of(request)
     require_admin(request, gateway, strict=True)
     include_revoked = request.query_params.get("include_revoked", "true").lower() != "false"
     keys = await asyncio.to_thread(gateway.accounting.store.list, include_revoked)
@@ -81,7 +81,7 @@ async def list_keys(request: Request) -> Response:
 
 
 async def get_key(request: Request) -> Response:
-    gateway: Gateway = request.app.state.gateway
+    gateway = gateway_of(request)
     require_admin(request, gateway, strict=True)
     key = await asyncio.to_thread(gateway.accounting.store.get, request.path_params["key_id"])
     data = key.public()
@@ -93,7 +93,7 @@ async def get_key(request: Request) -> Response:
 
 
 async def update_key(request: Request) -> Response:
-    gateway: Gateway = request.app.state.gateway
+    gateway = gateway_of(request)
     require_admin(request, gateway, strict=True)
     fields = await _body(request)
     key = await asyncio.to_thread(gateway.accounting.store.update, request.path_params["key_id"], **fields)
@@ -102,7 +102,7 @@ async def update_key(request: Request) -> Response:
 
 
 async def revoke_key(request: Request) -> Response:
-    gateway: Gateway = request.app.state.gateway
+    gateway = gateway_of(request)
     require_admin(request, gateway, strict=True)
     key = await asyncio.to_thread(gateway.accounting.store.revoke, request.path_params["key_id"])
     gateway.accounting.keys.put(key)
@@ -111,7 +111,7 @@ async def revoke_key(request: Request) -> Response:
 
 async def usage(request: Request) -> Response:
     """GET /admin/usage?by=key,alias,target,model,day&since=…&until=…&key=…&alias=…&format=json|csv"""
-    gateway: Gateway = request.app.state.gateway
+    gateway = gateway_of(request)
     require_admin(request, gateway, strict=True)
     params = request.query_params
     try:

@@ -11,12 +11,12 @@ from lifeline.protocol.embeddings import as_prompt, validate_embedding_request
 from lifeline.protocol.parse import parse_json_object
 from lifeline.protocol.usage import estimate_usage
 from lifeline.providers.base import EmbeddingCall
-from lifeline.server.gateway import Gateway
+from lifeline.server.gateway import gateway_of
 from lifeline.server.routes.chat import read_body, request_deadline, until_disconnect
 
 
 async def embeddings(request: Request) -> Response:
-    gateway: Gateway = request.app.state.gateway
+    gateway = gateway_of(request)
     settings = gateway.config.server
     accounting = gateway.accounting
     key = accounting.authenticate(request.headers.get("authorization"))

@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from lifeline.errors import ModelNotFound
-from lifeline.server.gateway import Gateway
+from lifeline.server.gateway import gateway_of
 
 
 def _json(data: object, status: int = 200) -> Response:
@@ -19,13 +19,13 @@ def _model(alias: str) -> dict[str, object]:
 
 
 async def list_models(request: Request) -> Response:
-    gateway: Gateway = request.app.state.gateway
+    gateway = gateway_of(request)
     key = gateway.accounting.authenticate(request.headers.get("authorization"))
     return _json({"object": "list", "data": [_model(a) for a in gateway.accounting.allowed_aliases(key)]})
 
 
 async def get_model(request: Request) -> Response:
-    gateway: Gateway = request.app.state.gateway
+    gateway = gateway_of(request)
     key = gateway.accounting.authenticate(request.headers.get("authorization"))
     name = request.path_params["model"]
     if name not in gateway.accounting.allowed_aliases(key):
@@ -34,7 +34,7 @@ async def get_model(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    gateway: Gateway = request.app.state.gateway
+    gateway = gateway_of(request)
     return Response(gateway.metrics.render(), media_type="text/plain; version=0.0.4")
 
 
@@ -43,7 +43,7 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    gateway: Gateway = request.app.state.gateway
+    gateway = gateway_of(request)
     unready = [
         alias
         for alias, spec in gateway.config.aliases.items()

@@ -36,7 +36,7 @@ from lifeline.providers.base import ChatCall
 from lifeline.routing.health import Health
 from lifeline.routing.router import OpenStream, Routed
 from lifeline.routing.streaming import StreamEnd
-from lifeline.server.gateway import Gateway
+from lifeline.server.gateway import Gateway, gateway_of
 from lifeline.server.routes.chat import read_body, request_deadline, until_disconnect
 
 log = logging.getLogger("lifeline.server")
@@ -77,7 +77,7 @@ def authorization(request: Request) -> str | None:
 
 
 async def _messages(request: Request, request_id: str) -> Response:
-    gateway: Gateway = request.app.state.gateway
+    gateway = gateway_of(request)
     settings = gateway.config.server
     accounting = gateway.accounting
     key = accounting.authenticate(authorization(request))
