@@ -14,14 +14,8 @@ import anthropic
 import httpx
 import orjson
 import pytest
-from starlette.applications import Starlette
-from starlette.routing import Route
 
-import lifeline.testing.gateway
 from lifeline.config import Config
-from lifeline.providers.registry import ProviderRegistry
-from lifeline.server.app import create_app
-from lifeline.server.routes.messages import messages
 from lifeline.testing import FaultWall, wall_text
 from lifeline.testing.gateway import RunningGateway
 from tests.conftest import GatewayFactory, make_config, wall_target
@@ -33,20 +27,6 @@ WEATHER_TOOL = {
     "description": "The weather in a city.",
     "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
 }
-
-
-@pytest.fixture
-def gateway(gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch) -> GatewayFactory:
-    """The shared gateway factory, with /v1/messages registered should create_app not have it yet."""
-
-    def with_messages(config: Config, registry: ProviderRegistry | None = None) -> Starlette:
-        app = create_app(config, registry)
-        if not any(getattr(route, "path", None) == "/v1/messages" for route in app.router.routes):
-            app.router.routes.append(Route("/v1/messages", messages, methods=["POST"]))
-        return app
-
-    monkeypatch.setattr(lifeline.testing.gateway, "create_app", with_messages)
-    return gateway
 
 
 def config(wall: FaultWall, tmp_path: Path, *behaviours: str, **sections: Any) -> Config:

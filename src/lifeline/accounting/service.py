@@ -15,7 +15,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from lifeline.accounting.db import Database
@@ -26,8 +26,10 @@ from lifeline.accounting.migrations import migrate
 from lifeline.accounting.pricing import PriceBook
 from lifeline.accounting.records import LedgerRecord, nusd, usd
 from lifeline.config.schema import Config
+from lifeline.errors import LifelineError
 from lifeline.metrics import Metrics
 from lifeline.protocol.usage import estimate_usage
+from lifeline.tracing import Tracing
 
 log = logging.getLogger("lifeline.accounting")
 
@@ -57,12 +59,14 @@ class Admission:
     tokens_estimate: int = 0
     reservation: Reservation | None = None
     finished: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: the request's tracing span (None when tracing is off)
+    span: Any = None
 
 
 class Accounting:
-    def __init__(self, config: Config, metrics: Metrics) -> None:
+    def __init__(self, config: Config, metrics: Metrics, tracing: Tracing | None = None) -> None:
         self.config = config
+        self.tracing = tracing or Tracing(config.tracing)
         self.settings = config.accounting
         self.auth_enabled = config.auth.enabled
         self.metrics = metrics
@@ -133,11 +137,30 @@ class Accounting:
         return [a for a in self.config.aliases if key is None or key.may_use(a)]
 
     async def admit(
-        self, key: VirtualKey | None, alias: str, body: dict[str, Any], max_tokens: int | None, request_id: str
+        self,
+        key: VirtualKey | None,
+        alias: str,
+        body: dict[str, Any],
+        max_tokens: int | None,
+        request_id: str,
+        operation: str = "chat",
     ) -> Admission:
         admission = Admission(request_id, alias, key, time.monotonic(), time.time())
+        admission.span = self.tracing.start_request(operation, alias, request_id, body)
+        try:
+            await self._admit(admission, key, alias, body, max_tokens)
+        except LifelineError as exc:
+            self.tracing.end_request(
+                admission.span, status=exc.status, outcome="refused", target=None, model=None, usage=None, attempts=0
+            )
+            raise
+        return admission
+
+    async def _admit(
+        self, admission: Admission, key: VirtualKey | None, alias: str, body: dict[str, Any], max_tokens: int | None
+    ) -> None:
         if key is None:
-            return admission
+            return
         if not key.may_use(alias):
             raise PermissionDenied(f"This key may not use the model '{alias}'.", param="model")
         prompt_estimate = estimate_usage(body, 0)["prompt_tokens"]
@@ -162,7 +185,6 @@ class Accounting:
                 if key.tpm is not None:
                     await self.limits.adjust_tokens(key.id, -admission.tokens_estimate)
                 raise
-        return admission
 
     async def finish(
         self,
@@ -238,6 +260,15 @@ class Accounting:
         now: float,
     ) -> None:
         latency = now - admission.started
+        self.tracing.end_request(
+            admission.span,
+            status=status,
+            outcome=outcome,
+            target=target,
+            model=model,
+            usage={"prompt_tokens": prompt, "completion_tokens": completion} if target else None,
+            attempts=sum(1 for a in attempts if not str(a.get("outcome", "")).startswith("skipped")),
+        )
         if self.ledger is not None:
             self.ledger.record(
                 LedgerRecord(

@@ -31,6 +31,9 @@ def _register_subcommands() -> None:
     register(app)
     register_admin(app)
     register_catalogue(app)
+    from lifeline.cli.drill import register as register_drill
+
+    register_drill(app)
 
 
 ConfigOption = Annotated[

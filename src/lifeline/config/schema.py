@@ -261,6 +261,17 @@ class AccountingSettings(Strict):
     ledger: LedgerSettings = Field(default_factory=LedgerSettings)
 
 
+class TracingSettings(Strict):
+    """OpenTelemetry spans (one per request, one per attempt), exported over OTLP/HTTP. Off by default."""
+
+    enabled: bool = False
+    #: the collector's OTLP/HTTP traces endpoint
+    endpoint: str = "http://127.0.0.1:4318/v1/traces"
+    service_name: str = "lifeline"
+    #: sent with every export (e.g. an authorization header for a hosted collector)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
 class AuthSettings(Strict):
     #: require a virtual key (Authorization: Bearer ll-…) on /v1 endpoints
     enabled: bool = False
@@ -284,6 +295,7 @@ class Config(Strict):
     admin: AdminSettings = Field(default_factory=AdminSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     accounting: AccountingSettings = Field(default_factory=AccountingSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     circuit: CircuitPolicy = Field(default_factory=CircuitPolicy)
     #: hosts of open weights you hold accounts with; `open_model` aliases expand over them

@@ -4,19 +4,17 @@ The client's chat-completions request is translated into a Messages request (sys
 `system`, turns merged so they alternate and start with the user, tool calls and results as `tool_use` /
 `tool_result` blocks), and the answer back into an OpenAI `chat.completion` or a stream of
 `chat.completion.chunk` events. Anthropic's error envelopes become Lifeline errors in `anthropic_error`,
-by HTTP status and error type, and nowhere else. Pooling and timeouts work as in `openai_compat`.
+by HTTP status and error type, and nowhere else. Pooling, timeouts and the transport's errors are
+`HttpProvider`'s (providers/http.py); what Anthropic and Gemini translate alike is in providers/translate.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import re
-import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -30,20 +28,25 @@ from lifeline.errors import (
     UpstreamModelNotFound,
     UpstreamRateLimited,
     UpstreamRejected,
-    UpstreamSilent,
     UpstreamUnavailable,
 )
 from lifeline.providers.base import ChatCall, Chunk, Completion, inspect_chunk
-from lifeline.providers.http import read_error, retry_after_seconds, scrub
-from lifeline.providers.sse import iter_sse_data
+from lifeline.providers.http import HttpProvider, TimedEvents, status_class
+from lifeline.providers.translate import (
+    JSON,
+    PLACEHOLDER_TURN,
+    ChunkWriter,
+    Untranslatable,
+    add_turn,
+    arguments_object,
+    chat_completion,
+    data_url,
+    plain_text,
+    stop_sequences,
+)
 
 log = logging.getLogger("lifeline.providers.anthropic")
 
-JSON = dict[str, Any]
-
-#: Anthropic insists on a first user turn with non-empty text; this stands in when the client sent none
-#: (a conversation of only system prompts, or one that opens with the assistant). Kept minimal on purpose.
-PLACEHOLDER_TURN = "."
 TOOL_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 #: Anthropic's temperature range is 0..1, OpenAI's 0..2; values above 1 are clamped, not rescaled, so a
@@ -61,57 +64,24 @@ FINISH_REASONS = {
 }
 
 
-class AnthropicProvider:
+class AnthropicProvider(HttpProvider[AnthropicTarget]):
+    _log = log
+
     def __init__(self, name: str, config: AnthropicTarget, transport: httpx.AsyncBaseTransport | None = None):
-        self.name = name
-        self.config = config
-        self.model = config.model
-        self.context_window = config.context_window
-        self.supports_n = False
-        self._timeouts = config.timeouts
+        super().__init__(
+            name,
+            config,
+            transport,
+            auth=lambda key: {"x-api-key": key},
+            headers={"anthropic-version": config.anthropic_version},
+        )
         base = config.base_url.rstrip("/")
         # Both `https://api.anthropic.com` (the documented base) and a base ending in /v1 are accepted.
-        self._url = base + ("/messages" if base.endswith("/v1") else "/v1/messages")
-        key = config.api_key.get_secret_value() if config.api_key else ""
-        self._secrets = tuple(s for s in (key, *config.headers.values()) if len(s) >= 12)
-        headers = {
-            "content-type": "application/json",
-            "accept": "application/json",
-            "anthropic-version": config.anthropic_version,
-            **config.headers,
-        }
-        if key:
-            headers["x-api-key"] = key
-        self._headers = headers
-        self._transport = transport
-        self._client: httpx.AsyncClient | None = None
-
-    async def start(self) -> None:
-        limits = httpx.Limits(
-            max_connections=self.config.max_connections,
-            max_keepalive_connections=self.config.max_connections,
-            keepalive_expiry=30.0,
-        )
-        # As in openai_compat: reads are bounded per phase with asyncio.timeout, httpx bounds only connecting.
-        timeout = httpx.Timeout(connect=self._timeouts.connect, read=None, write=30.0, pool=self._timeouts.connect)
-        self._client = httpx.AsyncClient(
-            headers=self._headers, limits=limits, timeout=timeout, transport=self._transport, trust_env=False
-        )
-
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-    @property
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            raise RuntimeError(f"target {self.name} used before start()")
-        return self._client
+        self._url = self._stream_url = base + ("/messages" if base.endswith("/v1") else "/v1/messages")
 
     # --- one attempt -----------------------------------------------------------------------------
 
-    def _content(self, call: ChatCall, stream: bool) -> bytes:
+    def _body(self, call: ChatCall, stream: bool) -> bytes:
         body = call.body
         if call.prefill is not None:
             # Anthropic continues a closing assistant turn natively (prefill).
@@ -124,114 +94,29 @@ class AnthropicProvider:
             raise UpstreamRejected(str(exc), target=self.name, code="unsupported_value") from None
         return orjson.dumps(request)
 
-    def _headers_for(self, call: ChatCall) -> dict[str, str]:
-        return {"x-request-id": call.request_id}
-
     async def complete(self, call: ChatCall) -> Completion:
-        content = self._content(call, stream=False)
-        limit = call.deadline.bound(self._timeouts.response)
-        with self._boundary("response"):
-            async with asyncio.timeout(limit):
-                response = await self.client.post(self._url, content=content, headers=self._headers_for(call))
-                if response.status_code >= 400:
-                    await self._raise_for_status(response)
-                raw = await response.aread()
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise UpstreamUnavailable("the upstream's answer is not valid JSON", target=self.name) from None
+        data = await self._post_json(self._url, self._body(call, stream=False), call)
         if isinstance(data, dict) and data.get("type") == "error":
-            raise self._error(None, data.get("error"), None)
+            raise self._error(None, _object(data.get("error")), None)
         if not isinstance(data, dict) or not isinstance(data.get("content"), list):
             raise UpstreamUnavailable("the upstream's answer is not a message", target=self.name)
         body = completion_from_message(data, self.model)
         return Completion(body=body, model=str(body["model"]), usage=body.get("usage"))
 
-    async def stream(self, call: ChatCall) -> AsyncIterator[Chunk]:
-        started = time.monotonic()
-        request = self.client.build_request(
-            "POST", self._url, content=self._content(call, stream=True), headers=self._headers_for(call)
-        )
-        with self._boundary("first_byte"):
-            async with asyncio.timeout(call.deadline.bound(self._timeouts.first_byte)):
-                response = await self.client.send(request, stream=True)
-        try:
-            if response.status_code >= 400:
-                with self._boundary("first_byte"):
-                    await self._raise_for_status(response)
-            async for chunk in self._events(response, call, started):
-                yield chunk
-        finally:
-            await response.aclose()
-
-    async def _events(self, response: httpx.Response, call: ChatCall, started: float) -> AsyncIterator[Chunk]:
-        events = iter_sse_data(response.aiter_raw())
+    async def _chunks(self, events: TimedEvents) -> AsyncIterator[Chunk]:
         translator = StreamTranslator(self.model)
-        seen_content = False
-        while True:
-            if seen_content:
-                phase, limit = "idle", call.deadline.bound(self._timeouts.idle)
-            else:
-                # Pings before the first token do not extend the time to first token: it counts from the start.
-                phase = "ttft"
-                limit = call.deadline.bound(self._timeouts.ttft - (time.monotonic() - started))
-            try:
-                with self._boundary(phase):
-                    async with asyncio.timeout(limit):
-                        data = await anext(events)
-            except StopAsyncIteration:
-                break
-            except UpstreamError:
-                if translator.finished:
-                    break  # the answer was complete; the upstream just did not close properly
-                raise
-            try:
-                event = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                log.warning("skipped a malformed stream event from target %s", self.name)
-                continue
-            if not isinstance(event, dict):
-                continue
+        async for event in self._event_objects(events):
             if event.get("type") == "error":
-                raise self._error(None, event.get("error"), None)
+                raise self._error(None, _object(event.get("error")), None)
             for out in translator.feed(event):
-                chunk = inspect_chunk(out, orjson.dumps(out))
-                seen_content = seen_content or chunk.content or chunk.finish
-                yield chunk
+                yield events.seen(inspect_chunk(out, orjson.dumps(out)))
             if translator.stopped:
                 return
-        if not translator.finished:
-            raise UpstreamUnavailable("the upstream closed the stream before the answer finished", target=self.name)
         for out in translator.close():
             yield inspect_chunk(out, orjson.dumps(out))
 
-    async def _raise_for_status(self, response: httpx.Response) -> None:
-        error = await read_error(response)
-        raise self._error(response.status_code, error, retry_after_seconds(response.headers))
-
-    def _error(self, status: int | None, error: Any, retry_after: float | None) -> UpstreamError:
-        err = anthropic_error(
-            status, error if isinstance(error, dict) else None, target=self.name, retry_after=retry_after
-        )
-        err.message = scrub(err.message, self._secrets)
-        return err
-
-    @contextmanager
-    def _boundary(self, phase: str) -> Iterator[None]:
-        """Convert transport failures and timeouts into Lifeline errors."""
-        try:
-            yield
-        except TimeoutError:
-            raise UpstreamSilent(
-                f"target {self.name} sent nothing within the {phase} timeout", target=self.name
-            ) from None
-        except httpx.TimeoutException as exc:
-            # httpx's own timeouts are only connect and pool: the target is unreachable, not silent.
-            raise UpstreamUnavailable(
-                f"target {self.name}: {type(exc).__name__} while connecting", target=self.name
-            ) from None
-        except httpx.HTTPError as exc:
-            raise UpstreamUnavailable(f"target {self.name}: {type(exc).__name__} ({phase})", target=self.name) from None
+    def _classify(self, status: int | None, error: JSON, retry_after: float | None) -> UpstreamError:
+        return anthropic_error(status, error, target=self.name, retry_after=retry_after)
 
 
 # --- errors ----------------------------------------------------------------------------------------
@@ -287,25 +172,11 @@ def anthropic_error(status: int | None, error: JSON | None, *, target: str, retr
         code = etype if etype and etype != "invalid_request_error" else None
         rejected_status = status if 400 <= status < 500 else 400
         return UpstreamRejected(message, status=rejected_status, type="invalid_request_error", code=code, **kwargs)
-    cls = TYPE_CLASSES.get(etype or "")
-    if cls is None:
-        if status in (401, 402, 403, 451):
-            cls = UpstreamCutOff
-        elif status == 404:
-            cls = UpstreamModelNotFound
-        elif status == 429:
-            cls = UpstreamRateLimited
-        else:
-            # 5xx, 529, 408 and anything unexpected: a broken target, not the client's fault
-            cls = UpstreamUnavailable
+    cls = TYPE_CLASSES.get(etype or "") or status_class(status)
     return cls(message, **kwargs)
 
 
 # --- the request -----------------------------------------------------------------------------------
-
-
-class Untranslatable(ValueError):
-    """The request holds something Anthropic's API cannot express."""
 
 
 def messages_request(body: JSON, *, model: str, default_max_tokens: int, stream: bool) -> JSON:
@@ -317,15 +188,15 @@ def messages_request(body: JSON, *, model: str, default_max_tokens: int, stream:
         content = message.get("content")
         if role in ("system", "developer"):
             # Anthropic has one system prompt; mid-conversation system messages join it, in order.
-            text = _plain_text(content)
+            text = plain_text(content)
             if text:
                 system.append(text)
         elif role == "user":
-            _add_turn(turns, "user", _user_blocks(content, f"messages[{i}]"))
+            add_turn(turns, "user", _user_blocks(content, f"messages[{i}]"), field="content")
         elif role == "assistant":
-            _add_turn(turns, "assistant", _assistant_blocks(message, f"messages[{i}]"))
+            add_turn(turns, "assistant", _assistant_blocks(message, f"messages[{i}]"), field="content")
         elif role == "tool":
-            _add_turn(turns, "user", [_tool_result(message, f"messages[{i}]")])
+            add_turn(turns, "user", [_tool_result(message, f"messages[{i}]")], field="content")
         else:
             raise Untranslatable(f"messages[{i}]: the role {role!r} cannot be sent to an Anthropic target")
     if not turns or turns[0]["role"] != "user":
@@ -355,27 +226,14 @@ def messages_request(body: JSON, *, model: str, default_max_tokens: int, stream:
         request["temperature"] = min(float(temperature), MAX_TEMPERATURE)
     if isinstance(body.get("top_p"), int | float):
         request["top_p"] = body["top_p"]
-    stop = body.get("stop")
-    if isinstance(stop, str):
-        request["stop_sequences"] = [stop]
-    elif isinstance(stop, list) and stop:
-        request["stop_sequences"] = [s for s in stop if isinstance(s, str)]
+    stop = stop_sequences(body.get("stop"))
+    if stop is not None:
+        request["stop_sequences"] = stop
     if isinstance(body.get("user"), str):
         request["metadata"] = {"user_id": body["user"]}
     if stream:
         request["stream"] = True
     return request
-
-
-def _add_turn(turns: list[JSON], role: str, blocks: list[JSON]) -> None:
-    """Append blocks as a turn, merging with the previous turn of the same role (Anthropic wants
-    user/assistant alternation; consecutive tool results must share one user turn anyway)."""
-    if not blocks:
-        return
-    if turns and turns[-1]["role"] == role:
-        turns[-1]["content"].extend(blocks)
-    else:
-        turns.append({"role": role, "content": blocks})
 
 
 def _trim_prefill(turns: list[JSON]) -> None:
@@ -390,16 +248,6 @@ def _trim_prefill(turns: list[JSON]) -> None:
         last["content"].pop()
         if not last["content"]:
             turns.pop()
-
-
-def _plain_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(
-            str(p.get("text") or "") for p in content if isinstance(p, dict) and p.get("type") in ("text", "refusal")
-        )
-    return ""
 
 
 def _user_blocks(content: Any, where: str) -> list[JSON]:
@@ -422,22 +270,11 @@ def _user_blocks(content: Any, where: str) -> list[JSON]:
     return blocks
 
 
-def _data_url(url: str) -> tuple[str, str] | None:
-    """(media type, base64 data) of a `data:<type>;base64,<data>` URL, or None for any other URL."""
-    if not url.startswith("data:"):
-        return None
-    head, sep, data = url[5:].partition(",")
-    media_type, _, encoding = head.partition(";")
-    if not sep or encoding.lower() != "base64":
-        return None
-    return media_type.lower(), data
-
-
 def _image_block(spec: Any, where: str) -> JSON:
     url = spec.get("url") if isinstance(spec, dict) else spec
     if not isinstance(url, str):
         raise Untranslatable(f"{where}: an image_url part needs a url")
-    inline = _data_url(url)
+    inline = data_url(url)
     if inline is not None:
         media_type, data = inline
         if media_type not in IMAGE_TYPES:
@@ -450,7 +287,7 @@ def _image_block(spec: Any, where: str) -> JSON:
 
 def _document_block(spec: Any, where: str) -> JSON:
     file_data = spec.get("file_data") if isinstance(spec, dict) else None
-    inline = _data_url(file_data) if isinstance(file_data, str) else None
+    inline = data_url(file_data) if isinstance(file_data, str) else None
     if inline is None or inline[0] != "application/pdf":
         raise Untranslatable(f"{where}: only PDF files sent inline as file_data reach an Anthropic target")
     return {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": inline[1]}}
@@ -458,7 +295,7 @@ def _document_block(spec: Any, where: str) -> JSON:
 
 def _assistant_blocks(message: JSON, where: str) -> list[JSON]:
     blocks: list[JSON] = []
-    text = _plain_text(message.get("content"))
+    text = plain_text(message.get("content"))
     if text:
         blocks.append({"type": "text", "text": text})
     if message.get("function_call"):
@@ -470,22 +307,10 @@ def _assistant_blocks(message: JSON, where: str) -> list[JSON]:
                 "type": "tool_use",
                 "id": _tool_id(call.get("id")),
                 "name": function.get("name"),
-                "input": _arguments_object(function.get("arguments")),
+                "input": arguments_object(function.get("arguments")),
             }
         )
     return blocks
-
-
-def _arguments_object(arguments: Any) -> JSON:
-    """A tool call's arguments as the object Anthropic and Gemini want. Models sometimes emit arguments
-    that are not a JSON object; they are kept as text under "arguments" rather than dropped."""
-    if not isinstance(arguments, str) or not arguments.strip():
-        return {}
-    try:
-        value = orjson.loads(arguments)
-    except orjson.JSONDecodeError:
-        return {"arguments": arguments}
-    return value if isinstance(value, dict) else {"arguments": value}
 
 
 def _tool_id(call_id: Any) -> str:
@@ -607,33 +432,18 @@ def completion_from_message(data: JSON, fallback_model: str) -> JSON:
                     "function": {"name": block.get("name"), "arguments": arguments},
                 }
             )
-    message: JSON = {"role": "assistant", "content": "".join(texts) if texts or not tool_calls else None}
-    message["refusal"] = None
-    if reasoning:
-        message["reasoning_content"] = "".join(reasoning)
-    if tool_calls:
-        message["tool_calls"] = tool_calls
-    body: JSON = {
-        "id": str(data.get("id") or f"chatcmpl-{uuid.uuid4().hex}"),
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": str(data.get("model") or fallback_model),
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "logprobs": None,
-                "finish_reason": finish_reason(data.get("stop_reason"), bool(tool_calls)),
-            }
-        ],
-    }
-    usage = openai_usage(data.get("usage"))
-    if usage is not None:
-        body["usage"] = usage
-    return body
+    return chat_completion(
+        completion_id=str(data.get("id") or f"chatcmpl-{uuid.uuid4().hex}"),
+        model=str(data.get("model") or fallback_model),
+        texts=texts,
+        reasoning=reasoning,
+        tool_calls=tool_calls,
+        finish_reason=finish_reason(data.get("stop_reason"), bool(tool_calls)),
+        usage=openai_usage(data.get("usage")),
+    )
 
 
-class StreamTranslator:
+class StreamTranslator(ChunkWriter):
     """Anthropic's stream events in, OpenAI chunk dicts out.
 
     message_start gives the role chunk, text and tool-use blocks give content and tool-call deltas (tool
@@ -643,9 +453,7 @@ class StreamTranslator:
     """
 
     def __init__(self, model: str) -> None:
-        self.id = f"chatcmpl-{uuid.uuid4().hex}"
-        self.model = model
-        self.created = int(time.time())
+        super().__init__(model)
         self.usage: JSON = {}
         #: content block index → tool call index
         self.tools: dict[int, int] = {}
@@ -654,7 +462,6 @@ class StreamTranslator:
         #: message_stop arrived: nothing more will come
         self.stopped = False
         self._role_sent = False
-        self._usage_sent = False
 
     def feed(self, event: JSON) -> list[JSON]:
         kind = event.get("type")
@@ -705,20 +512,7 @@ class StreamTranslator:
 
     def close(self) -> list[JSON]:
         """The usage chunk, once, at the end of a complete answer."""
-        if self._usage_sent:
-            return []
-        self._usage_sent = True
-        usage = openai_usage(self.usage)
-        if usage is None:
-            return []
-        return [{**self._base(), "choices": [], "usage": usage}]
-
-    def chunk(self, delta: JSON, finish: str | None = None) -> JSON:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-        return {**self._base(), "choices": [choice]}
-
-    def _base(self) -> JSON:
-        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model}
+        return self.usage_chunk(openai_usage(self.usage))
 
     def _role(self, out: list[JSON]) -> list[JSON]:
         if self._role_sent:

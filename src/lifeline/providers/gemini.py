@@ -5,7 +5,8 @@ The client's chat-completions request becomes `contents` (roles user/model), `sy
 declarations and `generationConfig`; the answer's first candidate comes back as an OpenAI `chat.completion`
 or a stream of `chat.completion.chunk` events. Gemini's error envelopes (`{"error": {code, message,
 status, details}}`) become Lifeline errors in `gemini_error`, by HTTP status, RPC status and ErrorInfo
-reason, and nowhere else. Pooling and timeouts work as in `openai_compat`.
+reason, and nowhere else. Pooling, timeouts and the transport's errors are `HttpProvider`'s
+(providers/http.py); what Gemini and Anthropic translate alike is in providers/translate.py.
 
 Tool calls: Gemini's function calls often carry no id, so answers name them `call_<random>_<n>`, unique
 across a conversation as other providers require after a failover. Thought signatures are not carried back
@@ -15,13 +16,10 @@ which insists on one, gets Google's documented stand-in instead.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
-import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
@@ -37,22 +35,28 @@ from lifeline.errors import (
     UpstreamModelNotFound,
     UpstreamRateLimited,
     UpstreamRejected,
-    UpstreamSilent,
     UpstreamUnavailable,
 )
 from lifeline.providers.base import ChatCall, Chunk, Completion, inspect_chunk
-from lifeline.providers.http import MAX_ERROR_BODY, MAX_RETRY_AFTER, error_object, retry_after_seconds, scrub
-from lifeline.providers.sse import iter_sse_data
+from lifeline.providers.http import MAX_RETRY_AFTER, HttpProvider, TimedEvents, error_object, status_class
+from lifeline.providers.translate import (
+    JSON,
+    PLACEHOLDER_TURN,
+    ChunkWriter,
+    Untranslatable,
+    add_turn,
+    arguments_object,
+    chat_completion,
+    data_url,
+    plain_text,
+    stop_sequences,
+)
 
 log = logging.getLogger("lifeline.providers.gemini")
-
-JSON = dict[str, Any]
 
 #: Google's documented stand-in for a thought signature the client cannot give back (a gateway keeps none,
 #: and calls made by another target never had one): Gemini 3 rejects replayed function calls without any.
 SIGNATURE_SKIP = "skip_thought_signature_validator"
-#: Gemini, like Anthropic, needs a user turn; this stands in when the client sent only system prompts.
-PLACEHOLDER_TURN = "."
 
 FINISH_REASONS = {
     "STOP": "stop",
@@ -66,14 +70,11 @@ FINISH_REASONS = {
 }
 
 
-class GeminiProvider:
+class GeminiProvider(HttpProvider[GeminiTarget]):
+    _log = log
+
     def __init__(self, name: str, config: GeminiTarget, transport: httpx.AsyncBaseTransport | None = None):
-        self.name = name
-        self.config = config
-        self.model = config.model
-        self.context_window = config.context_window
-        self.supports_n = False
-        self._timeouts = config.timeouts
+        super().__init__(name, config, transport, auth=lambda key: {"x-goog-api-key": key})
         # `gemini-2.5-flash` means models/gemini-2.5-flash; `tunedModels/…` and `models/…` are taken as they are.
         # The name is quoted: a fault-wall behaviour such as `status?code=503` must survive as one path segment.
         resource = config.model if "/" in config.model else f"models/{config.model}"
@@ -81,63 +82,19 @@ class GeminiProvider:
         self._url = base + ":generateContent"
         self._stream_url = base + ":streamGenerateContent?alt=sse"
         self._signatures = needs_signatures(config.model)
-        key = config.api_key.get_secret_value() if config.api_key else ""
-        self._secrets = tuple(s for s in (key, *config.headers.values()) if len(s) >= 12)
-        headers = {"content-type": "application/json", "accept": "application/json", **config.headers}
-        if key:
-            headers["x-goog-api-key"] = key
-        self._headers = headers
-        self._transport = transport
-        self._client: httpx.AsyncClient | None = None
-
-    async def start(self) -> None:
-        limits = httpx.Limits(
-            max_connections=self.config.max_connections,
-            max_keepalive_connections=self.config.max_connections,
-            keepalive_expiry=30.0,
-        )
-        # As in openai_compat: reads are bounded per phase with asyncio.timeout, httpx bounds only connecting.
-        timeout = httpx.Timeout(connect=self._timeouts.connect, read=None, write=30.0, pool=self._timeouts.connect)
-        self._client = httpx.AsyncClient(
-            headers=self._headers, limits=limits, timeout=timeout, transport=self._transport, trust_env=False
-        )
-
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-    @property
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            raise RuntimeError(f"target {self.name} used before start()")
-        return self._client
 
     # --- one attempt -----------------------------------------------------------------------------
 
-    def _content(self, call: ChatCall) -> bytes:
+    def _body(self, call: ChatCall, stream: bool) -> bytes:
+        # Streaming is chosen by the URL; the request is the same either way.
         try:
             request = generate_request(call.body, signatures=self._signatures)
         except Untranslatable as exc:
             raise UpstreamRejected(str(exc), target=self.name, code="unsupported_value") from None
         return orjson.dumps(request)
 
-    def _headers_for(self, call: ChatCall) -> dict[str, str]:
-        return {"x-request-id": call.request_id}
-
     async def complete(self, call: ChatCall) -> Completion:
-        content = self._content(call)
-        limit = call.deadline.bound(self._timeouts.response)
-        with self._boundary("response"):
-            async with asyncio.timeout(limit):
-                response = await self.client.post(self._url, content=content, headers=self._headers_for(call))
-                if response.status_code >= 400:
-                    await self._raise_for_status(response)
-                raw = await response.aread()
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise UpstreamUnavailable("the upstream's answer is not valid JSON", target=self.name) from None
+        data = await self._post_json(self._url, self._body(call, stream=False), call)
         if not isinstance(data, dict):
             raise UpstreamUnavailable("the upstream's answer is not an object", target=self.name)
         if isinstance(data.get("error"), dict):
@@ -148,60 +105,16 @@ class GeminiProvider:
         body = completion_from_response(data, self.model)
         return Completion(body=body, model=str(body["model"]), usage=body.get("usage"))
 
-    async def stream(self, call: ChatCall) -> AsyncIterator[Chunk]:
-        started = time.monotonic()
-        request = self.client.build_request(
-            "POST", self._stream_url, content=self._content(call), headers=self._headers_for(call)
-        )
-        with self._boundary("first_byte"):
-            async with asyncio.timeout(call.deadline.bound(self._timeouts.first_byte)):
-                response = await self.client.send(request, stream=True)
-        try:
-            if response.status_code >= 400:
-                with self._boundary("first_byte"):
-                    await self._raise_for_status(response)
-            async for chunk in self._events(response, call, started):
-                yield chunk
-        finally:
-            await response.aclose()
-
-    async def _events(self, response: httpx.Response, call: ChatCall, started: float) -> AsyncIterator[Chunk]:
-        events = iter_sse_data(response.aiter_raw())
+    async def _chunks(self, events: TimedEvents) -> AsyncIterator[Chunk]:
+        # Gemini marks the end of an answer only with a finishReason, so `events` treats a stream that closes
+        # before one as cut off, as it does for every kind.
         translator = StreamTranslator(self.model)
-        seen_content = False
-        while True:
-            if seen_content:
-                phase, limit = "idle", call.deadline.bound(self._timeouts.idle)
-            else:
-                phase = "ttft"
-                limit = call.deadline.bound(self._timeouts.ttft - (time.monotonic() - started))
-            try:
-                with self._boundary(phase):
-                    async with asyncio.timeout(limit):
-                        data = await anext(events)
-            except StopAsyncIteration:
-                break
-            except UpstreamError:
-                if translator.finished:
-                    break  # the answer was complete; the upstream just did not close properly
-                raise
-            try:
-                event = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                log.warning("skipped a malformed stream event from target %s", self.name)
-                continue
-            if not isinstance(event, dict):
-                continue
+        async for event in self._event_objects(events):
             if isinstance(event.get("error"), dict):
                 raise self._error(None, event["error"], None)
             self._check_blocked(event)
             for out in translator.feed(event):
-                chunk = inspect_chunk(out, orjson.dumps(out))
-                seen_content = seen_content or chunk.content or chunk.finish
-                yield chunk
-        # Gemini marks the end of an answer only with a finishReason; the connection closing is not enough.
-        if not translator.finished:
-            raise UpstreamUnavailable("the upstream closed the stream before the answer finished", target=self.name)
+                yield events.seen(inspect_chunk(out, orjson.dumps(out)))
         for out in translator.close():
             yield inspect_chunk(out, orjson.dumps(out))
 
@@ -211,38 +124,21 @@ class GeminiProvider:
         if reason and not data.get("candidates"):
             raise ContentFiltered(f"Gemini refused the prompt (blockReason {reason}).", target=self.name)
 
-    async def _raise_for_status(self, response: httpx.Response) -> None:
-        raw = b""
-        try:
-            async for piece in response.aiter_bytes():
-                raw += piece
-                if len(raw) > MAX_ERROR_BODY:
-                    break
-        except httpx.HTTPError:
-            pass
-        raise self._error(response.status_code, _error_body(raw), retry_after_seconds(response.headers))
+    def _classify(self, status: int | None, error: JSON, retry_after: float | None) -> UpstreamError:
+        return gemini_error(status, error, target=self.name, retry_after=retry_after)
 
-    def _error(self, status: int | None, error: JSON, retry_after: float | None) -> UpstreamError:
-        err = gemini_error(status, error, target=self.name, retry_after=retry_after)
-        err.message = scrub(err.message, self._secrets)
-        return err
-
-    @contextmanager
-    def _boundary(self, phase: str) -> Iterator[None]:
-        """Convert transport failures and timeouts into Lifeline errors."""
+    def _error_body(self, raw: bytes) -> JSON:
+        # Gemini wraps errors of the non-SSE streaming endpoint in a list; the SSE and unary ones are objects.
         try:
-            yield
-        except TimeoutError:
-            raise UpstreamSilent(
-                f"target {self.name} sent nothing within the {phase} timeout", target=self.name
-            ) from None
-        except httpx.TimeoutException as exc:
-            # httpx's own timeouts are only connect and pool: the target is unreachable, not silent.
-            raise UpstreamUnavailable(
-                f"target {self.name}: {type(exc).__name__} while connecting", target=self.name
-            ) from None
-        except httpx.HTTPError as exc:
-            raise UpstreamUnavailable(f"target {self.name}: {type(exc).__name__} ({phase})", target=self.name) from None
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return error_object(raw)
+        if isinstance(data, list) and data and isinstance(data[0], dict):
+            data = data[0]
+        if isinstance(data, dict) and isinstance(data.get("error"), dict):
+            error: JSON = data["error"]
+            return error
+        return error_object(raw)
 
 
 def needs_signatures(model: str) -> bool:
@@ -308,14 +204,7 @@ def gemini_error(status: int | None, error: JSON, *, target: str, retry_after: f
         rejected_status = status if 400 <= status < 500 else 400
         return UpstreamRejected(message, status=rejected_status, type="invalid_request_error", **kwargs)
     if cls is None:
-        if status in (401, 402, 403, 451):
-            cls = UpstreamCutOff
-        elif status == 404:
-            cls = UpstreamModelNotFound
-        elif status == 429:
-            cls = UpstreamRateLimited
-        else:
-            cls = UpstreamUnavailable
+        cls = status_class(status)
     return cls(message, **kwargs)
 
 
@@ -331,25 +220,7 @@ def _retry_delay(details: list[JSON]) -> float | None:
     return None
 
 
-def _error_body(raw: bytes) -> JSON:
-    # Gemini wraps errors of the non-SSE streaming endpoint in a list; the SSE and unary ones are objects.
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return error_object(raw)
-    if isinstance(data, list) and data and isinstance(data[0], dict):
-        data = data[0]
-    if isinstance(data, dict) and isinstance(data.get("error"), dict):
-        error: JSON = data["error"]
-        return error
-    return error_object(raw)
-
-
 # --- the request -----------------------------------------------------------------------------------
-
-
-class Untranslatable(ValueError):
-    """The request holds something Gemini's API cannot express."""
 
 
 def generate_request(body: JSON, *, signatures: bool = False) -> JSON:
@@ -363,21 +234,21 @@ def generate_request(body: JSON, *, signatures: bool = False) -> JSON:
         content = message.get("content")
         where = f"messages[{i}]"
         if role in ("system", "developer"):
-            text = _plain_text(content)
+            text = plain_text(content)
             if text:
                 system.append(text)
         elif role == "user":
-            _add_turn(contents, "user", _user_parts(content, where))
+            add_turn(contents, "user", _user_parts(content, where), field="parts")
         elif role == "assistant":
-            _add_turn(contents, "model", _model_parts(message, names, signatures, where))
+            add_turn(contents, "model", _model_parts(message, names, signatures, where), field="parts")
         elif role == "tool":
             call_id = message.get("tool_call_id")
             if call_id not in names:
                 raise Untranslatable(f"{where}: tool_call_id {call_id!r} answers no earlier tool call")
-            _add_turn(contents, "user", [_function_response(names[call_id], content)])
+            add_turn(contents, "user", [_function_response(names[call_id], content)], field="parts")
         elif role == "function":
             # The legacy form names the function itself, which is all Gemini needs.
-            _add_turn(contents, "user", [_function_response(str(message.get("name") or ""), content)])
+            add_turn(contents, "user", [_function_response(str(message.get("name") or ""), content)], field="parts")
         else:
             raise Untranslatable(f"{where}: the role {role!r} cannot be sent to a Gemini target")
     if not contents:
@@ -396,27 +267,6 @@ def generate_request(body: JSON, *, signatures: bool = False) -> JSON:
     if config:
         request["generationConfig"] = config
     return request
-
-
-def _add_turn(contents: list[JSON], role: str, parts: list[JSON]) -> None:
-    """Append parts as a turn, merging with a previous turn of the same role: the answers to parallel
-    function calls must share one turn, and Gemini prefers user/model alternation."""
-    if not parts:
-        return
-    if contents and contents[-1]["role"] == role:
-        contents[-1]["parts"].extend(parts)
-    else:
-        contents.append({"role": role, "parts": parts})
-
-
-def _plain_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(
-            str(p.get("text") or "") for p in content if isinstance(p, dict) and p.get("type") in ("text", "refusal")
-        )
-    return ""
 
 
 def _user_parts(content: Any, where: str) -> list[JSON]:
@@ -448,11 +298,10 @@ def _media_part(url: Any, where: str) -> JSON:
     if not isinstance(url, str):
         raise Untranslatable(f"{where}: a media part needs a URL or inline data")
     if url.startswith("data:"):
-        head, sep, data = url[5:].partition(",")
-        mime, _, encoding = head.partition(";")
-        if not sep or encoding.lower() != "base64":
+        inline = data_url(url)
+        if inline is None:
             raise Untranslatable(f"{where}: inline data must be a base64 data: URL")
-        return {"inlineData": {"mimeType": mime.lower(), "data": data}}
+        return {"inlineData": {"mimeType": inline[0], "data": inline[1]}}
     if url.startswith(("http://", "https://")):
         # Gemini fetches a fileUri itself but wants a MIME type; the extension is the best guess available.
         return {"fileData": {"mimeType": _guess_mime(url), "fileUri": url}}
@@ -474,7 +323,7 @@ def _guess_mime(url: str) -> str:
 
 def _model_parts(message: JSON, names: dict[str, str], signatures: bool, where: str) -> list[JSON]:
     parts: list[JSON] = []
-    text = _plain_text(message.get("content"))
+    text = plain_text(message.get("content"))
     if text:
         parts.append({"text": text})
     legacy = message.get("function_call")
@@ -485,7 +334,7 @@ def _model_parts(message: JSON, names: dict[str, str], signatures: bool, where: 
         function = call.get("function") or {}
         name = str(function.get("name") or "")
         names[str(call.get("id") or "")] = name
-        part: JSON = {"functionCall": {"name": name, "args": _arguments_object(function.get("arguments"))}}
+        part: JSON = {"functionCall": {"name": name, "args": arguments_object(function.get("arguments"))}}
         if signatures and position == 0:
             # Gemini 3 checks the first call of each step (parallel calls share its signature).
             part["thoughtSignature"] = SIGNATURE_SKIP
@@ -493,21 +342,9 @@ def _model_parts(message: JSON, names: dict[str, str], signatures: bool, where: 
     return parts
 
 
-def _arguments_object(arguments: Any) -> JSON:
-    """A tool call's arguments as the object Gemini wants; arguments that are not a JSON object (models
-    produce those now and then) are kept as text under "arguments" rather than dropped."""
-    if not isinstance(arguments, str) or not arguments.strip():
-        return {}
-    try:
-        value = orjson.loads(arguments)
-    except orjson.JSONDecodeError:
-        return {"arguments": arguments}
-    return value if isinstance(value, dict) else {"arguments": value}
-
-
 def _function_response(name: str, content: Any) -> JSON:
     # Gemini wants an object; a tool's JSON object answer is passed as it is, anything else under "result".
-    text = _plain_text(content)
+    text = plain_text(content)
     try:
         value = orjson.loads(text) if text.strip() else None
     except orjson.JSONDecodeError:
@@ -562,11 +399,9 @@ def _generation_config(body: JSON) -> JSON:
     limit = body.get("max_completion_tokens") or body.get("max_tokens")
     if isinstance(limit, int):
         config["maxOutputTokens"] = limit
-    stop = body.get("stop")
-    if isinstance(stop, str):
-        config["stopSequences"] = [stop]
-    elif isinstance(stop, list) and stop:
-        config["stopSequences"] = [s for s in stop if isinstance(s, str)]
+    stop = stop_sequences(body.get("stop"))
+    if stop is not None:
+        config["stopSequences"] = stop
     response_format = body.get("response_format")
     if isinstance(response_format, dict) and response_format.get("type") in ("json_object", "json_schema"):
         config["responseMimeType"] = "application/json"
@@ -637,34 +472,19 @@ def completion_from_response(data: JSON, fallback_model: str) -> JSON:
             tool_calls.append(tool_call(part, prefix, len(tool_calls)))
         elif isinstance(part.get("text"), str):
             (reasoning if part.get("thought") else texts).append(part["text"])
-    message: JSON = {"role": "assistant", "content": "".join(texts) if texts or not tool_calls else None}
-    message["refusal"] = None
-    if reasoning:
-        message["reasoning_content"] = "".join(reasoning)
-    if tool_calls:
-        message["tool_calls"] = tool_calls
     response_id = data.get("responseId")
-    body: JSON = {
-        "id": f"chatcmpl-{response_id}" if response_id else f"chatcmpl-{uuid.uuid4().hex}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": str(data.get("modelVersion") or fallback_model),
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "logprobs": None,
-                "finish_reason": finish_reason(candidate.get("finishReason"), bool(tool_calls)),
-            }
-        ],
-    }
-    usage = openai_usage(data.get("usageMetadata"))
-    if usage is not None:
-        body["usage"] = usage
-    return body
+    return chat_completion(
+        completion_id=f"chatcmpl-{response_id}" if response_id else f"chatcmpl-{uuid.uuid4().hex}",
+        model=str(data.get("modelVersion") or fallback_model),
+        texts=texts,
+        reasoning=reasoning,
+        tool_calls=tool_calls,
+        finish_reason=finish_reason(candidate.get("finishReason"), bool(tool_calls)),
+        usage=openai_usage(data.get("usageMetadata")),
+    )
 
 
-class StreamTranslator:
+class StreamTranslator(ChunkWriter):
     """Gemini's streamed GenerateContentResponses in, OpenAI chunk dicts out.
 
     Each response carries the next parts of the first candidate: text becomes content deltas, a function
@@ -674,15 +494,12 @@ class StreamTranslator:
     """
 
     def __init__(self, model: str) -> None:
-        self.id = f"chatcmpl-{uuid.uuid4().hex}"
-        self.model = model
-        self.created = int(time.time())
+        super().__init__(model)
         self.usage: JSON | None = None
         self.tool_calls = 0
         self._prefix = call_prefix()
         self.finished = False
         self._started = False
-        self._usage_sent = False
 
     def feed(self, data: JSON) -> list[JSON]:
         out: list[JSON] = []
@@ -713,17 +530,4 @@ class StreamTranslator:
 
     def close(self) -> list[JSON]:
         """The usage chunk, once, at the end of a complete answer."""
-        if self._usage_sent:
-            return []
-        self._usage_sent = True
-        usage = openai_usage(self.usage)
-        if usage is None:
-            return []
-        return [{**self._base(), "choices": [], "usage": usage}]
-
-    def chunk(self, delta: JSON, finish: str | None = None) -> JSON:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-        return {**self._base(), "choices": [choice]}
-
-    def _base(self) -> JSON:
-        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model}
+        return self.usage_chunk(openai_usage(self.usage))

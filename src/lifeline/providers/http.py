@@ -1,20 +1,282 @@
-"""What every HTTP-speaking provider shares: reading Retry-After, reading an error body, scrubbing secrets."""
+"""What every HTTP-speaking provider shares.
+
+`HttpProvider` is the scaffolding of kinds `openai`, `anthropic` and `gemini`: one pooled keep-alive client
+per target, opened at start-up and closed at shutdown; the boundary where httpx exceptions, timeouts and
+upstream error responses become Lifeline errors (with keys scrubbed from their messages); one attempt,
+streaming or not, under the target's timeouts. `TimedEvents` reads a streamed answer's events under the
+time-to-first-token and idle timeouts. Each provider module adds only its wire format: the request body,
+the answer's shape, and how its error envelopes are classified. Below them, the helpers for reading
+Retry-After and error bodies, and the error class a bare HTTP status implies.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
+import logging
 import math
 import time
-from typing import Any
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, ClassVar, Generic, TypeVar
 
 import httpx
 import orjson
+
+from lifeline.config.schema import HttpTarget, Timeouts
+from lifeline.errors import (
+    UpstreamCutOff,
+    UpstreamError,
+    UpstreamModelNotFound,
+    UpstreamRateLimited,
+    UpstreamSilent,
+    UpstreamUnavailable,
+)
+from lifeline.providers.base import ChatCall, Chunk, Deadline, EmbeddingCall
+from lifeline.providers.sse import iter_sse_data
 
 MAX_ERROR_BODY = 64 * 1024
 
 
 #: a Retry-After beyond this is treated as this: a day is "not today", and keeps the arithmetic finite
 MAX_RETRY_AFTER = 86400.0
+
+JSON = dict[str, Any]
+TargetT = TypeVar("TargetT", bound=HttpTarget)
+
+
+class HttpProvider(ABC, Generic[TargetT]):
+    """One target reached over HTTP. Subclasses set `_url` and `_stream_url` and supply the wire format:
+    `_body` (the request), `_chunks` (a stream's events as OpenAI chunks) and `_classify` (an error)."""
+
+    #: where skipped stream events are reported: each provider logs under its own name
+    _log: ClassVar[logging.Logger] = logging.getLogger("lifeline.providers.http")
+    _url: str
+    _stream_url: str
+
+    def __init__(
+        self,
+        name: str,
+        config: TargetT,
+        transport: httpx.AsyncBaseTransport | None,
+        *,
+        auth: Callable[[str], dict[str, str]],
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """`auth` turns the API key into the headers that carry it; `headers` are the wire format's own,
+        which the target's configured headers may override."""
+        self.name = name
+        self.config = config
+        self.model = config.model
+        self.context_window = config.context_window
+        self.supports_n = False
+        self._timeouts = config.timeouts
+        key = config.api_key.get_secret_value() if config.api_key else ""
+        # Header values may carry keys too (`api-key`, `x-api-key`); long ones are scrubbed like the key.
+        self._secrets = tuple(s for s in (key, *config.headers.values()) if len(s) >= 12)
+        self._headers = {
+            "content-type": "application/json",
+            "accept": "application/json",
+            **(headers or {}),
+            **config.headers,
+        }
+        if key:
+            self._headers.update(auth(key))
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+
+    async def start(self) -> None:
+        limits = httpx.Limits(
+            max_connections=self.config.max_connections,
+            max_keepalive_connections=self.config.max_connections,
+            keepalive_expiry=30.0,
+        )
+        # Reads are bounded per phase with asyncio.timeout (first byte, TTFT, idle, whole response);
+        # httpx bounds only connecting and waiting for a pooled connection.
+        timeout = httpx.Timeout(connect=self._timeouts.connect, read=None, write=30.0, pool=self._timeouts.connect)
+        self._client = httpx.AsyncClient(
+            headers=self._headers, limits=limits, timeout=timeout, transport=self._transport, trust_env=False
+        )
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            raise RuntimeError(f"target {self.name} used before start()")
+        return self._client
+
+    # --- the wire format, supplied by each provider ----------------------------------------------
+
+    @abstractmethod
+    def _body(self, call: ChatCall, stream: bool) -> bytes:
+        """The request to send for this call (raising UpstreamRejected when it cannot be expressed)."""
+
+    @abstractmethod
+    def _chunks(self, events: TimedEvents) -> AsyncIterator[Chunk]:
+        """A streamed answer's events as OpenAI chunks, each passed through `events.seen`."""
+
+    @abstractmethod
+    def _classify(self, status: int | None, error: JSON, retry_after: float | None) -> UpstreamError:
+        """The Lifeline error for an upstream error object; `status` is None for an error that arrived
+        inside a 200 answer or stream."""
+
+    def _error_body(self, raw: bytes) -> JSON:
+        """The error object in an error response's body."""
+        return error_object(raw)
+
+    # --- one attempt -----------------------------------------------------------------------------
+
+    def _headers_for(self, call: ChatCall | EmbeddingCall) -> dict[str, str]:
+        return {"x-request-id": call.request_id}
+
+    async def _post_json(self, url: str, content: bytes, call: ChatCall | EmbeddingCall) -> Any:
+        """One non-streaming request under the response timeout; the answer parsed (any JSON value)."""
+        limit = call.deadline.bound(self._timeouts.response)
+        with self._boundary("response"):
+            async with asyncio.timeout(limit):
+                response = await self.client.post(url, content=content, headers=self._headers_for(call))
+                if response.status_code >= 400:
+                    await self._raise_for_status(response)
+                raw = await response.aread()
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise UpstreamUnavailable("the upstream's answer is not valid JSON", target=self.name) from None
+
+    async def stream(self, call: ChatCall) -> AsyncIterator[Chunk]:
+        started = time.monotonic()
+        request = self.client.build_request(
+            "POST", self._stream_url, content=self._body(call, stream=True), headers=self._headers_for(call)
+        )
+        with self._boundary("first_byte"):
+            async with asyncio.timeout(call.deadline.bound(self._timeouts.first_byte)):
+                response = await self.client.send(request, stream=True)
+        try:
+            if response.status_code >= 400:
+                with self._boundary("first_byte"):
+                    await self._raise_for_status(response)
+            events = TimedEvents(
+                response.aiter_raw(),
+                boundary=self._boundary,
+                timeouts=self._timeouts,
+                deadline=call.deadline,
+                started=started,
+                target=self.name,
+            )
+            async for chunk in self._chunks(events):
+                yield chunk
+        finally:
+            await response.aclose()
+
+    async def _event_objects(self, events: TimedEvents) -> AsyncIterator[JSON]:
+        """The stream's events that are JSON objects; others are skipped (logged when not JSON at all)."""
+        async for data in events:
+            try:
+                event = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                self._log.warning("skipped a malformed stream event from target %s", self.name)
+                continue
+            if isinstance(event, dict):
+                yield event
+
+    # --- errors ----------------------------------------------------------------------------------
+
+    async def _raise_for_status(self, response: httpx.Response) -> None:
+        raw = await read_error_body(response)
+        raise self._error(response.status_code, self._error_body(raw), retry_after_seconds(response.headers))
+
+    def _error(self, status: int | None, error: JSON, retry_after: float | None) -> UpstreamError:
+        err = self._classify(status, error, retry_after)
+        err.message = scrub(err.message, self._secrets)
+        return err
+
+    @contextmanager
+    def _boundary(self, phase: str) -> Iterator[None]:
+        """Convert transport failures and timeouts into Lifeline errors."""
+        try:
+            yield
+        except TimeoutError:
+            raise UpstreamSilent(
+                f"target {self.name} sent nothing within the {phase} timeout", target=self.name
+            ) from None
+        except httpx.TimeoutException as exc:
+            # httpx's own timeouts are only connect and pool: the target is unreachable, not silent.
+            raise UpstreamUnavailable(
+                f"target {self.name}: {type(exc).__name__} while connecting", target=self.name
+            ) from None
+        except httpx.HTTPError as exc:
+            raise UpstreamUnavailable(f"target {self.name}: {type(exc).__name__} ({phase})", target=self.name) from None
+
+
+class TimedEvents:
+    """The `data:` payloads of a streamed answer, each awaited under the timeout of its phase.
+
+    Until something reaches the client the wait is what is left of the time-to-first-token budget, counted
+    from the attempt's start, so pings and role chunks do not extend it; after that it is the idle timeout
+    between events. Every wait is also bounded by the request's deadline. The provider passes each chunk it
+    makes through `seen`: that is how the phase moves on, and how an answer that was already complete is
+    told from one cut off when the upstream then fails or closes.
+    """
+
+    def __init__(
+        self,
+        raw: AsyncIterator[bytes],
+        *,
+        boundary: Callable[[str], AbstractContextManager[None]],
+        timeouts: Timeouts,
+        deadline: Deadline,
+        started: float,
+        target: str,
+    ) -> None:
+        self._payloads = iter_sse_data(raw)
+        self._boundary = boundary
+        self._timeouts = timeouts
+        self._deadline = deadline
+        self._started = started
+        self._target = target
+        #: a chunk with content (or a finish) has been made: the idle timeout applies from here on
+        self.content = False
+        #: some choice finished: the answer is complete
+        self.finished = False
+
+    def seen(self, chunk: Chunk) -> Chunk:
+        self.content = self.content or chunk.content or chunk.finish
+        self.finished = self.finished or chunk.finish
+        return chunk
+
+    def __aiter__(self) -> TimedEvents:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self.content:
+            phase, limit = "idle", self._deadline.bound(self._timeouts.idle)
+        else:
+            phase = "ttft"
+            limit = self._deadline.bound(self._timeouts.ttft - (time.monotonic() - self._started))
+        try:
+            with self._boundary(phase):
+                async with asyncio.timeout(limit):
+                    return await anext(self._payloads)
+        except StopAsyncIteration:
+            if not self.finished:
+                # Only a finish marks a whole answer; a connection that closes before one cut it off.
+                raise UpstreamUnavailable(
+                    "the upstream closed the stream before the answer finished", target=self._target
+                ) from None
+            raise
+        except UpstreamError:
+            if self.finished:
+                # The answer was complete; the upstream just did not close properly.
+                raise StopAsyncIteration from None
+            raise
+
+
+# --- reading what an upstream says --------------------------------------------------------------
 
 
 def retry_after_seconds(headers: httpx.Headers) -> float | None:
@@ -47,6 +309,11 @@ def _seconds(value: str | None) -> float | None:
 
 async def read_error(response: httpx.Response) -> dict[str, Any]:
     """The `error` object of an upstream's error response, whatever shape it came in."""
+    return error_object(await read_error_body(response))
+
+
+async def read_error_body(response: httpx.Response) -> bytes:
+    """An error response's body, up to MAX_ERROR_BODY and as far as the connection lets it be read."""
     raw = b""
     try:
         async for piece in response.aiter_bytes():
@@ -55,7 +322,7 @@ async def read_error(response: httpx.Response) -> dict[str, Any]:
                 break
     except httpx.HTTPError:
         pass
-    return error_object(raw)
+    return raw
 
 
 def error_object(raw: bytes) -> dict[str, Any]:
@@ -73,6 +340,18 @@ def error_object(raw: bytes) -> dict[str, Any]:
         if "message" in data:
             return data
     return {}
+
+
+def status_class(status: int) -> type[UpstreamError]:
+    """The error class an HTTP status alone implies, for an error whose own type says nothing more."""
+    if status in (401, 402, 403, 451):
+        return UpstreamCutOff
+    if status == 404:
+        return UpstreamModelNotFound
+    if status == 429:
+        return UpstreamRateLimited
+    # 5xx, 529, 408 and anything unexpected: a broken target, not the client's fault
+    return UpstreamUnavailable
 
 
 def scrub(text: str, secrets: tuple[str, ...]) -> str:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, cast
 
 from lifeline.accounting.pricing import PriceBook
-from lifeline.config.schema import Alias, Config
+from lifeline.config.schema import Alias, Config, TracingSettings
 from lifeline.errors import (
     AllTargetsBusy,
     AllTargetsFailed,
@@ -34,6 +34,7 @@ from lifeline.providers.http import MAX_RETRY_AFTER
 from lifeline.routing.capabilities import abilities, needs_of, permitted_targets, why_not
 from lifeline.routing.health import Health, State
 from lifeline.routing.policy import Step, decide, order_targets
+from lifeline.tracing import Tracing
 
 log = logging.getLogger("lifeline.router")
 
@@ -82,9 +83,15 @@ class OpenStream:
 
 class Router:
     def __init__(
-        self, config: Config, providers: dict[str, Provider], health: Health, rng: random.Random | None = None
-    ):
+        self,
+        config: Config,
+        providers: dict[str, Provider],
+        health: Health,
+        rng: random.Random | None = None,
+        tracing: Tracing | None = None,
+    ) -> None:
         self.config = config
+        self.tracing = tracing or Tracing(TracingSettings())
         self.providers = providers
         self.health = health
         self.rng = rng or random.Random()
@@ -154,7 +161,13 @@ class Router:
             provider = self.providers[name]
             started = time.monotonic()
             try:
-                opened = await _read_head(provider.stream(continuation), 0, 0.0)
+                with self.tracing.attempt(name, self.config.targets[name].kind, provider.model) as span:
+                    try:
+                        opened = await _read_head(provider.stream(continuation), 0, 0.0)
+                    except UpstreamError as err:
+                        self.tracing.attempt_outcome(span, err.outcome, err.upstream_status)
+                        raise
+                    self.tracing.attempt_outcome(span, "continued", 200)
             except UpstreamError as err:
                 self.health.record_failure(name, err)
                 attempts.append(Attempt(name, err.outcome, err.upstream_status, time.monotonic() - started))
@@ -270,6 +283,8 @@ class Router:
                 raise self._deadline_error(call, attempts)
 
             started = time.monotonic()
+            span_scope = self.tracing.attempt(name, self.config.targets[name].kind, provider.model, _operation(call))
+            span = span_scope.__enter__()
             try:
                 if hedge is not None and not retrying and name != forced:
                     partner = next((t for t in candidates[index + 1 :] if t not in raced), None)
@@ -279,6 +294,8 @@ class Router:
                 else:
                     result = await attempt(provider)
             except UpstreamError as err:
+                self.tracing.attempt_outcome(span, err.outcome, err.upstream_status)
+                span_scope.__exit__(None, None, None)
                 record = Attempt(name, err.outcome, err.upstream_status, time.monotonic() - started)
                 attempts.append(record)
                 health.record_failure(name, err)
@@ -315,8 +332,12 @@ class Router:
                 continue
             except BaseException:
                 # Cancelled (client gone) or a bug: no verdict on the target, but free its probe slot.
+                self.tracing.attempt_outcome(span, "cancelled")
+                span_scope.__exit__(None, None, None)
                 health.release(name)
                 raise
+            self.tracing.attempt_outcome(span, "ok", 200)
+            span_scope.__exit__(None, None, None)
             latency = time.monotonic() - started
             attempts.append(Attempt(name, "ok", 200, latency))
             health.observe_latency(name, latency)
@@ -459,6 +480,10 @@ async def _read_head(rest: AsyncIterator[Chunk], hold_tokens: int, hold_seconds:
         await rest.aclose()  # type: ignore[attr-defined]
         raise
     return OpenStream(head, rest)
+
+
+def _operation(call: Call) -> str:
+    return "chat" if isinstance(call, ChatCall) else "embeddings"
 
 
 def retry_after_header(seconds: float) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -39,10 +40,15 @@ from lifeline.server.routes.messages import messages
 
 
 def create_app(
-    config: Config, registry: ProviderRegistry | None = None, *, config_path: str | Path | None = None
+    config: Config,
+    registry: ProviderRegistry | None = None,
+    *,
+    config_path: str | Path | None = None,
+    span_exporter: Any = None,
 ) -> Starlette:
-    """`config_path`: the file `config` was read from, for reloads (SIGHUP, POST /admin/reload)."""
-    gateway = Gateway.build(config, registry)
+    """`config_path`: the file `config` was read from, for reloads (SIGHUP, POST /admin/reload);
+    `span_exporter`: an OpenTelemetry SpanExporter to use instead of OTLP (tests)."""
+    gateway = Gateway.build(config, registry, span_exporter=span_exporter)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -84,5 +90,6 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.gateway = gateway
+    app.state.span_exporter = span_exporter
     app.state.reloader = Reloader(app, Path(config_path) if config_path is not None else None, registry)
     return app

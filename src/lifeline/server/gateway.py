@@ -22,6 +22,7 @@ from lifeline.providers.faults import inject_faults
 from lifeline.providers.registry import ProviderRegistry, default_registry
 from lifeline.routing.health import Health, State
 from lifeline.routing.router import Router
+from lifeline.tracing import Tracing
 
 log = logging.getLogger("lifeline.server")
 
@@ -44,6 +45,7 @@ class Gateway:
     router: Router
     accounting: Accounting
     metrics: Metrics
+    tracing: Tracing
     started: bool = field(default=False)
     _shared: object | None = None
     #: requests that started on this gateway and have not finished (streams included)
@@ -56,9 +58,15 @@ class Gateway:
 
     @classmethod
     def build(
-        cls, config: Config, registry: ProviderRegistry | None = None, *, metrics: Metrics | None = None
+        cls,
+        config: Config,
+        registry: ProviderRegistry | None = None,
+        *,
+        metrics: Metrics | None = None,
+        span_exporter: Any = None,
     ) -> Gateway:
-        """Build (not start) a gateway. `metrics`: carry counters over from a gateway this one replaces."""
+        """Build (not start) a gateway. `metrics`: carry counters over from a gateway this one replaces;
+        `span_exporter`: where spans go instead of OTLP (tests)."""
         providers = (registry or default_registry()).build(config)
         health = Health(config.circuit)
         injected: dict[str, Provider] = {
@@ -66,7 +74,9 @@ class Gateway:
             for name, provider in providers.items()
         }
         metrics = metrics or Metrics()
-        gateway = cls(config, providers, health, Router(config, injected, health), Accounting(config, metrics), metrics)
+        tracing = Tracing(config.tracing, span_exporter)
+        router = Router(config, injected, health, tracing=tracing)
+        gateway = cls(config, providers, health, router, Accounting(config, metrics, tracing), metrics, tracing)
         gateway.register_gauges()
         return gateway
 
@@ -149,3 +159,4 @@ class Gateway:
         if self._shared is not None:
             await self._shared.close()  # type: ignore[attr-defined]
         await self.accounting.close()
+        self.tracing.shutdown()

@@ -137,7 +137,9 @@ class Reloader:
             raise ReloadFailed(f"{exc} (the previous config keeps serving)") from None
         config = keep_fixed_settings(config, old.config)
         try:
-            new = Gateway.build(config, self.registry, metrics=old.metrics)
+            new = Gateway.build(
+                config, self.registry, metrics=old.metrics, span_exporter=getattr(self.app.state, "span_exporter", None)
+            )
         except Exception as exc:  # a model that cannot be resolved, a bad target
             old.register_gauges()
             raise ReloadFailed(f"{path}: {exc} (the previous config keeps serving)") from None

@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -36,9 +37,11 @@ class RunningGateway:
 
 
 @contextmanager
-def run_gateway(config: Config, startup_timeout: float = 30.0) -> Iterator[RunningGateway]:
+def run_gateway(
+    config: Config, startup_timeout: float = 30.0, *, span_exporter: Any = None
+) -> Iterator[RunningGateway]:
     """Serve `config` on 127.0.0.1 (a free port) until the block ends."""
-    app = create_app(config)
+    app = create_app(config, span_exporter=span_exporter)
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False, lifespan="on")
     )

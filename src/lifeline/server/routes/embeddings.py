@@ -26,7 +26,7 @@ async def embeddings(request: Request) -> Response:
     gateway.router.alias(parsed.model, "embeddings")
     request_id: str = request.state.request_id
     prompt = as_prompt(parsed)
-    admission = await accounting.admit(key, parsed.model, prompt, 1, request_id)
+    admission = await accounting.admit(key, parsed.model, prompt, 1, request_id, "embeddings")
     call = EmbeddingCall(body=data, request_id=request_id, deadline=deadline)
     try:
         done = await until_disconnect(request, gateway.router.embed(parsed.model, call))
