@@ -250,3 +250,19 @@ def test_hedging_waits_for_the_partner_when_the_first_fails(wall: FaultWall, gat
         response = httpx.post(f"{gw.base_url}/chat/completions", json={"model": "chat", "messages": MESSAGES})
     assert response.headers["x-lifeline-target"] == "second"
     assert wall.attempts_for("ok?t=third") == []
+
+
+@pytest.mark.parametrize("after", [1, 2, 6, 10, 11])
+def test_a_stream_cut_at_any_point_reaches_the_client_complete(
+    wall: FaultWall, gateway: GatewayFactory, after: int
+) -> None:
+    config = make_config(
+        {
+            "primary": wall_target(wall, f"cut?after={after}"),
+            "backup": wall_target(wall, f"ok?t=backup{after}", capabilities=PREFILL),
+        }
+    )
+    with gateway(config) as gw:
+        text, chunks = stream_all(gw)
+    assert text == wall_text(12)
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
