@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+import redis
 import yaml
 
 from lifeline.config import load_config
@@ -230,3 +231,17 @@ def summarise_one(result: Any) -> Any:
     from lifeline.drill import PassResult
 
     return summarise(PassResult("drill", [result], 0.1))
+
+
+def test_the_drill_keeps_its_circuits_out_of_redis(wall: FaultWall, tmp_path: Path, fresh_redis_url: str) -> None:
+    # Replicas serving production share circuits through this Redis: an injected cut must not open theirs.
+    accounting = {"redis_url": fresh_redis_url, "data_dir": str(tmp_path / "data")}
+    path = config_file(tmp_path, wall, wall_target(wall, PRIMARY), wall_target(wall, BACKUP), accounting=accounting)
+    result = run_drill(load_config(path), plan(requests=4), builtin_prompts())
+    assert summarise(result.drill).served_by == {"backup": 4}
+    assert next(c for c in result.circuits if c["target"] == "primary")["state"] == "open"  # here, and only here
+    client = redis.Redis.from_url(fresh_redis_url)
+    try:
+        assert client.keys("*") == []
+    finally:
+        client.close()

@@ -12,7 +12,7 @@ import contextlib
 import datetime as dt
 import enum
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -100,6 +100,12 @@ def drill(
         typer.echo(
             f"warning: alias {chosen} does not use {', '.join(missed)}; its requests will not meet that cut", err=True
         )
+    if cfg.accounting.redis_url is not None:
+        typer.echo(
+            "note: the drill's gateway leaves Redis out (accounting.redis_url): the circuits its cut opens are not "
+            "shared with the replicas serving production",
+            err=True,
+        )
     out = out or Path(f"drill-{dt.datetime.now():%Y%m%d-%H%M%S}")
     out.mkdir(parents=True, exist_ok=True)
     typer.echo(f"drill: alias {chosen} ({' → '.join(chain)}), cut {', '.join(cut_targets)} ({fault.value})", err=True)
@@ -176,15 +182,17 @@ class PlainProgress:
 
 
 class BarProgress:
-    """A live bar on the terminal (rich, which comes with typer)."""
+    """A live bar on the terminal (rich, which comes with typer): one per pass, left on screen when done."""
 
-    def __init__(self, progress: Any) -> None:
-        self._progress = progress
+    def __init__(self, make_progress: Callable[[], Any]) -> None:
+        self._make_progress = make_progress
+        self._progress: Any = None
         self._task: Any = None
         self._answered = self._errors = 0
 
     def begin(self, phase: str, total: int) -> None:
         self._answered = self._errors = 0
+        self._progress = self._make_progress()
         self._progress.start()
         self._task = self._progress.add_task(phase, total=total, answered=0, errors=0)
 
@@ -207,7 +215,7 @@ def progress_watcher() -> PlainProgress | BarProgress:
     if not console.is_terminal:
         return PlainProgress()
     return BarProgress(
-        Progress(
+        lambda: Progress(
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),

@@ -123,8 +123,6 @@ class PassResult:
     name: str
     results: list[RequestResult]
     duration: float
-    #: the targets cut off during this pass (none for a baseline)
-    cut: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -194,7 +192,7 @@ def run_drill(
     started_at = dt.datetime.now(dt.UTC)
     with contextlib.ExitStack() as stack:
         try:
-            gw = stack.enter_context(run_gateway(config))
+            gw = stack.enter_context(run_gateway(isolated(config)))
         except Exception as exc:  # a model that cannot load, a port, a database: the drill cannot begin
             raise DrillError(f"the gateway could not start: {exc}") from exc
         health = gw.gateway.health
@@ -211,13 +209,22 @@ def run_drill(
             drill = asyncio.run(
                 run_pass(gw.base_url, plan, prompts, name="drill", watcher=watcher, timeout=client_timeout)
             )
-            drill.cut = plan.cut
             shown = chain + [t for t in plan.cut if t not in chain]
             circuits = health.snapshot(shown)
         finally:
             for target in plan.cut:
                 health.heal(target)
     return DrillResult(plan, chain, started_at, drill, baseline, circuits)
+
+
+def isolated(config: Config) -> Config:
+    """The config the drill's gateway runs: without Redis, so that the circuits its injected faults open stay
+    in this process and are not broadcast to the replicas serving production (nor are its rate-limit
+    windows and budget reservations shared with theirs)."""
+    if config.accounting.redis_url is None:
+        return config
+    accounting = config.accounting.model_copy(update={"redis_url": None})
+    return config.model_copy(update={"accounting": accounting})
 
 
 async def run_pass(
