@@ -89,6 +89,7 @@ class Router:
         health: Health,
         rng: random.Random | None = None,
         tracing: Tracing | None = None,
+        prices: PriceBook | None = None,
     ) -> None:
         self.config = config
         self.tracing = tracing or Tracing(TracingSettings())
@@ -106,7 +107,7 @@ class Router:
             name: abilities(t.kind, t.capabilities, providers[name].context_window if name in providers else None)
             for name, t in config.targets.items()
         }
-        self.prices = PriceBook(config)
+        self.prices = prices or PriceBook(config)
 
     def alias(self, name: str, kind: str | None = None) -> Alias:
         """The alias a client named; with `kind`, it must be of that kind (chat or embeddings)."""

@@ -75,8 +75,9 @@ class Gateway:
         }
         metrics = metrics or Metrics()
         tracing = Tracing(config.tracing, span_exporter)
-        router = Router(config, injected, health, tracing=tracing)
-        gateway = cls(config, providers, health, router, Accounting(config, metrics, tracing), metrics, tracing)
+        accounting = Accounting(config, metrics, tracing)
+        router = Router(config, injected, health, tracing=tracing, prices=accounting.prices)
+        gateway = cls(config, providers, health, router, accounting, metrics, tracing)
         gateway.register_gauges()
         return gateway
 
