@@ -228,6 +228,21 @@ def test_a_stream_cut_after_content_ends_with_an_error_the_sdk_raises(
     assert [r["outcome"] for r in rows] == ["broken", "broken"]
 
 
+def test_a_stream_cut_after_content_is_continued_for_anthropic_clients_too(
+    wall: FaultWall, gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    targets = {
+        "primary": wall_target(wall, "cut?after=3"),
+        "backup": wall_target(wall, "ok?t=prefill", capabilities={"prefill": True}),
+    }
+    cfg = make_config(targets, accounting={"data_dir": str(tmp_path)})
+    with gateway(cfg) as gw, client(gw).messages.stream(model="chat", max_tokens=100, messages=HELLO) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == wall_text(12)
+    assert final.stop_reason == "end_turn"
+
+
 # --- authentication and errors ------------------------------------------------------------------------
 
 

@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
@@ -62,6 +62,61 @@ class StreamEnd:
     parts: list[Part] = field(default_factory=list)
 
 
+class Encoder(Protocol):
+    """Turns the relayed OpenAI chunks into the client's wire format (OpenAI's SSE, Anthropic's events)."""
+
+    #: whether usage-only chunks reach `usage_chunk` (OpenAI: when the client asked; Anthropic: always)
+    wants_usage: bool
+
+    def start(self, call: ChatCall) -> bytes:
+        """Bytes before the first chunk (may be empty)."""
+        ...
+
+    def chunk(self, data: dict[str, Any], raw: bytes | None) -> bytes:
+        """One chunk; `raw` is its JSON as the upstream sent it, or None when Lifeline changed it."""
+        ...
+
+    def usage_chunk(self, data: dict[str, Any], raw: bytes) -> bytes:
+        """A usage-only chunk from the upstream, which the client asked for."""
+        ...
+
+    def finish(self, call: ChatCall, last: dict[str, Any] | None, usage: dict[str, Any], estimated: bool,
+               usage_sent: bool) -> bytes:  # fmt: skip
+        """The end of a complete answer."""
+        ...
+
+    def error(self, broken: UpstreamBroken, call: ChatCall) -> bytes:
+        """The end of an answer that broke and could not be continued."""
+        ...
+
+
+class OpenAIEncoder:
+    """OpenAI's server-sent events: chunks as they came, usage when asked for, `[DONE]` only when complete,
+    an error event otherwise."""
+
+    def __init__(self, wants_usage: bool) -> None:
+        self.wants_usage = wants_usage
+
+    def start(self, call: ChatCall) -> bytes:
+        return b""
+
+    def chunk(self, data: dict[str, Any], raw: bytes | None) -> bytes:
+        return sse(raw if raw is not None else orjson.dumps(data))
+
+    def usage_chunk(self, data: dict[str, Any], raw: bytes) -> bytes:
+        return sse(raw)
+
+    def finish(
+        self, call: ChatCall, last: dict[str, Any] | None, usage: dict[str, Any], estimated: bool, usage_sent: bool
+    ) -> bytes:
+        if self.wants_usage and not usage_sent:
+            return sse(orjson.dumps(_usage_chunk(call, last, usage, estimated))) + DONE
+        return DONE
+
+    def error(self, broken: UpstreamBroken, call: ChatCall) -> bytes:
+        return sse(orjson.dumps(broken.envelope()))
+
+
 @dataclass
 class _State:
     wants_usage: bool
@@ -79,22 +134,27 @@ async def relay(
     on_end: Callable[[StreamEnd], Awaitable[None]] | None = None,
     router: Router | None = None,
     alias: str | None = None,
+    encoder: Encoder | None = None,
 ) -> AsyncIterator[bytes]:
-    state = _State(wants_usage=call.request.wants_usage)
+    encoder = encoder or OpenAIEncoder(call.request.wants_usage)
+    state = _State(wants_usage=encoder.wants_usage)
     target, head, rest = routed.target, list(routed.result.head), routed.result.rest
     parts = [Part(target)]
     tried = {target, *(a.target for a in routed.attempts if not a.outcome.startswith("skipped"))}
     verdict: bool | None = None  # None: the client left before the end
     limit = router.alias(alias).max_continuations if router is not None and alias is not None else 0
     try:
+        opening = encoder.start(call)
+        if opening:
+            yield opening
         while True:
             try:
                 for chunk in head:
-                    out = _emit(state, chunk, parts[-1])
+                    out = _emit(state, chunk, parts[-1], encoder)
                     if out:
                         yield out
                 async for chunk in rest:
-                    out = _emit(state, chunk, parts[-1])
+                    out = _emit(state, chunk, parts[-1], encoder)
                     if out:
                         yield out
                 break
@@ -115,7 +175,7 @@ async def relay(
                     follow = await router.continue_stream(alias, call, state.text, tried)
                 if follow is None:
                     verdict = False
-                    yield sse(orjson.dumps(_broken(target, err, state).envelope()))
+                    yield encoder.error(_broken(target, err, state), call)
                     return
                 routed.attempts.extend(follow.attempts)
                 state.continued.append(
@@ -127,9 +187,7 @@ async def relay(
                 target, head, rest = follow.target, list(follow.result.head), follow.result.rest
                 parts.append(Part(target))
         usage, estimated = _usage(call, parts)
-        if state.wants_usage and (not state.usage_sent or state.continued):
-            yield sse(orjson.dumps(_usage_chunk(call, state.last, usage, estimated)))
-        yield DONE
+        yield encoder.finish(call, state.last, usage, estimated, state.usage_sent and not state.continued)
         verdict = True
         log.info("stream finished", extra={"request_id": call.request_id, "target": target})
     finally:
@@ -145,8 +203,8 @@ async def relay(
             await asyncio.shield(on_end(StreamEnd(outcome, usage, estimated, target, parts)))
 
 
-def _emit(state: _State, chunk: Chunk, part: Part) -> bytes | None:
-    """The SSE bytes to send for one chunk, or None to drop it."""
+def _emit(state: _State, chunk: Chunk, part: Part, encoder: Encoder) -> bytes | None:
+    """The bytes to send for one chunk, or None to drop it."""
     data = chunk.data
     choices = data.get("choices") or []
     if chunk.usage is not None:
@@ -157,7 +215,7 @@ def _emit(state: _State, chunk: Chunk, part: Part) -> bytes | None:
             if not state.wants_usage or state.continued:
                 return None
             state.usage_sent = True
-            return sse(chunk.raw)
+            return encoder.usage_chunk(data, chunk.raw)
     if state.continued and not chunk.content and not chunk.finish:
         return None  # the continuation's opening role chunk: the client has had one already
     for choice in choices:
@@ -172,8 +230,8 @@ def _emit(state: _State, chunk: Chunk, part: Part) -> bytes | None:
     state.last = data
     if state.continued and chunk.finish:
         data = {**data, "x_lifeline": {**(data.get("x_lifeline") or {}), "continued": state.continued}}
-        return sse(orjson.dumps(data))
-    return sse(chunk.raw)
+        return encoder.chunk(data, None)
+    return encoder.chunk(data, chunk.raw)
 
 
 def _continuable(state: _State, call: ChatCall) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -115,8 +115,22 @@ async def chat_completions(request: Request) -> Response:
 
 
 def _stream_response(gateway: Gateway, routed: Routed[OpenStream], call: ChatCall, admission: Admission) -> Response:
-    ttft = time.monotonic() - admission.started
     model = next((str(c.data["model"]) for c in routed.result.head if c.data.get("model")), routed.model)
+    on_end = stream_finisher(gateway, routed, call, admission, model)
+    headers = {
+        "x-lifeline-target": routed.target,
+        "x-lifeline-attempts": str(routed.tries),
+        "cache-control": "no-cache",
+    }
+    body: AsyncIterator[bytes] = relay(routed, call, gateway.health, on_end, gateway.router, admission.alias)
+    return StreamingResponse(body, media_type="text/event-stream", headers=headers)
+
+
+def stream_finisher(
+    gateway: Gateway, routed: Routed[OpenStream], call: ChatCall, admission: Admission, model: str
+) -> Callable[[StreamEnd], Awaitable[None]]:
+    """What a relayed stream calls when it ends, whatever the client's wire format: the accounting, once."""
+    ttft = time.monotonic() - admission.started
 
     async def on_end(end: StreamEnd) -> None:
         attempts = [a.as_dict() for a in routed.attempts]
@@ -139,13 +153,7 @@ def _stream_response(gateway: Gateway, routed: Routed[OpenStream], call: ChatCal
             ttft=ttft,
         )
 
-    headers = {
-        "x-lifeline-target": routed.target,
-        "x-lifeline-attempts": str(routed.tries),
-        "cache-control": "no-cache",
-    }
-    body: AsyncIterator[bytes] = relay(routed, call, gateway.health, on_end, gateway.router, admission.alias)
-    return StreamingResponse(body, media_type="text/event-stream", headers=headers)
+    return on_end
 
 
 def _part_tokens(part: Part, body: dict[str, Any]) -> tuple[int, int]:

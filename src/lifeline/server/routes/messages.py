@@ -9,10 +9,7 @@ handler speaks OpenAI's.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -20,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from lifeline.accounting.service import Accounting, Admission
-from lifeline.errors import LifelineError, UpstreamError
+from lifeline.errors import LifelineError, UpstreamBroken
 from lifeline.protocol.anthropic import (
     StreamTranslator,
     error_body,
@@ -33,11 +30,10 @@ from lifeline.protocol.anthropic import (
 from lifeline.protocol.parse import parse_json_object, validate_chat_request
 from lifeline.protocol.usage import delta_chars, estimate_usage
 from lifeline.providers.base import ChatCall
-from lifeline.routing.health import Health
 from lifeline.routing.router import OpenStream, Routed
-from lifeline.routing.streaming import StreamEnd
+from lifeline.routing.streaming import relay
 from lifeline.server.gateway import Gateway, gateway_of
-from lifeline.server.routes.chat import read_body, request_deadline, until_disconnect
+from lifeline.server.routes.chat import read_body, request_deadline, stream_finisher, until_disconnect
 
 log = logging.getLogger("lifeline.server")
 stream_log = logging.getLogger("lifeline.stream")
@@ -164,87 +160,41 @@ def _stream_response(
     translator: StreamTranslator,
     request_id: str,
 ) -> Response:
-    ttft = time.monotonic() - admission.started
-
-    async def on_end(end: StreamEnd) -> None:
-        attempts = [a.as_dict() for a in routed.attempts]
-        if end.outcome != "ok":
-            attempts[-1] = {**attempts[-1], "outcome": end.outcome}
-        # A stream that broke after content still cost what it produced; the client left: the same.
-        await gateway.accounting.finish(
-            admission,
-            status=200,
-            outcome=end.outcome,
-            target=routed.target,
-            model=translator.model,
-            attempts=attempts,
-            usage=end.usage,
-            usage_estimated=end.usage_estimated,
-            streamed=True,
-            ttft=ttft,
-        )
-
+    on_end = stream_finisher(gateway, routed, call, admission, translator.model)
     headers = {**_headers(request_id, routed.target, routed.tries), "cache-control": "no-cache"}
-    body = relay_events(routed, call, translator, gateway.health, on_end)
+    # The same relay as /v1/chat/completions (failover rules, continuation, verdicts, accounting), speaking
+    # Anthropic's events.
+    encoder = AnthropicEncoder(translator)
+    body = relay(routed, call, gateway.health, on_end, gateway.router, admission.alias, encoder=encoder)
     return StreamingResponse(body, media_type="text/event-stream", headers=headers)
 
 
-async def relay_events(
-    routed: Routed[OpenStream],
-    call: ChatCall,
-    translator: StreamTranslator,
-    health: Health,
-    on_end: Callable[[StreamEnd], Awaitable[None]],
-) -> AsyncIterator[bytes]:
-    """`relay` of routing/streaming.py, speaking Anthropic's events: the same verdicts and bookkeeping, and an
-    upstream failure after content ends the stream with an `error` event — never a `message_stop`."""
-    opened = routed.result
-    usage: dict[str, Any] | None = None
-    completion_chars = 0
-    verdict: bool | None = None  # None: the client left before the end
-    estimated = False
-    try:
-        out = b"".join(sse_event(e) for e in translator.start(estimate_usage(call.body, 0)["prompt_tokens"]))
-        for chunk in opened.head:
-            completion_chars += delta_chars(chunk.data)
-            usage = chunk.usage or usage
-            out += b"".join(sse_event(e) for e in translator.feed(chunk.data))
-        yield out
-        try:
-            async for chunk in opened.rest:
-                completion_chars += delta_chars(chunk.data)
-                usage = chunk.usage or usage
-                out = b"".join(sse_event(e) for e in translator.feed(chunk.data))
-                if out:
-                    yield out
-        except UpstreamError as err:
-            verdict = False
-            health.record_failure(routed.target, err)
-            stream_log.warning(
-                "stream broke after content was sent",
-                extra={"request_id": call.request_id, "target": routed.target, "outcome": err.outcome},
-            )
-            message = (
-                f"The upstream ({routed.target}) failed after the answer had started: {err.message} "
-                "The answer is incomplete."
-            )
-            yield sse_event(error_event("api_error", message, call.request_id))
-            return
-        if usage is None:
-            estimated = True
-            usage = estimate_usage(call.body, completion_chars)
-        yield b"".join(sse_event(e) for e in translator.finish(usage))
-        verdict = True
-        stream_log.info("stream finished", extra={"request_id": call.request_id, "target": routed.target})
-    finally:
-        await opened.rest.aclose()  # type: ignore[attr-defined]
-        if verdict is True:
-            health.record_success(routed.target)
-        elif verdict is None:
-            health.release(routed.target)
-        if usage is None:
-            estimated = True
-            usage = estimate_usage(call.body, completion_chars)
-        outcome = "ok" if verdict else "broken" if verdict is False else "client_closed"
-        # shielded: a client that left must not cancel the bookkeeping of what it consumed
-        await asyncio.shield(on_end(StreamEnd(outcome, usage, estimated)))
+class AnthropicEncoder:
+    """Anthropic's event stream from the relayed OpenAI chunks. Usage always goes to the translator, which
+    reports it in message_start and message_delta; a broken answer ends with an `error` event."""
+
+    wants_usage = True
+
+    def __init__(self, translator: StreamTranslator) -> None:
+        self.translator = translator
+
+    def start(self, call: ChatCall) -> bytes:
+        return _events(self.translator.start(estimate_usage(call.body, 0)["prompt_tokens"]))
+
+    def chunk(self, data: dict[str, Any], raw: bytes | None) -> bytes:
+        return _events(self.translator.feed(data))
+
+    def usage_chunk(self, data: dict[str, Any], raw: bytes) -> bytes:
+        return _events(self.translator.feed(data))
+
+    def finish(
+        self, call: ChatCall, last: dict[str, Any] | None, usage: dict[str, Any], estimated: bool, usage_sent: bool
+    ) -> bytes:
+        return _events(self.translator.finish(usage))
+
+    def error(self, broken: UpstreamBroken, call: ChatCall) -> bytes:
+        return sse_event(error_event("api_error", broken.message, call.request_id))
+
+
+def _events(events: list[dict[str, Any]]) -> bytes:
+    return b"".join(sse_event(e) for e in events)
