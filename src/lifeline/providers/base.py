@@ -34,7 +34,9 @@ class Deadline:
 
     @property
     def expired(self) -> bool:
-        return self.remaining() <= 0
+        # uvloop's clock has millisecond resolution and is cached per loop iteration, so a timer bounded by
+        # the deadline can fire a few milliseconds before time.monotonic() reaches it.
+        return self.remaining() <= 0.005
 
 
 @dataclass(slots=True)

@@ -6,13 +6,12 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from lifeline.errors import LifelineError
 from lifeline.protocol.embeddings import as_prompt, validate_embedding_request
 from lifeline.protocol.parse import parse_json_object
 from lifeline.protocol.usage import estimate_usage
 from lifeline.providers.base import EmbeddingCall
 from lifeline.server.gateway import gateway_of
-from lifeline.server.routes.chat import read_body, request_deadline, until_disconnect
+from lifeline.server.routes.common import finish_answer, read_body, request_deadline, route_accounted
 
 
 async def embeddings(request: Request) -> Response:
@@ -28,24 +27,14 @@ async def embeddings(request: Request) -> Response:
     prompt = as_prompt(parsed)
     admission = await accounting.admit(key, parsed.model, prompt, 1, request_id, "embeddings")
     call = EmbeddingCall(body=data, request_id=request_id, deadline=deadline)
-    try:
-        done = await until_disconnect(request, gateway.router.embed(parsed.model, call))
-    except BaseException as exc:
-        status = exc.status if isinstance(exc, LifelineError) else 499
-        await accounting.finish(
-            admission, status=status, outcome="client_closed" if status == 499 else "error", target=None, model=None,
-            attempts=exc.attempts if isinstance(exc, LifelineError) else [], usage=None, usage_estimated=False,
-            streamed=False, ttft=None,
-        )  # fmt: skip
-        raise
+    done = await route_accounted(
+        request, accounting, admission, gateway.router.embed(parsed.model, call), streamed=False
+    )
     usage = done.result.usage
-    estimated = usage is None
     prompt_tokens = int((usage or estimate_usage(prompt, 0)).get("prompt_tokens") or 0)
-    await accounting.finish(
-        admission, status=200, outcome="ok", target=done.target, model=done.result.model,
-        attempts=[a.as_dict() for a in done.attempts], usage={"prompt_tokens": prompt_tokens, "completion_tokens": 0},
-        usage_estimated=estimated, streamed=False, ttft=None,
-    )  # fmt: skip
+    await finish_answer(
+        accounting, admission, done, {"prompt_tokens": prompt_tokens, "completion_tokens": 0}, usage is None
+    )
     return Response(
         orjson.dumps(done.result.body),
         media_type="application/json",

@@ -16,7 +16,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from lifeline.accounting.service import Accounting, Admission
+from lifeline.accounting.service import Admission
 from lifeline.errors import LifelineError, UpstreamBroken
 from lifeline.protocol.anthropic import (
     StreamTranslator,
@@ -33,7 +33,13 @@ from lifeline.providers.base import ChatCall
 from lifeline.routing.router import OpenStream, Routed
 from lifeline.routing.streaming import relay
 from lifeline.server.gateway import Gateway, gateway_of
-from lifeline.server.routes.chat import read_body, request_deadline, stream_finisher, until_disconnect
+from lifeline.server.routes.common import (
+    finish_answer,
+    read_body,
+    request_deadline,
+    route_accounted,
+    stream_finisher,
+)
 
 log = logging.getLogger("lifeline.server")
 stream_log = logging.getLogger("lifeline.stream")
@@ -86,37 +92,21 @@ async def _messages(request: Request, request_id: str) -> Response:
     call = ChatCall(body=data, request=chat, request_id=request_id, deadline=deadline)
     admission = await accounting.admit(key, chat.model, data, chat.token_limit, request_id)
     streamed = bool(chat.stream)
-    try:
-        if streamed:
-            routed = await until_disconnect(request, router.open_stream(chat.model, call))
-        else:
-            done = await until_disconnect(request, router.complete(chat.model, call))
-    except BaseException as exc:
-        await _finish_unanswered(accounting, admission, exc, streamed)
-        raise
-
     message_id = f"msg_{request_id}"
     if streamed:
+        routed = await route_accounted(
+            request, accounting, admission, router.open_stream(chat.model, call), streamed=True
+        )
         model = next((str(c.data["model"]) for c in routed.result.head if c.data.get("model")), routed.model)
         translator = StreamTranslator(message_id, model, anthropic.stop_sequences)
         return _stream_response(gateway, routed, call, admission, translator, request_id)
 
+    done = await route_accounted(request, accounting, admission, router.complete(chat.model, call), streamed=False)
     usage = done.result.usage
     estimated = usage is None
     if usage is None:
         usage = estimate_usage(data, delta_chars(done.result.body))
-    await accounting.finish(
-        admission,
-        status=200,
-        outcome="ok",
-        target=done.target,
-        model=done.result.model,
-        attempts=[a.as_dict() for a in done.attempts],
-        usage=usage,
-        usage_estimated=estimated,
-        streamed=False,
-        ttft=None,
-    )
+    await finish_answer(accounting, admission, done, usage, estimated)
     message = to_message(
         done.result.body,
         message_id=message_id,
@@ -128,22 +118,6 @@ async def _messages(request: Request, request_id: str) -> Response:
         message["x_lifeline"] = {"usage_estimated": True}
     return Response(
         orjson.dumps(message), media_type="application/json", headers=_headers(request_id, done.target, done.tries)
-    )
-
-
-async def _finish_unanswered(accounting: Accounting, admission: Admission, exc: BaseException, streamed: bool) -> None:
-    status = exc.status if isinstance(exc, LifelineError) else 499
-    await accounting.finish(
-        admission,
-        status=status,
-        outcome="client_closed" if status == 499 else "error",
-        target=None,
-        model=None,
-        attempts=exc.attempts if isinstance(exc, LifelineError) else [],
-        usage=None,
-        usage_estimated=False,
-        streamed=streamed,
-        ttft=None,
     )
 
 
