@@ -23,10 +23,11 @@ renders any of them through one handler.
     │   ├── UpstreamRejected        other 400/422                         → CLIENT (returned as is)
     │   ├── UpstreamSilent          no headers / first token / idle       → SILENT
     │   ├── UpstreamOverloaded      embedded engine queue full            → BUSY
-    │   └── UpstreamBroken          stream broke after content was sent   (terminal)
+    │   └── UpstreamBroken          a stream broke after content: continued, else an error event
     └── GatewayError                the request as a whole could not be served
         ├── AllTargetsFailed        502, every target failed
-        ├── AllTargetsBusy          429 / 503 with Retry-After
+        ├── AllTargetsBusy          429 with Retry-After: every target rate-limited or busy
+        ├── (all_targets_drained)   503 when an operator drained every target
         └── DeadlineExceeded        504
 """
 

@@ -266,3 +266,21 @@ def test_a_stream_cut_at_any_point_reaches_the_client_complete(
         text, chunks = stream_all(gw)
     assert text == wall_text(12)
     assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
+
+
+def test_a_hedged_first_target_that_fails_is_still_counted(wall: FaultWall, gateway: GatewayFactory) -> None:
+    config = make_config(
+        {
+            "first": wall_target(wall, "status?code=503&latency_ms=300"),
+            "second": wall_target(wall, "ok?latency_ms=500&t=partner"),
+        },
+        aliases={"chat": {"targets": ["first", "second"], "hedge_after_ms": 100}},
+        retry={"max_retries": 0},
+        circuit={"failure_threshold": 1},
+    )
+    with gateway(config) as gw:
+        response = httpx.post(f"{gw.base_url}/chat/completions", json={"model": "chat", "messages": MESSAGES})
+        circuits = {c["target"]: c for c in httpx.get(f"{gw.url}/admin/targets").json()["targets"]}
+    assert response.headers["x-lifeline-target"] == "second"
+    assert response.headers["x-lifeline-attempts"] == "2"
+    assert circuits["first"]["state"] == "open"  # its failure reached the circuit though the partner won

@@ -376,6 +376,14 @@ class Router:
                     who = racing.pop(task)
                     error = task.exception()
                     if error is None:
+                        if first_error is not None and isinstance(first_error, UpstreamError):
+                            # `name` failed before the partner won: that failure counts (and frees a probe)
+                            self.health.record_failure(name, first_error)
+                            attempts.append(
+                                Attempt(
+                                    name, first_error.outcome, first_error.upstream_status, time.monotonic() - started
+                                )
+                            )
                         for loser, loser_name in list(racing.items()):
                             await _cancel(loser)
                             self.health.release(loser_name)
