@@ -102,6 +102,9 @@ class HttpTarget(TargetCommon):
     #: overrides the built-in price table (lifeline.accounting.pricing) for this target
     price: Price | None = None
     max_connections: Annotated[int, Field(gt=0)] = 100
+    #: "lean": Lifeline's own HTTP/1.1 connection pool (fast; plain HTTP and TLS); "httpx": httpx's default
+    #: pool (HTTP/1.1 through httpcore), for servers the lean one cannot talk to
+    http_client: Literal["lean", "httpx"] = "lean"
     timeouts: Timeouts = Field(default_factory=Timeouts)
     retry: RetryPolicy | None = None
 

@@ -35,6 +35,7 @@ from lifeline.errors import (
 )
 from lifeline.providers.base import ChatCall, Chunk, Deadline, EmbeddingCall
 from lifeline.providers.sse import iter_sse_data
+from lifeline.providers.transport import LeanTransport
 
 MAX_ERROR_BODY = 64 * 1024
 
@@ -95,8 +96,11 @@ class HttpProvider(ABC, Generic[TargetT]):
         # Reads are bounded per phase with asyncio.timeout (first byte, TTFT, idle, whole response);
         # httpx bounds only connecting and waiting for a pooled connection.
         timeout = httpx.Timeout(connect=self._timeouts.connect, read=None, write=30.0, pool=self._timeouts.connect)
+        transport = self._transport
+        if transport is None and self.config.http_client == "lean":
+            transport = LeanTransport(self.config.max_connections)
         self._client = httpx.AsyncClient(
-            headers=self._headers, limits=limits, timeout=timeout, transport=self._transport, trust_env=False
+            headers=self._headers, limits=limits, timeout=timeout, transport=transport, trust_env=False
         )
 
     async def close(self) -> None:

@@ -1,0 +1,352 @@
+"""A lean HTTP/1.1 transport for httpx: keep-alive connections as asyncio protocols, per upstream host.
+
+Why: httpx's default pool (httpcore over anyio) costs more CPU per request than the rest of the gateway
+put together, and its pool bookkeeping grows with the number of connections, so throughput *fell* under
+load (bench/RESULTS.md, section 11). This transport keeps httpx's API — the providers, their timeouts and
+error mapping are unchanged — and replaces only the connection handling: a LIFO stack of idle connections
+per host, one `asyncio.Protocol` per connection, responses framed incrementally as bytes arrive (so streams
+stream), TLS through asyncio's own `ssl` support. HTTP/1.1 only; no proxies (Lifeline never uses them).
+
+Failures surface as the httpx exceptions the providers already convert: ConnectError / ConnectTimeout when
+connecting, RemoteProtocolError when the upstream closes early or sends something that is not HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+_HEAD, _FIXED, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILER, _UNTIL_CLOSE, _DONE = range(8)
+MAX_HEAD = 64 * 1024
+
+
+class ProtocolError(Exception):
+    """The upstream sent something that is not an HTTP/1.1 response."""
+
+
+class ResponseParser:
+    """Incremental framing of one response: status, headers, and a body delimited by Content-Length,
+    chunked transfer coding, or the connection closing. Body bytes go to `on_body` as they arrive."""
+
+    __slots__ = ("_buf", "_left", "_on_body", "_state", "close_after", "headers", "status")
+
+    def __init__(self, on_body: Any) -> None:
+        self._on_body = on_body
+        self.reset()
+
+    def reset(self) -> None:
+        self._state = _HEAD
+        self._buf = b""
+        self._left = 0
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.close_after = False
+
+    @property
+    def has_head(self) -> bool:
+        return self._state != _HEAD
+
+    def feed(self, data: bytes) -> bool:
+        """Consume `data`; True once the response is complete."""
+        buf = self._buf + data if self._buf else data
+        self._buf = b""
+        pos, end = 0, len(buf)
+        while pos < end:
+            state = self._state
+            if state == _HEAD:
+                idx = buf.find(b"\r\n\r\n", pos)
+                if idx < 0:
+                    if end - pos > MAX_HEAD:
+                        raise ProtocolError("response headers too large")
+                    self._buf = buf[pos:]
+                    return False
+                self._parse_head(buf[pos:idx])
+                pos = idx + 4
+                if self.status in (100, 102, 103):  # an interim response: the real one follows
+                    self._state = _HEAD
+            elif state in (_FIXED, _CHUNK_DATA):
+                take = min(self._left, end - pos)
+                if take:
+                    self._on_body(buf[pos : pos + take])
+                pos += take
+                self._left -= take
+                if self._left == 0:
+                    self._state = _DONE if state == _FIXED else _CHUNK_CRLF
+            elif state == _CHUNK_SIZE:
+                idx = buf.find(b"\r\n", pos)
+                if idx < 0:
+                    self._buf = buf[pos:]
+                    return False
+                try:
+                    size = int(buf[pos:idx].split(b";", 1)[0].strip(), 16)
+                except ValueError:
+                    raise ProtocolError("bad chunk size") from None
+                pos = idx + 2
+                self._left = size
+                self._state = _CHUNK_DATA if size else _TRAILER
+            elif state == _CHUNK_CRLF:
+                if end - pos < 2:
+                    self._buf = buf[pos:]
+                    return False
+                if buf[pos : pos + 2] != b"\r\n":
+                    raise ProtocolError("chunk not followed by CRLF")
+                pos += 2
+                self._state = _CHUNK_SIZE
+            elif state == _TRAILER:
+                idx = buf.find(b"\r\n", pos)
+                if idx < 0:
+                    self._buf = buf[pos:]
+                    return False
+                if idx == pos:
+                    self._state = _DONE
+                pos = idx + 2
+            elif state == _UNTIL_CLOSE:
+                self._on_body(buf[pos:])
+                pos = end
+            else:  # _DONE, with bytes left over: never pipelined, so the peer is confused
+                raise ProtocolError("bytes after the end of the response")
+        return self._state == _DONE
+
+    def eof(self) -> bool:
+        """The connection closed: True if that completes the response (a close-delimited body)."""
+        if self._state == _UNTIL_CLOSE:
+            self._state = _DONE
+        return self._state == _DONE
+
+    def _parse_head(self, head: bytes) -> None:
+        first, _, rest = head.partition(b"\r\n")
+        parts = first.split(b" ", 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+            raise ProtocolError("bad status line")
+        self.status = int(parts[1])
+        length, chunked, close = -1, False, parts[0] == b"HTTP/1.0"
+        headers = []
+        for line in rest.split(b"\r\n"):
+            name, sep, value = line.partition(b":")
+            if not sep:
+                continue
+            name, value = name.strip(), value.strip()
+            headers.append((name, value))
+            key = name.lower()
+            if key == b"content-length":
+                if not value.isdigit():
+                    raise ProtocolError("bad content-length")
+                length = int(value)
+            elif key == b"transfer-encoding":
+                chunked = b"chunked" in value.lower()
+            elif key == b"connection":
+                close = value.lower() == b"close" or (close and value.lower() != b"keep-alive")
+        self.headers = headers
+        self.close_after = close
+        if self.status in (100, 102, 103):
+            return
+        if self.status in (204, 304):
+            self._state = _DONE
+        elif chunked:
+            self._state = _CHUNK_SIZE
+        elif length >= 0:
+            self._left = length
+            self._state = _FIXED if length else _DONE
+        else:
+            self.close_after = True
+            self._state = _UNTIL_CLOSE
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, pool: _Pool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.parser = ResponseParser(self._on_body)
+        self.head: asyncio.Future[None] | None = None
+        self.chunks: deque[bytes] = deque()
+        self.waiter: asyncio.Future[None] | None = None
+        self.complete = False
+        self.error: Exception | None = None
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def send(self, data: bytes) -> asyncio.Future[None]:
+        self.parser.reset()
+        self.chunks.clear()
+        self.complete = False
+        self.error = None
+        self.head = asyncio.get_running_loop().create_future()
+        assert self.transport is not None
+        self.transport.write(data)
+        return self.head
+
+    def _on_body(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.complete = self.parser.feed(data)
+        except ProtocolError as exc:
+            self._fail(httpx.RemoteProtocolError(f"the upstream's response is not valid HTTP: {exc}"))
+            self.abort()
+            return
+        if self.head is not None and not self.head.done() and self.parser.has_head:
+            self.head.set_result(None)
+        self._wake()
+
+    def _fail(self, exc: Exception) -> None:
+        self.error = exc
+        if self.head is not None and not self.head.done():
+            self.head.set_exception(exc)
+        self._wake()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool.forget(self)
+        if self.parser.has_head and self.parser.eof():
+            self.complete = True
+            if self.head is not None and not self.head.done():
+                self.head.set_result(None)
+            self._wake()
+        elif not self.complete:
+            self._fail(httpx.RemoteProtocolError("the upstream closed the connection"))
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    async def body(self) -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        while True:
+            while self.chunks:
+                yield self.chunks.popleft()
+            if self.complete:
+                return
+            if self.error is not None:
+                raise self.error
+            self.waiter = loop.create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+
+
+class _Pool:
+    """Idle keep-alive connections to one host, newest first, and a cap on open ones."""
+
+    def __init__(self, scheme: str, host: str, port: int, limit: int, ssl_context: ssl.SSLContext | None) -> None:
+        self.scheme, self.host, self.port = scheme, host, port
+        self.idle: list[_Connection] = []
+        self.slots = asyncio.Semaphore(limit)
+        self.ssl_context = ssl_context
+
+    async def get(self, connect_timeout: float | None) -> _Connection:
+        await self.slots.acquire()
+        while self.idle:
+            conn = self.idle.pop()
+            if not conn.closed:
+                return conn
+        loop = asyncio.get_running_loop()
+        tls: dict[str, Any] = {}
+        if self.scheme == "https":
+            tls = {"ssl": self.ssl_context or ssl.create_default_context(), "server_hostname": self.host}
+        try:
+            async with asyncio.timeout(connect_timeout):
+                _, conn = await loop.create_connection(lambda: _Connection(self), self.host, self.port, **tls)
+        except TimeoutError:
+            self.slots.release()
+            raise httpx.ConnectTimeout(f"connecting to {self.host}:{self.port} timed out") from None
+        except (OSError, ssl.SSLError) as exc:
+            self.slots.release()
+            raise httpx.ConnectError(f"cannot connect to {self.host}:{self.port}: {type(exc).__name__}") from None
+        return conn
+
+    def put(self, conn: _Connection) -> None:
+        """The response was read to its end: keep the connection for the next request if it can be."""
+        if not conn.closed and not conn.parser.close_after:
+            self.idle.append(conn)
+        else:
+            conn.abort()
+        self.slots.release()
+
+    def discard(self, conn: _Connection) -> None:
+        conn.abort()
+        self.slots.release()
+
+    def forget(self, conn: _Connection) -> None:
+        if conn in self.idle:
+            self.idle.remove(conn)
+
+
+class _Body(httpx.AsyncByteStream):
+    def __init__(self, conn: _Connection, pool: _Pool) -> None:
+        self.conn, self.pool = conn, pool
+        self.released = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self.conn.body():
+            yield chunk
+
+    async def aclose(self) -> None:
+        if self.released:
+            return
+        self.released = True
+        if self.conn.complete and self.conn.error is None:
+            self.pool.put(self.conn)
+        else:
+            # closed before the end (a client that left, a timeout): the connection cannot be reused
+            self.pool.discard(self.conn)
+
+
+class LeanTransport(httpx.AsyncBaseTransport):
+    def __init__(self, max_connections: int = 100, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.max_connections = max_connections
+        self.ssl_context = ssl_context
+        self.pools: dict[tuple[str, str, int], _Pool] = {}
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        if url.scheme not in ("http", "https"):
+            raise httpx.UnsupportedProtocol(f"unsupported URL scheme {url.scheme!r}")
+        port = url.port or (443 if url.scheme == "https" else 80)
+        key = (url.scheme, url.host, port)
+        pool = self.pools.get(key)
+        if pool is None:
+            pool = self.pools[key] = _Pool(url.scheme, url.host, port, self.max_connections, self.ssl_context)
+        body = request.content  # the providers always send bytes
+        lines = [f"{request.method} {url.raw_path.decode('ascii')} HTTP/1.1"]
+        lines += [f"{name}: {value}" for name, value in request.headers.items()]
+        if "content-length" not in request.headers and request.method != "GET":
+            lines.append(f"content-length: {len(body)}")
+        data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+        timeouts = request.extensions.get("timeout") or {}
+        conn = await pool.get(timeouts.get("connect"))
+        try:
+            await conn.send(data)
+        except BaseException:
+            pool.discard(conn)
+            raise
+        return httpx.Response(
+            conn.parser.status,
+            headers=conn.parser.headers,
+            stream=_Body(conn, pool),
+            extensions={"http_version": b"HTTP/1.1"},
+            request=request,
+        )
+
+    async def aclose(self) -> None:
+        for pool in self.pools.values():
+            for conn in pool.idle:
+                conn.abort()
+            pool.idle.clear()

@@ -1,0 +1,226 @@
+"""The lean HTTP/1.1 transport: response framing byte by byte, and real sockets (keep-alive reuse, TLS,
+early close, refused connections, the connection cap)."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import subprocess
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from lifeline.providers.transport import LeanTransport, ProtocolError, ResponseParser
+
+CHUNKED = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+    b"5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nx-trailer: 1\r\n\r\n"
+)
+
+
+def parse(data: bytes, step: int) -> tuple[ResponseParser, bytes, bool]:
+    body: list[bytes] = []
+    parser = ResponseParser(body.append)
+    done = False
+    for i in range(0, len(data), step):
+        done = parser.feed(data[i : i + step])
+    return parser, b"".join(body), done
+
+
+@pytest.mark.parametrize("step", [1, 2, 3, 7, 1000])
+def test_chunked_bodies_split_anywhere(step: int) -> None:
+    parser, body, done = parse(CHUNKED, step)
+    assert done and parser.status == 200 and body == b"hello, world"
+    assert (b"content-type", b"text/event-stream") in parser.headers
+
+
+@pytest.mark.parametrize("step", [1, 5, 1000])
+def test_content_length_and_interim_responses(step: int) -> None:
+    data = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 3\r\n\r\nabc"
+    parser, body, done = parse(data, step)
+    assert done and parser.status == 201 and body == b"abc" and not parser.close_after
+
+
+def test_close_delimited_and_empty_bodies() -> None:
+    parser, body, done = parse(b"HTTP/1.0 200 OK\r\n\r\npartial", 1000)
+    assert not done and parser.close_after and body == b"partial"
+    assert parser.eof()
+    for head in (b"HTTP/1.1 204 No Content\r\n\r\n", b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"):
+        assert parse(head, 1000)[2]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"SSH-2.0-OpenSSH\r\n\r\n",
+        b"HTTP/1.1 abc OK\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ncontent-length: lots\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nab",
+    ],
+)
+def test_garbage_is_a_protocol_error(data: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        parse(data, 1000)
+
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def serve(handler: Handler, ssl_context: ssl.SSLContext | None = None) -> tuple[asyncio.Server, int]:
+    server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=ssl_context)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    return head + await reader.readexactly(length)
+
+
+def test_keep_alive_connections_are_reused() -> None:
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        try:
+            while True:
+                await read_request(reader)
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    async def main() -> list[str]:
+        server, port = await serve(handler)
+        async with httpx.AsyncClient(transport=LeanTransport()) as client:
+            texts = [(await client.post(f"http://127.0.0.1:{port}/x", content=b"{}")).text for _ in range(5)]
+        server.close()
+        return texts
+
+    assert asyncio.run(main()) == ["ok"] * 5
+    assert connections == 1
+
+
+def test_an_early_close_and_a_refused_connection_are_httpx_errors() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly part")
+        await writer.drain()
+        writer.close()
+
+    async def main() -> None:
+        server, port = await serve(handler)
+        async with httpx.AsyncClient(transport=LeanTransport()) as client:
+            with pytest.raises(httpx.RemoteProtocolError):
+                await client.post(f"http://127.0.0.1:{port}/x", content=b"{}")
+            server.close()
+            await server.wait_closed()
+            with pytest.raises(httpx.ConnectError):
+                await client.post(f"http://127.0.0.1:{port}/x", content=b"{}")
+
+    asyncio.run(main())
+
+
+def test_streams_arrive_as_they_are_sent() -> None:
+    release = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n6\r\nfirst\n\r\n")
+        await writer.drain()
+        await release.wait()
+        writer.write(b"7\r\nsecond\n\r\n0\r\n\r\n")
+        await writer.drain()
+
+    async def main() -> list[bytes]:
+        server, port = await serve(handler)
+        got: list[bytes] = []
+        async with httpx.AsyncClient(transport=LeanTransport()) as client:
+            async with client.stream("POST", f"http://127.0.0.1:{port}/x", content=b"{}") as response:
+                async for piece in response.aiter_raw():
+                    got.append(piece)
+                    release.set()  # the first piece came before the rest was even written
+        server.close()
+        return got
+
+    assert asyncio.run(main()) == [b"first\n", b"second\n"]
+
+
+def test_the_connection_cap_holds(tmp_path: Path) -> None:
+    open_now = peak = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal open_now, peak
+        open_now += 1
+        peak = max(peak, open_now)
+        try:
+            while True:
+                await read_request(reader)
+                await asyncio.sleep(0.02)
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            open_now -= 1
+
+    async def main() -> None:
+        server, port = await serve(handler)
+        async with httpx.AsyncClient(transport=LeanTransport(max_connections=2)) as client:
+            await asyncio.gather(*(client.post(f"http://127.0.0.1:{port}/x", content=b"{}") for _ in range(10)))
+        server.close()
+
+    asyncio.run(main())
+    assert peak == 2
+
+
+def test_tls(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    made = subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+        capture_output=True,
+        check=False,
+    )  # fmt: skip
+    if made.returncode != 0:
+        pytest.skip("openssl cannot make a test certificate here")
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    client_context = ssl.create_default_context(cafile=str(cert))
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nsecure")
+        await writer.drain()
+
+    async def main() -> str:
+        server, port = await serve(handler, server_context)
+        async with httpx.AsyncClient(transport=LeanTransport(ssl_context=client_context)) as client:
+            text = (await client.post(f"https://localhost:{port}/x", content=b"{}")).text
+            with pytest.raises(httpx.ConnectError):  # an untrusted certificate is refused
+                untrusted = httpx.AsyncClient(transport=LeanTransport())
+                await untrusted.post(f"https://localhost:{port}/x", content=b"{}")
+        server.close()
+        return text
+
+    assert asyncio.run(main()) == "secure"
+
+
+@pytest.mark.parametrize("http_client", ["lean", "httpx"])
+def test_both_http_clients_serve_a_gateway(http_client: str, wall: object, gateway: object) -> None:
+    from lifeline.testing import FaultWall, wall_text
+    from tests.conftest import GatewayFactory, make_config, wall_target
+
+    assert isinstance(wall, FaultWall)
+    run: GatewayFactory = gateway  # type: ignore[assignment]
+    config = make_config({"only": wall_target(wall, "ok", http_client=http_client)})
+    with run(config) as gw:
+        plain = httpx.post(
+            f"{gw.base_url}/chat/completions", json={"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
+        )
+    assert plain.json()["choices"][0]["message"]["content"] == wall_text(12)
