@@ -142,11 +142,13 @@ def test_streams_arrive_as_they_are_sent() -> None:
     async def main() -> list[bytes]:
         server, port = await serve(handler)
         got: list[bytes] = []
-        async with httpx.AsyncClient(transport=LeanTransport()) as client:
-            async with client.stream("POST", f"http://127.0.0.1:{port}/x", content=b"{}") as response:
-                async for piece in response.aiter_raw():
-                    got.append(piece)
-                    release.set()  # the first piece came before the rest was even written
+        async with (
+            httpx.AsyncClient(transport=LeanTransport()) as client,
+            client.stream("POST", f"http://127.0.0.1:{port}/x", content=b"{}") as response,
+        ):
+            async for piece in response.aiter_raw():
+                got.append(piece)
+                release.set()  # the first piece came before the rest was even written
         server.close()
         return got
 
