@@ -140,13 +140,17 @@ def through_lifeline(threads: int, runs: int, max_tokens: int, lifeline_bin: str
     port = free_port()
     config = workdir / f"engine-t{threads}.yaml"
     config.write_text(
-        "server: {host: 127.0.0.1, port: %d, log_level: warning}\n"
+        f"server: {{host: 127.0.0.1, port: {port}, log_level: warning}}\n"
         "targets:\n"
-        "  engine: {kind: llamacpp, model: 'builtin:smollm2', n_threads: %d, n_ctx: %d}\n"
+        f"  engine: {{kind: llamacpp, model: 'builtin:smollm2', n_threads: {threads}, n_ctx: {N_CTX}}}\n"
         "aliases:\n"
-        "  local: {targets: [engine]}\n" % (port, threads, N_CTX)
+        "  local: {targets: [engine]}\n"
     )
-    proc = Proc(f"lifeline-engine-t{threads}", [lifeline_bin, "serve", "--config", str(config)], workdir / f"lifeline-engine-t{threads}.log")
+    proc = Proc(
+        f"lifeline-engine-t{threads}",
+        [lifeline_bin, "serve", "--config", str(config)],
+        workdir / f"lifeline-engine-t{threads}.log",
+    )
     proc.start()
     try:
         warm = {"model": "local", "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 8, "temperature": 0}
@@ -198,7 +202,16 @@ def main() -> None:
     }
     for threads in [int(t) for t in args.threads.split(",") if t]:
         child = subprocess.run(
-            [sys.executable, __file__, "--raw-only", str(threads), "--runs", str(args.runs), "--max-tokens", str(args.max_tokens)],
+            [
+                sys.executable,
+                __file__,
+                "--raw-only",
+                str(threads),
+                "--runs",
+                str(args.runs),
+                "--max-tokens",
+                str(args.max_tokens),
+            ],
             capture_output=True,
             text=True,
             timeout=600,

@@ -20,9 +20,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from http1 import ProtocolError, ResponseParser  # noqa: E402
+import contextlib
+
+from http1 import ProtocolError, ResponseParser
 
 MAX_HEAD = 64 * 1024
+_TASKS: set[asyncio.Task[None]] = set()  # connection attempts in flight (referenced until done)
 _BAD_BODY = b'{"error":{"message":"upstream failed","type":"api_error","param":null,"code":null}}'
 BAD_GATEWAY = (
     b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
@@ -33,10 +36,8 @@ BAD_GATEWAY = (
 def _nodelay(transport: asyncio.BaseTransport) -> None:
     sock = transport.get_extra_info("socket")
     if sock is not None:
-        try:
+        with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
 
 
 class Upstream(asyncio.Protocol):
@@ -106,10 +107,8 @@ class Pool:
         self.idle.append(conn)
 
     def lost(self, conn: Upstream) -> None:
-        try:
+        with contextlib.suppress(ValueError):
             self.idle.remove(conn)
-        except ValueError:
-            pass
 
 
 class Client(asyncio.Protocol):
@@ -155,7 +154,9 @@ class Client(asyncio.Protocol):
         if upstream is not None:
             upstream.start(self, request)
         else:
-            asyncio.ensure_future(self._connect_and_send(request))
+            task = asyncio.ensure_future(self._connect_and_send(request))
+            _TASKS.add(task)
+            task.add_done_callback(_TASKS.discard)
 
     async def _connect_and_send(self, request: bytes) -> None:
         try:
@@ -220,7 +221,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         main()
-    except KeyboardInterrupt:
-        pass

