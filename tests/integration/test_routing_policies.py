@@ -228,3 +228,19 @@ def test_local_embeddings_from_the_shipped_model(gateway: GatewayFactory, tmp_pa
     assert as_floats.data[0].embedding == pytest.approx(vectors[0], rel=1e-5)
     assert as_base64.model == "smollm2-135m-instruct"
     assert as_base64.usage.prompt_tokens > 0
+
+
+def test_readiness_counts_only_the_targets_constraints_allow(wall: FaultWall, gateway: GatewayFactory) -> None:
+    config = make_config(
+        {
+            "closed": wall_target(wall, "ok?t=closed", meta={"open_weights": False}),
+            "open": wall_target(wall, "status?code=401", meta={"open_weights": True}),
+        },
+        aliases={"open-only": {"targets": ["closed", "open"], "constraints": {"open_weights_only": True}}},
+    )
+    with gateway(config) as gw:
+        assert httpx.get(f"{gw.url}/readyz").status_code == 200
+        assert ask(gw, "open-only").status_code == 502  # the only allowed target is cut off
+        ready = httpx.get(f"{gw.url}/readyz")
+    # the excluded (healthy) target does not make the alias look ready
+    assert ready.status_code == 503 and ready.json()["aliases"] == ["open-only"]

@@ -46,8 +46,9 @@ async def readyz(request: Request) -> Response:
     gateway = gateway_of(request)
     unready = [
         alias
-        for alias, spec in gateway.config.aliases.items()
-        if not any(gateway.health.available(t) for t in spec.targets)
+        for alias, permitted in gateway.router.permitted.items()
+        # only the targets the alias's constraints allow can make it ready
+        if not any(gateway.health.available(t) for t in permitted)
     ]
     if not gateway.started or unready:
         reason = "starting" if not gateway.started else "no available target"
