@@ -24,7 +24,10 @@ import orjson
 from lifeline.testing.behaviours import Behaviour, parse_behaviour, stream_piece, wall_text
 from lifeline.testing.payloads import DEFAULT_TOOL, TOOL_ARGUMENT_PIECES, TOOL_ARGUMENTS
 from lifeline.testing.wall import Attempt, FaultWall
-from lifeline.testing.wire import CHUNK_END, Request, chunk, fixed_response, stream_head
+from lifeline.testing.wire import CHUNK_END, Request, chunk, stream_head
+from lifeline.testing.wire import json_object as _json_object
+from lifeline.testing.wire import send as _send
+from lifeline.testing.wire import send_json as _send_json
 
 MESSAGES_PATH = "/v1/messages"
 TOOL_CALL_TOKENS = 8
@@ -336,33 +339,9 @@ def _tool_name(body: dict[str, Any]) -> str:
 # --- bytes on the wire ----------------------------------------------------------------------------
 
 
-def _json_object(raw: bytes) -> dict[str, Any] | None:
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
-async def _send(writer: asyncio.StreamWriter, data: bytes) -> None:
-    writer.write(data)
-    await writer.drain()
-
-
 async def _event(writer: asyncio.StreamWriter, name: str, payload: dict[str, Any]) -> None:
     # Anthropic names every event; its SDK dispatches on the name, not on the payload's type.
     await _send(writer, chunk(b"event: " + name.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"))
-
-
-async def _send_json(
-    writer: asyncio.StreamWriter,
-    status: int,
-    payload: Any,
-    keep: bool,
-    headers: list[tuple[str, str]] | None = None,
-) -> bool:
-    await _send(writer, fixed_response(status, orjson.dumps(payload), keep_alive=keep, extra=headers))
-    return keep
 
 
 async def _send_error(

@@ -25,7 +25,10 @@ import orjson
 from lifeline.testing.behaviours import Behaviour, parse_behaviour, stream_piece, wall_text
 from lifeline.testing.payloads import DEFAULT_TOOL, TOOL_ARGUMENTS
 from lifeline.testing.wall import Attempt, FaultWall
-from lifeline.testing.wire import CHUNK_END, Request, chunk, fixed_response, stream_head
+from lifeline.testing.wire import CHUNK_END, Request, chunk, stream_head
+from lifeline.testing.wire import json_object as _json_object
+from lifeline.testing.wire import send as _send
+from lifeline.testing.wire import send_json as _send_json
 
 API_PREFIX = "/v1beta/"
 TOOL_CALL_TOKENS = 8
@@ -45,6 +48,7 @@ STATUS_ERRORS: dict[int, tuple[str, str]] = {
 REQUEST_FIELDS = frozenset(
     {"contents", "systemInstruction", "tools", "toolConfig", "generationConfig", "safetySettings", "cachedContent"}
 )
+
 CONFIG_FIELDS = frozenset(
     {
         "stopSequences",
@@ -353,30 +357,6 @@ def _tool_name(body: dict[str, Any]) -> str:
 
 
 # --- bytes on the wire ----------------------------------------------------------------------------
-
-
-def _json_object(raw: bytes) -> dict[str, Any] | None:
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
-async def _send(writer: asyncio.StreamWriter, data: bytes) -> None:
-    writer.write(data)
-    await writer.drain()
-
-
-async def _send_json(
-    writer: asyncio.StreamWriter,
-    status: int,
-    payload: Any,
-    keep: bool,
-    headers: list[tuple[str, str]] | None = None,
-) -> bool:
-    await _send(writer, fixed_response(status, orjson.dumps(payload), keep_alive=keep, extra=headers))
-    return keep
 
 
 async def _send_error(writer: asyncio.StreamWriter, status: int, rpc: str, message: str, keep: bool) -> bool:

@@ -53,6 +53,9 @@ from lifeline.testing.wire import (
     sse,
     stream_head,
 )
+from lifeline.testing.wire import json_object as _json_object
+from lifeline.testing.wire import send as _send
+from lifeline.testing.wire import send_json as _send_json
 
 logger = logging.getLogger(__name__)
 
@@ -98,14 +101,6 @@ class Attempt:
             "headers": headers,
             "outcome": self.outcome,
         }
-
-
-def _json_object(raw: bytes) -> dict[str, Any] | None:
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def _token_limit(body: dict[str, Any]) -> int | None:
@@ -174,24 +169,8 @@ async def _wait_for_peer(reader: asyncio.StreamReader, timeout: float | None) ->
     return True
 
 
-async def _send(writer: asyncio.StreamWriter, data: bytes) -> None:
-    writer.write(data)
-    await writer.drain()
-
-
 async def _event(writer: asyncio.StreamWriter, payload: dict[str, Any]) -> None:
     await _send(writer, sse(orjson.dumps(payload)))
-
-
-async def _send_json(
-    writer: asyncio.StreamWriter,
-    status: int,
-    payload: Any,
-    keep_alive: bool,
-    extra: list[tuple[str, str]] | None = None,
-) -> bool:
-    await _send(writer, fixed_response(status, orjson.dumps(payload), keep_alive=keep_alive, extra=extra))
-    return keep_alive
 
 
 class FaultWall:

@@ -10,6 +10,9 @@ import asyncio
 import time
 from dataclasses import dataclass
 from http import HTTPStatus
+from typing import Any
+
+import orjson
 
 MAX_HEAD_BYTES = 64 * 1024
 MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -141,3 +144,29 @@ def chunk(data: bytes) -> bytes:
 def sse(data: bytes) -> bytes:
     """One server-sent event carrying ``data``, already wrapped as an HTTP chunk."""
     return chunk(b"data: " + data + b"\n\n")
+
+
+def json_object(raw: bytes) -> dict[str, Any] | None:
+    """A request body parsed as a JSON object, or None when it is not one."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+async def send(writer: asyncio.StreamWriter, data: bytes) -> None:
+    writer.write(data)
+    await writer.drain()
+
+
+async def send_json(
+    writer: asyncio.StreamWriter,
+    status: int,
+    payload: Any,
+    keep_alive: bool,
+    extra: list[tuple[str, str]] | None = None,
+) -> bool:
+    """A whole JSON response; returns whether the connection may carry another request."""
+    await send(writer, fixed_response(status, orjson.dumps(payload), keep_alive=keep_alive, extra=extra))
+    return keep_alive
