@@ -24,18 +24,12 @@ from lifeline.errors import (
     UpstreamSilent,
     UpstreamUnavailable,
 )
-from lifeline.protocol.parse import validate_chat_request
-from lifeline.providers.base import ChatCall, Chunk, Completion, Deadline
+from lifeline.providers.base import ChatCall, Chunk, Completion
 from lifeline.providers.gemini import SIGNATURE_SKIP, GeminiProvider
+from tests.providers.support import Handler, Upstream, make_call, run_provider
 
 KEY = "AIza-unit-secret-0123456789"
-Handler = Callable[[httpx.Request], httpx.Response]
 PNG = "data:image/png;base64,iVBORw0KGgo="
-
-
-def make_call(messages: list[dict[str, Any]] | None = None, **extra: Any) -> ChatCall:
-    body = {"model": "chat", "messages": messages or [{"role": "user", "content": "hi"}], **extra}
-    return ChatCall(body=body, request=validate_chat_request(body), request_id="req-1", deadline=Deadline.after(10))
 
 
 def target(**extra: Any) -> GeminiTarget:
@@ -43,32 +37,10 @@ def target(**extra: Any) -> GeminiTarget:
     return GeminiTarget.model_validate(spec)
 
 
-class Upstream:
-    """Records every request and answers with the handler."""
-
-    def __init__(self, handler: Handler) -> None:
-        self.handler = handler
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        return self.handler(request)
-
-    @property
-    def body(self) -> dict[str, Any]:
-        return orjson.loads(self.requests[-1].content)
-
-
 def run(handler: Handler, action: Callable[[GeminiProvider], Any], **target_extra: Any) -> Any:
-    async def main() -> Any:
-        provider = GeminiProvider("gemini", target(**target_extra), transport=httpx.MockTransport(handler))
-        await provider.start()
-        try:
-            return await action(provider)
-        finally:
-            await provider.close()
-
-    return asyncio.run(main())
+    return run_provider(
+        GeminiProvider("gemini", target(**target_extra), transport=httpx.MockTransport(handler)), action
+    )
 
 
 def complete(handler: Handler, call: ChatCall | None = None, **target_extra: Any) -> Completion:
