@@ -13,8 +13,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DISTRIBUTION = "lifeline-gateway"
 
-#: `pip install …` up to the end of the inline code span or line
-_INSTALL = re.compile(r"pip install ([^`\n]+)")
+#: `pip install …` up to the end of the inline code span, the line or the shell command
+_INSTALL = re.compile(r"pip install ([^`\n&|;)]+)")
 
 
 def _normalise(name: str) -> str:
