@@ -75,12 +75,12 @@ def test_unknown_key_rejected_with_dotted_path() -> None:
     message = str(info.value)
     assert "targets.main" in message
     assert "timeouts.conect" in message
-    assert "Extra inputs are not permitted" in message
+    assert "unknown key; did you mean connect?" in message
 
 
 def test_unknown_top_level_key_rejected() -> None:
     data = {**minimal(), "retries": {"max_retries": 1}}
-    with pytest.raises(ConfigError, match="retries: Extra inputs"):
+    with pytest.raises(ConfigError, match=r"retries: unknown key; did you mean retry\?"):
         parse_config(data, env={})
 
 
@@ -238,3 +238,197 @@ def test_a_config_file_error_names_the_offending_line(tmp_path: Path) -> None:
         load_config(path, env={})
     assert str(raised.value).startswith(f"{path}:6: targets.a.")
     assert "bogus" in str(raised.value)
+
+
+# --- #15.4: no value is ever quoted in a config error ---------------------------------------------------
+
+INLINE = "sk-inline-secret-0f9e8d7c6b5a"
+
+
+def test_a_yaml_syntax_error_names_the_line_and_key_but_quotes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "lifeline.yaml"
+    path.write_text(f"admin:\n  master_key: {INLINE}: oops\naliases: {{}}\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, env={})
+    message = str(raised.value)
+    assert message.startswith(f"{path}:2: not valid YAML")
+    assert "admin.master_key" in message
+    assert INLINE not in message and INLINE[:8] not in message
+
+
+def test_an_unclosed_quote_says_where_it_started_and_quotes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "lifeline.yaml"
+    path.write_text(f'targets:\n  a:\n    api_key: "{INLINE}\n    model: m\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, env={})
+    message = str(raised.value)
+    assert "targets.a.api_key" in message and "starts at line 3" in message
+    assert INLINE not in message and INLINE[:8] not in message
+
+
+def test_a_value_continuing_on_the_next_line_is_not_taken_for_a_key(tmp_path: Path) -> None:
+    path = tmp_path / "lifeline.yaml"
+    path.write_text(f"admin:\n  master_key: sk-one\n    {INLINE}: x\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, env={})
+    assert "admin.master_key" in str(raised.value)
+    assert INLINE not in str(raised.value)
+
+
+def test_validation_errors_do_not_echo_the_value(tmp_path: Path) -> None:
+    path = tmp_path / "lifeline.yaml"
+    path.write_text(
+        "targets:\n"
+        f"  a: {{kind: {INLINE}, base_url: http://x/v1, model: m}}\n"
+        f"  b: {{kind: openai, base_url: http://x/v1, model: m, max_connections: {INLINE}}}\n"
+        f"  c: {{kind: openai, base_url: {INLINE}, model: m}}\n"
+        "aliases:\n"
+        "  chat: {targets: [a]}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, env={})
+    message = str(raised.value)
+    assert f"{path}:2: targets.a.kind: unknown kind" in message
+    assert f"{path}:3: targets.b.openai.max_connections:" in message
+    assert f"{path}:4: targets.c.openai.base_url:" in message
+    assert INLINE not in message and INLINE[:8] not in message
+
+
+def test_a_validator_echoing_its_input_is_redacted() -> None:
+    from pydantic import BaseModel, ValidationError, field_validator
+
+    from lifeline.config.load import validation_problems
+
+    class Echo(BaseModel):
+        url: str
+
+        @field_validator("url")
+        @classmethod
+        def _refuse(cls, value: str) -> str:
+            raise ValueError(f"unsupported URL {value!r}")
+
+    with pytest.raises(ValidationError) as raised:
+        Echo(url=INLINE)
+    assert validation_problems(raised.value) == ["url: Value error, unsupported URL the value"]
+
+
+# --- #15.20: every missing variable at once; structure without the environment ---------------------------
+
+
+def test_every_missing_variable_is_reported_at_once() -> None:
+    data = minimal(api_key="${FIRST_KEY}", headers={"x-org": "${ORG}"})
+    data["targets"]["ds"] = {"preset": "deepseek", "model": "deepseek-flash"}
+    data["admin"] = {"master_key": "${MASTER}"}
+    data["server"] = {"port": "${PORT:-4000}"}
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, env={})
+    assert info.value.problems == [
+        "targets.main.api_key: environment variable FIRST_KEY is not set",
+        "targets.main.headers.x-org: environment variable ORG is not set",
+        "admin.master_key: environment variable MASTER is not set",
+        "targets.ds.api_key: environment variable DEEPSEEK_API_KEY is not set",
+    ]
+    assert info.value.missing_variables == ["FIRST_KEY", "ORG", "MASTER", "DEEPSEEK_API_KEY"]
+
+
+def test_missing_variables_each_name_their_line(tmp_path: Path) -> None:
+    path = tmp_path / "lifeline.yaml"
+    path.write_text(
+        "targets:\n"
+        "  a: {kind: openai, base_url: http://x/v1, model: m, api_key: '${A_KEY}'}\n"
+        "  b:\n"
+        "    kind: openai\n"
+        "    base_url: http://x/v1\n"
+        "    model: m\n"
+        "    api_key: ${B_KEY}\n"
+        "aliases:\n"
+        "  chat: {targets: [a, b]}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert info.value.problems == [
+        f"{path}:2: targets.a.api_key: environment variable A_KEY is not set",
+        f"{path}:7: targets.b.api_key: environment variable B_KEY is not set",
+    ]
+
+
+def test_ignore_env_checks_the_structure_without_any_variable() -> None:
+    data = minimal(api_key="${FIRST_KEY}", base_url="${URL}", max_connections="${CONNS}")
+    data["targets"]["ds"] = {"preset": "deepseek", "model": "deepseek-flash"}
+    data["server"] = {"port": "${PORT}", "host": "${HOST:-0.0.0.0}"}
+    data["hosts"] = {"deepseek": {}}
+    data["aliases"]["open"] = {"open_model": "deepseek-v4-flash"}
+    config = parse_config(data, env={"HOST": "ignored"}, ignore_env=True)
+    assert set(config.targets) == {"main", "ds", "deepseek-v4-flash@deepseek"}
+    assert config.server.host == "0.0.0.0"  # a default in the file is used, the environment is not read
+    assert config.server.port == 4000  # left unresolved: the key's default stands in
+
+
+def test_ignore_env_still_reports_what_is_wrong_with_the_structure() -> None:
+    data = minimal(api_key="${FIRST_KEY}", modle="x")
+    data["srever"] = {"port": 1}
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, env={}, ignore_env=True)
+    assert info.value.problems == [
+        "targets.main.openai.modle: unknown key; did you mean model?",
+        "srever: unknown key; did you mean server?",
+    ]
+
+
+def test_ignore_env_does_not_set_aside_a_bad_literal_value() -> None:
+    data = minimal(max_connections="many", api_key="${K}")
+    with pytest.raises(ConfigError, match=r"targets\.main\.openai\.max_connections"):
+        parse_config(data, env={}, ignore_env=True)
+
+
+# --- #15.22: which kinds exist; close matches for misspelt keys ---------------------------------------------
+
+
+def test_a_target_without_kind_says_which_kinds_exist() -> None:
+    data = {"targets": {"main": {"base_url": "http://x/v1", "model": "m"}}, "aliases": {"a": {"targets": ["main"]}}}
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, env={})
+    message = str(info.value)
+    assert "discriminator" not in message
+    assert message.startswith("targets.main: no `kind`")
+    assert "openai, anthropic, gemini or llamacpp" in message and "preset" in message
+
+
+def test_a_misspelt_kind_suggests_the_close_one() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(minimal(kind="opneai"), env={})
+    assert str(info.value) == "targets.main.kind: unknown kind; did you mean openai?"
+    with pytest.raises(ConfigError) as info:
+        parse_config(minimal(kind="zzz"), env={})
+    assert str(info.value) == "targets.main.kind: unknown kind: openai, anthropic, gemini or llamacpp"
+
+
+@pytest.mark.parametrize(
+    ("where", "typo", "meant"),
+    [
+        ((), "srever", "server"),
+        (("server",), "prot", "port"),
+        (("targets", "main"), "modle", "model"),
+        (("targets", "main", "timeouts"), "conect", "connect"),
+        (("aliases", "chat"), "targest", "targets"),
+        (("accounting", "ledger"), "enabeld", "enabled"),
+    ],
+)
+def test_a_misspelt_key_suggests_the_close_one(where: tuple[str, ...], typo: str, meant: str) -> None:
+    data: dict[str, Any] = minimal()
+    node = data
+    for part in where:
+        node = node.setdefault(part, {})
+    node[typo] = 1
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, env={})
+    assert str(info.value).endswith(f"{typo}: unknown key; did you mean {meant}?")
+
+
+def test_an_unknown_key_far_from_any_lists_the_keys_there() -> None:
+    data = {**minimal(), "admin": {"zzzzzz": 1}}
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, env={})
+    assert str(info.value) == "admin.zzzzzz: unknown key (keys here: master_key)"

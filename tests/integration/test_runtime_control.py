@@ -330,6 +330,39 @@ def test_an_invalid_file_is_refused_and_the_old_config_keeps_serving(
     assert still.status_code == 200 and still.headers["x-lifeline-target"] == "a"
 
 
+def test_a_refused_reload_quotes_no_secret_in_its_answer_or_the_log(
+    wall: FaultWall, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """#15.4: a YAML syntax error used to quote the offending line (an inline master key) in the body of the
+    refused POST /admin/reload and in the reload log; pydantic's messages echoed values too."""
+    caplog.set_level("INFO", logger="lifeline")
+    inline = "sk-inline-reload-secret-5e4d3c2b1a"
+    path = tmp_path / "lifeline.yaml"
+    good = file_config(wall, tmp_path, {"chat": ["a"]}, a="ok?t=a")
+    write(path, good)
+    text = path.read_text()
+    with serving(path, monkeypatch) as gw:
+        refused = []
+        for broken in (
+            text.replace(f"master_key: {MASTER}", f"master_key: {inline}: x"),
+            text.replace(f"master_key: {MASTER}", f'master_key: "{inline}'),
+            text + f"tracing:\n  headers: {{authorization: {inline}\n",
+        ):
+            path.write_text(broken)
+            refused.append(reload(gw))
+        bad_kind = {"kind": inline, "api_key": inline, "base_url": "http://x/v1", "model": "m"}
+        write(path, {**good, "admin": {"master_key": inline}, "targets": {**good["targets"], "b": bad_kind}})
+        refused.append(reload(gw))
+        still = ask(gw)
+    for response in refused:
+        assert response.status_code == 400, response.text
+        assert "previous config keeps serving" in response.json()["error"]["message"]
+        assert inline not in response.text and inline[:10] not in response.text
+    assert caplog.text.count("config reload failed") == len(refused)
+    assert inline not in caplog.text and inline[:10] not in caplog.text
+    assert still.status_code == 200
+
+
 def test_reload_without_a_config_file_is_a_409(wall: FaultWall, gateway: GatewayFactory) -> None:
     with gateway(two_targets(wall)) as gw:
         refused = reload(gw)

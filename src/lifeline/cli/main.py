@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -46,15 +46,23 @@ def _config_path(path: Path | None) -> Path | None:
     return path or (Path(os.environ["LIFELINE_CONFIG"]) if os.environ.get("LIFELINE_CONFIG") else None)
 
 
-def _config(path: Path | None) -> Config:
+def _config(path: Path | None, *, ignore_env: bool = False) -> Config:
     path = _config_path(path)
     if path is None:
         return default_config()
     try:
-        return load_config(path)
+        return load_config(path, ignore_env=ignore_env)
     except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        _refuse(exc)
+
+
+def _refuse(exc: ConfigError, hint: str | None = None) -> NoReturn:
+    """Print a config's problems, one a line, and exit 2."""
+    for problem in exc.problems:
+        typer.echo(f"error: {problem}", err=True)
+    if hint:
+        typer.echo(f"hint: {hint}", err=True)
+    raise typer.Exit(2)
 
 
 @app.command()
@@ -106,14 +114,26 @@ def models(config: ConfigOption = None) -> None:
 
 
 @app.command("check")
-def check(config: ConfigOption = None) -> None:
+def check(
+    config: ConfigOption = None,
+    no_env: Annotated[
+        bool,
+        typer.Option("--no-env", help="Check the structure alone, reading no environment variable (${VAR})."),
+    ] = False,
+) -> None:
     """Validate a config file and exit."""
-    cfg = _config(config)
+    path = _config_path(config)
+    try:
+        cfg = load_config(path, ignore_env=no_env) if path is not None else default_config()
+    except ConfigError as exc:
+        _refuse(
+            exc, "set them, or check the structure alone: lifeline check --no-env" if exc.missing_variables else None
+        )
     from lifeline.providers.llamacpp import ModelResolutionError, resolve_model
 
     for name, target in cfg.targets.items():
-        # hub models are fetched at serve time, not by a check
-        if target.kind == "llamacpp" and not target.model.startswith("hf:"):
+        # hub models are fetched at serve time, not by a check; with --no-env a ${VAR} model is not read
+        if target.kind == "llamacpp" and not target.model.startswith("hf:") and not (no_env and "${" in target.model):
             try:
                 resolve_model(target.model)
             except ModelResolutionError as exc:
@@ -122,7 +142,8 @@ def check(config: ConfigOption = None) -> None:
     unused = sorted(set(cfg.targets) - {t for a in cfg.aliases.values() for t in a.targets})
     if unused:
         typer.echo(f"warning: no alias uses target(s) {', '.join(unused)}; they are started all the same", err=True)
-    typer.echo(f"ok: {len(cfg.targets)} target(s), {len(cfg.aliases)} alias(es)")
+    scope = " (structure only: environment variables not read)" if no_env else ""
+    typer.echo(f"ok: {len(cfg.targets)} target(s), {len(cfg.aliases)} alias(es){scope}")
 
 
 @fakes.command("serve")

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from lifeline.config.load import ConfigError
+from lifeline.config.load import ConfigError, Variables
 from lifeline.config.presets import PRESETS, Preset, expand_target_presets, key_from_env, resolve_preset
 
 #: capability names accepted by `filter(supports=…)` and `lifeline models catalogue --supports`
@@ -198,7 +198,7 @@ def _suggest(name: object, known: Iterable[str]) -> str:
 
 
 def _target_for(
-    model: CatalogueModel, row: HostRow, host: str, spec: Mapping[str, Any], preset: Preset, env: Mapping[str, str]
+    model: CatalogueModel, row: HostRow, host: str, spec: Mapping[str, Any], preset: Preset, env: Variables
 ) -> dict[str, Any]:
     """The target config (before validation) for `model` at one configured host."""
     target: dict[str, Any] = {
@@ -252,12 +252,14 @@ def _hosts(data: Mapping[str, Any]) -> dict[str, tuple[dict[str, Any], Preset]]:
         except ConfigError as exc:
             if "preset" in spec:
                 raise
-            raise ConfigError(f"{exc} (a host without `preset:` is taken to be the preset of its name)") from None
+            raise ConfigError(
+                f"{exc} (a host without `preset:` is taken to be the preset of its name, {name})"
+            ) from None
         resolved[str(name)] = (spec, preset)
     return resolved
 
 
-def expand_open_models(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+def expand_open_models(data: dict[str, Any], env: Variables) -> dict[str, Any]:
     """Expand every alias with `open_model` into generated targets placed before its own. Returns new data."""
     hosts = _hosts(data)
     if any(spec is None for spec in (data.get("hosts") or {}).values()):
@@ -278,7 +280,7 @@ def expand_open_models(data: dict[str, Any], env: Mapping[str, str]) -> dict[str
         model_id = alias["open_model"]
         model = find(model_id) if isinstance(model_id, str) else None
         if model is None:
-            raise ConfigError(f"{path}: unknown catalogue model {model_id!r}{_suggest(model_id, CATALOGUE)}")
+            raise ConfigError(f"{path}: unknown catalogue model{_suggest(model_id, CATALOGUE)}")
         if model.status == "retired":
             raise ConfigError(f"{path}: {model.id} is retired by its publisher and no host serves it any more")
         names: list[str] = []
@@ -310,6 +312,6 @@ def expand_open_models(data: dict[str, Any], env: Mapping[str, str]) -> dict[str
     return {**data, "targets": {**own_targets, **generated}, "aliases": new_aliases}
 
 
-def expand(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+def expand(data: dict[str, Any], env: Variables) -> dict[str, Any]:
     """Target presets, then open-model aliases: the config as the schema expects it. Raises ConfigError."""
     return expand_open_models(expand_target_presets(data, env), env)

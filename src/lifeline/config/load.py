@@ -1,19 +1,23 @@
 """Reading a config file: YAML, `${VAR}` / `${VAR:-default}` interpolation from the environment, validation.
 
-Errors are raised as `ConfigError` with the path of the offending key (`targets.openai.base_url: ...`), so
-the CLI can print one clear line instead of a traceback.
+Errors are raised as `ConfigError`, one problem per offending key (`targets.openai.base_url: ...`), and
+`load_config` puts the file and line in front of each, so the CLI can print clear lines instead of a
+traceback. No message quotes a value from the file or the environment (any value may be a secret): a
+problem names the file, the line and the key.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
-from collections.abc import Mapping
+import types
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Union, get_args, get_origin
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from lifeline.config.schema import Config
 
@@ -21,45 +25,140 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 class ConfigError(Exception):
-    """The configuration could not be read or is invalid; the message says where and why."""
+    """The configuration could not be read or is invalid. `problems` holds one line per offending key
+    (`targets.x.model: …`, prefixed with `file:line:` by `load_config`); str() joins them with "; "."""
+
+    def __init__(self, *problems: str, missing: Sequence[str] = ()) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = list(problems)
+        #: environment variables the config refers to that are not set, in order of first use
+        self.missing_variables = list(missing)
 
 
-def interpolate(value: Any, env: Mapping[str, str], path: str = "") -> Any:
-    """Replace `${VAR}` and `${VAR:-default}` in every string of a parsed YAML document."""
+class Environment:
+    """The variables a config is read with.
+
+    An unset variable is recorded, not fatal at once, so that one error names every missing variable. With
+    `ignore` (`lifeline check --no-env`) no variable is read: a reference with a default takes the default,
+    one without stays in place as written, and the paths holding such values are recorded, so that
+    validation errors about them can be set aside.
+    """
+
+    def __init__(self, values: Mapping[str, str], *, ignore: bool = False) -> None:
+        self.values = values
+        self.ignore = ignore
+        #: (path, variable) of every reference to an unset variable
+        self.missing: list[tuple[str, str]] = []
+        #: paths whose value still holds an unresolved `${VAR}` (ignore mode only)
+        self.unresolved: list[str] = []
+
+    def get(self, name: str, path: str, default: str | None = None) -> str:
+        if not self.ignore and name in self.values:
+            return self.values[name]
+        if default is not None:
+            return default
+        if self.ignore:
+            self.unresolved.append(path)
+            return "${" + name + "}"
+        self.missing.append((path, name))
+        return ""
+
+    def check(self) -> None:
+        """Raise one ConfigError naming every unset variable, if any."""
+        if self.missing:
+            raise ConfigError(
+                *(f"{path}: environment variable {name} is not set" for path, name in self.missing),
+                missing=list(dict.fromkeys(name for _, name in self.missing)),
+            )
+
+
+#: what the expansion of presets and open models reads variables from
+Variables = Mapping[str, str] | Environment
+
+
+def interpolate(value: Any, env: Variables, path: str = "") -> Any:
+    """Replace `${VAR}` and `${VAR:-default}` in every string of a parsed YAML document. Given a plain
+    mapping, unset variables are a ConfigError naming all of them."""
+    if not isinstance(env, Environment):
+        environment = Environment(env)
+        result = interpolate(value, environment, path)
+        environment.check()
+        return result
     if isinstance(value, dict):
         return {k: interpolate(v, env, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
     if isinstance(value, list):
         return [interpolate(v, env, f"{path}[{i}]") for i, v in enumerate(value)]
     if not isinstance(value, str):
         return value
-
-    def substitute(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
-        if name in env:
-            return env[name]
-        if default is not None:
-            return default
-        raise ConfigError(f"{path}: environment variable {name} is not set")
-
-    return _VAR.sub(substitute, value)
+    return _VAR.sub(lambda match: env.get(match.group(1), path, match.group(2)), value)
 
 
-def parse_config(data: Any, env: Mapping[str, str] | None = None) -> Config:
+def parse_config(data: Any, env: Mapping[str, str] | None = None, *, ignore_env: bool = False) -> Config:
+    """Validate a parsed config. `ignore_env` checks the structure alone: no variable is read, and what
+    depends on one is not judged."""
     if not isinstance(data, dict):
         raise ConfigError("the config must be a mapping (targets:, aliases: …)")
-    env = os.environ if env is None else env
-    data = interpolate(data, env)
+    environment = Environment(os.environ if env is None else env, ignore=ignore_env)
+    data = interpolate(data, environment)
     # Presets and open-model aliases become plain targets here; catalogue imports this module, hence late.
     from lifeline.config.catalogue import expand
 
-    data = expand(data, env)
-    try:
-        return Config.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc)) from None
+    data = expand(data, environment)
+    environment.check()
+    return _validate(data, environment.unresolved)
 
 
-def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+#: what stands in for a value left as `${VAR}` (check --no-env) that the schema refuses: the key's default
+#: (the key removed), else a URL
+_ABSENT = object()
+_STAND_INS: tuple[Any, ...] = (_ABSENT, "http://unresolved.invalid")
+
+
+def _validate(data: dict[str, Any], unresolved: Sequence[str]) -> Config:
+    """Validate; a value still holding an unresolved `${VAR}` that the schema refuses is replaced by a
+    stand-in, since the real value cannot be judged."""
+    aside = [_parts(path) for path in unresolved]
+    tried: dict[tuple[str, ...], int] = {}
+    while True:
+        try:
+            return Config.model_validate(data)
+        except ValidationError as exc:
+            problems = validation_problems(exc, set_aside=unresolved)
+            if problems:
+                raise ConfigError(*problems) from None
+            locs = [tuple(str(part) for part in err["loc"]) for err in exc.errors()]
+            for path in {path for path in aside for loc in locs if _within(path, loc)}:
+                attempt = tried.get(path, 0)
+                if attempt == len(_STAND_INS):
+                    raise ConfigError(f"{'.'.join(path)}: cannot be checked without its environment variable") from None
+                tried[path] = attempt + 1
+                data = _replace(data, path, _STAND_INS[attempt])
+
+
+def _replace(data: Any, path: Sequence[str], value: Any) -> Any:
+    """A copy of `data` with the value at `path` replaced (or removed, for _ABSENT)."""
+    if not path:
+        return value
+    head, rest = path[0], path[1:]
+    if isinstance(data, dict):
+        out = {}
+        for key, item in data.items():
+            if str(key) != head:
+                out[key] = item
+            elif rest or value is not _ABSENT:
+                out[key] = _replace(item, rest, value)
+        if not rest and value is not _ABSENT and head not in map(str, data):
+            out[head] = value  # removed by an earlier stand-in
+        return out
+    if isinstance(data, list) and head.isdigit() and int(head) < len(data):
+        index = int(head)
+        if not rest and value is _ABSENT:
+            return data
+        return [*data[:index], _replace(data[index], rest, value), *data[index + 1 :]]
+    return data
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None, *, ignore_env: bool = False) -> Config:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -68,13 +167,72 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}:{describe_yaml_error(exc, text)}") from None
     try:
-        return parse_config(data, env)
+        return parse_config(data, env, ignore_env=ignore_env)
     except ConfigError as exc:
-        message = str(exc)
-        line = line_of(text, message.split(": ", 1)[0])
-        raise ConfigError(f"{path}:{line}: {message}" if line else f"{path}: {message}") from None
+        located = []
+        for problem in exc.problems:
+            line = line_of(text, problem.split(": ", 1)[0])
+            located.append(f"{path}:{line}: {problem}" if line else f"{path}: {problem}")
+        raise ConfigError(*located, missing=exc.missing_variables) from None
+
+
+def describe_yaml_error(exc: yaml.YAMLError, text: str) -> str:
+    """`LINE: not valid YAML …` naming the line, column and key, never the text there (PyYAML's own
+    message quotes the line, and the line may hold a secret)."""
+    if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem_mark is None:
+        reason = getattr(exc, "reason", None)  # a ReaderError: a character YAML does not allow
+        return f" not valid YAML{f': {reason}' if isinstance(reason, str) else ''}"
+    mark = exc.problem_mark
+    where = [f"column {mark.column + 1}"]
+    key = _key_before_error(text)
+    if key:
+        where.append(f"key {key}")
+    problem = exc.problem or "syntax error"
+    message = f"{mark.line + 1}: not valid YAML: {problem} ({', '.join(where)})"
+    if exc.context and exc.context_mark is not None:
+        message += f", {exc.context} that starts at line {exc.context_mark.line + 1}"
+    return message
+
+
+def _key_before_error(text: str) -> str | None:
+    """The dotted path of the key whose value PyYAML was reading when it failed, from the parser's events
+    (keys only: the scalars that are values are never looked at)."""
+    frames: list[list[Any]] = []  # [is_mapping, expecting_key, key or index]
+    try:
+        for event in yaml.parse(text):
+            if isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
+                if frames:
+                    frames.pop()
+                continue
+            if not isinstance(event, yaml.NodeEvent):
+                continue
+            if frames:
+                top = frames[-1]
+                if top[0] and top[1]:  # a key of the mapping
+                    top[1], top[2] = False, event.value if isinstance(event, yaml.ScalarEvent) else "?"
+                    if not isinstance(event, yaml.CollectionStartEvent):
+                        continue
+                elif top[0]:  # the value of the last key
+                    top[1] = True
+                else:
+                    top[2] += 1
+            if isinstance(event, yaml.MappingStartEvent):
+                frames.append([True, True, None])
+            elif isinstance(event, yaml.SequenceStartEvent):
+                frames.append([False, False, -1])
+    except yaml.YAMLError:
+        pass
+    else:
+        return None
+    parts = []
+    for is_mapping, _, key in frames:
+        if is_mapping and key is not None:
+            parts.append(f".{key}")
+        elif not is_mapping and key >= 0:
+            parts.append(f"[{key}]")
+    return "".join(parts).lstrip(".") or None
 
 
 def line_of(text: str, dotted: str) -> int | None:
@@ -98,9 +256,121 @@ def line_of(text: str, dotted: str) -> int | None:
 
 
 def describe_validation_error(exc: ValidationError) -> str:
-    lines = []
-    for err in exc.errors(include_url=False, include_input=False):
+    return "; ".join(validation_problems(exc))
+
+
+def validation_problems(exc: ValidationError, set_aside: Iterable[str] = ()) -> list[str]:
+    """One `path: what is wrong` line per error, quoting no value; errors about a path in `set_aside`
+    (or below it) are left out."""
+    aside = [_parts(path) for path in set_aside]
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(str(part) for part in err["loc"])
+        if any(_within(path, loc) for path in aside):
+            continue
         # Discriminated unions put the tag in the location ("targets.x.openai.model"); keep it, it helps.
-        where = ".".join(str(part) for part in err["loc"]) or "config"
-        lines.append(f"{where}: {err['msg']}")
-    return "; ".join(lines)
+        where = ".".join(loc)
+        kind, ctx = err["type"], err.get("ctx") or {}
+        if kind == "extra_forbidden":
+            text = f"unknown key{_suggest(loc[-1], _keys_at(loc[:-1]))}"
+        elif kind == "union_tag_not_found":
+            field = str(ctx.get("discriminator", "kind")).strip("'")
+            text = f"no `{field}`: say which it is: {_or(_tags_at(loc))}" + (
+                " (or name a host with `preset:`)" if loc[:1] == ("targets",) else ""
+            )
+        elif kind == "union_tag_invalid":
+            field = str(ctx.get("discriminator", "kind")).strip("'")
+            where = f"{where}.{field}"
+            tags = _tags_at(loc)
+            close = difflib.get_close_matches(str(ctx.get("tag")), tags, n=1, cutoff=0.6)
+            text = f"unknown {field}; did you mean {close[0]}?" if close else f"unknown {field}: {_or(tags)}"
+        else:
+            text = _without_input(err["msg"], err.get("input"))
+        problems.append(f"{where or 'config'}: {text}")
+    return problems
+
+
+def _parts(dotted: str) -> tuple[str, ...]:
+    return tuple(p for p in dotted.replace("[", ".").replace("]", "").split(".") if p)
+
+
+def _within(path: tuple[str, ...], loc: tuple[str, ...]) -> bool:
+    """Whether `loc` (which may carry a union's tag the path has not) is `path` or below it."""
+    rest = iter(loc)
+    return bool(path) and loc[:1] == path[:1] and all(any(part == step for step in rest) for part in path)
+
+
+def _without_input(message: str, value: Any) -> str:
+    """A validator's message may echo the value it refused (a secret, perhaps): take it out."""
+    if isinstance(value, str) and len(value.strip()) >= 4:
+        for text in (repr(value), f'"{value}"', value):
+            message = message.replace(text, "the value")
+    return message
+
+
+def _suggest(name: str, known: Sequence[str]) -> str:
+    matches = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    if matches:
+        return f"; did you mean {', '.join(matches)}?"
+    return f" (keys here: {', '.join(known)})" if known else ""
+
+
+def _or(names: Sequence[str]) -> str:
+    return f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else "".join(names)
+
+
+def _unwrap(annotation: Any) -> Any:
+    """`Annotated[X, …]` → X; `X | None` → X."""
+    while True:
+        if get_origin(annotation) is Annotated:
+            annotation = get_args(annotation)[0]
+            continue
+        if get_origin(annotation) in (Union, types.UnionType):
+            members = [a for a in get_args(annotation) if a is not type(None)]
+            if len(members) == 1:
+                annotation = members[0]
+                continue
+        return annotation
+
+
+def _tagged(annotation: Any) -> dict[str, type[BaseModel]]:
+    """The members of a union of models told apart by their `kind`, by tag."""
+    out: dict[str, type[BaseModel]] = {}
+    if get_origin(annotation) in (Union, types.UnionType):
+        for member in get_args(annotation):
+            field = (
+                member.model_fields.get("kind") if isinstance(member, type) and issubclass(member, BaseModel) else None
+            )
+            for tag in get_args(_unwrap(field.annotation)) if field else ():
+                out[str(tag)] = member
+    return out
+
+
+def _type_at(loc: Sequence[str]) -> Any:
+    """The schema's type at a location of a validation error (None when the walk gets lost)."""
+    annotation: Any = Config
+    for part in loc:
+        annotation = _unwrap(annotation)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            field = annotation.model_fields.get(part)
+            if field is None:
+                return None
+            annotation = field.annotation
+        elif get_origin(annotation) is dict:
+            annotation = get_args(annotation)[1]
+        elif get_origin(annotation) is list:
+            annotation = get_args(annotation)[0]
+        elif part in _tagged(annotation):
+            annotation = _tagged(annotation)[part]
+        else:
+            return None
+    return _unwrap(annotation)
+
+
+def _keys_at(loc: Sequence[str]) -> list[str]:
+    model = _type_at(loc)
+    return list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
+
+
+def _tags_at(loc: Sequence[str]) -> list[str]:
+    return list(_tagged(_type_at(loc)))

@@ -22,7 +22,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from lifeline.config.load import ConfigError
+from lifeline.config.load import ConfigError, Environment, Variables
 
 HostKind = Literal["openai", "anthropic", "gemini"]
 
@@ -98,22 +98,26 @@ def suggest(name: object, known: Mapping[str, object]) -> str:
 
 
 def resolve_preset(name: object, path: str) -> Preset:
-    """The preset named at `path` in the config, or a ConfigError naming the path."""
+    """The preset named at `path` in the config, or a ConfigError naming the path (not the value: config
+    errors quote no value)."""
     if not isinstance(name, str) or name not in PRESETS:
-        raise ConfigError(f"{path}: unknown preset {name!r}{suggest(name, PRESETS)}")
+        raise ConfigError(f"{path}: unknown preset{suggest(name, PRESETS)}")
     return PRESETS[name]
 
 
-def key_from_env(preset: Preset, env: Mapping[str, str], path: str) -> str | None:
-    """The key held in the preset's variable; a ConfigError naming `path` and the variable if it is unset."""
+def key_from_env(preset: Preset, env: Variables, path: str) -> str | None:
+    """The key held in the preset's variable. An unset variable is recorded by an `Environment` (which
+    reports them all at once), or is a ConfigError naming `path` and the variable."""
     if preset.api_key_env is None:
         return None
+    if isinstance(env, Environment):
+        return env.get(preset.api_key_env, path)
     if preset.api_key_env not in env:
         raise ConfigError(f"{path}: environment variable {preset.api_key_env} is not set")
     return env[preset.api_key_env]
 
 
-def expand_target_presets(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+def expand_target_presets(data: dict[str, Any], env: Variables) -> dict[str, Any]:
     """Fill in every `targets.X` that names a preset: kind, base_url, api_key and meta.self_hosted.
 
     The target's own fields win, including an explicit `api_key: null` (no key sent). Returns a new mapping;

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
 
@@ -108,11 +108,12 @@ class HttpTarget(TargetCommon):
     timeouts: Timeouts = Field(default_factory=Timeouts)
     retry: RetryPolicy | None = None
 
-    @model_validator(mode="after")
-    def _check_url(self) -> HttpTarget:
-        if not self.base_url.startswith(("http://", "https://")):
+    @field_validator("base_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
             raise ValueError("base_url must start with http:// or https://")
-        return self
+        return value
 
 
 class OpenAITarget(HttpTarget):
