@@ -4,6 +4,7 @@ alone; no value from the file ever printed."""
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,17 @@ def test_check_never_prints_a_secret_from_the_file(tmp_path: Path, text: str) ->
     code, out = check("--config", str(path))
     assert code == 2 and out.startswith(f"error: {path}:")
     assert INLINE not in out and INLINE[:8] not in out
+
+
+def test_check_refuses_tracing_without_the_otel_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """#15.18: `check` said ok and `serve` then died with No module named 'opentelemetry.sdk'."""
+    monkeypatch.setitem(sys.modules, "opentelemetry.sdk", None)  # as if the extra were not installed
+    path = tmp_path / "lifeline.yaml"
+    path.write_text(
+        "tracing: {enabled: true}\ntargets:\n  a: {kind: llamacpp}\naliases:\n  chat: {targets: [a]}\n",
+        encoding="utf-8",
+    )
+    code, out = check("--config", str(path))
+    assert code == 2 and "ok:" not in out
+    assert out.startswith(f"error: {path}:1: tracing.enabled: tracing needs the otel extra")
+    assert "pip install 'lifeline-gateway[otel]'" in out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -432,3 +433,35 @@ def test_an_unknown_key_far_from_any_lists_the_keys_there() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(data, env={})
     assert str(info.value) == "admin.zzzzzz: unknown key (keys here: master_key)"
+
+
+# --- #15.18: tracing without the otel extra --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("absent", ["opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http"])
+def test_tracing_without_the_otel_extra_is_a_load_error_naming_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, absent: str
+) -> None:
+    monkeypatch.setitem(sys.modules, absent, None)  # as if not installed
+    path = tmp_path / "lifeline.yaml"
+    path.write_text(
+        "tracing:\n  enabled: true\ntargets:\n  a: {kind: llamacpp}\naliases:\n  chat: {targets: [a]}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, env={})
+    message = str(raised.value)
+    assert message.startswith(f"{path}:2: tracing.enabled: tracing needs the otel extra")
+    assert absent in message and "lifeline-gateway[otel]" in message and ".[otel]" in message
+    # tracing off: nothing of OpenTelemetry is needed
+    path.write_text("targets:\n  a: {kind: llamacpp}\naliases:\n  chat: {targets: [a]}\n", encoding="utf-8")
+    assert load_config(path, env={}).tracing.enabled is False
+
+
+def test_a_tracer_built_without_the_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lifeline.config.schema import TracingSettings
+    from lifeline.tracing import Tracing
+
+    monkeypatch.setitem(sys.modules, "opentelemetry.sdk", None)
+    with pytest.raises(ConfigError, match=r"tracing\.enabled: .*otel"):
+        Tracing(TracingSettings(enabled=True))

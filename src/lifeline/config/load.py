@@ -105,7 +105,15 @@ def parse_config(data: Any, env: Mapping[str, str] | None = None, *, ignore_env:
 
     data = expand(data, environment)
     environment.check()
-    return _validate(data, environment.unresolved)
+    config = _validate(data, environment.unresolved)
+    if config.tracing.enabled:
+        # here, not at the first request: `check` must not say ok to what `serve` cannot run
+        from lifeline.tracing import missing_otel
+
+        missing = missing_otel()
+        if missing:
+            raise ConfigError(f"tracing.enabled: {missing}")
+    return config
 
 
 #: what stands in for a value left as `${VAR}` (check --no-env) that the schema refuses: the key's default
