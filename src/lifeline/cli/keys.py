@@ -16,17 +16,35 @@ keys_app = typer.Typer(no_args_is_help=True, help="Virtual keys: create, list, u
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file.")]
 
 
-def _store(config: Path | None) -> Any:
+def _store(config: Path | None, aliases: list[str] | None = None) -> Any:
+    """The key store of the config's database; with `aliases`, each must be one the config file defines."""
     from lifeline.accounting.db import Database
     from lifeline.accounting.keys import KeyStore
     from lifeline.accounting.migrations import migrate
-    from lifeline.cli.main import _config
+    from lifeline.cli.main import _config, _config_path
 
-    settings = _config(config).accounting
+    cfg = _config(config)
+    path = _config_path(config)
+    if aliases and path is not None:
+        _check_aliases(aliases, set(cfg.aliases), path)
+    settings = cfg.accounting
     url = settings.database_url.get_secret_value() if settings.database_url else None
     db = Database(url=url, data_dir=settings.data_dir)
     migrate(db)
     return KeyStore(db)
+
+
+def _check_aliases(aliases: list[str], known: set[str], path: Path) -> None:
+    """A key limited to an alias the config does not define could never be used: refuse it now."""
+    from lifeline.config.presets import suggest
+
+    for alias in aliases:
+        if alias not in known:
+            typer.echo(
+                f"error: --alias {alias}: {path} defines no such alias{suggest(alias, dict.fromkeys(sorted(known)))}",
+                err=True,
+            )
+            raise typer.Exit(2)
 
 
 def _expiry(value: str | None) -> float | None:
@@ -85,7 +103,7 @@ def create(
         metadata=_metadata(meta),
     )
     try:
-        key, secret = _store(config).create(name, **fields)
+        key, secret = _store(config, alias).create(name, **fields)
     except LifelineError as exc:
         _fail(exc)
     typer.echo(f"created key {key.id} ({key.name})")
@@ -137,7 +155,7 @@ def update(
         metadata=_metadata(meta),
     )
     try:
-        key = _store(config).update(key_id, **fields)
+        key = _store(config, alias).update(key_id, **fields)
     except LifelineError as exc:
         _fail(exc)
     typer.echo(f"updated key {key.id} ({key.name})")
