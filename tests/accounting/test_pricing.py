@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import pytest
+
 from lifeline.accounting.pricing import BUILTIN_PRICES, PriceBook, cost_nusd
 from lifeline.accounting.records import NANO, usd
 from lifeline.config import parse_config
@@ -43,3 +45,17 @@ def test_every_table_row_has_the_date_it_was_taken() -> None:
     for model, price in BUILTIN_PRICES.items():
         assert len(price.taken) == 10 and price.taken[4] == "-", model
         assert price.input >= 0 and price.output >= 0
+
+
+def test_unpriced_targets_are_summed_up_in_one_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    """#15.24: one INFO line per unpriced target was start-up noise."""
+    caplog.set_level("INFO", logger="lifeline.accounting")
+    targets = {name: {"kind": "openai", "base_url": "http://x/v1", "model": f"{name}-model"} for name in "cab"}
+    targets["priced"] = {"kind": "openai", "base_url": "http://x/v1", "model": "gpt-4o-mini"}
+    config = parse_config({"targets": targets, "aliases": {"a": {"targets": list(targets)}}}, env={})
+    PriceBook(config)
+    lines = [r.getMessage() for r in caplog.records if "price" in r.getMessage()]
+    assert lines == ["3 targets have no known price, so their answers cost 0: a, b, c; set `price:` in the config"]
+    caplog.clear()
+    PriceBook(parse_config({"targets": {"p": targets["priced"]}, "aliases": {"a": {"targets": ["p"]}}}, env={}))
+    assert caplog.records == []

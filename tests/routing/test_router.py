@@ -475,3 +475,16 @@ def test_stream_failure_before_content_moves_on_invisibly() -> None:
     assert head[-1].data["choices"][0]["delta"]["content"] == "from b"
     assert [c.finish for c in rest] == [True]
     assert a.calls == 2  # one retry of the transient failure, then the silent one moved on
+
+
+def test_an_alias_of_the_other_kind_is_named_with_the_right_article() -> None:
+    """#15.24: "The model 'chat' is an chat model"."""
+    router = make_router(
+        Fake("a"), aliases={"chat": {"targets": ["a"]}, "embed": {"kind": "embeddings", "targets": ["a"]}}
+    )
+    with pytest.raises(InvalidRequest) as chat:
+        router.alias("chat", "embeddings")
+    with pytest.raises(InvalidRequest) as embed:
+        router.alias("embed", "chat")
+    assert chat.value.message == "The model 'chat' is a chat model; use it with /v1/chat/completions."
+    assert embed.value.message == "The model 'embed' is an embeddings model; use it with /v1/embeddings."

@@ -2,8 +2,9 @@
 
 A target's `price` in the config wins; otherwise the built-in table below is looked up by the target's
 model id. Each row says when it was taken from the provider's price page: prices change, so check them and
-set `price:` in your config for anything that matters. A target with no known price costs nothing and is
-reported once in the log. Costs are integers in nano-USD, so sums and budgets are exact.
+set `price:` in your config for anything that matters. A target with no known price costs nothing; the
+unpriced targets are listed in one log line at start-up. Costs are integers in nano-USD, so sums and
+budgets are exact.
 """
 
 from __future__ import annotations
@@ -61,9 +62,15 @@ class PriceBook:
             if price is None:
                 model = getattr(target, "model", "")
                 price = BUILTIN_PRICES.get(model) or BUILTIN_PRICES.get(model.rsplit("/", 1)[-1])
-            if price is None:
-                log.info("target %s has no known price: its answers cost 0; set `price:` in the config", name)
             self._prices[name] = price
+        unpriced = sorted(name for name, price in self._prices.items() if price is None)
+        if unpriced:  # one line for all of them: a catalogue config can have dozens
+            log.info(
+                "%d target%s no known price, so their answers cost 0: %s; set `price:` in the config",
+                len(unpriced),
+                "s have" if len(unpriced) > 1 else " has",
+                ", ".join(unpriced),
+            )
 
     def price(self, target: str) -> Price | TablePrice | None:
         return self._prices.get(target)

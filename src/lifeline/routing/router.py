@@ -119,7 +119,8 @@ class Router:
         if kind is not None and alias.kind != kind:
             endpoint = "/v1/embeddings" if alias.kind == "embeddings" else "/v1/chat/completions"
             raise InvalidRequest(
-                f"The model '{name}' is an {alias.kind} model; use it with {endpoint}.",
+                f"The model '{name}' is {'an' if alias.kind == 'embeddings' else 'a'} {alias.kind} model; "
+                f"use it with {endpoint}.",
                 param="model",
                 code="wrong_model_kind",
             )
