@@ -276,6 +276,18 @@ def test_a_value_continuing_on_the_next_line_is_not_taken_for_a_key(tmp_path: Pa
     assert INLINE not in str(raised.value)
 
 
+@pytest.mark.parametrize("written", [f"*{INLINE}", f"!{INLINE} x", f"&{INLINE} x\n  other: *{INLINE}x"])
+def test_a_secret_read_as_an_alias_anchor_or_tag_is_not_quoted(tmp_path: Path, written: str) -> None:
+    """A value starting with *, & or ! is YAML syntax; PyYAML's messages quote the name that follows."""
+    path = tmp_path / "lifeline.yaml"
+    path.write_text(f"admin:\n  master_key: {written}\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, env={})
+    message = str(raised.value)
+    assert "not valid YAML" in message and "admin." in message
+    assert INLINE not in message and INLINE[:8] not in message
+
+
 def test_validation_errors_do_not_echo_the_value(tmp_path: Path) -> None:
     path = tmp_path / "lifeline.yaml"
     path.write_text(

@@ -194,22 +194,30 @@ def describe_yaml_error(exc: yaml.YAMLError, text: str) -> str:
         return f" not valid YAML{f': {reason}' if isinstance(reason, str) else ''}"
     mark = exc.problem_mark
     where = [f"column {mark.column + 1}"]
-    key = _key_before_error(text)
+    key = _key_at(text, mark.index)
     if key:
         where.append(f"key {key}")
-    problem = exc.problem or "syntax error"
+    problem = _unquoted(exc.problem or "syntax error")
     message = f"{mark.line + 1}: not valid YAML: {problem} ({', '.join(where)})"
     if exc.context and exc.context_mark is not None:
-        message += f", {exc.context} that starts at line {exc.context_mark.line + 1}"
+        message += f", {_unquoted(exc.context)} that starts at line {exc.context_mark.line + 1}"
     return message
 
 
-def _key_before_error(text: str) -> str | None:
-    """The dotted path of the key whose value PyYAML was reading when it failed, from the parser's events
-    (keys only: the scalars that are values are never looked at)."""
+def _unquoted(text: str) -> str:
+    """PyYAML's messages quote the name of an undefined alias, an anchor or a tag, which are written where a
+    value goes (`master_key: *secret` reads as an alias): keep single characters and token names only."""
+    return re.sub(r"'(?!<)[^']{2,}'", "(not shown)", text)
+
+
+def _key_at(text: str, index: int) -> str | None:
+    """The dotted path of the key whose value holds the character at `index` (where PyYAML failed), from the
+    parser's events up to there (keys only: the scalars that are values are never looked at)."""
     frames: list[list[Any]] = []  # [is_mapping, expecting_key, key or index]
     try:
         for event in yaml.parse(text):
+            if event.start_mark is not None and event.start_mark.index >= index:
+                break
             if isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
                 if frames:
                     frames.pop()
@@ -232,8 +240,6 @@ def _key_before_error(text: str) -> str | None:
                 frames.append([False, False, -1])
     except yaml.YAMLError:
         pass
-    else:
-        return None
     parts = []
     for is_mapping, _, key in frames:
         if is_mapping and key is not None:
