@@ -175,7 +175,8 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None, *, ignor
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}:{describe_yaml_error(exc, text)}") from None
+        line, what = describe_yaml_error(exc, text)
+        raise ConfigError(f"{path}:{line}: {what}" if line else f"{path}: {what}") from None
     try:
         return parse_config(data, env, ignore_env=ignore_env)
     except ConfigError as exc:
@@ -186,22 +187,22 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None, *, ignor
         raise ConfigError(*located, missing=exc.missing_variables) from None
 
 
-def describe_yaml_error(exc: yaml.YAMLError, text: str) -> str:
-    """`LINE: not valid YAML …` naming the line, column and key, never the text there (PyYAML's own
-    message quotes the line, and the line may hold a secret)."""
+def describe_yaml_error(exc: yaml.YAMLError, text: str) -> tuple[int | None, str]:
+    """The line and a description naming the column and key, never the text there (PyYAML's own message
+    quotes the line, and the line may hold a secret)."""
     if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem_mark is None:
         reason = getattr(exc, "reason", None)  # a ReaderError: a character YAML does not allow
-        return f" not valid YAML{f': {reason}' if isinstance(reason, str) else ''}"
+        return None, f"not valid YAML{f': {reason}' if isinstance(reason, str) else ''}"
     mark = exc.problem_mark
     where = [f"column {mark.column + 1}"]
     key = _key_at(text, mark.index)
     if key:
         where.append(f"key {key}")
     problem = _unquoted(exc.problem or "syntax error")
-    message = f"{mark.line + 1}: not valid YAML: {problem} ({', '.join(where)})"
+    message = f"not valid YAML: {problem} ({', '.join(where)})"
     if exc.context and exc.context_mark is not None:
         message += f", {_unquoted(exc.context)} that starts at line {exc.context_mark.line + 1}"
-    return message
+    return mark.line + 1, message
 
 
 def _unquoted(text: str) -> str:
