@@ -28,7 +28,7 @@ from lifeline.accounting.records import LedgerRecord, nusd, usd
 from lifeline.config.schema import Config
 from lifeline.errors import LifelineError
 from lifeline.metrics import Metrics
-from lifeline.protocol.usage import estimate_usage
+from lifeline.protocol.usage import reservation_prompt_tokens
 from lifeline.tracing import Tracing
 
 log = logging.getLogger("lifeline.accounting")
@@ -163,14 +163,16 @@ class Accounting:
             return
         if not key.may_use(alias):
             raise PermissionDenied(f"This key may not use the model '{alias}'.", param="model")
-        prompt_estimate = estimate_usage(body, 0)["prompt_tokens"]
+        # An upper bound, not a guess: concurrent requests each hold their worst case, so together they
+        # cannot pass a budget or a TPM limit however their prompts tokenize.
+        prompt_bound = reservation_prompt_tokens(body)
         completion_reserve = max_tokens or DEFAULT_COMPLETION_RESERVE
-        admission.tokens_estimate = prompt_estimate + completion_reserve
+        admission.tokens_estimate = prompt_bound + completion_reserve
         if key.rpm is not None or key.tpm is not None:
             await self.limits.admit(key.id, rpm=key.rpm, tpm=key.tpm, tokens_estimate=admission.tokens_estimate)
         if key.budget_usd is not None and key.budget_period is not None:
             targets = list(self.config.aliases[alias].targets)
-            amount = self.prices.worst_case(targets, prompt_estimate, completion_reserve)
+            amount = self.prices.worst_case(targets, prompt_bound, completion_reserve)
             since = period_start(key.budget_period)
             key_id = key.id
 
