@@ -112,3 +112,24 @@ def test_embeddings_of_token_ids_are_reserved_at_their_length(
         assert sorted(r.status_code for r in responses) == [200] * 2 + [429] * 98
         assert all(r["prompt_tokens"] == 5000 for r in key_rows)
         assert sum(r["cost_nusd"] for r in key_rows) == 10_000 * NANO
+
+
+def test_refused_requests_do_not_count_against_the_rate_limits(
+    wall: FaultWall, gateway: GatewayFactory, tmp_path: Path, limits: dict[str, Any]
+) -> None:
+    def ask(gw: RunningGateway, secret: str, max_tokens: int) -> httpx.Response:
+        body = {"model": "chat", "messages": [{"role": "user", "content": "hello there"}], "max_tokens": max_tokens}
+        return httpx.post(
+            f"{gw.base_url}/chat/completions", json=body, headers={"authorization": f"Bearer {secret}"}, timeout=30
+        )
+
+    with gateway(config(wall, tmp_path, limits)) as gw:
+        _, secret = new_key(gw, rpm=3, tpm=2000, budget_usd=150, budget_period="total")
+        too_dear = [ask(gw, secret, max_tokens=1000) for _ in range(5)]  # $1,000 of answer for a $150 budget
+        too_long = [ask(gw, secret, max_tokens=5000) for _ in range(5)]  # more tokens than 2,000 a minute
+        small = [ask(gw, secret, max_tokens=COMPLETION) for _ in range(4)]
+    assert {r.json()["error"]["code"] for r in too_dear} == {"budget_exceeded"}
+    assert {r.json()["error"]["code"] for r in too_long} == {"rate_limit_exceeded"}
+    assert [r.status_code for r in small] == [200, 200, 200, 429], "ten refusals took none of the 3 a minute"
+    assert small[3].json()["error"]["code"] == "rate_limit_exceeded"
+    assert "requests per minute" in small[3].json()["error"]["message"].lower()
