@@ -25,8 +25,8 @@ MESSAGE_FRAMING_BOUND = 8
 CONVERSATION_FRAMING_BOUND = 64
 #: tokens an embedding input costs besides its text (begin/end or CLS/SEP tokens, a word-start marker)
 INPUT_FRAMING_BOUND = 4
-#: an image, audio or file part: an allowance rather than a bound (its tokens depend on its size, detail
-#: and the provider), above what OpenAI and Anthropic count for an image at default detail
+#: an image, audio or file part: an allowance rather than a bound, since its tokens depend on its size, its
+#: detail and the provider (Claude counts about 1,600 for its largest image, GPT-4o about 1,450 at high detail)
 MEDIA_PART_ALLOWANCE = 2_000
 #: the instructions a provider adds when tools are offered (Anthropic documents about 350 tokens)
 TOOLS_ALLOWANCE = 512
