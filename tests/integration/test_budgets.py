@@ -94,6 +94,23 @@ def test_concurrent_short_word_prompts_never_pass_a_budget_or_a_tpm_limit(
     assert tokens <= 1000, f"{len(answered)} answers used {tokens} tokens of a limit of 1000"
 
 
+def test_concurrent_short_word_messages_never_pass_a_budget(
+    wall: FaultWall, gateway: GatewayFactory, tmp_path: Path, limits: dict[str, Any]
+) -> None:
+    """/v1/messages reserves through the same bound as /v1/chat/completions."""
+    body = {"model": "chat", "messages": [{"role": "user", "content": SHORT_WORDS}], "max_tokens": COMPLETION}
+    with gateway(config(wall, tmp_path, limits)) as gw:
+        key_id, secret = new_key(gw, budget_usd=1000, budget_period="total")
+        responses = burst(gw, secret, "/messages", body)
+        answered = [r for r in responses if r.status_code == 200]
+        rows = answered_rows(gw, key_id, len(answered))
+    refused = [r for r in responses if r.status_code == 429]
+    assert answered and len(answered) + len(refused) == 100
+    assert all("budget" in r.json()["error"]["message"].lower() for r in refused)
+    assert all(r.json()["usage"]["input_tokens"] == 50 for r in answered)
+    assert sum(r["cost_nusd"] for r in rows) <= 1000 * NANO
+
+
 def test_embeddings_of_token_ids_are_reserved_at_their_length(
     wall: FaultWall, gateway: GatewayFactory, tmp_path: Path, limits: dict[str, Any]
 ) -> None:
