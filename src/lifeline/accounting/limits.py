@@ -554,7 +554,7 @@ return {0}
 # A token entry is settled where it stands in the window (same score, new amount); one that has left the
 # window stays out. The total is only ever changed when it exists: a DECRBY or INCRBY on a missing key would
 # create one without its expiry.
-# KEYS: token log, token total; ARGV: entry now, entry settled, actual - estimate
+# KEYS: token log, token total; ARGV: the entry as it stands, the entry settled, actual - estimate
 _SETTLE_TOKENS = """
 local at = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not at then return 0 end

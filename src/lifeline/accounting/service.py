@@ -4,8 +4,8 @@ Per request, in order: `authenticate` (a virtual key, when auth is on), `admit` 
 RPM/TPM; a budget reservation sized for the worst case — the prompt's tokens bounded from above, the whole
 `max_tokens`; a request the budget refuses is taken back out of the rate windows), then — exactly once,
 whatever happened — `finish` (settle the reservation and the token count to the actual usage, write one
-ledger record, update the metrics). Nothing here blocks the event loop on a database: keys are served from memory and
-refreshed in the background, ledger writes go through a queue to a writer thread.
+ledger record, update the metrics). Nothing here blocks the event loop on a database: keys are served from
+memory and refreshed in the background, ledger writes go through a queue to a writer thread.
 """
 
 from __future__ import annotations
