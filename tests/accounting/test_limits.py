@@ -17,6 +17,7 @@ from lifeline.accounting.limits import (
     InProcessLimits,
     LimitBackendUnavailable,
     LimitStore,
+    RateEntry,
     RateLimitExceeded,
     RedisLimits,
     Reservation,
@@ -216,29 +217,51 @@ def test_a_request_larger_than_the_tpm_limit_gets_no_retry_after(make_store: Sto
     run(make_store, body)
 
 
-def test_adjust_tokens_corrects_the_count_both_ways(make_store: StoreFactory) -> None:
+def test_settled_tokens_replace_the_estimate_where_it_stands(make_store: StoreFactory) -> None:
     async def body(store: LimitStore) -> None:
-        await store.admit(KEY, rpm=None, tpm=100, tokens_estimate=80)
-        await store.adjust_tokens(KEY, -50)  # the answer was shorter than estimated: 30 counted
+        first = await store.admit(KEY, rpm=None, tpm=100, tokens_estimate=80)
+        await store.settle_tokens(first, 30)  # the answer was shorter than the bound: 30 counted
         await store.admit(KEY, rpm=None, tpm=100, tokens_estimate=70)
         with pytest.raises(RateLimitExceeded):
             await store.admit(KEY, rpm=None, tpm=100, tokens_estimate=1)
-        await store.adjust_tokens(KEY, -10)  # 90 counted
-        await store.adjust_tokens(KEY, +5)  # 95 counted
-        await store.admit(KEY, rpm=None, tpm=100, tokens_estimate=5)
-        with pytest.raises(RateLimitExceeded):
+        await store.settle_tokens(first, 0)  # a second settlement changes nothing: 100 counted still
+        with pytest.raises(RateLimitExceeded) as refused:
             await store.admit(KEY, rpm=None, tpm=100, tokens_estimate=1)
+        # the 30 leave the window with their request's admission: then one more token fits
+        assert refused.value.retry_after is not None and 0 < refused.value.retry_after <= 60
 
     run(make_store, body)
 
 
-def test_adjust_tokens_for_a_key_without_a_token_count_changes_nothing(make_store: StoreFactory) -> None:
+def test_tokens_settled_after_their_entry_left_the_window_are_not_counted_again(make_store: StoreFactory) -> None:
     async def body(store: LimitStore) -> None:
-        await store.adjust_tokens(KEY, 1000)
-        await store.adjust_tokens(KEY, -1000)
+        long_request = await store.admit(KEY, rpm=None, tpm=100, tokens_estimate=100)
+        await asyncio.sleep(0.35)  # longer than the window: its bound was counted for a whole window
+        await store.settle_tokens(long_request, 90)
         await store.admit(KEY, rpm=None, tpm=100, tokens_estimate=100)
-        with pytest.raises(RateLimitExceeded):
-            await store.admit(KEY, rpm=None, tpm=100, tokens_estimate=1)
+
+    run(make_store, body, window=0.3)
+
+
+def test_a_withdrawn_request_counts_against_no_rate_limit(make_store: StoreFactory) -> None:
+    async def body(store: LimitStore) -> None:
+        refused_later = await store.admit(KEY, rpm=2, tpm=100, tokens_estimate=90)
+        await store.withdraw(refused_later)  # e.g. its budget refused it
+        await store.withdraw(refused_later)  # twice is once
+        await store.settle_tokens(refused_later, 50)  # and a settlement after it changes nothing
+        await store.admit(KEY, rpm=2, tpm=100, tokens_estimate=60)
+        await store.admit(KEY, rpm=2, tpm=100, tokens_estimate=40)
+        with pytest.raises(RateLimitExceeded) as refused:
+            await store.admit(KEY, rpm=3, tpm=100, tokens_estimate=1)
+        assert refused.value.limit == "tpm"
+        with pytest.raises(RateLimitExceeded) as refused:
+            await store.admit(KEY, rpm=2, tpm=None, tokens_estimate=0)  # 2 requests counted, not 3
+        assert refused.value.limit == "rpm"
+
+        only_requests = await store.admit("other", rpm=1, tpm=None, tokens_estimate=5)
+        assert only_requests.tokens is None
+        await store.withdraw(only_requests)
+        await store.admit("other", rpm=1, tpm=None, tokens_estimate=5)
 
     run(make_store, body)
 
@@ -416,8 +439,8 @@ def test_two_replicas_enforce_one_limit_not_two(shared_url: str) -> None:
                 *(s.admit(KEY, rpm=10, tpm=None, tokens_estimate=0) for _ in range(10) for s in (a, b)),
                 return_exceptions=True,
             )
-            assert sum(r is None for r in admitted) == 10
-            assert all(isinstance(r, RateLimitExceeded) for r in admitted if r is not None)
+            assert sum(isinstance(r, RateEntry) for r in admitted) == 10
+            assert all(isinstance(r, RateLimitExceeded) for r in admitted if not isinstance(r, RateEntry))
 
             await store_reserve(a, USD // 10)
             assert ledger.calls == 1
@@ -476,7 +499,9 @@ def test_fail_open_serves_without_limits_and_warns_once(
             held = await reserve(store, USD, Ledger())
             assert not held.recorded
             await store.settle(held, USD)
-            await store.adjust_tokens(KEY, 5)
+            unrecorded = await store.admit(KEY, rpm=1, tpm=10, tokens_estimate=5)
+            assert (unrecorded.in_requests, unrecorded.tokens) == (False, None)
+            await store.settle_tokens(unrecorded, 3)  # nothing to settle, no Redis call
             assert time.monotonic() - started < 2, "an unreachable Redis must not hold requests up"
             with pytest.raises(LimitBackendUnavailable):
                 await store.spent(KEY, "day")
@@ -500,6 +525,8 @@ def test_fail_closed_refuses_with_503_and_recovers(own_redis: RedisServer) -> No
         store = RedisLimits(own_redis.url, "closed")
         try:
             held = await reserve(store, USD, Ledger())
+            entry = await store.admit(KEY, rpm=10, tpm=10, tokens_estimate=5)
+            refused_entry = await store.admit(KEY, rpm=10, tpm=10, tokens_estimate=5)
             own_redis.stop()
             with pytest.raises(LimitBackendUnavailable) as refused:
                 await store.admit(KEY, rpm=10, tpm=None, tokens_estimate=0)
@@ -509,8 +536,9 @@ def test_fail_closed_refuses_with_503_and_recovers(own_redis: RedisServer) -> No
                 await reserve(store, USD, Ledger())
             # the answer was already given: finishing a request never raises
             await store.settle(held, USD)
-            await store.adjust_tokens(KEY, -3)
-            assert store.redis_errors == 4
+            await store.settle_tokens(entry, 3)
+            await store.withdraw(refused_entry)
+            assert store.redis_errors == 5
 
             own_redis.start()
             await store.admit(KEY, rpm=10, tpm=None, tokens_estimate=0)

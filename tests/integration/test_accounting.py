@@ -190,10 +190,10 @@ def test_a_request_no_target_answered_is_recorded_at_no_cost(
 
 def test_an_exhausted_budget_refuses_the_next_request(wall: FaultWall, gateway: GatewayFactory, tmp_path: Path) -> None:
     with gateway(config_with(wall, tmp_path)) as gw:
-        _, secret = new_key(gw, budget_usd=35, budget_period="day")
+        _, secret = new_key(gw, budget_usd=120, budget_period="day")
         answers = [ask(gw, secret, max_tokens=12) for _ in range(3)]
-    # $14 each. Each reserves its worst case first ($7 prompt estimate + $12 max_tokens = $19): the second
-    # fits ($14 + $19 <= $35), the third does not ($28 + $19 > $35)
+    # $14 each. Each reserves its worst case first ($87 for the prompt's upper bound: 15 bytes of text and
+    # role, 72 of framing; + $12 max_tokens = $99): the second fits ($14 + $99 <= $120), the third does not
     assert [a.status_code for a in answers] == [200, 200, 429]
     error = answers[2].json()["error"]
     assert error["code"] == "budget_exceeded"

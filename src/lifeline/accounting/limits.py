@@ -5,8 +5,10 @@ right for a single replica. ``RedisLimits`` keeps it in Redis, each check-and-up
 that any number of replicas enforce *one* limit between them rather than one each.
 
 Rate limits are exact sliding windows: a request is admitted when fewer than ``rpm`` requests were admitted
-in the last window, and when the tokens counted in the last window plus this request's estimate fit in
-``tpm``. A refused request consumes nothing.
+in the last window, and when the tokens counted in the last window plus this request's estimate (an upper
+bound) fit in ``tpm``. Admitting returns the request's ``RateEntry``: once the answer is known its tokens are
+settled to the actual count at the time it was admitted (``settle_tokens``), and a request that a later check
+refuses (its budget) is taken out of both windows again (``withdraw``). A refused request consumes nothing.
 
 Budgets are reserved before the upstream call (``reserve``) and settled with the actual cost afterwards
 (``settle``) or released if nothing was spent (``release``): concurrent requests cannot together overspend,
@@ -185,6 +187,21 @@ def _utcnow() -> datetime:
 
 
 @dataclass(eq=False)
+class RateEntry:
+    """One admitted request's place in its key's rate windows: one request in the RPM window, its tokens in
+    the TPM window, both under one id, so that they can be settled or withdrawn exactly."""
+
+    key_id: str
+    id: str
+    #: counted in the requests-per-minute window
+    in_requests: bool
+    #: what the tokens-per-minute window holds for it; None when it is not counted there
+    tokens: int | None
+    #: set by the first settle_tokens or withdraw; any later one does nothing
+    finished: bool = False
+
+
+@dataclass(eq=False)
 class Reservation:
     """Money held for one request until it is settled or released."""
 
@@ -200,12 +217,18 @@ class Reservation:
 
 
 class LimitStore(Protocol):
-    async def admit(self, key_id: str, *, rpm: int | None, tpm: int | None, tokens_estimate: int) -> None:
+    async def admit(self, key_id: str, *, rpm: int | None, tpm: int | None, tokens_estimate: int) -> RateEntry:
         """Count one request against the key's rate limits, or raise RateLimitExceeded (counting nothing)."""
         ...
 
-    async def adjust_tokens(self, key_id: str, delta: int) -> None:
-        """Correct the key's token count by (actual - estimate) once the answer is known."""
+    async def settle_tokens(self, entry: RateEntry, actual_tokens: int) -> None:
+        """Replace the request's token estimate by its actual count, at the time it was admitted. An entry that
+        has left the window already stays out: it was counted at its estimate for a whole window."""
+        ...
+
+    async def withdraw(self, entry: RateEntry) -> None:
+        """Take the request out of both windows: a later check (its budget) refused it, so it counts against
+        no rate limit."""
         ...
 
     async def reserve(
@@ -266,28 +289,48 @@ class _SeedOnce:
 # --- in process --------------------------------------------------------------------------------------
 
 
-class _TokenLog:
-    """Token counts in a sliding window: (time, tokens) entries and their running total."""
+@dataclass(slots=True)
+class _Entry:
+    id: str
+    at: float
+    amount: int
+
+
+class _Window:
+    """A sliding window of entries (requests count 1 each, tokens their number), their running total, and
+    the entries still in it by id, to settle or withdraw one."""
 
     def __init__(self) -> None:
-        self.entries: collections.deque[tuple[float, int]] = collections.deque()
+        self.entries: collections.deque[_Entry] = collections.deque()
+        self.live: dict[str, _Entry] = {}
         self.total = 0
 
     def expire(self, horizon: float) -> None:
-        while self.entries and self.entries[0][0] <= horizon:
-            self.total -= self.entries.popleft()[1]
+        while self.entries and self.entries[0].at <= horizon:
+            entry = self.entries.popleft()
+            self.total -= entry.amount
+            del self.live[entry.id]
 
-    def add(self, now: float, tokens: int) -> None:
-        self.entries.append((now, tokens))
-        self.total += tokens
+    def add(self, entry_id: str, now: float, amount: int) -> None:
+        entry = _Entry(entry_id, now, amount)
+        self.entries.append(entry)
+        self.live[entry_id] = entry
+        self.total += amount
+
+    def correct(self, entry_id: str, amount: int) -> None:
+        """Give a live entry a new amount, where it stands in the window; nothing once it has left it."""
+        entry = self.live.get(entry_id)
+        if entry is not None:
+            self.total += amount - entry.amount
+            entry.amount = amount
 
     def wait_until_fits(self, allowed: int, window: float, now: float) -> float:
         """Seconds until the counted total falls to ``allowed`` or below as old entries leave the window."""
         left = self.total
-        for at, tokens in self.entries:
-            left -= tokens
+        for entry in self.entries:
+            left -= entry.amount
             if max(left, 0) <= allowed:
-                return at + window - now
+                return entry.at + window - now
         return window
 
 
@@ -318,44 +361,58 @@ class InProcessLimits:
         self._window = window
         self._reservation_ttl = reservation_ttl
         self._utcnow = utcnow
-        self._requests: dict[str, collections.deque[float]] = {}
-        self._tokens: dict[str, _TokenLog] = {}
+        self._requests: dict[str, _Window] = {}
+        self._tokens: dict[str, _Window] = {}
+        self._sequence = itertools.count()
         # Keyed by (key, period kind) rather than period id, so the previous period's counter is replaced
         # when a new one starts instead of piling up.
         self._budgets: dict[tuple[str, str], _Budget] = {}
         self._seed_once = _SeedOnce()
 
-    async def admit(self, key_id: str, *, rpm: int | None, tpm: int | None, tokens_estimate: int) -> None:
+    async def admit(self, key_id: str, *, rpm: int | None, tpm: int | None, tokens_estimate: int) -> RateEntry:
         now = time.monotonic()
         horizon = now - self._window
         estimate = max(0, tokens_estimate)
         requests = tokens = None
         if rpm is not None:
-            requests = self._requests.setdefault(key_id, collections.deque())
-            while requests and requests[0] <= horizon:
-                requests.popleft()
-            if len(requests) >= rpm:
+            requests = self._requests.setdefault(key_id, _Window())
+            requests.expire(horizon)
+            if requests.total >= rpm:
                 # The request that frees a slot is the one `rpm` places from the newest.
-                wait = requests[len(requests) - rpm] + self._window - now if rpm > 0 else self._window
+                wait = requests.wait_until_fits(rpm - 1, self._window, now) if rpm > 0 else self._window
                 raise _rpm_refused(rpm, wait)
         if tpm is not None:
-            tokens = self._tokens.setdefault(key_id, _TokenLog())
+            tokens = self._tokens.setdefault(key_id, _Window())
             tokens.expire(horizon)
             counted = max(tokens.total, 0)
             if counted + estimate > tpm:
                 fits_in = tokens.wait_until_fits(tpm - estimate, self._window, now) if estimate <= tpm else None
                 raise _tpm_refused(tpm, counted, estimate, fits_in)
+        entry = RateEntry(key_id, str(next(self._sequence)), in_requests=requests is not None, tokens=None)
         if requests is not None:
-            requests.append(now)
+            requests.add(entry.id, now, 1)
         if tokens is not None:
-            tokens.add(now, estimate)
+            tokens.add(entry.id, now, estimate)
+            entry.tokens = estimate
+        return entry
 
-    async def adjust_tokens(self, key_id: str, delta: int) -> None:
-        tokens = self._tokens.get(key_id)
-        if tokens is not None and delta:
-            # Booked now rather than at admission: the count may be off by this one correction for as long
-            # as the request took, which is the price of not tracking every request's entry.
-            tokens.add(time.monotonic(), delta)
+    async def settle_tokens(self, entry: RateEntry, actual_tokens: int) -> None:
+        if entry.finished:
+            return
+        entry.finished = True
+        tokens = self._tokens.get(entry.key_id)
+        if tokens is not None and entry.tokens is not None:
+            tokens.correct(entry.id, max(0, actual_tokens))
+
+    async def withdraw(self, entry: RateEntry) -> None:
+        if entry.finished:
+            return
+        entry.finished = True
+        # Amount 0 rather than removal: the deque stays in time order without a search through it.
+        for windows, counted in ((self._requests, entry.in_requests), (self._tokens, entry.tokens is not None)):
+            window = windows.get(entry.key_id)
+            if window is not None and counted:
+                window.correct(entry.id, 0)
 
     async def reserve(
         self,
@@ -494,19 +551,27 @@ return {0}
 """
 )
 
-# KEYS: token log, token total; ARGV: window µs, entry id, delta
-_ADJUST = (
-    _NOW
-    + """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local ttl = math.ceil(tonumber(ARGV[1]) / 1000) + 1000
-redis.call('ZADD', KEYS[1], now, ARGV[2] .. ':' .. ARGV[3])
-redis.call('INCRBY', KEYS[2], ARGV[3])
-redis.call('PEXPIRE', KEYS[1], ttl)
-redis.call('PEXPIRE', KEYS[2], ttl)
+# A token entry is settled where it stands in the window (same score, new amount); one that has left the
+# window stays out. The total is only ever changed when it exists: a DECRBY or INCRBY on a missing key would
+# create one without its expiry.
+# KEYS: token log, token total; ARGV: the entry as it stands, the entry settled, actual - estimate
+_SETTLE_TOKENS = """
+local at = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not at then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[1], at, ARGV[2])
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('INCRBY', KEYS[2], ARGV[3]) end
 return 1
 """
-)
+
+# KEYS: request log, token log, token total; ARGV: request entry ('' = none), token entry ('' = none), tokens
+_WITHDRAW = """
+if ARGV[1] ~= '' then redis.call('ZREM', KEYS[1], ARGV[1]) end
+if ARGV[2] ~= '' and redis.call('ZREM', KEYS[2], ARGV[2]) == 1 and redis.call('EXISTS', KEYS[3]) == 1 then
+  redis.call('DECRBY', KEYS[3], ARGV[3])
+end
+return 1
+"""
 
 # KEYS: spent counter, holds (zset: "<id>:<amount>" scored by deadline µs)
 # ARGV: limit, amount, hold entry, hold ttl µs, seed ('' = none), counter ttl ms ('' = never expires)
@@ -592,7 +657,8 @@ class RedisLimits:
             decode_responses=True,
         )
         self._admit = self._redis.register_script(_ADMIT)
-        self._adjust = self._redis.register_script(_ADJUST)
+        self._settle_tokens = self._redis.register_script(_SETTLE_TOKENS)
+        self._withdraw = self._redis.register_script(_WITHDRAW)
         self._reserve = self._redis.register_script(_RESERVE)
         self._settle = self._redis.register_script(_SETTLE)
         self._spent = self._redis.register_script(_SPENT)
@@ -634,23 +700,27 @@ class RedisLimits:
         if refuse and self.failure == "closed":
             raise LimitBackendUnavailable() from exc
 
-    async def admit(self, key_id: str, *, rpm: int | None, tpm: int | None, tokens_estimate: int) -> None:
+    def _rate_keys(self, key_id: str) -> list[str]:
+        return [f"{self.prefix}rpm:{key_id}", f"{self.prefix}tpm:{key_id}", f"{self.prefix}tpm:{key_id}:total"]
+
+    async def admit(self, key_id: str, *, rpm: int | None, tpm: int | None, tokens_estimate: int) -> RateEntry:
+        # Until Redis has counted it (failing open), the entry is in neither window.
+        entry = RateEntry(key_id, self._entry_id(), in_requests=False, tokens=None)
         if rpm is None and tpm is None:
-            return
+            return entry
         estimate = max(0, tokens_estimate)
-        keys = [f"{self.prefix}rpm:{key_id}", f"{self.prefix}tpm:{key_id}", f"{self.prefix}tpm:{key_id}:total"]
         args: list[int | str] = [
             self._window_us,
             -1 if rpm is None else rpm,
             -1 if tpm is None else tpm,
             estimate,
-            self._entry_id(),
+            entry.id,
         ]
         try:
-            result: list[Any] = await self._admit(keys=keys, args=args)
+            result: list[Any] = await self._admit(keys=self._rate_keys(key_id), args=args)
         except (RedisError, OSError) as exc:
             self._unreachable("admit", exc, refuse=True)
-            return
+            return entry
         verdict = int(result[0])
         if verdict == 1:
             assert rpm is not None
@@ -659,15 +729,41 @@ class RedisLimits:
             assert tpm is not None
             wait = int(result[1]) / 1_000_000 if verdict == 2 else None
             raise _tpm_refused(tpm, int(result[2]), estimate, wait)
+        entry.in_requests = rpm is not None
+        entry.tokens = estimate if tpm is not None else None
+        return entry
 
-    async def adjust_tokens(self, key_id: str, delta: int) -> None:
-        if not delta:
+    async def settle_tokens(self, entry: RateEntry, actual_tokens: int) -> None:
+        if entry.finished:
             return
-        keys = [f"{self.prefix}tpm:{key_id}", f"{self.prefix}tpm:{key_id}:total"]
+        entry.finished = True
+        if entry.tokens is None:
+            return
+        actual = max(0, actual_tokens)
+        if actual == entry.tokens:
+            return
+        keys = self._rate_keys(entry.key_id)[1:]
+        args: list[str | int] = [f"{entry.id}:{entry.tokens}", f"{entry.id}:{actual}", actual - entry.tokens]
         try:
-            await self._adjust(keys=keys, args=[self._window_us, self._entry_id(), delta])
+            await self._settle_tokens(keys=keys, args=args)
         except (RedisError, OSError) as exc:
-            self._unreachable("adjust_tokens", exc, refuse=False)
+            # The estimate stays counted until it leaves the window: an upper bound, on the side of the limit.
+            self._unreachable("settle_tokens", exc, refuse=False)
+
+    async def withdraw(self, entry: RateEntry) -> None:
+        if entry.finished:
+            return
+        entry.finished = True
+        if not entry.in_requests and entry.tokens is None:
+            return
+        tokens = entry.tokens or 0
+        token_entry = f"{entry.id}:{tokens}" if entry.tokens is not None else ""
+        args: list[str | int] = [entry.id if entry.in_requests else "", token_entry, tokens]
+        try:
+            await self._withdraw(keys=self._rate_keys(entry.key_id), args=args)
+        except (RedisError, OSError) as exc:
+            # The entries leave the window by themselves; until then they count, on the side of the limit.
+            self._unreachable("withdraw", exc, refuse=False)
 
     async def reserve(
         self,

@@ -1,10 +1,11 @@
 """The accounting service: what the request path asks of keys, limits, budgets, prices and the ledger.
 
 Per request, in order: `authenticate` (a virtual key, when auth is on), `admit` (the key may use the alias;
-RPM/TPM; a budget reservation sized for the worst case), then — exactly once, whatever happened —
-`finish` (settle the reservation from actual usage, correct the token count, write one ledger record,
-update the metrics). Nothing here blocks the event loop on a database: keys are served from memory and
-refreshed in the background, ledger writes go through a queue to a writer thread.
+RPM/TPM; a budget reservation sized for the worst case — the prompt's tokens bounded from above, the whole
+`max_tokens`; a request the budget refuses is taken back out of the rate windows), then — exactly once,
+whatever happened — `finish` (settle the reservation and the token count to the actual usage, write one
+ledger record, update the metrics). Nothing here blocks the event loop on a database: keys are served from
+memory and refreshed in the background, ledger writes go through a queue to a writer thread.
 """
 
 from __future__ import annotations
@@ -21,14 +22,14 @@ from typing import Any
 from lifeline.accounting.db import Database
 from lifeline.accounting.keys import KeyCache, KeyStore, PermissionDenied, VirtualKey
 from lifeline.accounting.ledger import Ledger, spent_since
-from lifeline.accounting.limits import LimitStore, Reservation, make_limits
+from lifeline.accounting.limits import LimitStore, RateEntry, Reservation, make_limits
 from lifeline.accounting.migrations import migrate
 from lifeline.accounting.pricing import PriceBook
 from lifeline.accounting.records import LedgerRecord, nusd, usd
 from lifeline.config.schema import Config
 from lifeline.errors import LifelineError
 from lifeline.metrics import Metrics
-from lifeline.protocol.usage import estimate_usage
+from lifeline.protocol.usage import reservation_prompt_tokens
 from lifeline.tracing import Tracing
 
 log = logging.getLogger("lifeline.accounting")
@@ -56,7 +57,10 @@ class Admission:
     key: VirtualKey | None
     started: float  # time.monotonic()
     started_at: float  # time.time()
+    #: what the TPM limit counted at admission: the prompt's upper bound plus the completion reserve
     tokens_estimate: int = 0
+    #: the request's place in its key's rate windows (None when the key has no RPM or TPM limit)
+    rate_entry: RateEntry | None = None
     reservation: Reservation | None = None
     finished: bool = False
     #: the request's tracing span (None when tracing is off)
@@ -163,14 +167,18 @@ class Accounting:
             return
         if not key.may_use(alias):
             raise PermissionDenied(f"This key may not use the model '{alias}'.", param="model")
-        prompt_estimate = estimate_usage(body, 0)["prompt_tokens"]
+        # An upper bound, not a guess: concurrent requests each hold their worst case, so together they
+        # cannot pass a budget or a TPM limit however their prompts tokenize.
+        prompt_bound = reservation_prompt_tokens(body)
         completion_reserve = max_tokens or DEFAULT_COMPLETION_RESERVE
-        admission.tokens_estimate = prompt_estimate + completion_reserve
+        admission.tokens_estimate = prompt_bound + completion_reserve
         if key.rpm is not None or key.tpm is not None:
-            await self.limits.admit(key.id, rpm=key.rpm, tpm=key.tpm, tokens_estimate=admission.tokens_estimate)
+            admission.rate_entry = await self.limits.admit(
+                key.id, rpm=key.rpm, tpm=key.tpm, tokens_estimate=admission.tokens_estimate
+            )
         if key.budget_usd is not None and key.budget_period is not None:
             targets = list(self.config.aliases[alias].targets)
-            amount = self.prices.worst_case(targets, prompt_estimate, completion_reserve)
+            amount = self.prices.worst_case(targets, prompt_bound, completion_reserve)
             since = period_start(key.budget_period)
             key_id = key.id
 
@@ -182,8 +190,9 @@ class Accounting:
                     key.id, limit_nusd=nusd(key.budget_usd), period=key.budget_period, amount_nusd=amount, seed=seed
                 )
             except BaseException:
-                if key.tpm is not None:
-                    await self.limits.adjust_tokens(key.id, -admission.tokens_estimate)
+                # Refused (or the client left): the request counts against no rate limit.
+                if admission.rate_entry is not None:
+                    await self.limits.withdraw(admission.rate_entry)
                 raise
 
     async def finish(
@@ -215,15 +224,14 @@ class Accounting:
             cost = sum(self.prices.cost(t, p, c) for t, p, c in cost_parts)
         else:
             cost = self.prices.cost(target, prompt, completion) if target else 0
-        key = admission.key
         try:
             if admission.reservation is not None:
                 if cost or target:
                     await self.limits.settle(admission.reservation, cost)
                 else:
                     await self.limits.release(admission.reservation)
-            if key is not None and key.tpm is not None:
-                await self.limits.adjust_tokens(key.id, prompt + completion - admission.tokens_estimate)
+            if admission.rate_entry is not None:
+                await self.limits.settle_tokens(admission.rate_entry, prompt + completion)
         except Exception as exc:  # a limits backend failure must not lose the ledger record
             log.warning("could not settle a reservation: %s", type(exc).__name__)
         finally:

@@ -20,12 +20,6 @@ class EmbeddingRequest(Wire):
     dimensions: Annotated[int, Field(ge=1)] | None = None
     user: str | None = None
 
-    def texts(self) -> list[str]:
-        """The text inputs (token-id inputs have none), for estimates."""
-        if isinstance(self.input, str):
-            return [self.input]
-        return [x for x in self.input if isinstance(x, str)]
-
 
 def validate_embedding_request(data: dict[str, Any]) -> EmbeddingRequest:
     try:
@@ -34,9 +28,4 @@ def validate_embedding_request(data: dict[str, Any]) -> EmbeddingRequest:
         raise describe_first_error(exc) from None
 
 
-def as_prompt(request: EmbeddingRequest) -> dict[str, Any]:
-    """A chat-shaped stand-in for the inputs, so that budgets and estimates treat them as prompt text."""
-    return {"messages": [{"role": "user", "content": text} for text in request.texts()]}
-
-
-__all__ = ["EmbeddingRequest", "InvalidRequest", "as_prompt", "validate_embedding_request"]
+__all__ = ["EmbeddingRequest", "InvalidRequest", "validate_embedding_request"]

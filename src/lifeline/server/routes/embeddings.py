@@ -6,7 +6,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from lifeline.protocol.embeddings import as_prompt, validate_embedding_request
+from lifeline.protocol.embeddings import validate_embedding_request
 from lifeline.protocol.parse import parse_json_object
 from lifeline.protocol.usage import estimate_usage
 from lifeline.providers.base import EmbeddingCall
@@ -24,14 +24,14 @@ async def embeddings(request: Request) -> Response:
     parsed = validate_embedding_request(data)
     gateway.router.alias(parsed.model, "embeddings")
     request_id: str = request.state.request_id
-    prompt = as_prompt(parsed)
-    admission = await accounting.admit(key, parsed.model, prompt, 1, request_id, "embeddings")
+    # The body as it is: the reservation counts text inputs from above and token-id inputs exactly.
+    admission = await accounting.admit(key, parsed.model, data, 1, request_id, "embeddings")
     call = EmbeddingCall(body=data, request_id=request_id, deadline=deadline)
     done = await route_accounted(
         request, accounting, admission, gateway.router.embed(parsed.model, call), streamed=False
     )
     usage = done.result.usage
-    prompt_tokens = int((usage or estimate_usage(prompt, 0)).get("prompt_tokens") or 0)
+    prompt_tokens = int((usage or estimate_usage(data, 0)).get("prompt_tokens") or 0)
     await finish_answer(
         accounting, admission, done, {"prompt_tokens": prompt_tokens, "completion_tokens": 0}, usage is None
     )
