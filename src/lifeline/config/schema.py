@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
 
@@ -234,6 +234,20 @@ class ServerSettings(Strict):
 class AdminSettings(Strict):
     #: guards /admin/*; without it the admin endpoints are open (bind to loopback)
     master_key: SecretStr | None = None
+
+    @field_validator("master_key")
+    @classmethod
+    def _not_empty(cls, key: SecretStr | None) -> SecretStr | None:
+        # `${VAR:-}` with VAR unset reads as "": an empty key would be matched by an empty bearer. Surrounding
+        # whitespace cannot travel in a header, so a key read with a trailing newline would never match.
+        if key is None:
+            return None
+        trimmed = key.get_secret_value().strip()
+        if not trimmed:
+            raise ValueError(
+                "the master key is empty (an unset variable?); set it, or remove the line to run without one"
+            )
+        return SecretStr(trimmed)
 
 
 class LedgerSettings(Strict):

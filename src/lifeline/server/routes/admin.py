@@ -35,9 +35,11 @@ def require_admin(request: Request, gateway: Gateway, *, strict: bool = False) -
             raise PermissionDenied("The admin API for keys and usage needs admin.master_key in the config.")
         return
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer":
-        given = ""
-    if not hmac.compare_digest(given.strip().encode(), key.get_secret_value().encode()):
+    given = given.strip() if scheme.lower() == "bearer" else ""
+    expected = key.get_secret_value()
+    # Compared in constant time; an empty bearer never matches, even an (unloadable) empty key.
+    matches = hmac.compare_digest(given.encode(), expected.encode())
+    if not (given and expected.strip() and matches):
         raise AuthenticationFailed("A valid master key is needed for /admin endpoints.")
 
 
