@@ -31,6 +31,8 @@ from lifeline.server.errors import error_response
 
 log = logging.getLogger("lifeline.server")
 
+#: the paths of the admin API (and of anything else that controls the gateway, such as a console)
+ADMIN_PREFIXES = ("/admin",)
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _WILDCARD_BINDS = frozenset({"", "0.0.0.0", "::"})
 #: a host name as it may appear in a Host header (letters, digits, '-', '_', '.')
@@ -179,7 +181,7 @@ class EdgeGuardMiddleware:
                 "rebinding). Reach it by its address or localhost, or add the name to server.allowed_hosts."
             )
         path: str = scope["path"]
-        if path != "/admin" and not path.startswith("/admin/"):
+        if not any(path == p or path.startswith(p + "/") for p in ADMIN_PREFIXES):
             return None
         if not has_master_key and not settings.insecure_admin and not is_loopback(settings.host):
             return AdminDisabled(

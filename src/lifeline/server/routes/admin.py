@@ -7,6 +7,7 @@ refused outright without one, since they hand out and reveal credentials and spe
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 from typing import Any
 
@@ -37,8 +38,9 @@ def require_admin(request: Request, gateway: Gateway, *, strict: bool = False) -
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
     given = given.strip() if scheme.lower() == "bearer" else ""
     expected = key.get_secret_value()
-    # Compared in constant time; an empty bearer never matches, even an (unloadable) empty key.
-    matches = hmac.compare_digest(given.encode(), expected.encode())
+    # Digests compared in constant time (not even the key's length shows); an empty bearer never matches,
+    # not even an empty key (which the config refuses to load anyway).
+    matches = hmac.compare_digest(hashlib.sha256(given.encode()).digest(), hashlib.sha256(expected.encode()).digest())
     if not (given and expected.strip() and matches):
         raise AuthenticationFailed("A valid master key is needed for /admin endpoints.")
 
