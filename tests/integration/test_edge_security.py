@@ -151,6 +151,26 @@ def test_a_read_from_another_origin_is_not_refused(wall: FaultWall, gateway: Gat
     assert "access-control-allow-origin" not in response.headers
 
 
+def test_a_cross_site_form_cannot_spend_through_a_loopback_gateway(wall: FaultWall, gateway: GatewayFactory) -> None:
+    """Without auth, a simple POST from another site's page would be served (and paid) though the page could
+    not read the answer. A JSON request from another origin — a browser extension — still is."""
+    body = b'{"model": "chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}'
+    with gateway(config(wall)) as gw:
+        url = f"{gw.base_url}/chat/completions"
+        form = httpx.post(url, content=body, headers={"origin": f"http://{EVIL}", "content-type": "text/plain"})
+        no_type = httpx.post(url, content=body, headers={"sec-fetch-site": "cross-site"})
+        spent = len(wall.attempts_for("ok?t=edge"))
+        extension = httpx.post(
+            url, content=body, headers={"origin": "chrome-extension://abc", "content-type": "application/json"}
+        )
+        plain_curl = httpx.post(url, content=body, headers={"content-type": "application/x-www-form-urlencoded"})
+    for response in (form, no_type):
+        assert_refused(response, 403, "origin_not_allowed")
+    assert spent == 0
+    assert extension.status_code == 200, extension.text
+    assert plain_curl.status_code == 200, plain_curl.text  # `curl -d` without -H: no Origin, not a browser
+
+
 @pytest.mark.parametrize(
     "headers",
     [

@@ -6,6 +6,8 @@
 - **The admin API** (`/admin/*`): refused on a bind beyond loopback without a master key (unless
   `server.insecure_admin`); a state-changing call must come from the gateway's own origin, and carry JSON
   as JSON — a cross-site form can send `text/plain` without a preflight, never `application/json`.
+- **Other requests that change something** (a chat request costs money): one from another site's page must
+  be JSON, which a browser sends cross-site only after a preflight the gateway never grants (no CORS).
 
 A refusal is answered here, in OpenAI's envelope, before the gateway counts the request.
 """
@@ -132,6 +134,14 @@ def same_origin(origin: str, host_header: str | None, policy: HostPolicy) -> boo
     return policy.configured_name(host)
 
 
+def _cross_site(headers: dict[bytes, bytes], host: str | None, policy: HostPolicy) -> bool:
+    """Whether a browser sent the request for another site's page: its Origin, else its fetch metadata."""
+    origin = _text(headers.get(b"origin"))
+    if origin is not None:
+        return not same_origin(origin, host, policy)
+    return headers.get(b"sec-fetch-site", b"").lower() in (b"cross-site", b"same-site")
+
+
 def _headers(scope: Scope) -> dict[bytes, bytes]:
     # the first of each name, as Starlette's Request.headers.get does
     found: dict[bytes, bytes] = {}
@@ -181,9 +191,8 @@ class EdgeGuardMiddleware:
                 "rebinding). Reach it by its address or localhost, or add the name to server.allowed_hosts."
             )
         path: str = scope["path"]
-        if not any(path == p or path.startswith(p + "/") for p in ADMIN_PREFIXES):
-            return None
-        if not has_master_key and not settings.insecure_admin and not is_loopback(settings.host):
+        admin = any(path == p or path.startswith(p + "/") for p in ADMIN_PREFIXES)
+        if admin and not has_master_key and not settings.insecure_admin and not is_loopback(settings.host):
             return AdminDisabled(
                 f"The admin API is off: this gateway listens on {settings.host or 'every address'}, beyond "
                 "loopback, without admin.master_key. Set a master key, or start it with --insecure-admin "
@@ -191,17 +200,19 @@ class EdgeGuardMiddleware:
             )
         if scope["method"] in _SAFE_METHODS:
             return None
-        origin = _text(headers.get(b"origin"))
-        if origin is not None:
-            if not same_origin(origin, host, policy):
-                return OriginNotAllowed("A change through the admin API must not come from another site's page.")
-        elif headers.get(b"sec-fetch-site", b"").lower() in (b"cross-site", b"same-site"):
-            return OriginNotAllowed("A change through the admin API must not come from another site's page.")
+        cross_site = _cross_site(headers, host, policy)
         content_type = headers.get(b"content-type")
-        if content_type is not None:
-            media_type = content_type.split(b";", 1)[0].strip().lower()
-            if media_type != b"application/json":
-                return UnsupportedMediaType("The admin API takes a body as application/json only.")
-        elif headers.get(b"transfer-encoding") is not None or headers.get(b"content-length", b"0") != b"0":
+        media_type = content_type.split(b";", 1)[0].strip().lower() if content_type is not None else None
+        if not admin:
+            # What a page on another site can send without the browser asking first (a "simple" request): not
+            # JSON. It could not read the answer, but the request would be served, and paid.
+            if cross_site and media_type != b"application/json":
+                return OriginNotAllowed("A request from another site's page must be sent as application/json.")
+            return None
+        if cross_site:
+            return OriginNotAllowed("A change through the admin API must not come from another site's page.")
+        if media_type is not None and media_type != b"application/json":
+            return UnsupportedMediaType("The admin API takes a body as application/json only.")
+        if media_type is None and (b"transfer-encoding" in headers or headers.get(b"content-length", b"0") != b"0"):
             return UnsupportedMediaType("The admin API takes a body as application/json only; send Content-Type.")
         return None
