@@ -63,8 +63,11 @@ def running(config: Path, *args: str) -> Iterator[tuple[str, int, list[str]]]:
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
-            rest, _ = process.communicate(timeout=30)
-            lines += rest.splitlines()
+            process.wait(timeout=30)
+        if process.stdout is not None:
+            # through the same reader: communicate() would read the pipe past what the loop above buffered
+            lines += process.stdout.read().splitlines()
+            process.stdout.close()
 
 
 def wait_ready(port: int) -> None:
