@@ -12,7 +12,11 @@ renders any of them through one handler.
     │   ├── AuthenticationFailed    401 (admin endpoints)
     │   ├── ModelNotFound           404 model_not_found (unknown alias)
     │   ├── RouteNotFound           404 / 405 for unknown paths
-    │   └── PayloadTooLarge         413
+    │   ├── PayloadTooLarge         413
+    │   ├── HostNotAllowed          403, a Host header the gateway does not answer to (DNS rebinding)
+    │   ├── AdminDisabled           403, the admin API on a bind beyond loopback without a master key
+    │   ├── OriginNotAllowed        403, an admin change from another site's page
+    │   └── UnsupportedMediaType    415, an admin body that is not application/json
     ├── UpstreamError               one attempt at one target failed; carries the target name
     │   ├── UpstreamUnavailable     connect error, reset, 5xx             → RETRY
     │   ├── UpstreamRateLimited     429 (retry_after when given)          → RATE_LIMITED
@@ -117,6 +121,26 @@ class RouteNotFound(ClientError):
 class PayloadTooLarge(ClientError):
     status = 413
     code = "payload_too_large"
+
+
+class HostNotAllowed(ClientError):
+    status = 403
+    code = "host_not_allowed"
+
+
+class AdminDisabled(ClientError):
+    status = 403
+    code = "admin_disabled"
+
+
+class OriginNotAllowed(ClientError):
+    status = 403
+    code = "origin_not_allowed"
+
+
+class UnsupportedMediaType(ClientError):
+    status = 415
+    code = "unsupported_media_type"
 
 
 # --- one failed attempt at one target --------------------------------------------------------------

@@ -48,6 +48,8 @@ def test_authentication_accepts_the_key_and_refuses_everything_else(store: KeySt
     bad = [
         None,
         "",
+        "Bearer ",  # an empty bearer
+        "Bearer    ",
         secret,  # no scheme
         "Basic abc",
         "Bearer sk-not-a-lifeline-key",

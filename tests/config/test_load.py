@@ -477,3 +477,19 @@ def test_a_tracer_built_without_the_extra_names_it(monkeypatch: pytest.MonkeyPat
     monkeypatch.setitem(sys.modules, "opentelemetry.sdk", None)
     with pytest.raises(ConfigError, match=r"tracing\.enabled: .*otel"):
         Tracing(TracingSettings(enabled=True))
+
+
+@pytest.mark.parametrize("value", ["${LIFELINE_TEST_UNSET_MASTER:-}", "", "   ", "\t\n"])
+def test_an_empty_or_blank_master_key_is_a_load_error(value: str) -> None:
+    """`master_key: "${VAR:-}"` with VAR unset must not leave an empty key that an empty bearer matches."""
+    data = {**minimal(), "admin": {"master_key": value}}
+    with pytest.raises(ConfigError, match=r"admin\.master_key: .*empty") as info:
+        parse_config(data, env={})
+    assert "remove" in str(info.value)  # says how to run without one
+
+
+def test_whitespace_around_a_master_key_is_dropped() -> None:
+    """An HTTP header cannot carry it, so a key read with a trailing newline would never match."""
+    config = parse_config({**minimal(), "admin": {"master_key": "${MASTER}"}}, env={"MASTER": " mk-abc\n"})
+    assert config.admin.master_key is not None
+    assert config.admin.master_key.get_secret_value() == "mk-abc"

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import logging
 import os
+import socket
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -71,6 +75,13 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (overrides the config).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (overrides the config).")] = None,
     log_format: Annotated[str | None, typer.Option(help="text or json (overrides the config).")] = None,
+    insecure_admin: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-admin",
+            help="Serve /admin/* without admin.master_key on a bind beyond loopback (server.insecure_admin).",
+        ),
+    ] = False,
 ) -> None:
     """Start the gateway."""
     import uvicorn
@@ -80,6 +91,8 @@ def serve(
 
     cfg = _config(config)
     overrides = {k: v for k, v in {"host": host, "port": port, "log_format": log_format}.items() if v is not None}
+    if insecure_admin:
+        overrides["insecure_admin"] = True
     try:
         server = ServerSettings.model_validate({**cfg.server.model_dump(), **overrides})
     except ValidationError as exc:
@@ -87,21 +100,79 @@ def serve(
         raise typer.Exit(2) from None
     cfg = cfg.model_copy(update={"server": server})
     configure_logging(server.log_format, server.log_level)
+    # The address first: a port in use is one line, before any model loads.
+    try:
+        sock = bind_socket(server.host, server.port)
+    except OSError as exc:
+        typer.echo(f"error: {bind_error(server.host, server.port, exc)}", err=True)
+        raise typer.Exit(2) from None
     try:
         # The file is read again on SIGHUP or POST /admin/reload.
         application = create_app(cfg, config_path=_config_path(config))
     except Exception as exc:  # a model that cannot be resolved, a bad target: one line, no trace
+        sock.close()
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    shown = "127.0.0.1" if server.host in ("0.0.0.0", "::") else server.host
-    typer.echo(f"Lifeline is starting on http://{shown}:{server.port}/v1 (aliases: {', '.join(cfg.aliases)})")
-    uvicorn.run(
-        application,
-        host=server.host,
-        port=server.port,
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=10,
+    typer.echo(banner(server.host, sock.getsockname()[1], cfg.aliases))
+    exposure = admin_exposure(server, has_master_key=cfg.admin.master_key is not None)
+    if exposure is not None:
+        logging.getLogger("lifeline.server").warning(exposure)
+    uvicorn_server = uvicorn.Server(
+        uvicorn.Config(application, log_level="warning", access_log=False, timeout_graceful_shutdown=10)
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        uvicorn_server.run(sockets=[sock])
+    if not uvicorn_server.started:
+        raise typer.Exit(3)  # the application failed to start (uvicorn has said why); as uvicorn.run would
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to `host:port` (not yet listening: uvicorn listens once the gateway has started),
+    set up as uvicorn would bind it."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def bind_error(host: str, port: int, exc: OSError) -> str:
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        return f"{where} is already in use; stop what listens there, or choose another port"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"cannot listen on {where}: this machine has no such address"
+    return f"cannot listen on {where}: {exc.strerror or exc}"
+
+
+def banner(host: str, port: int, aliases: Iterable[str]) -> str:
+    """The start-up line: the address really bound (0.0.0.0 stays 0.0.0.0), and the aliases."""
+    shown = f"[{host}]" if ":" in host else host or "0.0.0.0"
+    scope = {"": ", every IPv4 address of this machine", "0.0.0.0": ", every IPv4 address of this machine"}
+    scope["::"] = ", every address of this machine"
+    return f"Lifeline is starting on http://{shown}:{port}/v1{scope.get(host, '')} (aliases: {', '.join(aliases)})"
+
+
+def admin_exposure(server: ServerSettings, *, has_master_key: bool) -> str | None:
+    """The one line said at start when the admin API is refused, or open to the network, on a bind beyond
+    loopback without a master key; None when there is nothing to say."""
+    from lifeline.server.guard import is_loopback
+
+    if has_master_key or is_loopback(server.host):
+        return None
+    where = server.host or "0.0.0.0"
+    if server.insecure_admin:
+        return (
+            f"/admin/* is open to anyone who can reach {where}: no admin.master_key, and --insecure-admin "
+            "(server.insecure_admin) is set"
+        )
+    return (
+        f"/admin/* is refused: the gateway listens on {where}, beyond loopback, without admin.master_key "
+        "(set one, or pass --insecure-admin)"
     )
 
 

@@ -5,11 +5,24 @@ Every model forbids unknown keys, so a typo in a config file is an error at load
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
+
+#: a host name, or one with a leading dot for the names under it
+_HOST_NAME = re.compile(r"^\.?[a-z0-9_-]+(\.[a-z0-9_-]+)*$")
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 class Strict(BaseModel):
@@ -230,11 +243,46 @@ class ServerSettings(Strict):
     request_timeout: PositiveSeconds = 300.0
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: Host names the gateway answers to besides addresses, localhost and the bind address (a guard against
+    #: DNS rebinding): "gw.example.org", ".example.org" (the name and every name under it), or "*" (any)
+    allowed_hosts: list[str] = Field(default_factory=list)
+    #: serve /admin/* without admin.master_key on a bind beyond loopback (`serve --insecure-admin`)
+    insecure_admin: bool = False
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, hosts: list[str]) -> list[str]:
+        names = []
+        for entry in hosts:
+            name = entry.strip().lower().removesuffix(".")
+            if name.startswith("[") and name.endswith("]"):
+                name = name[1:-1]  # an IPv6 address as a URL writes it
+            if name != "*" and not _HOST_NAME.match(name) and not _is_ipv6(name):
+                raise ValueError(
+                    f"{entry!r} is not a host name: give the name alone (gw.example.org, .example.org or *), "
+                    "without scheme, port or path"
+                )
+            names.append(name)
+        return names
 
 
 class AdminSettings(Strict):
     #: guards /admin/*; without it the admin endpoints are open (bind to loopback)
     master_key: SecretStr | None = None
+
+    @field_validator("master_key")
+    @classmethod
+    def _not_empty(cls, key: SecretStr | None) -> SecretStr | None:
+        # `${VAR:-}` with VAR unset reads as "": an empty key would be matched by an empty bearer. Surrounding
+        # whitespace cannot travel in a header, so a key read with a trailing newline would never match.
+        if key is None:
+            return None
+        trimmed = key.get_secret_value().strip()
+        if not trimmed:
+            raise ValueError(
+                "the master key is empty (an unset variable?); set it, or remove the line to run without one"
+            )
+        return SecretStr(trimmed)
 
 
 class LedgerSettings(Strict):

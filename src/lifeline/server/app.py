@@ -21,6 +21,7 @@ from lifeline.errors import LifelineError
 from lifeline.providers.registry import ProviderRegistry
 from lifeline.server import errors
 from lifeline.server.gateway import Gateway
+from lifeline.server.guard import EdgeGuardMiddleware
 from lifeline.server.middleware import GatewayMiddleware, RequestIdMiddleware
 from lifeline.server.reload import Reloader
 from lifeline.server.routes.admin import (
@@ -82,13 +83,16 @@ def create_app(
             Route("/admin/keys/{key_id}", revoke_key, methods=["DELETE"]),
             Route("/admin/usage", usage, methods=["GET"]),
         ],
-        middleware=[Middleware(RequestIdMiddleware), Middleware(GatewayMiddleware)],
+        middleware=[Middleware(RequestIdMiddleware), Middleware(EdgeGuardMiddleware), Middleware(GatewayMiddleware)],
         exception_handlers={
             LifelineError: errors.lifeline_error,
             HTTPException: errors.http_error,
         },
         lifespan=lifespan,
     )
+    # Starlette would answer /healthz/ with a redirect to the host the Host header names (an open redirect);
+    # an unknown path is a 404 that names the path without the slash instead (server/errors.py).
+    app.router.redirect_slashes = False
     app.state.gateway = gateway
     app.state.span_exporter = span_exporter
     app.state.reloader = Reloader(app, Path(config_path) if config_path is not None else None, registry)

@@ -8,6 +8,7 @@ import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match
 
 from lifeline.errors import LifelineError, RouteNotFound
 
@@ -39,7 +40,19 @@ async def http_error(request: Request, exc: Exception) -> Response:
             f"Method {request.method} is not allowed on {request.url.path}.", status=405, code="method_not_allowed"
         )
     else:
-        error = RouteNotFound(f"Unknown path {request.url.path}.", status=exc.status_code)
+        error = RouteNotFound(f"Unknown path {request.url.path}.{_slash_hint(request)}", status=exc.status_code)
     if exc.headers:
         error.headers.update(exc.headers)  # Allow, on a 405
     return error_response(error)
+
+
+def _slash_hint(request: Request) -> str:
+    """Where a path with a trailing slash would have gone without it. Said, not redirected: a redirect would
+    name the host from the Host header, which the client chose."""
+    path = request.url.path
+    if not path.endswith("/") or path == "/":
+        return ""
+    scope = {"type": "http", "path": path.rstrip("/") or "/", "method": request.method}
+    if any(route.matches(scope)[0] is not Match.NONE for route in request.app.router.routes):
+        return f" Without the trailing slash: {scope['path']}"
+    return ""

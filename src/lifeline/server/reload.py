@@ -10,7 +10,8 @@ so every request that finished on it is recorded. An invalid file changes nothin
 What carries over to the new gateway: the circuit of every target whose name and settings are unchanged
 (the very object, so what requests still running on the old gateway learn about the target counts on the
 new one too), the operator's overrides of targets that still exist, the recent failovers, the metrics'
-counters, and in-process rate-limit and budget counters. Host, port and logging are fixed at start.
+counters, and in-process rate-limit and budget counters. Host, port, logging and `insecure_admin` are fixed at
+start.
 """
 
 from __future__ import annotations
@@ -66,9 +67,11 @@ class Reloaded:
 
 
 def keep_fixed_settings(config: Config, running: Config) -> Config:
-    """Host, port and logging are set when the server starts; a reload takes everything else from the file
-    (so `lifeline serve --port` keeps its port across reloads)."""
-    fixed = {name: getattr(running.server, name) for name in ("host", "port", "log_format", "log_level")}
+    """Host, port, logging and `insecure_admin` are set when the server starts; a reload takes everything else
+    from the file (so `lifeline serve --port` keeps its port across reloads)."""
+    fixed = {
+        name: getattr(running.server, name) for name in ("host", "port", "log_format", "log_level", "insecure_admin")
+    }
     return config.model_copy(update={"server": config.server.model_copy(update=fixed)})
 
 

@@ -7,6 +7,7 @@ refused outright without one, since they hand out and reveal credentials and spe
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 from typing import Any
 
@@ -35,9 +36,12 @@ def require_admin(request: Request, gateway: Gateway, *, strict: bool = False) -
             raise PermissionDenied("The admin API for keys and usage needs admin.master_key in the config.")
         return
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer":
-        given = ""
-    if not hmac.compare_digest(given.strip().encode(), key.get_secret_value().encode()):
+    given = given.strip() if scheme.lower() == "bearer" else ""
+    expected = key.get_secret_value()
+    # Digests compared in constant time (not even the key's length shows); an empty bearer never matches,
+    # not even an empty key (which the config refuses to load anyway).
+    matches = hmac.compare_digest(hashlib.sha256(given.encode()).digest(), hashlib.sha256(expected.encode()).digest())
+    if not (given and expected.strip() and matches):
         raise AuthenticationFailed("A valid master key is needed for /admin endpoints.")
 
 
