@@ -67,13 +67,18 @@ def test_is_loopback(host: str, loopback: bool) -> None:
         # reached by an address: an address cannot be rebound to another machine
         ("0.0.0.0", [], "10.1.2.3:4000", True),
         ("0.0.0.0", [], "[2001:db8::5]:4000", True),
-        ("0.0.0.0", [], "gateway.internal:4000", False),
+        # beyond loopback: reached by names the gateway cannot know, until the operator lists them
+        ("0.0.0.0", [], "gateway.internal:4000", True),
         ("0.0.0.0", ["gateway.internal"], "gateway.internal:4000", True),
+        ("0.0.0.0", ["gateway.internal"], "evil.example:4000", False),
+        ("0.0.0.0", ["gateway.internal"], "10.1.2.3:4000", True),
         ("::", [".internal"], "a.b.internal", True),
         # a name given as the bind address is the gateway's own
         ("gateway.internal", [], "Gateway.Internal:4000", True),
         ("10.0.0.5", [], "10.0.0.5:4000", True),
-        ("10.0.0.5", [], "other.name", False),
+        ("10.0.0.5", [], "other.name", True),
+        ("10.0.0.5", ["gw.lan"], "other.name", False),
+        ("10.0.0.5", ["gw.lan"], "gw.lan", True),
         # malformed Host headers
         ("127.0.0.1", [], "127.0.0.1:notaport", False),
         ("127.0.0.1", [], "[::1", False),

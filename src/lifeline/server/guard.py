@@ -1,8 +1,9 @@
 """The checks at the gateway's edge, before any route: what a browser could be tricked into sending.
 
 - **Host** (every request): a page on a name its attacker controls can rebind that name to 127.0.0.1 and
-  talk to a loopback gateway as if it were its own site; its requests carry that name as `Host`. The gateway
-  answers only to addresses, `localhost`, the name it is bound to and `server.allowed_hosts`.
+  talk to a loopback gateway as if it were its own site; its requests carry that name as `Host`. A gateway on
+  loopback answers only to addresses, `localhost`, the name it is bound to and `server.allowed_hosts`; one
+  bound beyond loopback answers any name until `server.allowed_hosts` lists its names.
 - **The admin API** (`/admin/*`): refused on a bind beyond loopback without a master key (unless
   `server.insecure_admin`); a state-changing call must come from the gateway's own origin, and carry JSON
   as JSON — a cross-site form can send `text/plain` without a preflight, never `application/json`.
@@ -93,7 +94,9 @@ class HostPolicy:
 
     def __init__(self, bind: str, allowed_hosts: Sequence[str]) -> None:
         bind = bind.strip().lower()
-        self.any_host = "*" in allowed_hosts
+        # Beyond loopback, a gateway is reached by names it cannot know (a service name, a load balancer's):
+        # it answers any Host until the operator lists its names, which closes rebinding there too.
+        self.any_host = "*" in allowed_hosts or (not allowed_hosts and not is_loopback(bind))
         own = {"localhost"} | ({bind} if bind not in _WILDCARD_BINDS else set())
         #: ".example.org" answers example.org and every name under it
         self.suffixes = tuple({"localhost", *(h[1:] for h in allowed_hosts if h.startswith("."))})
