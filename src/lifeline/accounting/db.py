@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
+from lifeline.config.database_url import DatabaseUrlError, parse_database_url
+
 Dialect = Literal["sqlite", "postgres"]
 
 
@@ -30,18 +32,23 @@ def default_data_dir() -> Path:
 
 class Database:
     def __init__(self, url: str | None = None, data_dir: str | Path | None = None) -> None:
-        """`url` postgresql://… selects PostgreSQL; otherwise SQLite at `data_dir`/lifeline.db
-        (or `url` sqlite:///path)."""
+        """`url` postgresql://… selects PostgreSQL, sqlite:///path a SQLite file (config/database_url.py
+        lists the spellings read); without a URL, SQLite at `data_dir`/lifeline.db. Any other URL is an
+        error, never a quiet fall-back to SQLite."""
         self._lock = threading.RLock()
         self.dialect: Dialect
-        if url and url.startswith(("postgresql://", "postgres://")):
+        try:
+            target = parse_database_url(url) if url and url.strip() else None
+        except DatabaseUrlError as exc:
+            raise DatabaseError(str(exc)) from None
+        if target is not None and target.dialect == "postgres":
             self.dialect = "postgres"
-            self._url = url
+            self._url = target.url
             self._conn: Any = self._connect_postgres()
         else:
             self.dialect = "sqlite"
-            if url and url.startswith("sqlite:///"):
-                path = Path(url.removeprefix("sqlite:///"))
+            if target is not None and target.path is not None:
+                path = target.path
             else:
                 path = Path(data_dir).expanduser() if data_dir else default_data_dir()
                 path = path / "lifeline.db"
