@@ -25,6 +25,30 @@ class DatabaseError(Exception):
     """The database could not be reached or refused a statement."""
 
 
+class DatabaseUnavailable(DatabaseError):
+    """The database is down, unreachable, busy, out of disk or read-only: not the statement's fault, so the
+    same statement may succeed later. Every other DatabaseError is the database refusing the statement
+    (a value it cannot store, a constraint), which repeating will not change."""
+
+
+# SQLite's primary result codes that say the database (its file, disk, lock) failed rather than the statement:
+# BUSY, LOCKED, NOMEM, READONLY, IOERR, CORRUPT, FULL, CANTOPEN, PROTOCOL, NOTADB.
+_SQLITE_OUTAGE_CODES = frozenset({5, 6, 7, 8, 10, 11, 13, 14, 15, 26})
+
+
+def _sqlite_outage(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in _SQLITE_OUTAGE_CODES
+
+
+def _postgres_outage(exc: Exception) -> bool:
+    import psycopg
+
+    # OperationalError: the connection failed or was lost, the server shut down, the disk is full, a
+    # serialization failure; InterfaceError: the connection was unusable. Never a verdict on the statement.
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+
+
 def default_data_dir() -> Path:
     env = os.environ.get("LIFELINE_DATA_DIR")
     return Path(env).expanduser() if env else Path("~/.local/share/lifeline").expanduser()
@@ -76,7 +100,7 @@ class Database:
         try:
             return psycopg.connect(self._url, autocommit=True, connect_timeout=5)
         except psycopg.Error as exc:
-            raise DatabaseError(f"cannot connect to PostgreSQL: {type(exc).__name__}") from None
+            raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {type(exc).__name__}") from None
 
     def _sql(self, sql: str) -> str:
         return sql.replace("?", "%s") if self.dialect == "postgres" else sql
@@ -141,11 +165,13 @@ class Database:
         try:
             yield
         except sqlite3.Error as exc:
-            raise DatabaseError(f"sqlite: {exc}") from exc
+            cls = DatabaseUnavailable if _sqlite_outage(exc) else DatabaseError
+            raise cls(f"sqlite: {exc}") from exc
         except Exception as exc:
             if type(exc).__module__.startswith("psycopg"):
+                cls = DatabaseUnavailable if _postgres_outage(exc) else DatabaseError
                 # psycopg messages can quote the connection string; keep only the class name
-                raise DatabaseError(f"postgres: {type(exc).__name__}: {_first_line(exc)}") from None
+                raise cls(f"postgres: {type(exc).__name__}: {_first_line(exc)}") from None
             raise
 
     def close(self) -> None:

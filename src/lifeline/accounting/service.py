@@ -36,6 +36,9 @@ log = logging.getLogger("lifeline.accounting")
 #: what a budget reserves for the answer when the client sets no max_tokens
 DEFAULT_COMPLETION_RESERVE = 4096
 
+LEDGER_REJECTED = "lifeline_ledger_rejected_total"
+LEDGER_REJECTED_HELP = "Ledger records the database refused, kept in the table ledger_rejected."
+
 
 def period_start(period: str, now: float | None = None) -> float:
     """The start (Unix time, UTC) of the budget period that contains `now`."""
@@ -78,6 +81,8 @@ class Accounting:
         )
         self._db: Database | None = None
         self._refresher: asyncio.Task[None] | None = None
+        if self.ledger is not None:
+            metrics.inc(LEDGER_REJECTED, LEDGER_REJECTED_HELP, 0)  # shown from the start, at 0
 
     def open_db(self) -> Database:
         url = self.settings.database_url.get_secret_value() if self.settings.database_url else None
@@ -100,6 +105,13 @@ class Accounting:
         await asyncio.to_thread(migrate, self._db)
         await self.refresh_keys()
         if self.ledger is not None:
+            # The writer thread counts refused records; counters are updated on the event loop.
+            loop = asyncio.get_running_loop()
+
+            def count_rejected(n: int) -> None:
+                loop.call_soon_threadsafe(self.metrics.inc, LEDGER_REJECTED, LEDGER_REJECTED_HELP, n)
+
+            self.ledger.on_rejected = count_rejected
             self.ledger.start()
         self._refresher = asyncio.create_task(self._refresh_forever(), name="lifeline-key-refresh")
 
