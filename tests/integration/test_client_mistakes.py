@@ -120,3 +120,20 @@ def test_a_malformed_key_id_is_a_404(
         patched = admin(gw).patch("/keys/%ED%A0%80", json={"rpm": 5})
     for response in (got, patched):
         assert_envelope(response, 404, code="key_not_found", param="id")
+
+
+def test_an_internal_error_is_recorded_as_500_not_as_the_client_leaving(
+    wall: FaultWall, gateway: GatewayFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deep body's 500 was recorded as 499 client_closed: a bug of ours must not read as a client that left."""
+    targets = {"backup": wall_target(wall, "ok")}
+    with gateway(config_with(wall, tmp_path, auth=False, targets=targets)) as gw:
+
+        async def broken(call: Any) -> Any:
+            raise TypeError("a bug")
+
+        monkeypatch.setattr(gw.gateway.providers["backup"], "complete", broken)
+        response = httpx.post(f"{gw.base_url}/chat/completions", json={"model": "chat", "messages": MESSAGES})
+        rows = ledger_rows(gw, expect=1)
+    assert_envelope(response, 500)
+    assert [(r["status"], r["outcome"]) for r in rows] == [(500, "error")]
