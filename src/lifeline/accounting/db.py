@@ -54,6 +54,16 @@ def default_data_dir() -> Path:
     return Path(env).expanduser() if env else Path("~/.local/share/lifeline").expanduser()
 
 
+def describe_location(url: str | None, data_dir: str | Path | None = None) -> str:
+    """Where `Database(url, data_dir)` is, without credentials ("PostgreSQL at host:5432/db"), for messages."""
+    if url and url.strip():
+        try:
+            return parse_database_url(url).describe()
+        except DatabaseUrlError:
+            return "an unrecognised database URL"
+    return f"SQLite at {(Path(data_dir).expanduser() if data_dir else default_data_dir()) / 'lifeline.db'}"
+
+
 class Database:
     def __init__(self, url: str | None = None, data_dir: str | Path | None = None) -> None:
         """`url` postgresql://… selects PostgreSQL, sqlite:///path a SQLite file (config/database_url.py
@@ -76,7 +86,12 @@ class Database:
             else:
                 path = Path(data_dir).expanduser() if data_dir else default_data_dir()
                 path = path / "lifeline.db"
-            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise DatabaseUnavailable(
+                    f"sqlite: cannot create the directory {path.parent}: {exc.strerror}"
+                ) from None
             self.path = path
             # A file that cannot be opened is the SQLite form of "the database is down": same error class.
             with self._errors():

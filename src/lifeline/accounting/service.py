@@ -18,7 +18,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
-from lifeline.accounting.db import Database
+from lifeline.accounting.db import Database, DatabaseUnavailable
 from lifeline.accounting.keys import KeyCache, KeyStore, PermissionDenied, VirtualKey
 from lifeline.accounting.ledger import Ledger, spent_since
 from lifeline.accounting.limits import LimitStore, Reservation, make_limits
@@ -26,7 +26,7 @@ from lifeline.accounting.migrations import migrate
 from lifeline.accounting.pricing import PriceBook
 from lifeline.accounting.records import LedgerRecord, nusd, usd
 from lifeline.config.schema import Config
-from lifeline.errors import LifelineError
+from lifeline.errors import AccountingUnavailable, LifelineError
 from lifeline.metrics import Metrics
 from lifeline.protocol.usage import estimate_usage
 from lifeline.tracing import Tracing
@@ -160,7 +160,11 @@ class Accounting:
         admission = Admission(request_id, alias, key, time.monotonic(), time.time())
         admission.span = self.tracing.start_request(operation, alias, request_id, body)
         try:
-            await self._admit(admission, key, alias, body, max_tokens)
+            try:
+                await self._admit(admission, key, alias, body, max_tokens)
+            except DatabaseUnavailable as exc:  # a budget's spend is read from the ledger: not now
+                log.warning("database unavailable while admitting a request: %s", exc)
+                raise AccountingUnavailable() from exc
         except LifelineError as exc:
             self.tracing.end_request(
                 admission.span, status=exc.status, outcome="refused", target=None, model=None, usage=None, attempts=0
