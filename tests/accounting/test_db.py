@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lifeline.accounting.db import Database, DatabaseError
+from lifeline.accounting.db import Database, DatabaseError, DatabaseUnavailable
 from tests.accounting.conftest import OpenDb
 from tests.fixtures.postgres import PostgresServer
 
@@ -133,3 +133,39 @@ def test_sqlite_urls_relative_to_the_working_directory_and_absolute(
         relative.close()
         absolute.close()
     assert (tmp_path / "rel" / "ll.db").exists() and (tmp_path / "abs.db").exists()
+
+
+def test_a_refused_statement_is_not_an_outage(open_db: OpenDb) -> None:
+    """The ledger isolates a record the database refuses, and waits out an outage: the two must differ."""
+    db = open_db()
+    try:
+        db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER CHECK (n > 0))")
+        for statement in ("INSERT INTO t (id, n) VALUES (1, 0)", "SELECT * FROM no_such_table"):
+            with pytest.raises(DatabaseError) as info:
+                db.execute(statement)
+            assert not isinstance(info.value, DatabaseUnavailable)
+    finally:
+        db.close()
+
+
+def test_a_database_that_cannot_be_reached_is_an_outage(
+    tmp_path: Path, postgres_server: PostgresServer, postgres_db_url: str
+) -> None:
+    (tmp_path / "lifeline.db").mkdir()
+    with pytest.raises(DatabaseUnavailable):
+        Database(data_dir=tmp_path)
+    with pytest.raises(DatabaseUnavailable):
+        Database(data_dir=Path("/proc/no-such-place"))
+    db = Database(url=postgres_db_url)
+    try:
+        postgres_server.stop()
+        try:
+            with pytest.raises(DatabaseUnavailable):
+                db.execute("SELECT 1")
+            with pytest.raises(DatabaseUnavailable):  # and a new connection cannot be made
+                db.execute("SELECT 1")
+        finally:
+            postgres_server.start()
+        assert db.query("SELECT 1") == [(1,)]
+    finally:
+        db.close()
