@@ -487,11 +487,11 @@ class Ledger:
         if self._pending or self._unwritable:
             try:
                 db = self._connection()
+                self._write_pending(db)
                 if self._unwritable:
                     write_rejected(db, [rejected_row(rec, error) for rec, error in self._unwritable])
                     self._set_aside([error for _, error in self._unwritable])
                     self._unwritable.clear()
-                self._write_pending(db)
             except Exception as exc:  # a database down, full or refusing: keep what is left and retry later
                 self._failed(exc)
                 return False
