@@ -38,7 +38,7 @@ _SQLITE_OUTAGE_CODES = frozenset({5, 6, 7, 8, 10, 11, 13, 14, 15, 26})
 
 def _sqlite_outage(exc: sqlite3.Error) -> bool:
     code = getattr(exc, "sqlite_errorcode", None)
-    return code is not None and code & 0xFF in _SQLITE_OUTAGE_CODES
+    return code is not None and (code & 0xFF) in _SQLITE_OUTAGE_CODES
 
 
 def _postgres_outage(exc: Exception) -> bool:
