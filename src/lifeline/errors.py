@@ -32,7 +32,8 @@ renders any of them through one handler.
         ├── AllTargetsFailed        502, every target failed
         ├── AllTargetsBusy          429 with Retry-After: every target rate-limited or busy
         ├── (all_targets_drained)   503 when an operator drained every target
-        └── DeadlineExceeded        504
+        ├── DeadlineExceeded        504
+        └── AccountingUnavailable   503 with Retry-After: the gateway's own database is down
 """
 
 from __future__ import annotations
@@ -268,6 +269,23 @@ class AllTargetsBusy(GatewayError):
 class DeadlineExceeded(GatewayError):
     status = 504
     code = "deadline_exceeded"
+
+
+class AccountingUnavailable(GatewayError):
+    """The gateway's own database (keys, budgets, usage) cannot be reached. Not the client's fault and
+    not for long, so: 503 with Retry-After. The message never says where the database is."""
+
+    status = 503
+    code = "database_unavailable"
+    #: seconds a client is asked to wait
+    RETRY_AFTER = 5
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(
+            message
+            or f"The gateway's database (keys, budgets, usage) is unreachable; retry in {self.RETRY_AFTER} seconds.",
+            headers={"retry-after": str(self.RETRY_AFTER)},
+        )
 
 
 # Error codes an upstream uses for a refusal of the account rather than of the request. They arrive with

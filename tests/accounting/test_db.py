@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lifeline.accounting.db import Database, DatabaseError
+from lifeline.accounting.db import Database, DatabaseError, DatabaseUnavailable
 from tests.accounting.conftest import OpenDb
 from tests.fixtures.postgres import PostgresServer
 
@@ -101,3 +101,71 @@ def test_a_sqlite_file_that_cannot_be_opened_is_a_database_error(tmp_path: Path)
     (tmp_path / "lifeline.db").mkdir()  # a directory where the file should be: even root cannot open it
     with pytest.raises(DatabaseError, match="sqlite"):
         Database(data_dir=tmp_path)
+
+
+@pytest.mark.parametrize("scheme", ["postgresql+psycopg", "POSTGRESQL", "Postgres", "postgresql+psycopg2"])
+def test_driver_suffixed_and_uppercase_postgres_urls_reach_postgres(scheme: str, postgres_db_url: str) -> None:
+    url = " " + postgres_db_url.replace("postgresql", scheme, 1) + "\n"
+    db = Database(url=url)
+    try:
+        assert db.dialect == "postgres"
+        assert db.query("SELECT current_database()") == [(postgres_db_url.rsplit("/", 1)[1],)]
+    finally:
+        db.close()
+
+
+def test_an_unknown_url_is_an_error_not_sqlite(tmp_path: Path) -> None:
+    with pytest.raises(DatabaseError, match="'mysql' is not supported"):
+        Database(url="mysql://root:pw@127.0.0.1/lifeline", data_dir=tmp_path)
+    assert not (tmp_path / "lifeline.db").exists()
+
+
+def test_sqlite_urls_relative_to_the_working_directory_and_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    relative = Database(url="sqlite:///rel/ll.db")
+    absolute = Database(url=f"SQLITE+pysqlite:///{tmp_path / 'abs.db'}")  # tmp_path is absolute: four slashes
+    try:
+        assert relative.path == Path("rel/ll.db")
+        assert absolute.path == tmp_path / "abs.db"
+    finally:
+        relative.close()
+        absolute.close()
+    assert (tmp_path / "rel" / "ll.db").exists() and (tmp_path / "abs.db").exists()
+
+
+def test_a_refused_statement_is_not_an_outage(open_db: OpenDb) -> None:
+    """The ledger isolates a record the database refuses, and waits out an outage: the two must differ."""
+    db = open_db()
+    try:
+        db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER CHECK (n > 0))")
+        for statement in ("INSERT INTO t (id, n) VALUES (1, 0)", "SELECT * FROM no_such_table"):
+            with pytest.raises(DatabaseError) as info:
+                db.execute(statement)
+            assert not isinstance(info.value, DatabaseUnavailable)
+    finally:
+        db.close()
+
+
+def test_a_database_that_cannot_be_reached_is_an_outage(
+    tmp_path: Path, postgres_server: PostgresServer, postgres_db_url: str
+) -> None:
+    (tmp_path / "lifeline.db").mkdir()
+    with pytest.raises(DatabaseUnavailable):
+        Database(data_dir=tmp_path)
+    with pytest.raises(DatabaseUnavailable):
+        Database(data_dir=Path("/proc/no-such-place"))
+    db = Database(url=postgres_db_url)
+    try:
+        postgres_server.stop()
+        try:
+            with pytest.raises(DatabaseUnavailable):
+                db.execute("SELECT 1")
+            with pytest.raises(DatabaseUnavailable):  # and a new connection cannot be made
+                db.execute("SELECT 1")
+        finally:
+            postgres_server.start()
+        assert db.query("SELECT 1") == [(1,)]
+    finally:
+        db.close()

@@ -130,3 +130,45 @@ def test_may_use_respects_the_alias_list(store: KeyStore) -> None:
     free, _ = store.create("free")
     assert limited.may_use("chat") and not limited.may_use("local")
     assert free.may_use("anything")
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"rpm": 2**63}, "rpm"),
+        ({"rpm": 2**31}, "rpm"),
+        ({"tpm": 2**80}, "tpm"),
+        ({"budget_usd": 1e308}, "budget_usd"),
+        ({"budget_usd": 2**70}, "budget_usd"),
+        ({"expires_at": 2**70}, "expires_at"),
+        ({"expires_at": 1e300}, "expires_at"),
+        ({"expires_at": -5}, "expires_at"),
+        ({"name": "bad\x00name"}, "name"),
+    ],
+)
+def test_values_no_database_column_can_hold_are_400s(store: KeyStore, fields: dict[str, object], param: str) -> None:
+    """They reached the database and came back as 500s (rpm 2**63 on PATCH /admin/keys)."""
+    name = str(fields.get("name", "svc"))
+    with pytest.raises(InvalidRequest) as raised:
+        store.create(name, **{k: v for k, v in fields.items() if k != "name"})
+    assert raised.value.param == param
+    key, _ = store.create("ok")
+    with pytest.raises(InvalidRequest) as raised:
+        store.update(key.id, **fields)
+    assert raised.value.param == param
+    assert store.get(key.id) == key
+
+
+def test_the_largest_values_allowed_are_stored(store: KeyStore) -> None:
+    key, _ = store.create("big", rpm=2**31 - 1, tpm=2**31 - 1, budget_usd=1_000_000_000, expires_at=253402300799)
+    assert store.get(key.id) == key
+
+
+def test_a_malformed_key_id_is_404_without_asking_the_database(store: KeyStore) -> None:
+    for key_id in ("nul\x00id", "x" * 10_000, "\ud800"):
+        with pytest.raises(KeyNotFound):
+            store.get(key_id)
+        with pytest.raises(KeyNotFound):
+            store.update(key_id, rpm=5)
+        with pytest.raises(KeyNotFound):
+            store.revoke(key_id)

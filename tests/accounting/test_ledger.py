@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 import pytest
 
-from lifeline.accounting.db import Database, DatabaseError
+from lifeline.accounting.db import Database, DatabaseError, DatabaseUnavailable
 from lifeline.accounting.ledger import Ledger, record_row, spent_by_key_since, spent_since, write_batch
 from lifeline.accounting.migrations import migrate
 from lifeline.config.schema import LedgerSettings
@@ -74,16 +74,16 @@ def flaky(location: DbLocation, outage: Outage) -> Callable[[], Database]:
         @contextmanager
         def transaction(self) -> Iterator[Database]:
             if outage.down or outage.disk_failing:
-                raise DatabaseError("sqlite: disk I/O error")
+                raise DatabaseUnavailable("sqlite: disk I/O error")
             with super().transaction() as db:
                 yield db
             if outage.fail_after_commit and self._inserting:
                 outage.fail_after_commit -= 1
-                raise DatabaseError("postgres: OperationalError: server closed the connection unexpectedly")
+                raise DatabaseUnavailable("postgres: OperationalError: server closed the connection unexpectedly")
 
     def open_db() -> Database:
         if outage.down:
-            raise DatabaseError("sqlite: unable to open database file")
+            raise DatabaseUnavailable("sqlite: unable to open database file")
         outage.opened += 1
         return location.open(FlakyDatabase)
 
@@ -248,16 +248,144 @@ def test_the_same_batch_written_twice_is_one_row_per_id(db: Database) -> None:
     assert db.query("SELECT COUNT(*), COUNT(DISTINCT id) FROM ledger") == [(21, 21)]
 
 
-def test_an_unwritable_record_is_dropped_instead_of_blocking_the_rest(tmp_path: Path, ledgers: list[Ledger]) -> None:
+def test_an_unwritable_record_is_set_aside_instead_of_blocking_the_rest(tmp_path: Path, ledgers: list[Ledger]) -> None:
     location = DbLocation(url=None, data_dir=tmp_path)
     ledger = Ledger(settings(), location.open)
     ledgers.append(ledger)
     ledger.start()
-    ledger.record(make_record(alias=None))  # a bug upstream must not wedge the ledger
+    bad = make_record(alias=None)  # a bug upstream must not wedge the ledger
+    ledger.record(bad)
     ledger.record(make_record(request_id="good"))
     assert ledger.flush(5)
     assert count_rows(location) == 1
-    assert ledger.dropped == 1 and ledger.write_errors == 0
+    assert ledger.rejected == 1 and ledger.dropped == 0 and ledger.write_errors == 0
+    assert query(location, "SELECT id, error FROM ledger_rejected") == [
+        (bad.id, f"ValueError: ledger record {bad.id} lacks alias")
+    ]
+
+
+# --- records the database refuses -----------------------------------------------------------------
+
+
+def refuse_model(location: DbLocation, model: str) -> None:
+    """Make the real database refuse every ledger row with this model (a CHECK constraint on PostgreSQL, a
+    trigger on SQLite), the way it refuses a value it cannot store."""
+    db = location.open()
+    try:
+        migrate(db)
+        if db.dialect == "postgres":
+            db.execute(f"ALTER TABLE ledger ADD CONSTRAINT refused_model CHECK (model IS NULL OR model <> '{model}')")
+        else:
+            db.execute(
+                f"CREATE TRIGGER refused_model BEFORE INSERT ON ledger WHEN NEW.model = '{model}' "
+                "BEGIN SELECT RAISE(ABORT, 'refused model'); END"
+            )
+    finally:
+        db.close()
+
+
+def query(location: DbLocation, sql: str) -> list[tuple[Any, ...]]:
+    db = location.open()
+    try:
+        return db.query(sql)
+    finally:
+        db.close()
+
+
+def test_text_an_upstream_sent_is_cleaned_so_the_ledger_never_stalls(
+    db_location: DbLocation, ledgers: list[Ledger]
+) -> None:
+    """A NUL in the upstream's model name made PostgreSQL refuse the batch, which was retried forever; a lone
+    surrogate did the same on SQLite; a token count beyond INTEGER on PostgreSQL too."""
+    ledger = Ledger(settings(), db_location.open, retry_base=0.01, retry_max=0.05)
+    ledgers.append(ledger)
+    ledger.start()
+    ledger.record(make_record(request_id="before"))
+    ledger.record(
+        make_record(
+            request_id="nul",
+            model="gpt-4o\x00-mini",
+            target="open\x00ai",
+            attempts=[{"target": "open\x00ai", "outcome": "ok", "error": "bad\x00byte"}],
+        )
+    )
+    ledger.record(make_record(request_id="surrogate", model="model-\ud800"))
+    ledger.record(make_record(request_id="huge", prompt_tokens=2**40, cost_nusd=2**70, model="m" * 100_000))
+    ledger.record(make_record(request_id="after"))
+    assert ledger.flush(5)
+    rows = {
+        r[0]: r[1:]
+        for r in query(db_location, "SELECT request_id, model, target, prompt_tokens, cost_nusd, attempts FROM ledger")
+    }
+    assert set(rows) == {"before", "nul", "surrogate", "huge", "after"}
+    assert rows["nul"][:2] == ("gpt-4o\ufffd-mini", "open\ufffdai")
+    assert orjson.loads(rows["nul"][4])[0]["error"] == "bad\x00byte"  # JSON text keeps it, escaped
+    assert rows["surrogate"][0].startswith("model-") and rows["surrogate"][0].encode()
+    assert rows["huge"][2:4] == (2**31 - 1, 2**63 - 1)
+    assert 0 < len(rows["huge"][0]) < 100_000
+    assert rows["after"][0] == "gpt-4o-mini"
+    assert ledger.rejected == 0 and ledger.dropped == 0
+
+
+def test_a_record_the_database_refuses_is_set_aside_and_the_rest_are_written(
+    db_location: DbLocation, ledgers: list[Ledger]
+) -> None:
+    refuse_model(db_location, "poison")
+    ledger = Ledger(settings(), db_location.open, retry_base=0.01, retry_max=0.05)
+    ledgers.append(ledger)
+    for i in range(5):
+        ledger.record(make_record(request_id=f"r{i}"))
+    poison = make_record(request_id="poison", model="poison")
+    ledger.record(poison)
+    for i in range(5):
+        ledger.record(make_record(request_id=f"s{i}"))
+    ledger.start()  # queued before start: one batch, the refused record in its middle
+    assert ledger.flush(5)
+    assert count_rows(db_location) == 10 == ledger.written
+    assert ledger.rejected == 1 and ledger.dropped == 0
+
+    (rejected,) = query(db_location, "SELECT id, error, record, rejected_at FROM ledger_rejected")
+    assert rejected[0] == poison.id
+    assert ("CheckViolation" if db_location.dialect == "postgres" else "refused model") in rejected[1]
+    assert "://" not in rejected[1]
+    kept = orjson.loads(rejected[2])
+    assert (kept["request_id"], kept["model"], kept["cost_nusd"]) == ("poison", "poison", poison.cost_nusd)
+    assert kept["attempts"] == poison.attempts
+
+    # and the ledger keeps going, a refused record alone included
+    ledger.record(make_record(request_id="poison2", model="poison"))
+    ledger.record(make_record(request_id="later"))
+    assert ledger.flush(5)
+    assert count_rows(db_location) == 11 and ledger.rejected == 2
+    assert query(db_location, "SELECT COUNT(*) FROM ledger_rejected") == [(2,)]
+
+
+def test_a_refused_record_is_kept_in_memory_while_the_dead_letter_table_refuses_too(
+    db_location: DbLocation, ledgers: list[Ledger]
+) -> None:
+    """Never lose a record: when not even the dead-letter table takes it, it waits for the next attempt."""
+    refuse_model(db_location, "poison")
+    ledger = Ledger(settings(), db_location.open, retry_base=0.01, retry_max=0.05)
+    ledgers.append(ledger)
+    ledger.start()
+    assert ledger.flush(5)
+    query(db_location, "SELECT 1")  # the schema is in place
+    db = db_location.open()
+    try:
+        db.execute("ALTER TABLE ledger_rejected RENAME TO ledger_rejected_away")
+        ledger.record(make_record(request_id="a"))
+        ledger.record(make_record(request_id="poison", model="poison"))
+        ledger.record(make_record(request_id="b"))
+        errors = ledger.write_errors
+        wait_until(lambda: ledger.write_errors >= errors + 2)
+        assert count_rows(db_location) == 2  # the others are written meanwhile
+        assert ledger.queue_depth == 1 and ledger.rejected == 0
+        db.execute("ALTER TABLE ledger_rejected_away RENAME TO ledger_rejected")
+    finally:
+        db.close()
+    assert ledger.flush(5)
+    assert ledger.rejected == 1 and ledger.queue_depth == 0
+    assert query(db_location, "SELECT COUNT(*) FROM ledger_rejected") == [(1,)]
 
 
 # --- the request path -------------------------------------------------------------------------------
@@ -343,6 +471,7 @@ def test_a_sqlite_file_that_cannot_be_opened_then_can(tmp_path: Path, ledgers: l
     blocker.rmdir()
     assert ledger.flush(5)
     assert count_rows(location) == 10
+    assert ledger.rejected == 0
 
 
 def test_postgres_stopped_mid_run_then_restarted(
@@ -367,6 +496,7 @@ def test_postgres_stopped_mid_run_then_restarted(
         postgres_server.start()
     assert ledger.flush(10)
     assert ledger.written == 50 == count_rows(location)
+    assert ledger.rejected == 0  # an outage is waited out, never taken for refused records
 
 
 def test_close_drains_everything(db_location: DbLocation) -> None:

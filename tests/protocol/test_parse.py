@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 
 from lifeline.errors import InvalidRequest
-from lifeline.protocol.parse import parse_json_object, validate_chat_request
+from lifeline.protocol.parse import MAX_JSON_DEPTH, parse_json_object, validate_chat_request
 
 
 def body(**extra: Any) -> dict[str, Any]:
@@ -189,3 +190,45 @@ def test_token_limit(extra: dict[str, Any], expected: int | None) -> None:
 
 def test_zero_max_tokens_rejected() -> None:
     assert invalid(body(max_tokens=0)).param == "max_tokens"
+
+
+# --- client mistakes that used to be 500s (issue #15.15) --------------------------------------------
+
+
+def nested(depth: int) -> Any:
+    value: Any = "leaf"
+    for i in range(depth):
+        value = [value] if i % 2 else {"k": value}
+    return value
+
+
+@pytest.mark.parametrize("depth", [300, 1000])
+def test_json_nested_too_deep_is_a_400_naming_the_parameter(depth: int) -> None:
+    raw = orjson.dumps({"model": "chat", "metadata": "x"})[:-1] + b', "tools": ' + b"[" * depth + b"]" * depth + b"}"
+    with pytest.raises(InvalidRequest) as info:
+        parse_json_object(raw)
+    assert info.value.status == 400 and info.value.param == "tools"
+    assert info.value.code == "json_too_deep"
+    assert str(MAX_JSON_DEPTH) in info.value.message
+
+
+def test_json_nested_within_the_limit_is_read_and_can_be_written_again() -> None:
+    data = {"model": "chat", "tools": nested(MAX_JSON_DEPTH - 1)}
+    parsed = parse_json_object(orjson.dumps(data))
+    assert orjson.loads(orjson.dumps({"wrapped": {"again": parsed}})) == {"wrapped": {"again": data}}
+    many_brackets = {"model": "chat", "text": "[{" * 10_000}  # brackets in a string are not nesting
+    assert parse_json_object(orjson.dumps(many_brackets)) == many_brackets
+
+
+@pytest.mark.parametrize(
+    ("part", "param", "code"),
+    [
+        ({"type": "text", "text": 123}, "messages[0].content[1].text", "invalid_type"),
+        ({"type": "text", "text": None}, "messages[0].content[1]", "invalid_value"),
+        ({"type": "text"}, "messages[0].content[1]", "invalid_value"),
+        ({"type": "text", "text": ["a"]}, "messages[0].content[1].text", "invalid_type"),
+    ],
+)
+def test_a_text_part_needs_text(part: dict[str, Any], param: str, code: str) -> None:
+    error = invalid(body(messages=[{"role": "user", "content": [{"type": "text", "text": "ok"}, part]}]))
+    assert (error.param, error.code) == (param, code)

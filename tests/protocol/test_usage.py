@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from lifeline.errors import InvalidRequest
 from lifeline.protocol.parse import validate_chat_request
 from lifeline.protocol.usage import (
     CONVERSATION_FRAMING_BOUND,
@@ -72,7 +73,8 @@ def test_delta_chars_of_empty_or_odd_events() -> None:
 
 def test_estimate_survives_a_text_part_without_text() -> None:
     body = {"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": None}]}]}
-    validate_chat_request(body)  # accepted by validation: unknown fields of a part are not typed
+    with pytest.raises(InvalidRequest):
+        validate_chat_request(body)  # refused at the door (a text part needs text), yet the estimate copes
     assert estimate_usage(body, 0)["prompt_tokens"] == 4
 
 

@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
+from lifeline.config.database_url import DatabaseUrlError, parse_database_url
+
 Dialect = Literal["sqlite", "postgres"]
 
 
@@ -23,29 +25,73 @@ class DatabaseError(Exception):
     """The database could not be reached or refused a statement."""
 
 
+class DatabaseUnavailable(DatabaseError):
+    """The database is down, unreachable, busy, out of disk or read-only: not the statement's fault, so the
+    same statement may succeed later. Every other DatabaseError is the database refusing the statement
+    (a value it cannot store, a constraint), which repeating will not change."""
+
+
+# SQLite's primary result codes that say the database (its file, disk, lock) failed rather than the statement:
+# BUSY, LOCKED, NOMEM, READONLY, IOERR, CORRUPT, FULL, CANTOPEN, PROTOCOL, NOTADB.
+_SQLITE_OUTAGE_CODES = frozenset({5, 6, 7, 8, 10, 11, 13, 14, 15, 26})
+
+
+def _sqlite_outage(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and (code & 0xFF) in _SQLITE_OUTAGE_CODES
+
+
+def _postgres_outage(exc: Exception) -> bool:
+    import psycopg
+
+    # OperationalError: the connection failed or was lost, the server shut down, the disk is full, a
+    # serialization failure; InterfaceError: the connection was unusable. Never a verdict on the statement.
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+
+
 def default_data_dir() -> Path:
     env = os.environ.get("LIFELINE_DATA_DIR")
     return Path(env).expanduser() if env else Path("~/.local/share/lifeline").expanduser()
 
 
+def describe_location(url: str | None, data_dir: str | Path | None = None) -> str:
+    """Where `Database(url, data_dir)` is, without credentials ("PostgreSQL at host:5432/db"), for messages."""
+    if url and url.strip():
+        try:
+            return parse_database_url(url).describe()
+        except DatabaseUrlError:
+            return "an unrecognised database URL"
+    return f"SQLite at {(Path(data_dir).expanduser() if data_dir else default_data_dir()) / 'lifeline.db'}"
+
+
 class Database:
     def __init__(self, url: str | None = None, data_dir: str | Path | None = None) -> None:
-        """`url` postgresql://… selects PostgreSQL; otherwise SQLite at `data_dir`/lifeline.db
-        (or `url` sqlite:///path)."""
+        """`url` postgresql://… selects PostgreSQL, sqlite:///path a SQLite file (config/database_url.py
+        lists the spellings read); without a URL, SQLite at `data_dir`/lifeline.db. Any other URL is an
+        error, never a quiet fall-back to SQLite."""
         self._lock = threading.RLock()
         self.dialect: Dialect
-        if url and url.startswith(("postgresql://", "postgres://")):
+        try:
+            target = parse_database_url(url) if url and url.strip() else None
+        except DatabaseUrlError as exc:
+            raise DatabaseError(str(exc)) from None
+        if target is not None and target.dialect == "postgres":
             self.dialect = "postgres"
-            self._url = url
+            self._url = target.url
             self._conn: Any = self._connect_postgres()
         else:
             self.dialect = "sqlite"
-            if url and url.startswith("sqlite:///"):
-                path = Path(url.removeprefix("sqlite:///"))
+            if target is not None and target.path is not None:
+                path = target.path
             else:
                 path = Path(data_dir).expanduser() if data_dir else default_data_dir()
                 path = path / "lifeline.db"
-            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise DatabaseUnavailable(
+                    f"sqlite: cannot create the directory {path.parent}: {exc.strerror}"
+                ) from None
             self.path = path
             # A file that cannot be opened is the SQLite form of "the database is down": same error class.
             with self._errors():
@@ -69,7 +115,7 @@ class Database:
         try:
             return psycopg.connect(self._url, autocommit=True, connect_timeout=5)
         except psycopg.Error as exc:
-            raise DatabaseError(f"cannot connect to PostgreSQL: {type(exc).__name__}") from None
+            raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {type(exc).__name__}") from None
 
     def _sql(self, sql: str) -> str:
         return sql.replace("?", "%s") if self.dialect == "postgres" else sql
@@ -134,11 +180,13 @@ class Database:
         try:
             yield
         except sqlite3.Error as exc:
-            raise DatabaseError(f"sqlite: {exc}") from exc
+            cls = DatabaseUnavailable if _sqlite_outage(exc) else DatabaseError
+            raise cls(f"sqlite: {exc}") from exc
         except Exception as exc:
             if type(exc).__module__.startswith("psycopg"):
+                cls = DatabaseUnavailable if _postgres_outage(exc) else DatabaseError
                 # psycopg messages can quote the connection string; keep only the class name
-                raise DatabaseError(f"postgres: {type(exc).__name__}: {_first_line(exc)}") from None
+                raise cls(f"postgres: {type(exc).__name__}: {_first_line(exc)}") from None
             raise
 
     def close(self) -> None:

@@ -26,7 +26,14 @@ Period = Literal["day", "month", "total"]
 PERIODS: tuple[str, ...] = ("day", "month", "total")
 MAX_METADATA_BYTES = 4096
 MAX_NAME_LENGTH = 200
+#: the bounds of what the database columns hold (rpm and tpm are INTEGER), so that a value out of range is
+#: the client's 400, not the database's 500
+MAX_PER_MINUTE = 2**31 - 1
+MAX_BUDGET_USD = 1_000_000_000.0
+MAX_EXPIRES_AT = 253_402_300_799.0  # 9999-12-31T23:59:59Z
 _TOKEN = re.compile(r"^ll-([0-9a-f]{16})\.([A-Za-z0-9_-]{43})$")
+_KEY_ID = re.compile(r"^[0-9a-f]{16}$")
+_CONTROL = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 
 
 class KeyNotFound(LifelineError):
@@ -126,9 +133,11 @@ def validate_fields(fields: dict[str, Any]) -> dict[str, Any]:
     out = dict(fields)
     if "name" in out:
         name = out["name"]
-        if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_LENGTH:
+        if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_LENGTH or _CONTROL.search(name):
             raise InvalidRequest(
-                f"'name' must be a non-empty string of at most {MAX_NAME_LENGTH} characters.", param="name"
+                f"'name' must be a non-empty string of at most {MAX_NAME_LENGTH} characters, without control "
+                "characters.",
+                param="name",
             )
     if out.get("aliases") is not None:
         aliases = out["aliases"]
@@ -137,26 +146,43 @@ def validate_fields(fields: dict[str, Any]) -> dict[str, Any]:
         out["aliases"] = tuple(dict.fromkeys(aliases))
     for name in ("budget_usd",):
         value = out.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value < 0):
-            raise InvalidRequest(f"'{name}' must be a non-negative number of USD.", param=name)
+        if value is not None and not _number_within(value, 0, MAX_BUDGET_USD):
+            raise InvalidRequest(f"'{name}' must be a number of USD from 0 to {MAX_BUDGET_USD:,.0f}.", param=name)
     for name in ("rpm", "tpm"):
         value = out.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise InvalidRequest(f"'{name}' must be a positive whole number.", param=name)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PER_MINUTE
+        ):
+            raise InvalidRequest(f"'{name}' must be a whole number from 1 to {MAX_PER_MINUTE}.", param=name)
     period = out.get("budget_period")
     if period is not None and period not in PERIODS:
         raise InvalidRequest("'budget_period' must be one of day, month, total.", param="budget_period")
     expires = out.get("expires_at")
-    if expires is not None and (isinstance(expires, bool) or not isinstance(expires, int | float)):
-        raise InvalidRequest("'expires_at' must be a Unix time in seconds.", param="expires_at")
+    if expires is not None:
+        if not _number_within(expires, 0, MAX_EXPIRES_AT):
+            raise InvalidRequest(
+                "'expires_at' must be a Unix time in seconds, before the year 10000.", param="expires_at"
+            )
+        out["expires_at"] = float(expires)
     if "metadata" in out:
         metadata = out["metadata"] if out["metadata"] is not None else {}
         if not isinstance(metadata, dict):
             raise InvalidRequest("'metadata' must be an object.", param="metadata")
-        if len(orjson.dumps(metadata)) > MAX_METADATA_BYTES:
+        try:
+            size = len(orjson.dumps(metadata))
+        except TypeError:  # nested too deep, or not text orjson can write
+            raise InvalidRequest("'metadata' cannot be stored as JSON.", param="metadata") from None
+        if size > MAX_METADATA_BYTES:
             raise InvalidRequest(f"'metadata' is larger than {MAX_METADATA_BYTES} bytes.", param="metadata")
         out["metadata"] = metadata
     return out
+
+
+def _number_within(value: Any, low: float, high: float) -> bool:
+    """A JSON number (not a bool) from `low` to `high`; ints too large for a float are out of range too."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return low <= value <= high  # NaN compares False; JSON has none anyway
 
 
 class KeyStore:
@@ -196,6 +222,10 @@ class KeyStore:
         return keys if include_revoked else [k for k in keys if k.revoked_at is None]
 
     def get(self, key_id: str) -> VirtualKey:
+        # Not a key id at all (a NUL, a surrogate, 10,000 characters): not worth asking the database, which
+        # could refuse the text with an error rather than find nothing, nor quoting back.
+        if not _KEY_ID.match(key_id):
+            raise KeyNotFound("No key with that id: key ids are 16 hexadecimal digits.", param="id")
         rows = self.db.query(f"SELECT {_COLUMNS} FROM keys WHERE id = ?", (key_id,))
         if not rows:
             raise KeyNotFound(f"No key with id '{key_id}'.", param="id")

@@ -7,6 +7,10 @@ already present, so a batch retried after an unclear failure is written exactly 
 is down the batch stays in memory and is retried with capped backoff; a full buffer drops new records
 (counted), it never blocks. After SIGKILL at most about `commit_interval` seconds of records are lost.
 
+One record must never stop the rest: text is cleaned and numbers kept in their columns' range before the
+database sees them, and when the database still refuses a batch (not an outage) the records are written
+one by one and any it refuses goes to the dead-letter table `ledger_rejected`, counted in `rejected`.
+
 Also here: retention pruning in small batches and the read-side sums budgets need (`spent_since`).
 """
 
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -21,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from lifeline.accounting.db import Database
+from lifeline.accounting.db import Database, DatabaseUnavailable
 from lifeline.accounting.migrations import migrate
 from lifeline.accounting.records import LedgerRecord
 from lifeline.config.schema import LedgerSettings
@@ -35,8 +40,23 @@ _INSERT = (
 )
 # A subquery with LIMIT works on SQLite (without the optional DELETE … LIMIT) and on PostgreSQL alike.
 _PRUNE = "DELETE FROM ledger WHERE id IN (SELECT id FROM ledger WHERE started_at < ? LIMIT ?)"
+_INSERT_REJECTED = (
+    "INSERT INTO ledger_rejected (id, rejected_at, error, record) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+)
 # Columns declared NOT NULL: a record missing one would fail its whole batch on every retry, forever.
 _REQUIRED = frozenset(LedgerRecord.COLUMNS) - {"key_id", "target", "model", "ttft_ms"}
+_TEXT = frozenset({"id", "request_id", "key_id", "alias", "target", "model", "outcome"})
+#: integer columns and their bounds (INTEGER and BIGINT on PostgreSQL)
+_INTEGER = {
+    "status": 2**31 - 1,
+    "prompt_tokens": 2**31 - 1,
+    "completion_tokens": 2**31 - 1,
+    "cost_nusd": 2**63 - 1,
+}
+_FLOAT = frozenset({"ttft_ms", "latency_ms", "started_at", "finished_at"})
+_BOOL = frozenset({"usage_estimated", "streamed"})
+#: text longer than this (a model name an upstream made up, say) is cut
+TEXT_LIMIT = 1000
 
 _DAY = 86_400.0
 _WARN_EVERY = 10.0  # seconds between two warnings of the same kind, so an outage does not flood the log
@@ -52,24 +72,99 @@ class _FlushMarker:
 
 
 def record_row(rec: LedgerRecord) -> tuple[Any, ...]:
-    """The record as insert parameters, in `LedgerRecord.COLUMNS` order.
+    """The record as insert parameters, in `LedgerRecord.COLUMNS` order, cleaned so that both databases can
+    store every value (see `clean_value`). ValueError when a required field is missing.
 
     Booleans stay Python bools: PostgreSQL needs them for BOOLEAN columns and sqlite3 stores them as 0/1.
     """
-    row = tuple(getattr(rec, name) for name in LedgerRecord.COLUMNS)
+    row = tuple(clean_value(name, getattr(rec, name)) for name in LedgerRecord.COLUMNS)
     missing = [
         name for name, value in zip(LedgerRecord.COLUMNS, row, strict=True) if value is None and name in _REQUIRED
     ]
     if missing:
         raise ValueError(f"ledger record {rec.id} lacks {', '.join(missing)}")
-    attempts = LedgerRecord.COLUMNS.index("attempts")
-    return (*row[:attempts], orjson.dumps(rec.attempts).decode(), *row[attempts + 1 :])
+    return row
+
+
+def clean_value(column: str, value: Any) -> Any:
+    """A value its column can hold on SQLite and PostgreSQL alike: text without NUL (PostgreSQL refuses it;
+    it becomes U+FFFD) or lone surrogates (not UTF-8), at most TEXT_LIMIT characters; integers within the
+    column's range; no infinite or NaN float; `attempts` as JSON text. None stays None."""
+    if value is None:
+        return None
+    if column in _TEXT:
+        return clean_text(value)
+    if column in _INTEGER:
+        bound = _INTEGER[column]
+        try:
+            number = int(value)
+        except (TypeError, ValueError, OverflowError):
+            return None
+        return max(-bound - 1, min(bound, number))
+    if column in _FLOAT:
+        try:
+            real = float(value)
+        except (TypeError, ValueError, OverflowError):
+            return None
+        return real if math.isfinite(real) else None
+    if column in _BOOL:
+        return bool(value)
+    if column == "attempts":
+        return _json_text(value)
+    return value
+
+
+def clean_text(value: Any) -> str:
+    text = value if isinstance(value, str) else str(value)
+    if len(text) > TEXT_LIMIT:
+        text = text[:TEXT_LIMIT]
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:  # a lone surrogate (json.loads lets "\ud800" through)
+            text = text.encode(errors="replace").decode()
+    return text
+
+
+def _json_text(value: Any) -> str:
+    """JSON as text. orjson writes NUL as the escape \\u0000, which a TEXT column stores; it refuses lone
+    surrogates and integers beyond 64 bits, which are cleaned first."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return orjson.dumps(_clean_json(value), default=str).decode()
+
+
+def _clean_json(value: Any) -> Any:
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {clean_text(k): _clean_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean_json(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
+        return str(value)
+    return value
+
+
+def rejected_row(rec: LedgerRecord, error: str, now: float | None = None) -> tuple[Any, ...]:
+    """A refused record as a row of the dead-letter table: the whole record as JSON text, and why."""
+    record = {name: getattr(rec, name) for name in LedgerRecord.COLUMNS}
+    return (clean_text(rec.id), time.time() if now is None else now, clean_text(error), _json_text(record))
 
 
 def write_batch(db: Database, rows: Sequence[Sequence[Any]]) -> None:
     """Insert rows in one transaction; ids already present are skipped, so a retry is harmless."""
     with db.transaction():
         db.executemany(_INSERT, rows)
+
+
+def write_rejected(db: Database, rows: Sequence[Sequence[Any]]) -> None:
+    """Insert rows of the dead-letter table in one transaction; a retry is harmless."""
+    with db.transaction():
+        db.executemany(_INSERT_REJECTED, rows)
 
 
 def prune_step(db: Database, before: float, limit: int) -> int:
@@ -136,6 +231,9 @@ class Ledger:
         self._rows: list[tuple[Any, ...]] = []
         self._pending_len = 0
         self._markers: list[_FlushMarker] = []
+        #: records found unwritable before reaching the database (a required field missing), with the reason:
+        #: written to the dead-letter table with the next commit
+        self._unwritable: list[tuple[LedgerRecord, str]] = []
 
         self._wake = threading.Event()  # a full batch, a flush or close: do not wait for the interval
         self._stopping = threading.Event()  # close(): drain, then exit
@@ -151,6 +249,10 @@ class Ledger:
         self._commits = 0
         self._pruned = 0
         self._write_errors = 0
+        self._rejected = 0
+        self._last_rejection_warning = -_WARN_EVERY
+        #: called from the writer thread with the number of records just set aside (for /metrics)
+        self.on_rejected: Callable[[int], None] | None = None
         self._last_error: str | None = None
         self._last_error_warning = -_WARN_EVERY
         self._last_commit_at: float | None = None
@@ -218,7 +320,7 @@ class Ledger:
         self._abandon.set()
         self._wake.set()
         self._thread.join(max(1.0, self._retry_max))
-        lost = sum(1 for item in self._buffer if isinstance(item, LedgerRecord)) + len(self._pending)
+        lost = sum(1 for item in self._buffer if isinstance(item, LedgerRecord)) + self._pending_len
         log.error("ledger closed with %d record(s) unwritten: %s", lost, self._last_error or "timeout")
         return False
 
@@ -248,6 +350,11 @@ class Ledger:
     def write_errors(self) -> int:
         """Failed attempts to open the database or commit a batch."""
         return self._write_errors
+
+    @property
+    def rejected(self) -> int:
+        """Records the database refused (or that lacked a required field), set aside in `ledger_rejected`."""
+        return self._rejected
 
     @property
     def last_error(self) -> str | None:
@@ -355,16 +462,14 @@ class Ledger:
                     return
                 try:
                     row = record_row(item)
-                except (ValueError, TypeError) as exc:  # unwritable (e.g. a field missing): never retried
-                    log.error("ledger record dropped: %s", _short_error(exc))
-                    with self._drop_lock:
-                        self._dropped += 1
+                except (ValueError, TypeError) as exc:  # unwritable (e.g. a field missing): set aside, never retried
+                    self._unwritable.append((item, _short_error(exc)))
                     continue
                 self._pending.append(item)
                 self._rows.append(row)
                 room -= 1
         finally:
-            self._pending_len = len(self._pending)
+            self._pending_len = len(self._pending) + len(self._unwritable)
 
     def _connection(self) -> Database:
         if self._db is None:
@@ -379,18 +484,20 @@ class Ledger:
 
     def _commit(self) -> bool:
         """Write the pending batch in one transaction; on success release waiting flushes."""
-        if self._pending:
+        if self._pending or self._unwritable:
             try:
-                write_batch(self._connection(), self._rows)
-            except Exception as exc:  # a database down, full or refusing: keep the batch and retry later
+                db = self._connection()
+                self._write_pending(db)
+                if self._unwritable:
+                    write_rejected(db, [rejected_row(rec, error) for rec, error in self._unwritable])
+                    self._set_aside([error for _, error in self._unwritable])
+                    self._unwritable.clear()
+            except Exception as exc:  # a database down, full or refusing: keep what is left and retry later
                 self._failed(exc)
                 return False
-            self._written += len(self._pending)
-            self._commits += 1
+            finally:
+                self._pending_len = len(self._pending) + len(self._unwritable)
             self._last_commit_at = time.time()
-            self._pending.clear()
-            self._rows.clear()
-            self._pending_len = 0
             if self._backoff > self._retry_base:
                 log.info("ledger writes recovered after %d error(s)", self._write_errors)
             self._backoff = self._retry_base
@@ -398,6 +505,77 @@ class Ledger:
             marker.done.set()
         self._markers.clear()
         return True
+
+    def _write_pending(self, db: Database) -> None:
+        """Commit the pending batch. When the database refuses it — not an outage: a value it cannot store —
+        write its records one by one and set aside in `ledger_rejected` each one it refuses, so that one
+        record never holds up the rest. Raises, keeping in `_pending` what is still unwritten, on an outage
+        or when even the dead-letter table refuses a record."""
+        if not self._pending:
+            return
+        try:
+            write_batch(db, self._rows)
+        except DatabaseUnavailable:
+            raise
+        except Exception:
+            pass  # one record or more is refused: find which
+        else:
+            self._written += len(self._pending)
+            self._commits += 1
+            self._pending.clear()
+            self._rows.clear()
+            return
+        kept: list[tuple[LedgerRecord, tuple[Any, ...]]] = []
+        refusal: Exception | None = None
+        reasons: list[str] = []
+        items = list(zip(self._pending, self._rows, strict=True))
+        try:
+            for index, (rec, row) in enumerate(items):
+                try:
+                    write_batch(db, [row])
+                except DatabaseUnavailable:
+                    kept.extend(items[index:])
+                    raise
+                except Exception as exc:
+                    reason = _short_error(exc)
+                    try:
+                        write_rejected(db, [rejected_row(rec, reason)])
+                    except DatabaseUnavailable:
+                        kept.extend(items[index:])
+                        raise
+                    except Exception as dead_letter_error:  # kept in memory, tried again with the next commit
+                        kept.append((rec, row))
+                        refusal = dead_letter_error
+                        continue
+                    reasons.append(reason)
+                else:
+                    self._written += 1
+                    self._commits += 1
+        finally:
+            self._pending[:] = [rec for rec, _ in kept]
+            self._rows[:] = [row for _, row in kept]
+            if reasons:
+                self._set_aside(reasons)
+        if refusal is not None:
+            raise refusal
+
+    def _set_aside(self, reasons: list[str]) -> None:
+        """Count records just written to the dead-letter table, say so (not more than once in a while)."""
+        self._rejected += len(reasons)
+        now = time.monotonic()
+        if now - self._last_rejection_warning >= _WARN_EVERY:
+            self._last_rejection_warning = now
+            log.error(
+                "ledger: %d record(s) refused by the database, kept in table ledger_rejected (%d so far): %s",
+                len(reasons),
+                self._rejected,
+                reasons[0],
+            )
+        if self.on_rejected is not None:
+            try:
+                self.on_rejected(len(reasons))
+            except Exception:  # counting must not stop the writer
+                log.debug("the ledger's on_rejected callback failed", exc_info=True)
 
     def _prune_one(self, before: float) -> bool:
         """One retention batch; True when there may be more to delete."""

@@ -77,9 +77,24 @@ def _m002_ledger(db: Database) -> None:
     db.execute("CREATE INDEX ledger_key_started_at ON ledger (key_id, started_at)")
 
 
+def _m003_ledger_rejected(db: Database) -> None:
+    """The dead-letter table: ledger records the database refused, kept whole as JSON text (TEXT, not JSONB,
+    which would refuse the very values that got them here) with the reason."""
+    t = _types(db)
+    db.execute(
+        f"""CREATE TABLE ledger_rejected (
+            id TEXT PRIMARY KEY,
+            rejected_at {t["float"]} NOT NULL,
+            error TEXT NOT NULL,
+            record TEXT NOT NULL
+        )"""
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("001_keys", _m001_keys),
     Migration("002_ledger", _m002_ledger),
+    Migration("003_ledger_rejected", _m003_ledger_rejected),
 )
 
 

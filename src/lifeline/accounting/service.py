@@ -19,7 +19,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
-from lifeline.accounting.db import Database
+from lifeline.accounting.db import Database, DatabaseUnavailable
 from lifeline.accounting.keys import KeyCache, KeyStore, PermissionDenied, VirtualKey
 from lifeline.accounting.ledger import Ledger, spent_since
 from lifeline.accounting.limits import LimitStore, RateEntry, Reservation, make_limits
@@ -27,7 +27,7 @@ from lifeline.accounting.migrations import migrate
 from lifeline.accounting.pricing import PriceBook
 from lifeline.accounting.records import LedgerRecord, nusd, usd
 from lifeline.config.schema import Config
-from lifeline.errors import LifelineError
+from lifeline.errors import AccountingUnavailable, LifelineError
 from lifeline.metrics import Metrics
 from lifeline.protocol.usage import reservation_prompt_tokens
 from lifeline.tracing import Tracing
@@ -36,6 +36,9 @@ log = logging.getLogger("lifeline.accounting")
 
 #: what a budget reserves for the answer when the client sets no max_tokens
 DEFAULT_COMPLETION_RESERVE = 4096
+
+LEDGER_REJECTED = "lifeline_ledger_rejected_total"
+LEDGER_REJECTED_HELP = "Ledger records the database refused, kept in the table ledger_rejected."
 
 
 def period_start(period: str, now: float | None = None) -> float:
@@ -82,6 +85,8 @@ class Accounting:
         )
         self._db: Database | None = None
         self._refresher: asyncio.Task[None] | None = None
+        if self.ledger is not None:
+            metrics.inc(LEDGER_REJECTED, LEDGER_REJECTED_HELP, 0)  # shown from the start, at 0
 
     def open_db(self) -> Database:
         url = self.settings.database_url.get_secret_value() if self.settings.database_url else None
@@ -104,6 +109,13 @@ class Accounting:
         await asyncio.to_thread(migrate, self._db)
         await self.refresh_keys()
         if self.ledger is not None:
+            # The writer thread counts refused records; counters are updated on the event loop.
+            loop = asyncio.get_running_loop()
+
+            def count_rejected(n: int) -> None:
+                loop.call_soon_threadsafe(self.metrics.inc, LEDGER_REJECTED, LEDGER_REJECTED_HELP, n)
+
+            self.ledger.on_rejected = count_rejected
             self.ledger.start()
         self._refresher = asyncio.create_task(self._refresh_forever(), name="lifeline-key-refresh")
 
@@ -152,7 +164,11 @@ class Accounting:
         admission = Admission(request_id, alias, key, time.monotonic(), time.time())
         admission.span = self.tracing.start_request(operation, alias, request_id, body)
         try:
-            await self._admit(admission, key, alias, body, max_tokens)
+            try:
+                await self._admit(admission, key, alias, body, max_tokens)
+            except DatabaseUnavailable as exc:  # a budget's spend is read from the ledger: not now
+                log.warning("database unavailable while admitting a request: %s", exc)
+                raise AccountingUnavailable() from exc
         except LifelineError as exc:
             self.tracing.end_request(
                 admission.span, status=exc.status, outcome="refused", target=None, model=None, usage=None, attempts=0

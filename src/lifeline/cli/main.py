@@ -99,6 +99,7 @@ def serve(
         typer.echo(f"error: {describe_validation_error(exc)}", err=True)
         raise typer.Exit(2) from None
     cfg = cfg.model_copy(update={"server": server})
+    _check_database(cfg)
     configure_logging(server.log_format, server.log_level)
     # The address first: a port in use is one line, before any model loads.
     try:
@@ -174,6 +175,27 @@ def admin_exposure(server: ServerSettings, *, has_master_key: bool) -> str | Non
         f"/admin/* is refused: the gateway listens on {where}, beyond loopback, without admin.master_key "
         "(set one, or pass --insecure-admin)"
     )
+
+
+def _check_database(cfg: Config) -> None:
+    """Open (and migrate) the database before serving: one that is down is one line and exit 2, rather than
+    a traceback of the ASGI lifespan from uvicorn."""
+    from lifeline.accounting.db import Database, DatabaseError, describe_location
+    from lifeline.accounting.migrations import migrate
+
+    settings = cfg.accounting
+    url = settings.database_url.get_secret_value() if settings.database_url else None
+    try:
+        db = Database(url=url, data_dir=settings.data_dir)
+        try:
+            migrate(db)
+        finally:
+            db.close()
+    except DatabaseError as exc:  # its message names no URL and no password
+        where = describe_location(url, settings.data_dir)
+        setting = "accounting.database_url" if url else "accounting.data_dir"
+        typer.echo(f"error: cannot open the database, {where} ({setting}): {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()

@@ -17,6 +17,7 @@ from lifeline.accounting.usage import (
     make_query,
     usage_report,
 )
+from lifeline.config.database_url import parse_database_url
 
 
 class OutputFormat(enum.StrEnum):
@@ -88,10 +89,8 @@ def _database(config: Path | None) -> tuple[str | None, str | None]:
 
 def _sqlite_path(url: str | None, data_dir: str | None) -> Path | None:
     """Where Database() would put the SQLite file (None for PostgreSQL)."""
-    if url and url.startswith(("postgresql://", "postgres://")):
-        return None
-    if url and url.startswith("sqlite:///"):
-        return Path(url.removeprefix("sqlite:///"))
+    if url and url.strip():
+        return parse_database_url(url).path  # the config was checked at load: a URL here is recognised
     return (Path(data_dir).expanduser() if data_dir else default_data_dir()) / "lifeline.db"
 
 

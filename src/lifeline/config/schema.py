@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from lifeline.config.database_url import parse_database_url
+
 PositiveSeconds = Annotated[float, Field(gt=0)]
 
 #: a host name, or one with a leading dot for the names under it
@@ -300,7 +302,8 @@ class LedgerSettings(Strict):
 class AccountingSettings(Strict):
     #: where the SQLite database lives (default: $LIFELINE_DATA_DIR, else ~/.local/share/lifeline)
     data_dir: str | None = None
-    #: postgresql://user:pass@host:port/db — replaces SQLite for the ledger and keys
+    #: postgresql://user:pass@host:port/db — replaces SQLite for the ledger and keys; or sqlite:///path.
+    #: Anything else is refused (config/database_url.py); empty means not set.
     database_url: SecretStr | None = None
     #: redis://host:port/db — shares rate limits, budget reservations and circuit state across replicas
     redis_url: SecretStr | None = None
@@ -311,6 +314,18 @@ class AccountingSettings(Strict):
     #: within this time
     key_refresh_interval: PositiveSeconds = 2.0
     ledger: LedgerSettings = Field(default_factory=LedgerSettings)
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _recognised_database_url(cls, value: object) -> object:
+        """Refuse a URL that is not PostgreSQL or SQLite; keep the normal form of one that is."""
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if not isinstance(value, str):
+            return value  # None, or a wrong type pydantic names itself
+        if not value.strip():
+            return None  # `${DATABASE_URL:-}` left empty: no URL, SQLite at data_dir
+        return parse_database_url(value).url
 
 
 class TracingSettings(Strict):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Wire(BaseModel):
@@ -19,6 +19,15 @@ class Wire(BaseModel):
 
 class ContentPart(Wire):
     type: str
+    #: the text of a part of type "text", where it is required; other types carry their own fields
+    text: str | None = None
+
+    @model_validator(mode="after")
+    def _text_part_has_text(self) -> ContentPart:
+        # Checked here, for every target: a number where the text goes reached the embedded engine as is.
+        if self.type == "text" and self.text is None:
+            raise ValueError("a content part of type 'text' needs 'text', a string")
+        return self
 
 
 class FunctionCall(Wire):

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
+from lifeline.accounting.db import DatabaseUnavailable
 from lifeline.config.schema import Config
 from lifeline.errors import LifelineError
 from lifeline.providers.registry import ProviderRegistry
@@ -87,6 +88,7 @@ def create_app(
         exception_handlers={
             LifelineError: errors.lifeline_error,
             HTTPException: errors.http_error,
+            DatabaseUnavailable: errors.database_unavailable,
         },
         lifespan=lifespan,
     )

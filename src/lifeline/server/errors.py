@@ -10,7 +10,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match
 
-from lifeline.errors import LifelineError, RouteNotFound
+from lifeline.accounting.db import DatabaseUnavailable
+from lifeline.errors import AccountingUnavailable, LifelineError, RouteNotFound
 
 log = logging.getLogger("lifeline.server")
 
@@ -31,6 +32,13 @@ async def lifeline_error(request: Request, exc: Exception) -> Response:
         extra={"status": exc.status, "code": exc.code, "attempts": exc.headers.get("x-lifeline-attempts")},
     )
     return error_response(exc)
+
+
+async def database_unavailable(request: Request, exc: Exception) -> Response:
+    """The database went away under an admin call (or anything else that reads it): 503, not 500."""
+    assert isinstance(exc, DatabaseUnavailable)
+    log.warning("database unavailable: %s", exc)  # the layer below keeps URLs and passwords out of it
+    return error_response(AccountingUnavailable())
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

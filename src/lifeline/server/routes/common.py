@@ -56,7 +56,11 @@ async def route_accounted(
     try:
         result: T = await until_disconnect(request, work)
     except BaseException as exc:
-        status = exc.status if isinstance(exc, LifelineError) else 499
+        # Cancelled: the client left (or the server is stopping); anything else unexpected is our own 500.
+        if isinstance(exc, LifelineError):
+            status = exc.status
+        else:
+            status = 499 if isinstance(exc, asyncio.CancelledError) else 500
         await accounting.finish(
             admission,
             status=status,
