@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from lifeline.providers.transport import LeanTransport, ProtocolError, ResponseParser
+from lifeline.providers.transport import CONNECTING, SENDING, LeanTransport, PoolUse, ProtocolError, ResponseParser
 
 CHUNKED = (
     b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
@@ -226,3 +226,47 @@ def test_both_http_clients_serve_a_gateway(http_client: str, wall: object, gatew
             f"{gw.base_url}/chat/completions", json={"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
         )
     assert plain.json()["choices"][0]["message"]["content"] == wall_text(12)
+
+
+def test_a_full_pool_is_waited_for_at_most_the_pool_timeout_and_its_use_is_counted() -> None:
+    release = asyncio.Event()
+    served = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal served
+        await read_request(reader)
+        served += 1
+        await release.wait()
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        await writer.drain()
+
+    async def main() -> None:
+        server, port = await serve(handler)
+        transport = LeanTransport(max_connections=1)
+        events: list[str] = []
+
+        async def trace(event: str, info: dict[str, object]) -> None:
+            events.append(event)
+
+        async with httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(5, pool=0.05)) as client:
+            url = f"http://127.0.0.1:{port}/x"
+            held = asyncio.ensure_future(client.post(url, content=b"{}", extensions={"trace": trace}))
+            while served == 0:
+                await asyncio.sleep(0.001)
+            assert events == [CONNECTING, SENDING]
+            assert transport.use() == PoolUse(in_use=1, waiting=0, capacity=1)
+            waiting = asyncio.ensure_future(client.post(url, content=b"{}", extensions={"trace": trace}))
+            while transport.use().waiting == 0:
+                await asyncio.sleep(0.001)
+            assert transport.use() == PoolUse(in_use=1, waiting=1, capacity=1)
+            with pytest.raises(httpx.PoolTimeout):
+                await waiting
+            assert events == [CONNECTING, SENDING]  # the request that found no connection never left
+            assert transport.use() == PoolUse(in_use=1, waiting=0, capacity=1)
+            release.set()
+            assert (await held).text == "ok"
+            assert transport.use() == PoolUse(in_use=0, waiting=0, capacity=1)
+        server.close()
+
+    asyncio.run(main())
+    assert served == 1

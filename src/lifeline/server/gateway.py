@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,7 @@ from lifeline.config.schema import Config
 from lifeline.metrics import Labels, Metrics
 from lifeline.providers.base import Provider
 from lifeline.providers.faults import inject_faults
+from lifeline.providers.http import HttpProvider
 from lifeline.providers.registry import ProviderRegistry, default_registry
 from lifeline.routing.health import Health, State
 from lifeline.routing.router import Router
@@ -112,6 +114,7 @@ class Gateway:
         self.metrics.gauge(
             "lifeline_circuit_state", "Circuit state per target: 0 closed, 1 half-open, 2 open.", circuits
         )
+        self.register_pool_gauges()
         ledger = self.accounting.ledger
         if ledger is not None:
             self.metrics.gauge(
@@ -134,6 +137,32 @@ class Gateway:
                 "Ledger records committed since start.",
                 lambda: [((), float(ledger.written))],
             )
+
+    def register_pool_gauges(self) -> None:
+        """Each HTTP target's connection pool: connections lent out, requests waiting, the cap."""
+
+        def pools(field: str) -> Callable[[], list[tuple[Labels, float]]]:
+            def read() -> list[tuple[Labels, float]]:
+                rows: list[tuple[Labels, float]] = []
+                for name, provider in self.providers.items():
+                    use = provider.pool_use() if isinstance(provider, HttpProvider) else None
+                    if use is not None:
+                        rows.append(((("target", name),), float(getattr(use, field))))
+                return rows
+
+            return read
+
+        self.metrics.gauge(
+            "lifeline_pool_connections_in_use", "Connections of a target's pool lent to requests.", pools("in_use")
+        )
+        self.metrics.gauge(
+            "lifeline_pool_requests_waiting",
+            "Requests waiting for a free connection of a target's pool.",
+            pools("waiting"),
+        )
+        self.metrics.gauge(
+            "lifeline_pool_connections_max", "The cap of a target's pool (max_connections).", pools("capacity")
+        )
 
     async def start(self) -> None:
         await self.accounting.start()
