@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -438,3 +439,32 @@ def test_a_hub_model_goes_through_the_injected_fetch_and_loads() -> None:
     assert body["model"] == "smollm2"
     assert body["choices"][0]["message"]["content"]
     assert 0 < body["usage"]["completion_tokens"] <= 4
+
+
+def test_the_engine_queue_depth_is_in_the_metrics(gateway: GatewayFactory) -> None:
+    def depth(gw: RunningGateway) -> str:
+        text = httpx.get(f"{gw.url}/metrics").text
+        return next(line for line in text.splitlines() if line.startswith("lifeline_engine_queue_depth{"))
+
+    body = {"model": "local", "messages": LONG, "max_tokens": 400, "stream": True}
+    with gateway(local_config(max_queue=1)) as gw:
+        assert depth(gw) == 'lifeline_engine_queue_depth{target="local"} 0'
+        with httpx.stream("POST", f"{gw.base_url}/chat/completions", json=body, timeout=60) as first:
+            events = sse_events(first.iter_lines())
+            next(events)  # the engine is generating for the first request
+            with ThreadPoolExecutor(1) as pool:
+                second = pool.submit(
+                    httpx.post,
+                    f"{gw.base_url}/chat/completions",
+                    json={"model": "local", "messages": HELLO, "max_tokens": 2},
+                    timeout=60,
+                )
+                while provider(gw).queue_depth == 0 and not second.done():
+                    time.sleep(0.01)
+                queued = depth(gw)
+                first.close()  # leaving frees the engine for the one waiting
+                assert second.result().status_code == 200
+        wait_until_idle(provider(gw))
+        after = depth(gw)
+    assert queued == 'lifeline_engine_queue_depth{target="local"} 1'
+    assert after == 'lifeline_engine_queue_depth{target="local"} 0'
