@@ -65,11 +65,10 @@ def test_two_replicas_share_limits_circuits_and_the_ledger(
         ).json()["secret"]
         time.sleep(0.6)
         assert ask(a.url, unlimited, "guarded").headers["x-lifeline-target"] == "steady"
-        deadline = time.monotonic() + 5
-        while True:
+        for _ in range(600):  # wait for the news to reach b (a guard against hanging, not a measure)
             rows = httpx.get(f"{b.url}/admin/targets", headers={"authorization": f"Bearer {MASTER}"}).json()
             state = {r["target"]: r["state"] for r in rows["targets"]}
-            if state["cut"] == "open" or time.monotonic() > deadline:
+            if state["cut"] == "open":
                 break
             time.sleep(0.05)
         assert state["cut"] == "open"
