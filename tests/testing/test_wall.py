@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any, BinaryIO
 
 import httpx
@@ -295,10 +296,14 @@ def test_fail_once_then_healthy(http: httpx.Client, wall: FaultWall) -> None:
     assert [a.outcome for a in wall.attempts_for("fail_once")] == ["status:500", "ok"]
 
 
-def test_flap_is_down_then_up(http: httpx.Client, wall: FaultWall) -> None:
+def test_flap_is_down_then_up(http: httpx.Client, wall: FaultWall, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the wall's clock is the test's: down for 0.3 s of it, however long the requests really take
+    now = [1000.0]
+    monkeypatch.setattr(lifeline.testing.wall, "time", SimpleNamespace(monotonic=lambda: now[0], time=time.time))
     assert chat(http, wall, "flap?down=0.3").status_code == 503
+    now[0] += 0.29
     assert chat(http, wall, "flap?down=0.3").status_code == 503
-    time.sleep(0.35)
+    now[0] += 0.02
     assert chat(http, wall, "flap?down=0.3").status_code == 200
 
 
