@@ -21,3 +21,29 @@ def test_counters_histograms_and_gauges_render_in_prometheus_text_format() -> No
     assert 'lifeline_latency_seconds_count{alias="chat"} 2' in text
     assert "lifeline_latency_seconds_sum{alias=\"chat\"} 7.03" in text
     assert "# TYPE lifeline_queue gauge" in text and "lifeline_queue 3" in text
+
+
+def test_counters_read_at_scrape_time_render_as_counters() -> None:
+    m = Metrics()
+    m.counter("process_cpu_seconds_total", "CPU.", lambda: [((), 1.5)])
+    text = m.render()
+    assert "# TYPE process_cpu_seconds_total counter" in text and "process_cpu_seconds_total 1.5" in text
+
+
+def test_owned_values_add_up_over_owners_and_a_retired_owner_never_sets_a_counter_back() -> None:
+    m = Metrics()
+    old, new = object(), object()
+    written = {old: 5, new: 0}
+    in_flight = {old: 2, new: 1}
+    for owner in (old, new):
+        m.owned("lifeline_ledger_written_total", "counter", "Written.", owner, lambda o=owner: written[o])
+        m.owned("lifeline_requests_in_flight", "gauge", "In flight.", owner, lambda o=owner: in_flight[o])
+    text = m.render()
+    assert "# TYPE lifeline_ledger_written_total counter" in text and "lifeline_ledger_written_total 5" in text
+    assert "# TYPE lifeline_requests_in_flight gauge" in text and "lifeline_requests_in_flight 3" in text
+    written[old], written[new] = 7, 2  # the replaced gateway drains its ledger, the new one writes
+    m.retire(old)
+    written[old] = 100  # read no more once retired
+    text = m.render()
+    assert "lifeline_ledger_written_total 9" in text  # 7 retired + 2 live
+    assert "lifeline_requests_in_flight 1" in text  # a retired gauge goes

@@ -27,6 +27,7 @@ renders any of them through one handler.
     │   ├── UpstreamRejected        other 400/422                         → CLIENT (returned as is)
     │   ├── UpstreamSilent          no headers / first token / idle       → SILENT
     │   ├── UpstreamOverloaded      embedded engine queue full            → BUSY
+    │   │   └── ConnectionPoolFull  no pooled connection free within connect → BUSY
     │   └── UpstreamBroken          a stream broke after content: continued, else an error event
     └── GatewayError                the request as a whole could not be served
         ├── AllTargetsFailed        502, every target failed
@@ -238,6 +239,13 @@ class UpstreamOverloaded(UpstreamError):
     type = "api_error"
     code = "overloaded"
     outcome = "overloaded"
+
+
+class ConnectionPoolFull(UpstreamOverloaded):
+    """Every connection of the target's pool stayed busy for the whole connect timeout: the gateway's own
+    cap is full, which says nothing about the target's health (no circuit verdict; the next target)."""
+
+    outcome = "pool_full"
 
 
 class UpstreamBroken(UpstreamError):

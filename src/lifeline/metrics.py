@@ -1,9 +1,9 @@
 """Prometheus metrics, kept in plain dicts and rendered in the text exposition format at GET /metrics.
 
-Counters and histograms are updated on the event loop (no locks); gauges that live elsewhere (circuit
-states, the ledger's queue) are read at scrape time through callbacks. Labels are alias, target, outcome
-and status only: never a key, a key id or anything a client typed, so cardinality stays bounded and no
-secret can reach a label.
+Counters and histograms are updated on the event loop (no locks); values that live elsewhere (circuit
+states, the ledger's queue and its writer thread's counts, the process's own figures) are read at scrape
+time through callbacks. Labels are alias, target, outcome and status only: never a key, a key id or
+anything a client typed, so cardinality stays bounded and no secret can reach a label.
 """
 
 from __future__ import annotations
@@ -49,6 +49,12 @@ class Metrics:
     def __init__(self) -> None:
         self._families: dict[str, _Family] = {}
         self._gauges: dict[str, tuple[str, Gauge]] = {}
+        self._read_counters: dict[str, tuple[str, Gauge]] = {}
+        #: unlabelled values kept by an owner (a gateway) and read at scrape time, added up over the owners
+        #: alive — a gateway a reload replaced keeps counting until it closes: name → kind, help, readers
+        self._owned: dict[str, tuple[str, str, dict[object, Callable[[], float]]]] = {}
+        #: what the counters of closed owners had counted, so that a reload never sets a counter back
+        self._retired: dict[str, float] = defaultdict(float)
 
     def _family(self, name: str, kind: str, help: str) -> _Family:
         family = self._families.get(name)
@@ -70,6 +76,21 @@ class Metrics:
     def gauge(self, name: str, help: str, read: Gauge) -> None:
         self._gauges[name] = (help, read)
 
+    def counter(self, name: str, help: str, read: Gauge) -> None:
+        """A counter kept elsewhere (the process's CPU time), read at scrape time."""
+        self._read_counters[name] = (help, read)
+
+    def owned(self, name: str, kind: str, help: str, owner: object, read: Callable[[], float]) -> None:
+        """An unlabelled counter or gauge that `owner` keeps, summed with the same value of other owners."""
+        self._owned.setdefault(name, (kind, help, {}))[2][owner] = read
+
+    def retire(self, owner: object) -> None:
+        """`owner` is closed: its counters' last values stay counted, its gauges go."""
+        for name, (kind, _, readers) in self._owned.items():
+            read = readers.pop(owner, None)
+            if read is not None and kind == "counter":
+                self._retired[name] += read()
+
     def render(self) -> str:
         lines: list[str] = []
         for name, family in sorted(self._families.items()):
@@ -85,11 +106,17 @@ class Metrics:
                     lines.append(f"{name}_bucket{_labels((*labels, ('le', le)))} {cumulative}")
                 lines.append(f"{name}_sum{_labels(labels)} {_number(hist.total)}")
                 lines.append(f"{name}_count{_labels(labels)} {hist.n}")
-        for name, (help, read) in sorted(self._gauges.items()):
+        for kind, readings in (("gauge", self._gauges), ("counter", self._read_counters)):
+            for name, (help, read) in sorted(readings.items()):
+                lines.append(f"# HELP {name} {help}")
+                lines.append(f"# TYPE {name} {kind}")
+                for labels, value in read():
+                    lines.append(f"{name}{_labels(labels)} {_number(value)}")
+        for name, (kind, help, readers) in sorted(self._owned.items()):
             lines.append(f"# HELP {name} {help}")
-            lines.append(f"# TYPE {name} gauge")
-            for labels, value in read():
-                lines.append(f"{name}{_labels(labels)} {_number(value)}")
+            lines.append(f"# TYPE {name} {kind}")
+            total = self._retired.get(name, 0.0) + sum(read() for read in list(readers.values()))
+            lines.append(f"{name} {_number(total)}")
         return "\n".join(lines) + "\n"
 
 

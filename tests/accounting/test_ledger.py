@@ -9,6 +9,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -67,12 +68,15 @@ class Outage:
         #: commit, then report a failure anyway (a connection lost right after COMMIT): this many times
         self.fail_after_commit = 0
         self.opened = 0
+        #: the threads that touched the database
+        self.threads: set[int] = set()
 
 
 def flaky(location: DbLocation, outage: Outage) -> Callable[[], Database]:
     class FlakyDatabase(CountingDatabase):
         @contextmanager
         def transaction(self) -> Iterator[Database]:
+            outage.threads.add(threading.get_ident())
             if outage.down or outage.disk_failing:
                 raise DatabaseUnavailable("sqlite: disk I/O error")
             with super().transaction() as db:
@@ -82,6 +86,7 @@ def flaky(location: DbLocation, outage: Outage) -> Callable[[], Database]:
                 raise DatabaseUnavailable("postgres: OperationalError: server closed the connection unexpectedly")
 
     def open_db() -> Database:
+        outage.threads.add(threading.get_ident())
         if outage.down:
             raise DatabaseUnavailable("sqlite: unable to open database file")
         outage.opened += 1
@@ -101,12 +106,27 @@ def settings(**overrides: Any) -> LedgerSettings:
     return LedgerSettings(**values)
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
+def wait_until(condition: Callable[[], bool], polls: int = 6000) -> None:
+    """Wait for `condition`; a guard against hanging, not a measure of speed (a busy machine is slow)."""
+    for _ in range(polls):
+        if condition():
+            return
         time.sleep(0.01)
+    raise AssertionError("condition never met")
+
+
+def record_waits(ledger: Ledger) -> list[tuple[float | None, bool]]:
+    """The writer's sleeps from now on: (the longest it would sleep, whether it slept that long)."""
+    waits: list[tuple[float | None, bool]] = []
+    wake_wait = ledger._wake.wait
+
+    def recorded(timeout: float | None = None) -> bool:
+        woken = wake_wait(timeout)
+        waits.append((timeout, not woken))
+        return woken
+
+    ledger._wake.wait = recorded  # type: ignore[method-assign]
+    return waits
 
 
 def count_rows(location: DbLocation) -> int:
@@ -200,27 +220,31 @@ def test_a_record_waits_at_most_about_one_commit_interval(tmp_path: Path, ledger
     location = DbLocation(url=None, data_dir=tmp_path)
     ledger = Ledger(settings(commit_interval=0.3), location.open)
     ledgers.append(ledger)
+    waits = record_waits(ledger)
     ledger.start()
     assert ledger.flush(5)  # schema in place
 
-    recorded = time.monotonic()
     for i in range(5):
         ledger.record(make_record(request_id=f"r{i}"))
-    wait_until(lambda: count_rows(location) == 5, timeout=3)
-    elapsed = time.monotonic() - recorded
-    assert elapsed < 0.3 + 0.4
+    wait_until(lambda: count_rows(location) == 5)  # written with no flush and no full batch: by the interval
     assert ledger.commits <= 2  # five records, one commit (two if the interval ended mid-way)
+    # the writer never sleeps past the next commit: each wait is at most one interval
+    assert waits and all(timeout is not None and timeout <= 0.3 for timeout, _ in waits)
 
 
 def test_a_full_batch_does_not_wait_for_the_interval(tmp_path: Path, ledgers: list[Ledger]) -> None:
     location = DbLocation(url=None, data_dir=tmp_path)
-    ledger = Ledger(settings(commit_interval=60, batch_size=50), location.open)
+    ledger = Ledger(settings(commit_interval=600, batch_size=50), location.open)
     ledgers.append(ledger)
+    waits = record_waits(ledger)
     ledger.start()
+    assert ledger.flush(30)  # schema in place
     for i in range(50):
         ledger.record(make_record(request_id=f"r{i}"))
-    wait_until(lambda: ledger.written == 50, timeout=3)
+    wait_until(lambda: ledger.written == 50)
     assert count_rows(location) == 50
+    # the writer was woken by the full batch: none of its waits for the 600 s interval ran out
+    assert waits and not any(timed_out for _, timed_out in waits)
 
 
 def test_a_commit_reported_failed_is_retried_exactly_once(db_location: DbLocation, ledgers: list[Ledger]) -> None:
@@ -396,10 +420,8 @@ def test_recording_never_touches_the_database() -> None:
         raise AssertionError("the request path opened the database")
 
     ledger = Ledger(settings(), open_db)
-    started = time.perf_counter()
     assert all(ledger.record(make_record()) for _ in range(20_000))
-    assert time.perf_counter() - started < 2.0  # ~µs each; generous for a slow machine
-    assert ledger.queue_depth == 20_000
+    assert ledger.queue_depth == 20_000  # queued in memory; how fast that is belongs in bench/
 
 
 def test_a_full_buffer_drops_counts_and_warns_once(
@@ -440,10 +462,10 @@ def test_a_database_down_keeps_records_and_writes_them_when_back(tmp_path: Path,
     outage.down = False
     assert ledger.flush(5)
     outage.disk_failing = True
-    started = time.perf_counter()
     for i in range(1000):
         assert ledger.record(make_record(request_id=f"s{i}"))
-    assert time.perf_counter() - started < 1.0  # requests are never held up by the outage
+    # requests are never held up by the outage: only the writer thread ever touches the database
+    assert threading.get_ident() not in outage.threads
     errors = ledger.write_errors
     wait_until(lambda: ledger.write_errors > errors + 2)
     assert ledger.written == 50 and ledger.queue_depth == 1000
@@ -523,10 +545,8 @@ def test_close_gives_up_when_the_database_stays_down(tmp_path: Path, caplog: pyt
     ledger = Ledger(settings(), flaky(DbLocation(None, tmp_path), outage), retry_base=0.01, retry_max=0.05)
     ledger.start()
     ledger.record(make_record())
-    started = time.monotonic()
     with caplog.at_level(logging.ERROR, logger="lifeline.accounting"):
-        assert ledger.close(0.3) is False
-    assert time.monotonic() - started < 3
+        assert ledger.close(0.3) is False  # gave up (a close that waited for the database would hang here)
     assert any("1 record(s) unwritten" in r.getMessage() for r in caplog.records)
 
 
@@ -623,11 +643,15 @@ ledger.flush()
 print("ready", flush=True)
 start = time.monotonic()
 i = 0
+commits = ledger.commits
 while True:
     rec = make_record(request_id=f"r{i}")
     if ledger.record(rec):
         sys.stdout.write(rec.id + "\n")
-        sys.stdout.flush()
+    if ledger.commits != commits:  # the writer committed: say how many records are durable now
+        commits = ledger.commits
+        sys.stdout.write(f"committed {ledger.written}\n")
+    sys.stdout.flush()
     i += 1
     pause = start + i / rate - time.monotonic()
     if pause > 0:
@@ -635,9 +659,11 @@ while True:
 """
 
 
-def test_sigkill_loses_at_most_about_one_commit_interval(tmp_path: Path, record_property: Any) -> None:
-    # a random moment, so the kill does not always land at the same phase of the commit cycle
-    interval, rate, run_for = 0.2, 2000.0, random.uniform(0.7, 1.0)
+def test_sigkill_loses_at_most_what_came_after_the_last_commit(tmp_path: Path) -> None:
+    # Killed at a random point after a few commits, so the kill lands at any phase of the commit cycle.
+    # Counted, not timed: what the writer said was committed is all there, and what is lost is only the
+    # tail recorded after the last commit it reported — about one commit interval's worth.
+    interval, rate, commits_first = 0.2, 2000.0, 4
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "src")])}
     proc = subprocess.Popen(
         [sys.executable, "-c", _WRITER, str(tmp_path), str(interval), str(rate)],
@@ -649,13 +675,13 @@ def test_sigkill_loses_at_most_about_one_commit_interval(tmp_path: Path, record_
     assert proc.stdout is not None
     try:
         assert proc.stdout.readline().strip() == "ready"
-        produced: list[str] = []
-        started = time.monotonic()
-        while time.monotonic() - started < run_for:
-            produced.append(proc.stdout.readline().strip())
+        lines: list[str] = []
+        while sum(line.startswith("committed") for line in lines) < commits_first:
+            lines.append(proc.stdout.readline().strip())
+        for _ in range(random.randrange(1, int(rate * interval * 2))):
+            lines.append(proc.stdout.readline().strip())
         proc.send_signal(signal.SIGKILL)
-        produced += proc.stdout.read().split()  # what it printed before dying is still in the pipe
-        elapsed = time.monotonic() - started
+        lines += proc.stdout.read().split("\n")  # what it printed before dying is still in the pipe
     finally:
         proc.kill()
         proc.wait(10)
@@ -666,22 +692,20 @@ def test_sigkill_loses_at_most_about_one_commit_interval(tmp_path: Path, record_
         committed = {r[0] for r in db.query("SELECT id FROM ledger")}
     finally:
         db.close()
-    recorded = set(filter(None, produced))
+    order = [line for line in lines if line and not line.startswith("committed")]
+    reported = [int(line.split()[1]) for line in lines if line.startswith("committed")]
+    last_reported = reported[-1]
+    recorded = set(order)
     missing = recorded - committed
-    measured_rate = len(recorded) / elapsed
-    window = len(missing) / measured_rate
-    record_property("sigkill_missing", len(missing))
-    record_property("sigkill_window_s", round(window, 3))
-    print(f"\nSIGKILL: {len(recorded)} recorded at {measured_rate:.0f}/s, {len(missing)} missing = {window:.3f} s")
-
-    assert len(recorded) > rate * run_for * 0.5  # the writer really ran at a steady rate
     assert len(committed - recorded) <= 1  # at most the one recorded but not yet printed when killed
-    assert len(missing) <= measured_rate * (interval + 0.15)
-    # and what is missing is the tail: everything up to the last commit is there
-    order = [i for i in produced if i]
+    # every record the writer reported committed survived the kill
+    assert all(i in committed for i in order[:last_reported])
+    # what is missing is the tail: everything up to the last commit is there
     first_missing = min((order.index(i) for i in missing), default=len(order))
     assert all(i in committed for i in order[:first_missing])
     assert len(order) - first_missing == len(missing)
+    # and it is no more than what was recorded after the last commit reported
+    assert first_missing >= last_reported
 
 
 def test_start_connects_and_migrates_before_any_record(db_location: DbLocation, ledgers: list[Ledger]) -> None:

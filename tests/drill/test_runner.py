@@ -107,7 +107,8 @@ def test_a_silent_primary_shows_in_the_latency(wall: FaultWall, tmp_path: Path) 
     assert len(wall.attempts_for(BACKUP)) == 10
     # every request waited out the primary's first-byte timeout before the backup answered
     assert s.latency.p50 is not None and s.ttft.p50 is not None and s.latency.max is not None
-    assert 0.3 <= s.ttft.p50 <= s.latency.p50 < 1.5
+    # measured latencies, so only bounds a slow machine cannot break: at least the timeout, TTFT within latency
+    assert 0.3 <= s.ttft.p50 <= s.latency.p50
     assert all(r.latency >= 0.3 and r.attempts == 2 for r in result.drill.results)
     assert s.duration >= 0.6  # two rounds of five, each held 0.3 s
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,13 +63,24 @@ def ledger_rows(gw: RunningGateway, expect: int | None = None) -> list[dict[str,
     after its last event reaches the client."""
     accounting = gw.gateway.accounting
     assert accounting.ledger is not None
-    deadline = time.monotonic() + 5
-    while True:
+    for _ in range(1500):  # a guard against hanging, not a measure of speed
         accounting.ledger.flush(10)
         rows = _rows(gw)
-        if expect is None or len(rows) >= expect or time.monotonic() > deadline:
-            return rows
+        if expect is None or len(rows) >= expect:
+            break
         time.sleep(0.02)
+    return rows
+
+
+def ledger_metrics(gw: RunningGateway, until: Callable[[dict[str, str]], bool]) -> dict[str, str]:
+    """The ledger's lines of /metrics, polled until `until` holds of them (a bounded number of scrapes)."""
+    for _ in range(1500):
+        text = httpx.get(f"{gw.url}/metrics").text
+        metrics = dict(line.split(" ") for line in text.splitlines() if line.startswith("lifeline_ledger_"))
+        if until(metrics):
+            break
+        time.sleep(0.02)
+    return metrics
 
 
 def _rows(gw: RunningGateway) -> list[dict[str, Any]]:
@@ -256,6 +268,33 @@ def test_metrics_count_requests_attempts_tokens_and_cost(
     assert UPSTREAM_KEY not in text
 
 
+def test_metrics_have_ledger_counters_attempt_latency_in_flight_and_process_figures(
+    wall: FaultWall, gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    with gateway(config_with(wall, tmp_path, auth=False)) as gw:
+        ask(gw, None)
+        ledger_rows(gw, expect=1)
+        text = httpx.get(f"{gw.url}/metrics").text
+    samples = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if not line.startswith("#")}
+    # the ledger's counts are counters named _total; the old gauge names are gone
+    for name in ("written", "dropped", "write_errors"):
+        assert f"# TYPE lifeline_ledger_{name}_total counter" in text
+        assert f"lifeline_ledger_{name} " not in text
+    assert samples["lifeline_ledger_written_total"] == 1
+    assert samples["lifeline_ledger_dropped_total"] == samples["lifeline_ledger_write_errors_total"] == 0
+    # one latency histogram per target, labelled by target only: one attempt each (primary failed, backup answered)
+    assert "# TYPE lifeline_attempt_latency_seconds histogram" in text
+    assert samples['lifeline_attempt_latency_seconds_count{target="primary"}'] == 1
+    assert samples['lifeline_attempt_latency_seconds_count{target="backup"}'] == 1
+    assert 'lifeline_attempt_latency_seconds_bucket{target="backup",le="+Inf"} 1' in text
+    assert samples["lifeline_requests_in_flight"] == 1  # the scrape itself
+    # the process's own figures, under the usual names
+    assert "# TYPE process_cpu_seconds_total counter" in text and samples["process_cpu_seconds_total"] > 0
+    assert samples["process_resident_memory_bytes"] > 1_000_000
+    assert samples["process_open_fds"] >= 3 and samples["process_max_fds"] >= samples["process_open_fds"]
+    assert 0 < samples["process_start_time_seconds"] <= time.time()
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_usage_of_a_streamed_answer_is_costed_too(
     wall: FaultWall, gateway: GatewayFactory, tmp_path: Path, stream: bool
@@ -333,13 +372,11 @@ def test_a_database_outage_does_not_stop_requests_or_lose_records(
         postgres_server.stop()
         try:
             during = [ask(gw, None).status_code for _ in range(5)]
-            time.sleep(0.5)
-            metrics = httpx.get(f"{gw.url}/metrics").text
+            metrics = ledger_metrics(gw, until=lambda m: int(m["lifeline_ledger_write_errors_total"]) >= 1)
         finally:
             postgres_server.start()
         rows = ledger_rows(gw, expect=6)
     assert during == [200] * 5
-    gauges = dict(line.split(" ") for line in metrics.splitlines() if line.startswith("lifeline_ledger_"))
-    assert int(gauges["lifeline_ledger_queue_depth"]) >= 5  # waiting in the buffer, not lost
-    assert int(gauges["lifeline_ledger_write_errors"]) >= 1
+    assert int(metrics["lifeline_ledger_queue_depth"]) >= 5  # waiting in the buffer, not lost
+    assert int(metrics["lifeline_ledger_write_errors_total"]) >= 1
     assert len(rows) == 6

@@ -234,17 +234,18 @@ def test_a_refused_account_is_cut_off(
     assert len(faces[backup].attempts) == 2
 
 
-def test_gemini_retry_info_is_waited_out(faces: dict[str, FaultWall], gateway: GatewayFactory) -> None:
+def test_gemini_retry_info_is_waited_out(
+    faces: dict[str, FaultWall], gateway: GatewayFactory, router_waits: list[float]
+) -> None:
     primary = "rate_limit?retry_after=0.3"
     config = make_config({"primary": target(faces, "gemini", primary), "backup": target(faces, "anthropic", "ok")})
     with gateway(config) as gw:
         response = httpx.post(f"{gw.base_url}/chat/completions", json={"model": "chat", "messages": MESSAGES})
     assert response.status_code == 200
     assert response.headers["x-lifeline-target"] == "backup"
-    times = [a.at for a in faces["gemini"].attempts]
-    assert len(times) == 2
-    # the delay came in the body (RetryInfo), not in a Retry-After header
-    assert times[1] - times[0] >= 0.25
+    assert len(faces["gemini"].attempts) == 2
+    # the delay came in the body (RetryInfo), not in a Retry-After header, and was waited once
+    assert router_waits == [0.3]
 
 
 def test_an_over_long_prompt_moves_to_a_larger_context_window(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import httpx
+import pytest
 
 from lifeline.testing import FaultWall
 from tests.conftest import GatewayFactory, make_config, wall_target
@@ -98,3 +99,41 @@ def test_when_every_target_is_open_the_least_recently_failed_is_probed(
     assert recovered.headers["x-lifeline-target"] == "a"
     assert len(wall.attempts_for(first)) == 2
     assert len(wall.attempts_for(second)) == 1
+
+
+@pytest.mark.parametrize("http_client", ["lean", "httpx"])
+def test_requests_beyond_a_full_connection_pool_fail_over_and_leave_the_circuit_closed(
+    wall: FaultWall, gateway: GatewayFactory, http_client: str
+) -> None:
+    # A slow but healthy target: its stream holds the only connection of its pool until the client leaves.
+    slow = "stall?after=2&t=pool"
+    timeouts = {"connect": 0.2, "first_byte": 2, "response": 2, "ttft": 2, "idle": 30}
+    config = make_config(
+        {
+            "capped": wall_target(wall, slow, max_connections=1, timeouts=timeouts, http_client=http_client),
+            "backup": wall_target(wall, "ok"),
+        },
+        retry={"max_retries": 0},
+        circuit={"failure_threshold": 1},
+    )
+    body = {"model": "chat", "messages": MESSAGES, "stream": True}
+    with gateway(config) as gw, httpx.stream("POST", f"{gw.base_url}/chat/completions", json=body, timeout=30) as held:
+        assert held.headers["x-lifeline-target"] == "capped"
+        lines = held.iter_lines()  # kept: a dropped iterator would close the stream
+        next(line for line in lines if '"content":"Lifeline"' in line)  # content is flowing
+        in_use = httpx.get(f"{gw.url}/metrics").text
+        beyond = [ask(gw.base_url) for _ in range(3)]
+        state = circuit(gw.url, "capped")
+        metrics = httpx.get(f"{gw.url}/metrics").text
+    assert [r.status_code for r in beyond] == [200, 200, 200]
+    assert [r.headers["x-lifeline-target"] for r in beyond] == ["backup"] * 3
+    assert [r.headers["x-lifeline-attempts"] for r in beyond] == ["2"] * 3  # the full pool, then the backup
+    # a full pool is the gateway's own overload: no verdict on the target
+    assert state["state"] == "closed" and state["consecutive_failures"] == 0
+    assert 'lifeline_attempts_total{outcome="pool_full",target="capped"} 3' in metrics
+    assert len(wall.attempts_for(slow)) == 1  # the requests beyond the cap never reached the target
+    if http_client == "httpx":
+        return  # httpx's own pool does not report its use
+    assert 'lifeline_pool_connections_in_use{target="capped"} 1' in in_use
+    assert 'lifeline_pool_connections_max{target="capped"} 1' in in_use
+    assert 'lifeline_pool_requests_waiting{target="capped"} 0' in in_use

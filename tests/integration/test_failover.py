@@ -4,8 +4,6 @@ what the upstream saw (attempt counts and the gaps between them)."""
 
 from __future__ import annotations
 
-import itertools
-
 import httpx
 import pytest
 from openai import OpenAI
@@ -21,13 +19,10 @@ def ask(base_url: str, alias: str = "chat", **extra: object) -> httpx.Response:
     return httpx.post(f"{base_url}/chat/completions", json=body, timeout=30)
 
 
-def gaps(wall: FaultWall, model: str) -> list[float]:
-    times = [a.at for a in wall.attempts_for(model)]
-    return [b - a for a, b in itertools.pairwise(times)]
-
-
 @pytest.mark.parametrize("code", [500, 502, 503, 504])
-def test_5xx_is_retried_with_backoff_then_the_next_target(wall: FaultWall, gateway: GatewayFactory, code: int) -> None:
+def test_5xx_is_retried_with_backoff_then_the_next_target(
+    wall: FaultWall, gateway: GatewayFactory, code: int, router_waits: list[float]
+) -> None:
     primary, backup = f"status?code={code}", "ok?served_model=backup-model"
     config = make_config({"primary": wall_target(wall, primary), "backup": wall_target(wall, backup)})
     with gateway(config) as gw:
@@ -40,10 +35,10 @@ def test_5xx_is_retried_with_backoff_then_the_next_target(wall: FaultWall, gatew
     assert len(wall.attempts_for(primary)) == 3
     assert len(wall.attempts_for(backup)) == 1
     assert response.headers["x-lifeline-attempts"] == "4"
-    # backoff_base 0.05 with equal jitter: the first wait is at least 0.025 s, the second at least 0.05 s
-    first, second = gaps(wall, primary)
-    assert first >= 0.025
-    assert second >= 0.05
+    # backoff_base 0.05 with equal jitter: the first wait is 0.025-0.05 s, the second 0.05-0.1 s
+    first, second = router_waits
+    assert 0.025 <= first <= 0.05
+    assert 0.05 <= second <= 0.1
 
 
 def test_a_500_once_is_retried_on_the_same_target(wall: FaultWall, gateway: GatewayFactory) -> None:
@@ -81,7 +76,9 @@ def test_connection_refused_is_retried_then_the_next_target(wall: FaultWall, gat
     assert response.headers["x-lifeline-attempts"] == "4"
 
 
-def test_429_with_retry_after_within_the_cap_is_waited_out_once(wall: FaultWall, gateway: GatewayFactory) -> None:
+def test_429_with_retry_after_within_the_cap_is_waited_out_once(
+    wall: FaultWall, gateway: GatewayFactory, router_waits: list[float]
+) -> None:
     primary = "rate_limit?retry_after=1"
     config = make_config({"primary": wall_target(wall, primary), "backup": wall_target(wall, "ok")})
     with gateway(config) as gw:
@@ -90,7 +87,7 @@ def test_429_with_retry_after_within_the_cap_is_waited_out_once(wall: FaultWall,
     assert response.headers["x-lifeline-target"] == "backup"
     # waited the stated second, asked once more, was refused again, moved on: never a tight loop
     assert len(wall.attempts_for(primary)) == 2
-    assert gaps(wall, primary)[0] >= 0.95
+    assert router_waits == [1.0]
 
 
 def test_429_with_retry_after_over_the_cap_moves_on_and_leaves_the_target_alone(
@@ -108,7 +105,9 @@ def test_429_with_retry_after_over_the_cap_moves_on_and_leaves_the_target_alone(
     assert second.headers["x-lifeline-attempts"] == "1"
 
 
-def test_429_without_retry_after_backs_off_then_moves_on(wall: FaultWall, gateway: GatewayFactory) -> None:
+def test_429_without_retry_after_backs_off_then_moves_on(
+    wall: FaultWall, gateway: GatewayFactory, router_waits: list[float]
+) -> None:
     primary = "rate_limit"
     config = make_config({"primary": wall_target(wall, primary), "backup": wall_target(wall, "ok")})
     with gateway(config) as gw:
@@ -116,7 +115,7 @@ def test_429_without_retry_after_backs_off_then_moves_on(wall: FaultWall, gatewa
     assert response.status_code == 200
     assert response.headers["x-lifeline-target"] == "backup"
     assert len(wall.attempts_for(primary)) == 2  # rate_limit_retries=1
-    assert gaps(wall, primary)[0] >= 0.025
+    assert len(router_waits) == 1 and 0.025 <= router_waits[0] <= 0.05  # backoff with jitter, not a tight loop
 
 
 def test_every_target_rate_limited_gives_429_with_retry_after(wall: FaultWall, gateway: GatewayFactory) -> None:

@@ -142,19 +142,16 @@ def test_cut_timeout_waits_for_the_targets_own_timeout(wall: FaultWall, gateway:
     config = two_targets(wall, timeouts={"first_byte": 0.3, "response": 0.4})
     with gateway(config) as gw:
         control(gw, "primary", state="cut", fault="timeout")
-        started = time.monotonic()
         whole = ask(gw)
-        whole_took = time.monotonic() - started
-        started = time.monotonic()
         streamed = sdk(gw).chat.completions.with_raw_response.create(model="chat", messages=MESSAGES, stream=True)
         text = "".join((c.choices[0].delta.content or "") for c in streamed.parse() if c.choices)
-        stream_took = time.monotonic() - started
         after = row(gw, "primary")
+    # which timeout each phase waits is tests/providers/test_faults.py's; here: silent, and not retried
     assert whole.headers["x-lifeline-target"] == "backup"
-    assert 0.4 <= whole_took < 1.5  # the response timeout, not retried (a silent target is not)
+    assert whole.headers["x-lifeline-attempts"] == "2"  # a silent target is not retried
     assert streamed.headers["x-lifeline-target"] == "backup"
+    assert streamed.headers["x-lifeline-attempts"] == "2"
     assert text == wall_text(12)
-    assert 0.3 <= stream_took < 1.2  # the first-byte timeout
     assert after["last_error"] == "silent" and after["consecutive_failures"] == 2
     assert wall.attempts_for("ok?t=primary") == []
 
@@ -246,11 +243,13 @@ def reload(gw: RunningGateway) -> httpx.Response:
     return httpx.post(f"{gw.url}/admin/reload", headers=AUTH, timeout=30)
 
 
-def wait_closed(gateway: Gateway, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while gateway.started:
-        assert time.monotonic() < deadline, "the replaced gateway was never closed"
+def wait_closed(gateway: Gateway, polls: int = 1500) -> None:
+    """Wait until the replaced gateway has closed; a guard against hanging, not a measure of speed."""
+    for _ in range(polls):
+        if not gateway.started:
+            return
         time.sleep(0.02)
+    raise AssertionError("the replaced gateway was never closed")
 
 
 def ledger(gw: RunningGateway) -> list[tuple[str, str | None, int]]:
@@ -404,8 +403,11 @@ def test_reloads_under_load_lose_no_request_and_no_record(
             assert reload(gw).status_code == 200
         for thread in clients:
             thread.join(30)
-        time.sleep(0.5)  # the replaced gateways close once idle
-        records = ledger(gw)
+        for _ in range(1500):  # the replaced gateways close (and drain their ledgers) once idle: wait for it
+            records = ledger(gw)
+            if len(records) >= len(answers):
+                break
+            time.sleep(0.02)
     assert not errors, errors
     assert len(answers) == 24 and all(r.status_code == 200 for r in answers)
     assert sorted(r[0] for r in records) == sorted(r.headers["x-request-id"] for r in answers)
@@ -430,10 +432,11 @@ def test_sighup_reloads_a_real_lifeline_serve(wall: FaultWall, tmp_path: Path) -
         path.write_text(yaml.safe_dump({**written, "aliases": {**written["aliases"], "fresh": {"targets": ["a"]}}}))
         assert ask_model("fresh") == 404
         process.process.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 10
-        while ask_model("fresh") != 200:
-            assert time.monotonic() < deadline, "the reload never took effect"
+        for _ in range(600):  # the reload runs in the background: wait for it, however slow the machine
+            if ask_model("fresh") == 200:
+                break
             time.sleep(0.05)
+        assert ask_model("fresh") == 200, "the reload never took effect"
         assert ask_model("chat") == 200
 
 

@@ -7,7 +7,6 @@ tests/integration/test_runtime_control.py.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
@@ -145,26 +144,38 @@ def test_forbidden_and_unavailable_fail_without_touching_the_upstream(
     assert upstream.calls == 0
 
 
-def test_timeout_waits_for_the_phase_timeout_then_is_silent() -> None:
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The waits asked of asyncio.sleep, each passed at once: what is waited, not how long it took."""
+    asked: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def recorded(delay: float, result: Any = None) -> Any:
+        asked.append(delay)
+        return await real_sleep(0, result)
+
+    monkeypatch.setattr(asyncio, "sleep", recorded)
+    return asked
+
+
+def test_timeout_waits_for_the_phase_timeout_then_is_silent(sleeps: list[float]) -> None:
     upstream = Upstream()
     wrapper, _ = injected(upstream, Fault("timeout"))
-    started = time.monotonic()
     with pytest.raises(UpstreamSilent, match="response timeout"):
         asyncio.run(wrapper.complete(make_call()))
-    assert 0.1 <= time.monotonic() - started < 0.5
-    started = time.monotonic()
+    assert sleeps == [pytest.approx(TIMEOUTS.response, abs=1e-3)]
     with pytest.raises(UpstreamSilent, match="first_byte timeout"):
         asyncio.run(read(wrapper.stream(make_call())))
-    assert 0.05 <= time.monotonic() - started < 0.1
+    assert sleeps[1:] == [pytest.approx(TIMEOUTS.first_byte, abs=1e-3)]
     assert upstream.calls == 0
 
 
-def test_timeout_is_bounded_by_the_request_deadline() -> None:
+def test_timeout_is_bounded_by_the_request_deadline(sleeps: list[float]) -> None:
     wrapper, _ = injected(Upstream(), Fault("timeout"))
-    started = time.monotonic()
     with pytest.raises(UpstreamSilent):
         asyncio.run(wrapper.complete(make_call(seconds=0.02)))
-    assert time.monotonic() - started < 0.08
+    # what was left of the 0.02 s deadline, not the 0.1 s response timeout
+    assert len(sleeps) == 1 and sleeps[0] <= 0.02
 
 
 def test_stream_cut_passes_the_real_answer_through_then_breaks() -> None:

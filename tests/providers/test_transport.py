@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from lifeline.providers.transport import LeanTransport, ProtocolError, ResponseParser
+from lifeline.providers.transport import CONNECTING, SENDING, LeanTransport, PoolUse, ProtocolError, ResponseParser
 
 CHUNKED = (
     b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
@@ -226,3 +226,100 @@ def test_both_http_clients_serve_a_gateway(http_client: str, wall: object, gatew
             f"{gw.base_url}/chat/completions", json={"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
         )
     assert plain.json()["choices"][0]["message"]["content"] == wall_text(12)
+
+
+def test_a_full_pool_is_waited_for_at_most_the_pool_timeout_and_its_use_is_counted() -> None:
+    release = asyncio.Event()
+    served = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal served
+        await read_request(reader)
+        served += 1
+        await release.wait()
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        await writer.drain()
+
+    async def main() -> None:
+        server, port = await serve(handler)
+        transport = LeanTransport(max_connections=1)
+        events: list[str] = []
+
+        async def trace(event: str, info: dict[str, object]) -> None:
+            events.append(event)
+
+        async with httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(5, pool=0.05)) as client:
+            url = f"http://127.0.0.1:{port}/x"
+            held = asyncio.ensure_future(client.post(url, content=b"{}", extensions={"trace": trace}))
+            while served == 0:
+                await asyncio.sleep(0.001)
+            assert events == [CONNECTING, SENDING]
+            assert transport.use() == PoolUse(in_use=1, waiting=0, capacity=1)
+            waiting = asyncio.ensure_future(client.post(url, content=b"{}", extensions={"trace": trace}))
+            while transport.use().waiting == 0:
+                await asyncio.sleep(0.001)
+            assert transport.use() == PoolUse(in_use=1, waiting=1, capacity=1)
+            with pytest.raises(httpx.PoolTimeout):
+                await waiting
+            assert events == [CONNECTING, SENDING]  # the request that found no connection never left
+            assert transport.use() == PoolUse(in_use=1, waiting=0, capacity=1)
+            release.set()
+            assert (await held).text == "ok"
+            assert transport.use() == PoolUse(in_use=0, waiting=0, capacity=1)
+        server.close()
+
+    asyncio.run(main())
+    assert served == 1
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(("connect", "deadline"), [(0.05, 30.0), (30.0, 0.05)], ids=["connect", "deadline"])
+def test_waiting_for_a_full_pool_is_overload_never_the_targets_silence(
+    stream: bool, connect: float, deadline: float
+) -> None:
+    """The only connection is busy with a slow answer; another attempt waits for it until the connect
+    timeout (or the request's deadline) ends the wait: that is the gateway's own cap, not a silent target."""
+    from lifeline.config.schema import OpenAITarget
+    from lifeline.errors import ConnectionPoolFull, Failover
+    from lifeline.providers.base import Deadline
+    from lifeline.providers.openai_compat import OpenAICompatProvider
+    from tests.providers.support import make_call
+
+    answer = b'{"choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]}'
+
+    async def main() -> None:
+        release = asyncio.Event()
+        received = asyncio.Event()
+
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await read_request(reader)
+            received.set()
+            await release.wait()
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(answer), answer))
+            await writer.drain()
+
+        server, port = await serve(handler)
+        timeouts = {"connect": connect, "first_byte": 30, "response": 30, "ttft": 30}
+        spec = {"kind": "openai", "base_url": f"http://127.0.0.1:{port}/v1", "model": "m", "max_connections": 1}
+        provider = OpenAICompatProvider("up", OpenAITarget.model_validate({**spec, "timeouts": timeouts}), None)
+        await provider.start()
+        try:
+            holder = asyncio.ensure_future(provider.complete(make_call()))
+            await received.wait()  # the only connection is in use
+            call = make_call(stream=stream)
+            call.deadline = Deadline.after(deadline)
+            with pytest.raises(ConnectionPoolFull) as raised:
+                if stream:
+                    async for _ in provider.stream(call):
+                        pass
+                else:
+                    await provider.complete(call)
+            assert raised.value.failover is Failover.BUSY and raised.value.outcome == "pool_full"
+            assert not holder.done()  # the slow answer was never cut short by the wait
+            release.set()
+            assert (await holder).body["choices"][0]["message"]["content"] == "ok"
+        finally:
+            await provider.close()
+            server.close()
+
+    asyncio.run(main())

@@ -4,7 +4,6 @@ Redis."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
@@ -52,15 +51,26 @@ async def replica(url: str) -> AsyncIterator[tuple[Health, SharedCircuits]]:
         await shared.close()
 
 
-async def eventually(check: Callable[[], bool], within: float = 1.0) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline, "not within the time allowed"
+async def eventually(check: Callable[[], bool], polls: int = 3000) -> None:
+    """Wait for `check` to hold; a guard against hanging, not a measure of speed (a busy machine is slow)."""
+    for _ in range(polls):
+        if check():
+            return
         await asyncio.sleep(0.01)
+    raise AssertionError("it never happened")
 
 
-def open_for(health: Health, target: str) -> float:
-    return float(health.snapshot([target])[0]["open_for_seconds"])
+def ends_with(health: Health, other: Health, target: str) -> bool:
+    """`target`'s circuit is open on both and its cooldown ends when the other's does: what was left of it
+    travelled, not a fresh cooldown. Two moments are compared, not a duration measured; the slack is the
+    few milliseconds between opening and publishing, which a loaded machine does not stretch to a second."""
+    mine, theirs = health.circuit(target), other.circuit(target)
+    return mine.state is theirs.state is State.OPEN and abs(mine.open_until - theirs.open_until) < 1.0
+
+
+async def published(shared: SharedCircuits) -> None:
+    """Wait until `shared` has told Redis of every open so far (publishing runs in the background)."""
+    await eventually(lambda: not shared._publishing)
 
 
 def cut_off(health: Health, target: str) -> None:
@@ -77,7 +87,7 @@ def test_an_open_circuit_reaches_the_other_replica_with_its_remaining_cooldown(s
             cut_off(h1, "t")
             assert h1.circuit("t").state is State.OPEN
             await eventually(lambda: h2.circuit("t").state is State.OPEN)
-            assert 98 < open_for(h2, "t") <= 100
+            assert ends_with(h2, h1, "t")
             assert h2.circuit("t").last_error == "cut_off 403 (on another replica)"
             assert not h2.available("t")
             assert h2.available("other"), "only the target that failed"
@@ -91,15 +101,16 @@ def test_an_open_circuit_reaches_the_other_replica_with_its_remaining_cooldown(s
 
 def test_a_replica_started_later_picks_up_open_circuits_at_start(shared_url: str) -> None:
     async def main() -> None:
-        async with replica(shared_url) as (h1, _):
+        async with replica(shared_url) as (h1, s1):
             for _ in range(POLICY.failure_threshold):
                 h1.record_failure("t", UpstreamUnavailable("down", target="t", upstream_status=503))
             assert h1.circuit("t").state is State.OPEN
-            await asyncio.sleep(0.3)  # the open is published in the background
+            await published(s1)
+            await asyncio.sleep(0.3)  # a fresh cooldown started now would end 0.3 s later than h1's
             async with replica(shared_url) as (late, shared):
-                # start() returns once the opens already in Redis are applied
-                assert late.circuit("t").state is State.OPEN
-                assert 9 < open_for(late, "t") <= 9.75
+                # start() returns once the opens already in Redis are applied, with what is left of them
+                assert ends_with(late, h1, "t")
+                assert late.circuit("t").open_until < h1.circuit("t").open_until + 0.3
                 assert shared.received == 1
 
     run(main)
@@ -107,16 +118,17 @@ def test_a_replica_started_later_picks_up_open_circuits_at_start(shared_url: str
 
 def test_a_shorter_open_does_not_cut_a_longer_one_short(shared_url: str) -> None:
     async def main() -> None:
-        async with replica(shared_url) as (h1, _), replica(shared_url) as (_, s2):
+        async with replica(shared_url) as (h1, s1), replica(shared_url) as (_, s2):
             cut_off(h1, "t")
             await eventually(lambda: s2.received == 1)
             # a circuit on h1 opening again for 5 s: other replicas already know of a longer open
             for listener in h1.open_listeners:
                 listener("t", 5.0, "unavailable 503")
+            await published(s1)
             await asyncio.sleep(0.2)
             assert s2.received == 1
             async with replica(shared_url) as (late, _):
-                assert open_for(late, "t") > 95
+                assert ends_with(late, h1, "t")  # the 100 s cut-off, not the later 5 s
 
     run(main)
 
@@ -147,9 +159,9 @@ def test_redis_down_leaves_circuits_local_and_sharing_resumes_when_it_is_back(ow
             own_redis.start()  # empty, on the same port
             cut_off(h2, "u")
             # h1 hears of it live if it has resubscribed already, else from the key when it does
-            await eventually(lambda: h1.circuit("u").state is State.OPEN, within=3.0)
-            assert 95 < open_for(h1, "u") <= 100
+            await eventually(lambda: h1.circuit("u").state is State.OPEN)
+            assert ends_with(h1, h2, "u")
             cut_off(h1, "v")
-            await eventually(lambda: h2.circuit("v").state is State.OPEN, within=3.0)
+            await eventually(lambda: h2.circuit("v").state is State.OPEN)
 
     run(main)

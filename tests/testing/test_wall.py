@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any, BinaryIO
 
 import httpx
@@ -16,6 +17,7 @@ import pytest
 from openai import OpenAI
 from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
 
+import lifeline.testing.wall
 from lifeline.testing import WALL_WORDS, FaultWall, parse_behaviour, wall_text
 from lifeline.testing.wall import serve_forever
 
@@ -69,6 +71,20 @@ def stream_lines(
     except (httpx.TransportError, httpx.TimeoutException) as exc:
         return lines, exc
     return lines, None
+
+
+@pytest.fixture
+def wall_sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The waits the wall asks of asyncio.sleep (still waited): what it waits, not how long that took."""
+    asked: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def recorded(delay: float, result: Any = None) -> Any:
+        asked.append(delay)
+        return await real_sleep(delay, result)
+
+    monkeypatch.setattr(asyncio, "sleep", recorded)
+    return asked
 
 
 def chunk_payloads(lines: list[str]) -> list[dict[str, Any]]:
@@ -203,13 +219,12 @@ def test_served_model_and_tokens_params(http: httpx.Client, wall: FaultWall) -> 
     assert body["choices"][0]["message"]["content"] == wall_text(20)
 
 
-def test_latency_and_tps_slow_the_answer(http: httpx.Client, wall: FaultWall) -> None:
-    started = time.monotonic()
+def test_latency_and_tps_slow_the_answer(http: httpx.Client, wall: FaultWall, wall_sleeps: list[float]) -> None:
     assert chat(http, wall, "ok?latency_ms=150").status_code == 200
-    assert time.monotonic() - started >= 0.14
-    started = time.monotonic()
+    assert wall_sleeps == [pytest.approx(0.15)]
+    wall_sleeps.clear()
     lines, _ = stream_lines(http, wall, "ok?tokens=6&tps=50")
-    assert time.monotonic() - started >= 0.09  # five gaps of 20 ms
+    assert wall_sleeps == [pytest.approx(0.02)] * 5  # five gaps of 20 ms between six tokens
     assert content_of(lines) == wall_text(6)
 
 
@@ -281,10 +296,14 @@ def test_fail_once_then_healthy(http: httpx.Client, wall: FaultWall) -> None:
     assert [a.outcome for a in wall.attempts_for("fail_once")] == ["status:500", "ok"]
 
 
-def test_flap_is_down_then_up(http: httpx.Client, wall: FaultWall) -> None:
+def test_flap_is_down_then_up(http: httpx.Client, wall: FaultWall, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the wall's clock is the test's: down for 0.3 s of it, however long the requests really take
+    now = [1000.0]
+    monkeypatch.setattr(lifeline.testing.wall, "time", SimpleNamespace(monotonic=lambda: now[0], time=time.time))
     assert chat(http, wall, "flap?down=0.3").status_code == 503
+    now[0] += 0.29
     assert chat(http, wall, "flap?down=0.3").status_code == 503
-    time.sleep(0.35)
+    now[0] += 0.02
     assert chat(http, wall, "flap?down=0.3").status_code == 200
 
 
@@ -308,16 +327,14 @@ def test_reset_is_a_tcp_rst(wall: FaultWall) -> None:
 
 
 def test_hang_times_out_without_blocking_others(wall: FaultWall) -> None:
-    with httpx.Client(timeout=0.5) as slow, httpx.Client(timeout=2.0) as other:
-        started = time.monotonic()
+    with httpx.Client(timeout=0.5) as slow, httpx.Client(timeout=30) as other:
         results: list[int] = []
         worker = threading.Thread(target=lambda: results.append(chat(other, wall, "ok").status_code))
         with pytest.raises(httpx.ReadTimeout):
             worker.start()
-            chat(slow, wall, "hang")
-        worker.join(2)
-        assert results == [200]
-        assert 0.45 <= time.monotonic() - started < 2.0
+            chat(slow, wall, "hang")  # the wall never answers: only the client's own timeout ends it
+        worker.join(30)
+        assert results == [200]  # answered meanwhile
     assert [a.outcome for a in wall.attempts_for("hang")] == ["hang"]
 
 
@@ -328,11 +345,12 @@ def test_stop_does_not_wait_for_hanging_connections() -> None:
             sock.connect(("127.0.0.1", wall.port))
             body = json.dumps({"model": "hang", "messages": MESSAGES}).encode()
             sock.sendall(raw_request("POST", "/v1/chat/completions", body))
-            deadline = time.monotonic() + 2
-            while not wall.attempts and time.monotonic() < deadline:
+            for _ in range(3000):  # until the wall holds the request (a guard, not a measure)
+                if wall.attempts:
+                    break
                 time.sleep(0.01)
-            started = time.monotonic()
-        assert time.monotonic() - started < 1.0
+            assert [a.outcome for a in wall.attempts] == ["hang"]
+        # stop() returned (a stop that waited for the hanging connection would hang the test) and closed it
         assert sock.recv(1024) == b""  # closed by the wall without a response
 
 
@@ -365,28 +383,57 @@ def test_stall_stream_stops_sending(http: httpx.Client, wall: FaultWall) -> None
     assert wall.attempts[-1].outcome == "stall:3"
 
 
-def test_stall_with_delay_resumes(http: httpx.Client, wall: FaultWall) -> None:
-    started = time.monotonic()
+def test_stall_with_delay_resumes(http: httpx.Client, wall: FaultWall, monkeypatch: pytest.MonkeyPatch) -> None:
+    stalls: list[tuple[int, float | None]] = []  # (content chunks sent so far, the stall's length)
+    wait_for_peer = lifeline.testing.wall._wait_for_peer
+
+    async def recorded(reader: asyncio.StreamReader, timeout: float | None) -> bool:
+        stalls.append((len(wall_writes), timeout))
+        return await wait_for_peer(reader, timeout)
+
+    wall_writes: list[bytes] = []
+    event = lifeline.testing.wall._event
+
+    async def counted(writer: asyncio.StreamWriter, payload: dict[str, Any]) -> None:
+        if any(c.get("delta", {}).get("content") for c in payload.get("choices", ())):
+            wall_writes.append(b"")
+        await event(writer, payload)
+
+    monkeypatch.setattr(lifeline.testing.wall, "_wait_for_peer", recorded)
+    monkeypatch.setattr(lifeline.testing.wall, "_event", counted)
     lines, error = stream_lines(http, wall, "stall?after=2&delay=0.2")
     assert error is None
-    assert time.monotonic() - started >= 0.19
+    assert stalls == [(2, 0.2)]  # silent for 0.2 s after the second content chunk, then on
     assert content_of(lines) == wall_text(12)
     assert lines[-1] == "data: [DONE]"
 
 
-def test_slow_first_token(http: httpx.Client, wall: FaultWall) -> None:
+def test_slow_first_token(http: httpx.Client, wall: FaultWall, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The wall's delay is held open by the test: the role chunk must arrive while the wall still waits.
+    delays: list[float] = []
+    release = threading.Event()
+    real_sleep = asyncio.sleep
+
+    async def held(delay: float, result: Any = None) -> Any:
+        delays.append(delay)
+        while not release.is_set():
+            await real_sleep(0.005)
+        return result
+
+    monkeypatch.setattr(asyncio, "sleep", held)
     url = f"{wall.base_url}/chat/completions"
     body = {"model": "slow_first_token?delay=0.3", "messages": MESSAGES, "stream": True}
-    started = time.monotonic()
-    arrivals: list[tuple[float, str]] = []
-    with http.stream("POST", url, json=body) as response:
+    lines: list[str] = []
+    with http.stream("POST", url, json=body, timeout=30) as response:
         for line in response.iter_lines():
-            if line:
-                arrivals.append((time.monotonic() - started, line))
-    assert arrivals[0][0] < 0.25  # the role chunk comes straight away
-    assert '"role":"assistant"' in arrivals[0][1]
-    assert arrivals[1][0] >= 0.29
-    assert content_of([line for _, line in arrivals]) == wall_text(12)
+            if not line:
+                continue
+            if not lines:
+                assert delays == [0.3] and not release.is_set()  # the role chunk came before the wait ended
+                release.set()
+            lines.append(line)
+    assert '"role":"assistant"' in lines[0]
+    assert content_of(lines) == wall_text(12)
 
 
 def test_malformed_injects_one_broken_event(http: httpx.Client, wall: FaultWall) -> None:
@@ -467,7 +514,9 @@ def test_tool_call_stream_through_sdk(sdk: OpenAI) -> None:
 
 
 def test_attempts_are_recorded(http: httpx.Client, wall: FaultWall) -> None:
+    before = time.time()
     chat(http, wall, "ok", temperature=0.5)
+    after = time.time()
     chat(http, wall, "status?code=500")
     stream_lines(http, wall, "ok")
     attempts = wall.attempts
@@ -480,7 +529,7 @@ def test_attempts_are_recorded(http: httpx.Client, wall: FaultWall) -> None:
     assert [a.stream for a in attempts] == [False, False, True]
     assert all(a.method == "POST" and a.path == "/v1/chat/completions" for a in attempts)
     assert len(wall.attempts_for("ok")) == 2
-    assert abs(attempts[0].wall_time - time.time()) < 5
+    assert before <= attempts[0].wall_time <= after  # stamped when the wall received it
 
 
 def test_attempts_endpoint_redacts_and_reset_endpoint_clears(http: httpx.Client, wall: FaultWall) -> None:

@@ -344,6 +344,12 @@ class Accounting:
                     target=str(attempt.get("target")),
                     outcome=str(attempt.get("outcome")),
                 )
+                m.observe(
+                    "lifeline_attempt_latency_seconds",
+                    "Time of each attempt at a target, to its answer (to its first content for a stream).",
+                    float(attempt.get("latency") or 0.0),
+                    target=str(attempt.get("target")),
+                )
         failed = sum(
             1 for a in attempts if a.get("outcome") not in ("ok",) and not str(a.get("outcome")).startswith("skipped")
         )

@@ -26,6 +26,7 @@ import orjson
 
 from lifeline.config.schema import HttpTarget, Timeouts
 from lifeline.errors import (
+    ConnectionPoolFull,
     UpstreamCutOff,
     UpstreamError,
     UpstreamModelNotFound,
@@ -35,7 +36,7 @@ from lifeline.errors import (
 )
 from lifeline.providers.base import ChatCall, Chunk, Deadline, EmbeddingCall
 from lifeline.providers.sse import iter_sse_data
-from lifeline.providers.transport import LeanTransport
+from lifeline.providers.transport import CONNECTING, SENDING, LeanTransport, PoolUse
 
 MAX_ERROR_BODY = 64 * 1024
 
@@ -85,6 +86,8 @@ class HttpProvider(ABC, Generic[TargetT]):
         if key:
             self._headers.update(auth(key))
         self._transport = transport
+        #: the transport is Lifeline's or httpx's own, which report when a request leaves (see Connecting)
+        self._traced = transport is None
         self._client: httpx.AsyncClient | None = None
 
     async def start(self) -> None:
@@ -107,6 +110,11 @@ class HttpProvider(ABC, Generic[TargetT]):
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+    def pool_use(self) -> PoolUse | None:
+        """The connection pool's use now, for /metrics (the lean client's; None for another transport)."""
+        transport = getattr(self._client, "_transport", None)
+        return transport.use() if isinstance(transport, LeanTransport) else None
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -140,10 +148,12 @@ class HttpProvider(ABC, Generic[TargetT]):
 
     async def _post_json(self, url: str, content: bytes, call: ChatCall | EmbeddingCall) -> Any:
         """One non-streaming request under the response timeout; the answer parsed (any JSON value)."""
-        limit = call.deadline.bound(self._timeouts.response)
-        with self._boundary("response"):
-            async with asyncio.timeout(limit):
-                response = await self.client.post(url, content=content, headers=self._headers_for(call))
+        phase = Connecting(call.deadline, self._timeouts.response, self._traced)
+        with self._boundary("response", phase):
+            async with phase.timer():
+                response = await self.client.post(
+                    url, content=content, headers=self._headers_for(call), extensions=phase.extensions
+                )
                 if response.status_code >= 400:
                     await self._raise_for_status(response)
                 raw = await response.aread()
@@ -153,12 +163,16 @@ class HttpProvider(ABC, Generic[TargetT]):
             raise UpstreamUnavailable("the upstream's answer is not valid JSON", target=self.name) from None
 
     async def stream(self, call: ChatCall) -> AsyncIterator[Chunk]:
-        started = time.monotonic()
+        phase = Connecting(call.deadline, self._timeouts.first_byte, self._traced)
         request = self.client.build_request(
-            "POST", self._stream_url, content=self._body(call, stream=True), headers=self._headers_for(call)
+            "POST",
+            self._stream_url,
+            content=self._body(call, stream=True),
+            headers=self._headers_for(call),
+            extensions=phase.extensions,
         )
-        with self._boundary("first_byte"):
-            async with asyncio.timeout(call.deadline.bound(self._timeouts.first_byte)):
+        with self._boundary("first_byte", phase):
+            async with phase.timer():
                 response = await self.client.send(request, stream=True)
         try:
             if response.status_code >= 400:
@@ -169,7 +183,7 @@ class HttpProvider(ABC, Generic[TargetT]):
                 boundary=self._boundary,
                 timeouts=self._timeouts,
                 deadline=call.deadline,
-                started=started,
+                started=phase.sent_at or phase.created_at,
                 target=self.name,
             )
             async for chunk in self._chunks(events):
@@ -200,14 +214,23 @@ class HttpProvider(ABC, Generic[TargetT]):
         return err
 
     @contextmanager
-    def _boundary(self, phase: str) -> Iterator[None]:
-        """Convert transport failures and timeouts into Lifeline errors."""
+    def _boundary(self, phase: str, connecting: Connecting | None = None) -> Iterator[None]:
+        """Convert transport failures and timeouts into Lifeline errors. With `connecting`, a timer that
+        ran out before the request was sent is the deadline's, not the target's silence."""
         try:
             yield
         except TimeoutError:
+            if connecting is not None and connecting.waited_for_connection:
+                if connecting.connecting:
+                    raise UpstreamUnavailable(
+                        f"target {self.name}: the deadline passed while connecting", target=self.name
+                    ) from None
+                raise self._pool_full("the deadline passed") from None
             raise UpstreamSilent(
                 f"target {self.name} sent nothing within the {phase} timeout", target=self.name
             ) from None
+        except httpx.PoolTimeout:
+            raise self._pool_full(f"the connect timeout ({self._timeouts.connect:g}s) passed") from None
         except httpx.TimeoutException as exc:
             # httpx's own timeouts are only connect and pool: the target is unreachable, not silent.
             raise UpstreamUnavailable(
@@ -215,6 +238,49 @@ class HttpProvider(ABC, Generic[TargetT]):
             ) from None
         except httpx.HTTPError as exc:
             raise UpstreamUnavailable(f"target {self.name}: {type(exc).__name__} ({phase})", target=self.name) from None
+
+    def _pool_full(self, why: str) -> ConnectionPoolFull:
+        return ConnectionPoolFull(
+            f"target {self.name}: all {self.config.max_connections} connections stayed busy until {why}",
+            target=self.name,
+        )
+
+
+class Connecting:
+    """The timer of an attempt's first phase (first byte, or the whole response), started only once the
+    transport has a connection and sends. Waiting for a pooled connection is bounded by `connect` on its
+    own (the transport's pool timeout) and never counts as the target's silence; until the request is
+    sent, the timer runs to the request's deadline only."""
+
+    def __init__(self, deadline: Deadline, timeout: float, traced: bool) -> None:
+        self._deadline = deadline
+        self._timeout = timeout
+        #: the transport reports its progress (Lifeline's own, and httpcore's do; a test's mock does not)
+        self.traced = traced
+        self._timer: asyncio.Timeout | None = None
+        #: a slot was free and a new connection is being opened
+        self.connecting = False
+        #: when the request went out (time.monotonic); None while waiting for a connection
+        self.sent_at: float | None = None
+        self.created_at = time.monotonic()
+        self.extensions = {"trace": self._trace} if traced else {}
+
+    def timer(self) -> asyncio.Timeout:
+        self._timer = asyncio.timeout(self._deadline.bound(math.inf if self.traced else self._timeout))
+        return self._timer
+
+    @property
+    def waited_for_connection(self) -> bool:
+        """The timer ran out before the request was sent."""
+        return self.traced and self.sent_at is None
+
+    async def _trace(self, event: str, info: dict[str, Any]) -> None:
+        if event == CONNECTING:
+            self.connecting = True
+        elif event == SENDING and self.sent_at is None:
+            self.sent_at = time.monotonic()
+            if self._timer is not None:
+                self._timer.reschedule(asyncio.get_running_loop().time() + self._deadline.bound(self._timeout))
 
 
 class TimedEvents:

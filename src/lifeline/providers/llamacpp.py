@@ -36,6 +36,7 @@ from lifeline.errors import (
     UpstreamUnavailable,
 )
 from lifeline.providers.base import ChatCall, Chunk, Completion, Deadline, EmbeddingCall, inspect_chunk
+from lifeline.providers.llamalog import QUIET_LOADS
 
 log = logging.getLogger("lifeline.providers.llamacpp")
 
@@ -145,19 +146,25 @@ class LlamaCppProvider:
         log.info("target %s: loaded %s in %.2fs", self.name, self._path.name, time.monotonic() - started)
 
     def _load(self) -> Any:
-        import llama_cpp
+        # verbose=False would make llama-cpp-python point fds 1 and 2 at /dev/null for the load, which is not
+        # thread-safe: with two models loading at once, the process's output could stay there for good.
+        # verbose=True redirects nothing; what it prints goes to the log instead (providers/llamalog.py).
+        with QUIET_LOADS.loading():
+            import llama_cpp
 
-        extra: dict[str, Any] = {}
-        if self.config.embedding:
-            # one vector per input: the mean over its tokens
-            extra = {"embedding": True, "pooling_type": llama_cpp.LLAMA_POOLING_TYPE_MEAN}
-        return llama_cpp.Llama(
-            model_path=str(self._path),
-            n_ctx=self.config.n_ctx,
-            n_threads=self.config.n_threads or os.cpu_count() or 1,
-            verbose=False,
-            **extra,
-        )
+            extra: dict[str, Any] = {}
+            if self.config.embedding:
+                # one vector per input: the mean over its tokens
+                extra = {"embedding": True, "pooling_type": llama_cpp.LLAMA_POOLING_TYPE_MEAN}
+            llm = llama_cpp.Llama(
+                model_path=str(self._path),
+                n_ctx=self.config.n_ctx,
+                n_threads=self.config.n_threads or os.cpu_count() or 1,
+                verbose=True,
+                **extra,
+            )
+        llm.verbose = False  # no timings or cache notes printed for each request
+        return llm
 
     async def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)

@@ -7,8 +7,12 @@ error mapping are unchanged — and replaces only the connection handling: a LIF
 per host, one `asyncio.Protocol` per connection, responses framed incrementally as bytes arrive (so streams
 stream), TLS through asyncio's own `ssl` support. HTTP/1.1 only; no proxies (Lifeline never uses them).
 
-Failures surface as the httpx exceptions the providers already convert: ConnectError / ConnectTimeout when
-connecting, RemoteProtocolError when the upstream closes early or sends something that is not HTTP.
+Failures surface as the httpx exceptions the providers already convert: PoolTimeout when no connection
+became free within the pool timeout (the connect timeout), ConnectError / ConnectTimeout when connecting,
+RemoteProtocolError when the upstream closes early or sends something that is not HTTP. Like httpcore, it
+reports progress through the request's `trace` extension ("connection.connect_tcp.started" once it holds a
+slot and opens a connection, "http11.send_request_headers.started" once it has a connection and sends),
+so that a provider can tell waiting for a connection from waiting for the upstream.
 """
 
 from __future__ import annotations
@@ -18,9 +22,14 @@ import socket
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
+
+#: the trace events a provider may wait for (the names httpcore uses too)
+CONNECTING = "connection.connect_tcp.started"
+SENDING = "http11.send_request_headers.started"
 
 _HEAD, _FIXED, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILER, _UNTIL_CLOSE, _DONE = range(8)
 MAX_HEAD = 64 * 1024
@@ -242,6 +251,15 @@ class _Connection(asyncio.Protocol):
                 self.waiter = None
 
 
+@dataclass(frozen=True, slots=True)
+class PoolUse:
+    """A target's connection pool at one moment, for /metrics."""
+
+    in_use: int
+    waiting: int
+    capacity: int
+
+
 class _Pool:
     """Idle keep-alive connections to one host, newest first, and a cap on open ones."""
 
@@ -249,14 +267,30 @@ class _Pool:
         self.scheme, self.host, self.port = scheme, host, port
         self.idle: list[_Connection] = []
         self.slots = asyncio.Semaphore(limit)
+        self.limit = limit
+        self.in_use = 0  # connections lent to a request (open or opening)
+        self.waiting = 0  # requests waiting for one of them
         self.ssl_context = ssl_context
 
-    async def get(self, connect_timeout: float | None) -> _Connection:
-        await self.slots.acquire()
+    async def get(self, pool_timeout: float | None, connect_timeout: float | None, trace: Any = None) -> _Connection:
+        self.waiting += 1
+        try:
+            async with asyncio.timeout(pool_timeout):
+                await self.slots.acquire()
+        except TimeoutError:
+            raise httpx.PoolTimeout(
+                f"no free connection to {self.host}:{self.port} within the pool timeout "
+                f"({self.limit} of {self.limit} in use)"
+            ) from None
+        finally:
+            self.waiting -= 1
+        self.in_use += 1
         while self.idle:
             conn = self.idle.pop()
             if not conn.closed:
                 return conn
+        if trace is not None:
+            await trace(CONNECTING, {})
         loop = asyncio.get_running_loop()
         tls: dict[str, Any] = {}
         if self.scheme == "https":
@@ -265,12 +299,19 @@ class _Pool:
             async with asyncio.timeout(connect_timeout):
                 _, conn = await loop.create_connection(lambda: _Connection(self), self.host, self.port, **tls)
         except TimeoutError:
-            self.slots.release()
+            self._release()
             raise httpx.ConnectTimeout(f"connecting to {self.host}:{self.port} timed out") from None
         except (OSError, ssl.SSLError) as exc:
-            self.slots.release()
+            self._release()
             raise httpx.ConnectError(f"cannot connect to {self.host}:{self.port}: {type(exc).__name__}") from None
+        except BaseException:
+            self._release()
+            raise
         return conn
+
+    def _release(self) -> None:
+        self.in_use -= 1
+        self.slots.release()
 
     def put(self, conn: _Connection) -> None:
         """The response was read to its end: keep the connection for the next request if it can be."""
@@ -278,11 +319,11 @@ class _Pool:
             self.idle.append(conn)
         else:
             conn.abort()
-        self.slots.release()
+        self._release()
 
     def discard(self, conn: _Connection) -> None:
         conn.abort()
-        self.slots.release()
+        self._release()
 
     def forget(self, conn: _Connection) -> None:
         if conn in self.idle:
@@ -331,8 +372,11 @@ class LeanTransport(httpx.AsyncBaseTransport):
             lines.append(f"content-length: {len(body)}")
         data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
         timeouts = request.extensions.get("timeout") or {}
-        conn = await pool.get(timeouts.get("connect"))
+        trace = request.extensions.get("trace")
+        conn = await pool.get(timeouts.get("pool"), timeouts.get("connect"), trace)
         try:
+            if trace is not None:
+                await trace(SENDING, {})
             await conn.send(data)
         except BaseException:
             pool.discard(conn)
@@ -343,6 +387,15 @@ class LeanTransport(httpx.AsyncBaseTransport):
             stream=_Body(conn, pool),
             extensions={"http_version": b"HTTP/1.1"},
             request=request,
+        )
+
+    def use(self) -> PoolUse:
+        """Connections in use, requests waiting for one, and the cap (summed over the hosts reached)."""
+        pools = self.pools.values()
+        return PoolUse(
+            in_use=sum(p.in_use for p in pools),
+            waiting=sum(p.waiting for p in pools),
+            capacity=self.max_connections * max(1, len(self.pools)),
         )
 
     async def aclose(self) -> None:

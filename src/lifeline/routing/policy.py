@@ -6,7 +6,8 @@ RATE_LIMITED     Retry-After within the deadline and the cap: wait it out and re
                  no Retry-After: back off with jitter (rate_limit_retries), then the next target
 CUT_OFF          no retry; the circuit opens for a long cooldown; the next target
 NEXT             no retry; the next target (404 model not found)
-BUSY             no retry; the next target; not counted against the circuit (a full engine queue)
+BUSY             no retry; the next target; not counted against the circuit (a full engine queue, a full
+                 connection pool)
 CONTEXT          no retry; the next target with a larger configured context window, else the error
 CONTENT_FILTER   the provider's refusal goes back to the client, unless the alias opts in to failover
 SILENT           a silent target is not retried; the next target

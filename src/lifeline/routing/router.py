@@ -42,7 +42,7 @@ T = TypeVar("T")
 Call = ChatCall | EmbeddingCall
 
 # Outcomes that mean "busy, come back later" rather than "broken".
-_BUSY = frozenset({"rate_limited", "overloaded"})
+_BUSY = frozenset({"rate_limited", "overloaded", "pool_full"})
 
 
 @dataclass(slots=True)

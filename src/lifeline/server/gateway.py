@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,8 +18,11 @@ from starlette.requests import Request
 from lifeline.accounting.service import Accounting
 from lifeline.config.schema import Config
 from lifeline.metrics import Labels, Metrics
+from lifeline.procstats import register_process_metrics
 from lifeline.providers.base import Provider
 from lifeline.providers.faults import inject_faults
+from lifeline.providers.http import HttpProvider
+from lifeline.providers.llamacpp import LlamaCppProvider
 from lifeline.providers.registry import ProviderRegistry, default_registry
 from lifeline.routing.health import Health, State
 from lifeline.routing.router import Router
@@ -104,13 +108,33 @@ class Gateway:
         return row
 
     def register_gauges(self) -> None:
-        """Point the gauges of `metrics` (circuits, ledger) at this gateway."""
+        """Point the gauges of `metrics` (circuits, pools, engine queues, ledger) at this gateway."""
 
         def circuits() -> list[tuple[Labels, float]]:
             return [((("target", t),), _STATE_VALUE[self.health.circuit(t).state]) for t in self.config.targets]
 
         self.metrics.gauge(
             "lifeline_circuit_state", "Circuit state per target: 0 closed, 1 half-open, 2 open.", circuits
+        )
+        self.register_pool_gauges()
+
+        def engine_queues() -> list[tuple[Labels, float]]:
+            return [
+                ((("target", name),), float(p.queue_depth))
+                for name, p in self.providers.items()
+                if isinstance(p, LlamaCppProvider)
+            ]
+
+        self.metrics.gauge(
+            "lifeline_engine_queue_depth", "Requests waiting for an embedded engine (llamacpp target).", engine_queues
+        )
+        # Summed over the gateways alive: one a reload replaced keeps serving (and writing) until it closes.
+        self.metrics.owned(
+            "lifeline_requests_in_flight",
+            "gauge",
+            "HTTP requests being served, a stream until its end (this scrape included).",
+            self,
+            lambda: float(self.in_flight),
         )
         ledger = self.accounting.ledger
         if ledger is not None:
@@ -119,21 +143,51 @@ class Gateway:
                 "Ledger records waiting for the writer.",
                 lambda: [((), float(ledger.queue_depth))],
             )
-            self.metrics.gauge(
-                "lifeline_ledger_write_errors",
-                "Failed ledger commits since start.",
-                lambda: [((), float(ledger.write_errors))],
+            m = self.metrics
+            m.owned(
+                "lifeline_ledger_written_total", "counter", "Ledger records committed.", self, lambda: ledger.written
             )
-            self.metrics.gauge(
-                "lifeline_ledger_dropped",
+            m.owned(
+                "lifeline_ledger_dropped_total",
+                "counter",
                 "Ledger records dropped because the buffer was full.",
-                lambda: [((), float(ledger.dropped))],
+                self,
+                lambda: ledger.dropped,
             )
-            self.metrics.gauge(
-                "lifeline_ledger_written",
-                "Ledger records committed since start.",
-                lambda: [((), float(ledger.written))],
+            m.owned(
+                "lifeline_ledger_write_errors_total",
+                "counter",
+                "Failed ledger commits.",
+                self,
+                lambda: ledger.write_errors,
             )
+        register_process_metrics(self.metrics)
+
+    def register_pool_gauges(self) -> None:
+        """Each HTTP target's connection pool: connections lent out, requests waiting, the cap."""
+
+        def pools(field: str) -> Callable[[], list[tuple[Labels, float]]]:
+            def read() -> list[tuple[Labels, float]]:
+                rows: list[tuple[Labels, float]] = []
+                for name, provider in self.providers.items():
+                    use = provider.pool_use() if isinstance(provider, HttpProvider) else None
+                    if use is not None:
+                        rows.append(((("target", name),), float(getattr(use, field))))
+                return rows
+
+            return read
+
+        self.metrics.gauge(
+            "lifeline_pool_connections_in_use", "Connections of a target's pool lent to requests.", pools("in_use")
+        )
+        self.metrics.gauge(
+            "lifeline_pool_requests_waiting",
+            "Requests waiting for a free connection of a target's pool.",
+            pools("waiting"),
+        )
+        self.metrics.gauge(
+            "lifeline_pool_connections_max", "The cap of a target's pool (max_connections).", pools("capacity")
+        )
 
     async def start(self) -> None:
         await self.accounting.start()
@@ -160,4 +214,5 @@ class Gateway:
         if self._shared is not None:
             await self._shared.close()  # type: ignore[attr-defined]
         await self.accounting.close()
+        self.metrics.retire(self)  # after the ledger has drained: its last counts stay counted
         self.tracing.shutdown()
