@@ -12,7 +12,12 @@ renders any of them through one handler.
     │   ├── AuthenticationFailed    401 (admin endpoints)
     │   ├── ModelNotFound           404 model_not_found (unknown alias)
     │   ├── RouteNotFound           404 / 405 for unknown paths
-    │   └── PayloadTooLarge         413
+    │   ├── PayloadTooLarge         413
+    │   ├── RequestTimeout          408 headers or body sent too slowly
+    │   ├── HeadersTooLarge         431 too many header bytes or lines
+    │   ├── MalformedRequest        400 not valid HTTP/1.1
+    │   ├── MethodNotImplemented    501 an HTTP method the server does not know
+    │   └── ClientClosed            499 the client left before its request was read
     ├── UpstreamError               one attempt at one target failed; carries the target name
     │   ├── UpstreamUnavailable     connect error, reset, 5xx             → RETRY
     │   ├── UpstreamRateLimited     429 (retry_after when given)          → RATE_LIMITED
@@ -28,6 +33,7 @@ renders any of them through one handler.
         ├── AllTargetsFailed        502, every target failed
         ├── AllTargetsBusy          429 with Retry-After: every target rate-limited or busy
         ├── (all_targets_drained)   503 when an operator drained every target
+        ├── ServerBusy              503 with Retry-After: no room for another client connection
         └── DeadlineExceeded        504
 """
 
@@ -117,6 +123,33 @@ class RouteNotFound(ClientError):
 class PayloadTooLarge(ClientError):
     status = 413
     code = "payload_too_large"
+
+
+# The connection's own mistakes, answered by the HTTP protocol (server/serving.py) or while reading a body.
+
+
+class RequestTimeout(ClientError):
+    status = 408
+    code = "request_timeout"
+
+
+class HeadersTooLarge(ClientError):
+    status = 431
+    code = "request_header_fields_too_large"
+
+
+class MalformedRequest(ClientError):
+    code = "invalid_http_request"
+
+
+class MethodNotImplemented(ClientError):
+    status = 501
+    code = "method_not_implemented"
+
+
+class ClientClosed(ClientError):
+    status = 499
+    code = "client_closed_request"
 
 
 # --- one failed attempt at one target --------------------------------------------------------------
@@ -244,6 +277,11 @@ class AllTargetsBusy(GatewayError):
 class DeadlineExceeded(GatewayError):
     status = 504
     code = "deadline_exceeded"
+
+
+class ServerBusy(GatewayError):
+    status = 503
+    code = "server_busy"
 
 
 # Error codes an upstream uses for a refusal of the account rather than of the request. They arrive with

@@ -69,6 +69,7 @@ def serve(
 
     from lifeline.logs import configure_logging
     from lifeline.server.app import create_app
+    from lifeline.server.serving import uvicorn_options
 
     cfg = _config(config)
     overrides = {k: v for k, v in {"host": host, "port": port, "log_format": log_format}.items() if v is not None}
@@ -91,9 +92,8 @@ def serve(
         application,
         host=server.host,
         port=server.port,
-        log_level="warning",
-        access_log=False,
         timeout_graceful_shutdown=10,
+        **uvicorn_options(cfg),  # the server's limits (server/serving.py)
     )
 
 
