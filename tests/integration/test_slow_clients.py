@@ -22,6 +22,7 @@ import orjson
 import pytest
 
 from lifeline.config import Config
+from lifeline.server import serving
 from lifeline.testing import FaultWall
 from lifeline.testing.gateway import RunningGateway
 from tests.conftest import GatewayFactory, make_config, wall_target
@@ -391,3 +392,32 @@ def test_a_client_leaving_mid_body_is_one_info_line(wall: FaultWall, gateway: Ga
 
 def _left(record: logging.LogRecord) -> bool:
     return getattr(record, "code", None) == "client_closed_request"
+
+
+# --- descriptors -------------------------------------------------------------------------------------
+
+
+def test_the_descriptor_limit_is_raised_to_what_the_cap_needs(
+    wall: FaultWall, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Past the descriptor limit the kernel refuses connections before the cap can answer 503."""
+    limits = {"now": (256, 100_000)}
+    monkeypatch.setattr(serving.resource, "getrlimit", lambda _: limits["now"])
+    monkeypatch.setattr(serving.resource, "setrlimit", lambda _, value: limits.update(now=value))
+    serving.check_descriptors(config(wall, max_connections=500))
+    # 500 clients, the target's pool of 100, and spare descriptors
+    assert limits["now"] == (500 + 100 + serving.SPARE_DESCRIPTORS, 100_000)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_hard_descriptor_limit_below_the_cap_is_a_warning(
+    wall: FaultWall, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    limits = {"now": (256, 512)}
+    monkeypatch.setattr(serving.resource, "getrlimit", lambda _: limits["now"])
+    monkeypatch.setattr(serving.resource, "setrlimit", lambda _, value: limits.update(now=value))
+    with caplog.at_level(logging.WARNING, logger="lifeline.server"):
+        serving.check_descriptors(config(wall, max_connections=1000))
+    assert limits["now"] == (512, 512)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "max_connections" in warnings[0] and "512" in warnings[0]

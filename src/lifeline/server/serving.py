@@ -236,6 +236,10 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._head_timer = None
         if self._closing or self.transport.is_closing():
             return
+        if self.flow.read_paused:
+            # The server stopped reading (a pipelined request waits for the one before): not the client's delay.
+            self._head_timer = self.loop.call_later(self.settings.header_timeout, self._head_timed_out)
+            return
         if not self._in_head:
             if self.cycle is not None and not self.cycle.response_complete:
                 return  # stray bytes (a CRLF) after a request being answered: its answer goes on
@@ -248,7 +252,11 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     def _body_timed_out(self) -> None:
         self._body_timer = None
         cycle = self._receiving
-        if cycle is None or self._closing:
+        if cycle is None or self._closing or self.transport.is_closing():
+            return
+        if self.flow.read_paused:
+            # The app has not taken what came so far (or a pipelined request waits): not the client's delay.
+            self._body_timer = self.loop.call_later(self.settings.body_timeout, self._body_timed_out)
             return
         error = RequestTimeout(f"The request body did not arrive within {self.settings.body_timeout:g} s.")
         if cycle.response_started:
@@ -260,38 +268,43 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._refuse(error, quiet=True)
 
     def _refuse(self, error: LifelineError, *, quiet: bool = False) -> None:
-        """Answer `error` (when no response has started) and close the connection."""
+        """Answer `error` and close the connection. The answer is left out when a response is already being
+        written on the connection (the refused request's own, or a pipelined one's before it)."""
         if self._closing or self.transport.is_closing():
             return
-        cycle = self._receiving
+        current = self.cycle if self.cycle is not None and not self.cycle.response_complete else None
+        receiving = self._receiving
         request_id: bytes
-        if cycle is not None and "request_id" in cycle.scope["state"]:
-            request_id = str(cycle.scope["state"]["request_id"]).encode()
+        if receiving is not None and "request_id" in receiving.scope["state"]:
+            request_id = str(receiving.scope["state"]["request_id"]).encode()
         else:
             request_id = client_request_id(self.headers or ())
-        if cycle is None or not cycle.response_started:
-            body = orjson.dumps(error.envelope())
-            head = [STATUS_LINE[error.status]]
-            for name, value in [
-                *self.server_state.default_headers,
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"x-request-id", request_id),
-                *((k.encode(), v.encode()) for k, v in error.headers.items()),
-                (b"connection", b"close"),
-            ]:
-                head.append(b"%s: %s\r\n" % (name, value))
-            self.transport.write(b"".join([*head, b"\r\n", body]))
-        if cycle is not None and not cycle.response_complete:
-            # Whatever the app sends for this request now goes nowhere.
-            cycle.disconnected = True
-            cycle.message_event.set()
+        if current is None or (current is receiving and not current.response_started):
+            self.transport.write(self._answer(error, request_id))
+        if current is not None:
+            # Whatever the app sends now goes nowhere.
+            current.disconnected = True
+            current.message_event.set()
         if not quiet:
             log.info(
                 "request refused",
                 extra={"status": error.status, "code": error.code, "request_id": request_id.decode()},
             )
         self._close_soon()
+
+    def _answer(self, error: LifelineError, request_id: bytes) -> bytes:
+        body = orjson.dumps(error.envelope())
+        head = [STATUS_LINE[error.status]]
+        for name, value in [
+            *self.server_state.default_headers,
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-request-id", request_id),
+            *((k.encode(), v.encode()) for k, v in error.headers.items()),
+            (b"connection", b"close"),
+        ]:
+            head.append(b"%s: %s\r\n" % (name, value))
+        return b"".join([*head, b"\r\n", body])
 
     def _close_soon(self) -> None:
         self._closing = True
