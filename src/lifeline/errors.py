@@ -16,7 +16,12 @@ renders any of them through one handler.
     │   ├── HostNotAllowed          403, a Host header the gateway does not answer to (DNS rebinding)
     │   ├── AdminDisabled           403, the admin API on a bind beyond loopback without a master key
     │   ├── OriginNotAllowed        403, an admin change from another site's page
-    │   └── UnsupportedMediaType    415, an admin body that is not application/json
+    │   ├── UnsupportedMediaType    415, an admin body that is not application/json
+    │   ├── RequestTimeout          408 headers or body sent too slowly
+    │   ├── HeadersTooLarge         431 too many header bytes or lines
+    │   ├── MalformedRequest        400 not valid HTTP/1.1
+    │   ├── MethodNotImplemented    501 an HTTP method the server does not know
+    │   └── ClientClosed            499 the client left before its request was read
     ├── UpstreamError               one attempt at one target failed; carries the target name
     │   ├── UpstreamUnavailable     connect error, reset, 5xx             → RETRY
     │   ├── UpstreamRateLimited     429 (retry_after when given)          → RATE_LIMITED
@@ -33,6 +38,7 @@ renders any of them through one handler.
         ├── AllTargetsFailed        502, every target failed
         ├── AllTargetsBusy          429 with Retry-After: every target rate-limited or busy
         ├── (all_targets_drained)   503 when an operator drained every target
+        ├── ServerBusy              503 with Retry-After: no room for another client connection
         ├── DeadlineExceeded        504
         └── AccountingUnavailable   503 with Retry-After: the gateway's own database is down
 """
@@ -143,6 +149,33 @@ class OriginNotAllowed(ClientError):
 class UnsupportedMediaType(ClientError):
     status = 415
     code = "unsupported_media_type"
+
+
+# The connection's own mistakes, answered by the HTTP protocol (server/serving.py) or while reading a body.
+
+
+class RequestTimeout(ClientError):
+    status = 408
+    code = "request_timeout"
+
+
+class HeadersTooLarge(ClientError):
+    status = 431
+    code = "request_header_fields_too_large"
+
+
+class MalformedRequest(ClientError):
+    code = "invalid_http_request"
+
+
+class MethodNotImplemented(ClientError):
+    status = 501
+    code = "method_not_implemented"
+
+
+class ClientClosed(ClientError):
+    status = 499
+    code = "client_closed_request"
 
 
 # --- one failed attempt at one target --------------------------------------------------------------
@@ -294,6 +327,11 @@ class AccountingUnavailable(GatewayError):
             or f"The gateway's database (keys, budgets, usage) is unreachable; retry in {self.RETRY_AFTER} seconds.",
             headers={"retry-after": str(self.RETRY_AFTER)},
         )
+
+
+class ServerBusy(GatewayError):
+    status = 503
+    code = "server_busy"
 
 
 # Error codes an upstream uses for a refusal of the account rather than of the request. They arrive with

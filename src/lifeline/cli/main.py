@@ -88,6 +88,7 @@ def serve(
 
     from lifeline.logs import configure_logging
     from lifeline.server.app import create_app
+    from lifeline.server.serving import uvicorn_options
 
     cfg = _config(config)
     overrides = {k: v for k, v in {"host": host, "port": port, "log_format": log_format}.items() if v is not None}
@@ -119,7 +120,7 @@ def serve(
     if exposure is not None:
         logging.getLogger("lifeline.server").warning(exposure)
     uvicorn_server = uvicorn.Server(
-        uvicorn.Config(application, log_level="warning", access_log=False, timeout_graceful_shutdown=10)
+        uvicorn.Config(application, timeout_graceful_shutdown=10, **uvicorn_options(cfg))  # limits: server/serving.py
     )
     with contextlib.suppress(KeyboardInterrupt):
         uvicorn_server.run(sockets=[sock])

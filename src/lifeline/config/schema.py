@@ -243,6 +243,22 @@ class ServerSettings(Strict):
     #: the default total deadline of a request, across every attempt; the header
     #: `x-lifeline-timeout` (seconds) may shorten it
     request_timeout: PositiveSeconds = 300.0
+    #: the request line and headers of one request, in bytes; more is refused with 431
+    max_header_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024
+    #: header lines in one request; more is refused with 431
+    max_headers: Annotated[int, Field(gt=0)] = 100
+    #: a new connection, or a request once its first byte has come, must have sent all its headers within
+    #: this many seconds (else 408, or a plain close when nothing came at all)
+    header_timeout: PositiveSeconds = 10.0
+    #: a request's whole body must have come within this many seconds of its headers (else 408); a model
+    #: request's deadline bounds it too
+    body_timeout: PositiveSeconds = 60.0
+    #: open client connections at most; a connection beyond them is answered 503 and closed
+    max_connections: Annotated[int, Field(gt=0)] = 1000
+    #: an idle keep-alive connection is closed after this many seconds
+    keepalive_timeout: PositiveSeconds = 5.0
+    #: a keep-alive connection is closed after this many requests (the last answer says `connection: close`)
+    max_requests_per_connection: Annotated[int, Field(gt=0)] = 1000
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     #: Host names the gateway answers to besides addresses, localhost and the bind address (a guard against

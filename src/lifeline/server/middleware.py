@@ -13,8 +13,10 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from collections.abc import Iterable
 
 import orjson
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lifeline.errors import LifelineError
@@ -25,6 +27,14 @@ log = logging.getLogger("lifeline.server")
 _SANE_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 
 
+def client_request_id(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """The request id a response carries: the client's `x-request-id` when it is sane, else a new one."""
+    for name, value in headers:
+        if name == b"x-request-id" and _SANE_ID.match(value):
+            return value
+    return uuid.uuid4().hex.encode()
+
+
 class RequestIdMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -33,13 +43,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = b""
-        for name, value in scope["headers"]:
-            if name == b"x-request-id" and _SANE_ID.match(value):
-                request_id = value
-                break
-        if not request_id:
-            request_id = uuid.uuid4().hex.encode()
+        request_id = client_request_id(scope["headers"])
         scope.setdefault("state", {})["request_id"] = request_id.decode()
         token = request_id_var.set(request_id.decode())
         started = False
@@ -53,6 +57,9 @@ class RequestIdMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            # A body read by code that does not turn a disconnect into an error of its own (read_body does).
+            log.info("request failed", extra={"status": 499, "code": "client_closed_request"})
         except Exception as exc:
             # The trace goes to the log, never to the client.
             log.error("unexpected error", exc_info=exc)

@@ -15,6 +15,7 @@ from starlette.applications import Starlette
 from lifeline.config.schema import Config
 from lifeline.server.app import create_app
 from lifeline.server.gateway import Gateway
+from lifeline.server.serving import uvicorn_options
 
 
 @dataclass
@@ -42,9 +43,7 @@ def run_gateway(
 ) -> Iterator[RunningGateway]:
     """Serve `config` on 127.0.0.1 (a free port) until the block ends."""
     app = create_app(config, span_exporter=span_exporter)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False, lifespan="on")
-    )
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="on", **uvicorn_options(config)))
     thread = threading.Thread(target=server.run, name="lifeline-gateway", daemon=True)
     thread.start()
     deadline = time.monotonic() + startup_timeout

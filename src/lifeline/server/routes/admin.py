@@ -20,6 +20,7 @@ from lifeline.accounting.usage import UsageQueryError, make_query, usage_report
 from lifeline.errors import AuthenticationFailed, InvalidRequest
 from lifeline.protocol.parse import parse_json_object
 from lifeline.server.gateway import Gateway, gateway_of
+from lifeline.server.routes.common import read_body
 
 MAX_ADMIN_BODY = 64 * 1024
 
@@ -46,10 +47,7 @@ def require_admin(request: Request, gateway: Gateway, *, strict: bool = False) -
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if len(raw) > MAX_ADMIN_BODY:
-        raise InvalidRequest(f"The request body is larger than {MAX_ADMIN_BODY} bytes.", status=413)
-    return parse_json_object(raw or b"{}")
+    return parse_json_object(await read_body(request, MAX_ADMIN_BODY) or b"{}")
 
 
 async def admin_targets(request: Request) -> Response:

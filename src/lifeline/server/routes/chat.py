@@ -30,7 +30,7 @@ async def chat_completions(request: Request) -> Response:
     accounting = gateway.accounting
     key = accounting.authenticate(request.headers.get("authorization"))
     deadline = request_deadline(request, settings.request_timeout)
-    data = parse_json_object(await read_body(request, settings.max_body_bytes))
+    data = parse_json_object(await read_body(request, settings.max_body_bytes, deadline))
     chat = validate_chat_request(data)
     router = gateway.router
     router.alias(chat.model, "chat")  # an unknown alias is a 404 before anything else

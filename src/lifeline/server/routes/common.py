@@ -1,4 +1,4 @@
-"""What every model route shares: reading the body under its limit, the request's deadline, cancelling
+"""What every model route shares: reading the body under its limit within the request's deadline, cancelling
 the work when the client leaves, and the accounting of a request exactly once, whatever its outcome."""
 
 from __future__ import annotations
@@ -8,28 +8,41 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from lifeline.accounting.service import Accounting, Admission
-from lifeline.errors import InvalidRequest, LifelineError, PayloadTooLarge
+from lifeline.errors import ClientClosed, InvalidRequest, LifelineError, PayloadTooLarge, RequestTimeout
 from lifeline.protocol.usage import estimate_usage
 from lifeline.providers.base import ChatCall, Completion, Deadline
 from lifeline.routing.router import OpenStream, Routed
 from lifeline.routing.streaming import Part, StreamEnd
 from lifeline.server.gateway import Gateway
+from lifeline.server.serving import REFUSAL
 
 T = TypeVar("T")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, deadline: Deadline | None = None) -> bytes:
+    """The request's body, counted against `limit` as it arrives (a larger one is refused before it has
+    all come) and, for a model request, read within its deadline."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes.")
     body = bytearray()
-    async for piece in request.stream():
-        body += piece
-        if len(body) > limit:
-            raise PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes.")
+    try:
+        async with asyncio.timeout(deadline.remaining() if deadline is not None else None):
+            async for piece in request.stream():
+                body += piece
+                if len(body) > limit:
+                    raise PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes.")
+    except TimeoutError:
+        raise RequestTimeout("The request body did not arrive within the request's deadline.") from None
+    except ClientDisconnect:
+        # Either the client left, or the server gave up on a body that came too slowly (server/serving.py).
+        refusal = request.scope.get("state", {}).get(REFUSAL)
+        if isinstance(refusal, LifelineError):
+            raise refusal from None
+        raise ClientClosed("The client closed the connection before sending the whole body.") from None
     return bytes(body)
 
 

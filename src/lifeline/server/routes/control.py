@@ -19,6 +19,7 @@ from lifeline.providers.faults import FAULT_KINDS, STREAM_CUT_AFTER, Fault, Faul
 from lifeline.server.gateway import Gateway, gateway_of
 from lifeline.server.reload import Reloader
 from lifeline.server.routes.admin import MAX_ADMIN_BODY, require_admin
+from lifeline.server.routes.common import read_body
 
 log = logging.getLogger("lifeline.server")
 
@@ -35,10 +36,7 @@ def _json(data: object, status: int = 200) -> Response:
 
 
 async def _fields(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if len(raw) > MAX_ADMIN_BODY:
-        raise InvalidRequest(f"The request body is larger than {MAX_ADMIN_BODY} bytes.", status=413)
-    return parse_json_object(raw or b"{}")
+    return parse_json_object(await read_body(request, MAX_ADMIN_BODY) or b"{}")
 
 
 def _one_of(name: str, value: Any, allowed: tuple[str, ...]) -> str:

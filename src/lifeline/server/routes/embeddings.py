@@ -20,7 +20,7 @@ async def embeddings(request: Request) -> Response:
     accounting = gateway.accounting
     key = accounting.authenticate(request.headers.get("authorization"))
     deadline = request_deadline(request, settings.request_timeout)
-    data = parse_json_object(await read_body(request, settings.max_body_bytes))
+    data = parse_json_object(await read_body(request, settings.max_body_bytes, deadline))
     parsed = validate_embedding_request(data)
     gateway.router.alias(parsed.model, "embeddings")
     request_id: str = request.state.request_id

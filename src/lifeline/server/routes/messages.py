@@ -84,7 +84,9 @@ async def _messages(request: Request, request_id: str) -> Response:
     accounting = gateway.accounting
     key = accounting.authenticate(authorization(request))
     deadline = request_deadline(request, settings.request_timeout)
-    anthropic = validate_messages_request(parse_json_object(await read_body(request, settings.max_body_bytes)))
+    anthropic = validate_messages_request(
+        parse_json_object(await read_body(request, settings.max_body_bytes, deadline))
+    )
     data = to_chat_body(anthropic)
     chat = validate_chat_request(data)
     router = gateway.router

@@ -1,0 +1,317 @@
+"""How the gateway is served: uvicorn's options built from `server:` (used by `lifeline serve` and by
+testing/gateway.py alike), and the HTTP/1.1 protocol that bounds what one client may hold.
+
+`LimitedHttpProtocol` is uvicorn's httptools protocol with the limits uvicorn lacks: the size and count of a
+request's headers, a header read timeout (a silent or trickling connection is closed), a body read timeout,
+a cap on open connections (503 beyond it) and a cap on requests per keep-alive connection. What the protocol
+refuses itself is answered in OpenAI's error envelope with an `x-request-id`, as the app answers, and the
+connection then reads and drops what the client still sends for a moment before closing, so that the client
+reads the answer rather than a reset.
+
+It relies on these parts of uvicorn's HttpToolsProtocol (uvicorn 0.54): the parser callbacks `on_url`,
+`on_header`, `on_headers_complete`, `on_message_complete` and `on_response_complete`; `self.cycle` (its
+`scope`, `keep_alive`, `response_started`, `response_complete`, `disconnected`, `message_event`);
+`self.connections`, `self.flow` and `_unset_keepalive_if_required`. tests/integration/test_slow_clients.py
+pins the behaviour on real sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+from typing import Any, ClassVar
+
+import httptools
+import orjson
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
+
+from lifeline.config.schema import Config, HttpTarget, ServerSettings
+from lifeline.errors import (
+    HeadersTooLarge,
+    LifelineError,
+    MalformedRequest,
+    MethodNotImplemented,
+    RequestTimeout,
+    ServerBusy,
+)
+from lifeline.server.middleware import client_request_id
+
+log = logging.getLogger("lifeline.server")
+
+#: seconds a refused connection goes on reading (and dropping) what the client sends before it closes
+LINGER = 1.0
+#: seconds a connection beyond the cap is given to send its headers, to be answered 503
+OVER_CAP_WAIT = 1.0
+#: descriptors the process needs beyond client connections and upstream pools (database, Redis, logs …)
+SPARE_DESCRIPTORS = 64
+#: where the protocol leaves the error it answered for a request the app is reading (see read_body)
+REFUSAL = "lifeline_refusal"
+
+
+def uvicorn_options(config: Config) -> dict[str, Any]:
+    """uvicorn.Config / uvicorn.run keyword arguments that apply `config.server`'s limits. Also raises the
+    process's soft descriptor limit when it is below what the config can open (see `check_descriptors`)."""
+    server = config.server
+    check_descriptors(config)
+    return {
+        "http": protocol_class(server),
+        "ws": "none",  # the gateway serves no WebSocket: an Upgrade is answered as a plain request
+        "timeout_keep_alive": server.keepalive_timeout,
+        "log_level": "warning",
+        "access_log": False,
+    }
+
+
+def protocol_class(settings: ServerSettings) -> type[LimitedHttpProtocol]:
+    """uvicorn builds a protocol per connection from a class: this one carries `settings`."""
+    return type("LifelineHttpProtocol", (LimitedHttpProtocol,), {"settings": settings})
+
+
+def check_descriptors(config: Config) -> None:
+    """Past the descriptor limit the kernel refuses connections before the cap can answer 503, and healthy
+    traffic stalls: raise the soft limit to what the config needs (up to the hard limit), else warn."""
+    pools = sum(t.max_connections for t in config.targets.values() if isinstance(t, HttpTarget))
+    needed = config.server.max_connections + pools + SPARE_DESCRIPTORS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        raised = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+        except (ValueError, OSError):
+            pass
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        log.warning(
+            "the process may open %d files (ulimit -n) but server.max_connections and the targets' "
+            "connection pools need about %d: raise ulimit -n or lower server.max_connections",
+            soft,
+            needed,
+        )
+
+
+class _Refused(Exception):
+    """Raised inside a parser callback to stop parsing and answer `error`."""
+
+    def __init__(self, error: LifelineError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class LimitedHttpProtocol(HttpToolsProtocol):
+    settings: ClassVar[ServerSettings]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._linger_timer: asyncio.TimerHandle | None = None
+        #: between a request's first byte and the end of its headers
+        self._in_head = False
+        #: bytes of the current head, counted two ways: whole reads (bounds what the parser buffers) and
+        #: the parsed URL and header lines (exact)
+        self._head_read = 0
+        self._head_parsed = 0
+        self._header_lines = 0
+        self._requests = 0
+        #: the request whose body is still arriving
+        self._receiving: RequestResponseCycle | None = None
+        #: the connection is closing: what the client still sends is dropped
+        self._closing = False
+        self._over_cap = False
+
+    # --- the connection ----------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._over_cap = len(self.connections) > self.settings.max_connections
+        wait = self.settings.header_timeout
+        if self._over_cap:
+            wait = min(wait, OVER_CAP_WAIT)
+        self._head_timer = self.loop.call_later(wait, self._head_timed_out)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for timer in (self._head_timer, self._body_timer, self._linger_timer):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._body_timer = self._linger_timer = None
+        self._receiving = None
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        self._unset_keepalive_if_required()
+        if self._head_timer is None and not self._in_head and self._receiving is None:
+            # The first bytes of a next request (or stray bytes between requests): its headers are due.
+            self._head_timer = self.loop.call_later(self.settings.header_timeout, self._head_timed_out)
+        was_in_head = self._in_head
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            refused = exc.__context__
+            if isinstance(refused, _Refused):
+                self._refuse(refused.error)
+            else:
+                self._refuse(MalformedRequest(f"The request is not valid HTTP/1.1: {exc}."))
+        except httptools.HttpParserInvalidMethodError:
+            self._refuse(MethodNotImplemented("The request's HTTP method is not one this server implements."))
+        except httptools.HttpParserError as exc:
+            self._refuse(MalformedRequest(f"The request is not valid HTTP/1.1: {exc}."))
+        except httptools.HttpParserUpgrade:
+            pass  # no protocol to upgrade to: the request was dispatched as a plain one (see uvicorn_options)
+        else:
+            if was_in_head and self._in_head:
+                # One header still growing is buffered by the parser until it ends: bound it here.
+                self._head_read += len(data)
+                if self._head_read > self.settings.max_header_bytes:
+                    self._refuse(self._too_large())
+
+    # --- parser callbacks --------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head = True
+        self._head_read = self._head_parsed = self._header_lines = 0
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        self._count_head(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_lines += 1
+        if self._header_lines > self.settings.max_headers:
+            raise _Refused(HeadersTooLarge(f"A request may send at most {self.settings.max_headers} headers."))
+        self._count_head(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        if self._over_cap:
+            raise _Refused(
+                ServerBusy(
+                    f"The gateway is serving its maximum of {self.settings.max_connections} client "
+                    "connections; retry shortly.",
+                    headers={"retry-after": "1"},
+                )
+            )
+        before = self.cycle
+        super().on_headers_complete()
+        if self.cycle is before:
+            return
+        self._requests += 1
+        if self._requests >= self.settings.max_requests_per_connection:
+            self.cycle.keep_alive = False
+        self._receiving = self.cycle
+        self._body_timer = self.loop.call_later(self.settings.body_timeout, self._body_timed_out)
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._receiving = None
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        receiving = self._receiving
+        if receiving is not None and receiving.response_complete and not self.transport.is_closing():
+            # Answered (a 413, a 408, an early error) before its body ended: the rest is not worth reading.
+            self._close_soon()
+
+    # --- refusing ----------------------------------------------------------------------------------
+
+    def _count_head(self, size: int) -> None:
+        self._head_parsed += size
+        if self._head_parsed > self.settings.max_header_bytes:
+            raise _Refused(self._too_large())
+
+    def _too_large(self) -> HeadersTooLarge:
+        return HeadersTooLarge(f"The request line and headers may be at most {self.settings.max_header_bytes} bytes.")
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._closing or self.transport.is_closing():
+            return
+        if self.flow.read_paused:
+            # The server stopped reading (a pipelined request waits for the one before): not the client's delay.
+            self._head_timer = self.loop.call_later(self.settings.header_timeout, self._head_timed_out)
+            return
+        if not self._in_head:
+            if self.cycle is not None and not self.cycle.response_complete:
+                return  # stray bytes (a CRLF) after a request being answered: its answer goes on
+            # Nothing of a request came (a silent connection, or one beyond the cap): nothing to answer.
+            self._closing = True
+            self.transport.close()
+            return
+        self._refuse(RequestTimeout(f"The request headers did not arrive within {self.settings.header_timeout:g} s."))
+
+    def _body_timed_out(self) -> None:
+        self._body_timer = None
+        cycle = self._receiving
+        if cycle is None or self._closing or self.transport.is_closing():
+            return
+        if self.flow.read_paused:
+            # The app has not taken what came so far (or a pipelined request waits): not the client's delay.
+            self._body_timer = self.loop.call_later(self.settings.body_timeout, self._body_timed_out)
+            return
+        error = RequestTimeout(f"The request body did not arrive within {self.settings.body_timeout:g} s.")
+        if cycle.response_started:
+            self._close_soon()
+            return
+        # The app is (or will be) waiting for the body: it is told by a disconnect, and finds the reason
+        # under REFUSAL in its scope's state (read_body raises it, so the app logs it once).
+        cycle.scope["state"][REFUSAL] = error
+        self._refuse(error, quiet=True)
+
+    def _refuse(self, error: LifelineError, *, quiet: bool = False) -> None:
+        """Answer `error` and close the connection. The answer is left out when a response is already being
+        written on the connection (the refused request's own, or a pipelined one's before it)."""
+        if self._closing or self.transport.is_closing():
+            return
+        current = self.cycle if self.cycle is not None and not self.cycle.response_complete else None
+        receiving = self._receiving
+        request_id: bytes
+        if receiving is not None and "request_id" in receiving.scope["state"]:
+            request_id = str(receiving.scope["state"]["request_id"]).encode()
+        else:
+            request_id = client_request_id(self.headers or ())
+        if current is None or (current is receiving and not current.response_started):
+            self.transport.write(self._answer(error, request_id))
+        if current is not None:
+            # Whatever the app sends now goes nowhere.
+            current.disconnected = True
+            current.message_event.set()
+        if not quiet:
+            log.info(
+                "request refused",
+                extra={"status": error.status, "code": error.code, "request_id": request_id.decode()},
+            )
+        self._close_soon()
+
+    def _answer(self, error: LifelineError, request_id: bytes) -> bytes:
+        body = orjson.dumps(error.envelope())
+        head = [STATUS_LINE[error.status]]
+        for name, value in [
+            *self.server_state.default_headers,
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-request-id", request_id),
+            *((k.encode(), v.encode()) for k, v in error.headers.items()),
+            (b"connection", b"close"),
+        ]:
+            head.append(b"%s: %s\r\n" % (name, value))
+        return b"".join([*head, b"\r\n", body])
+
+    def _close_soon(self) -> None:
+        self._closing = True
+        self._unset_keepalive_if_required()
+        for timer in (self._head_timer, self._body_timer):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._body_timer = None
+        self.flow.resume_reading()
+        self._linger_timer = self.loop.call_later(LINGER, self.transport.close)
