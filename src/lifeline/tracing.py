@@ -51,14 +51,14 @@ class Tracing:
         self._tracer: Any = None
         if not self.enabled:
             return
-        try:
-            from opentelemetry.sdk.resources import Resource
-            from opentelemetry.sdk.trace import TracerProvider
-            from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
-        except ImportError:
+        missing = missing_otel()
+        if missing is not None:
             from lifeline.config.load import ConfigError
 
-            raise ConfigError(f"tracing.enabled: {missing_otel() or INSTALL_OTEL}") from None
+            raise ConfigError(f"tracing.enabled: {missing}")
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 
         self._provider = TracerProvider(resource=Resource.create({"service.name": settings.service_name}))
         if exporter is None:
