@@ -62,3 +62,19 @@ def test_updating_a_key_to_an_alias_the_config_lacks_is_refused(config: Path) ->
 def test_without_a_config_file_aliases_are_not_checked(config: Path) -> None:
     code, out = keys("create", "--name", "elsewhere", "--alias", "served-elsewhere")
     assert code == 0, out
+
+
+def test_a_database_that_is_down_is_one_line_and_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing listens on the port: one line naming where (never the password), no traceback."""
+    monkeypatch.delenv("LIFELINE_CONFIG", raising=False)
+    path = tmp_path / "lifeline.yaml"
+    path.write_text(
+        "accounting: {database_url: 'postgresql://lifeline:s3cret-pw@127.0.0.1:9/lifeline'}\n"
+        "targets:\n  local: {kind: llamacpp}\naliases:\n  chat: {targets: [local]}\n",
+        encoding="utf-8",
+    )
+    for args in (["create", "--name", "x"], ["list"]):
+        code, output = keys(*args, "-c", str(path))
+        assert code == 2, output
+        assert output.startswith("error: cannot open the database, PostgreSQL at 127.0.0.1:9/lifeline: "), output
+        assert "Traceback" not in output and "s3cret-pw" not in output

@@ -137,3 +137,21 @@ def test_an_internal_error_is_recorded_as_500_not_as_the_client_leaving(
         rows = ledger_rows(gw, expect=1)
     assert_envelope(response, 500)
     assert [(r["status"], r["outcome"]) for r in rows] == [(500, "error")]
+
+
+def test_a_key_limited_to_an_alias_the_config_lacks_is_a_400(
+    wall: FaultWall, gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    """Such a key could never be used; the admin API refuses it as `keys create --alias` does."""
+    with gateway(config_with(wall, tmp_path)) as gw:
+        client = admin(gw)
+        refused = client.post("/keys", json={"name": "x", "aliases": ["chat", "chta"]})
+        key_id, _ = new_key(gw, aliases=["chat"])
+        refused_update = client.patch(f"/keys/{key_id}", json={"aliases": ["nosuch"]})
+        kept = client.get(f"/keys/{key_id}").json()
+        listed = client.get("/keys").json()["data"]
+    for response in (refused, refused_update):
+        assert_envelope(response, 400, type="invalid_request_error", param="aliases", code="unknown_alias")
+    assert "did you mean chat" in refused.json()["error"]["message"]
+    assert kept["aliases"] == ["chat"]
+    assert [k["name"] for k in listed] == ["test"]  # the refused key was never created

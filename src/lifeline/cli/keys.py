@@ -18,7 +18,7 @@ ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="YAML 
 
 def _store(config: Path | None, aliases: list[str] | None = None) -> Any:
     """The key store of the config's database; with `aliases`, each must be one the config file defines."""
-    from lifeline.accounting.db import Database
+    from lifeline.accounting.db import Database, DatabaseError, describe_location
     from lifeline.accounting.keys import KeyStore
     from lifeline.accounting.migrations import migrate
     from lifeline.cli.main import _config, _config_path
@@ -29,8 +29,13 @@ def _store(config: Path | None, aliases: list[str] | None = None) -> Any:
         _check_aliases(aliases, set(cfg.aliases), path)
     settings = cfg.accounting
     url = settings.database_url.get_secret_value() if settings.database_url else None
-    db = Database(url=url, data_dir=settings.data_dir)
-    migrate(db)
+    try:
+        db = Database(url=url, data_dir=settings.data_dir)
+        migrate(db)
+    except DatabaseError as exc:  # its message names no URL and no password
+        where = describe_location(url, settings.data_dir)
+        typer.echo(f"error: cannot open the database, {where}: {exc}", err=True)
+        raise typer.Exit(2) from None
     return KeyStore(db)
 
 

@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from lifeline.accounting.keys import PermissionDenied
 from lifeline.accounting.usage import UsageQueryError, make_query, usage_report
+from lifeline.config.presets import suggest
 from lifeline.errors import AuthenticationFailed, InvalidRequest
 from lifeline.protocol.parse import parse_json_object
 from lifeline.server.gateway import Gateway, gateway_of
@@ -50,6 +51,22 @@ async def _body(request: Request) -> dict[str, Any]:
     return parse_json_object(await read_body(request, MAX_ADMIN_BODY) or b"{}")
 
 
+def _check_aliases(fields: dict[str, Any], gateway: Gateway) -> None:
+    """A key limited to an alias the config does not define could never be used: refuse it now (the key
+    store checks the field's shape; this checks the names against the config serving now)."""
+    aliases = fields.get("aliases")
+    if not isinstance(aliases, list):
+        return
+    known = gateway.config.aliases
+    for alias in aliases:
+        if isinstance(alias, str) and alias not in known:
+            raise InvalidRequest(
+                f"The config defines no alias of that name{suggest(alias, dict.fromkeys(sorted(known)))}",
+                param="aliases",
+                code="unknown_alias",
+            )
+
+
 async def admin_targets(request: Request) -> Response:
     gateway = gateway_of(request)
     require_admin(request, gateway)
@@ -68,6 +85,7 @@ async def create_key(request: Request) -> Response:
     name = fields.pop("name", None)
     if name is None:
         raise InvalidRequest("Missing required parameter: 'name'.", param="name", code="missing_required_parameter")
+    _check_aliases(fields, gateway)
     key, secret = await asyncio.to_thread(gateway.accounting.store.create, name, **fields)
     gateway.accounting.keys.put(key)
     # The secret is shown here once; it is stored only as a hash.
@@ -98,6 +116,7 @@ async def update_key(request: Request) -> Response:
     gateway = gateway_of(request)
     require_admin(request, gateway, strict=True)
     fields = await _body(request)
+    _check_aliases(fields, gateway)
     key = await asyncio.to_thread(gateway.accounting.store.update, request.path_params["key_id"], **fields)
     gateway.accounting.keys.put(key)
     return _json(key.public())
