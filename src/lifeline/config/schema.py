@@ -271,13 +271,13 @@ class ServerSettings(Strict):
     @classmethod
     def _host_names(cls, hosts: list[str]) -> list[str]:
         names = []
-        for entry in hosts:
+        for index, entry in enumerate(hosts):
             name = entry.strip().lower().removesuffix(".")
             if name.startswith("[") and name.endswith("]"):
                 name = name[1:-1]  # an IPv6 address as a URL writes it
             if name != "*" and not _HOST_NAME.match(name) and not _is_ipv6(name):
                 raise ValueError(
-                    f"{entry!r} is not a host name: give the name alone (gw.example.org, .example.org or *), "
+                    f"entry {index} is not a host name: give the name alone (gw.example.org, .example.org or *), "
                     "without scheme, port or path"
                 )
             names.append(name)
