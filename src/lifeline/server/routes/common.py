@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from starlette.requests import ClientDisconnect, Request
 
-from lifeline.accounting.service import Accounting, Admission
+from lifeline.accounting.service import Accounting, Admission, Finish
 from lifeline.errors import ClientClosed, InvalidRequest, LifelineError, PayloadTooLarge, RequestTimeout
 from lifeline.protocol.usage import estimate_usage
 from lifeline.providers.base import ChatCall, Completion, Deadline
@@ -76,15 +76,12 @@ async def route_accounted(
             status = 499 if isinstance(exc, asyncio.CancelledError) else 500
         await accounting.finish(
             admission,
-            status=status,
-            outcome="client_closed" if status == 499 else "error",
-            target=None,
-            model=None,
-            attempts=exc.attempts if isinstance(exc, LifelineError) else [],
-            usage=None,
-            usage_estimated=False,
-            streamed=streamed,
-            ttft=None,
+            Finish(
+                status=status,
+                outcome="client_closed" if status == 499 else "error",
+                streamed=streamed,
+                attempts=exc.attempts if isinstance(exc, LifelineError) else [],
+            ),
         )
         raise
     return result
@@ -96,15 +93,16 @@ async def finish_answer(
     """Account a whole (non-streamed) answer."""
     await accounting.finish(
         admission,
-        status=200,
-        outcome="ok",
-        target=done.target,
-        model=done.result.model,
-        attempts=[a.as_dict() for a in done.attempts],
-        usage=usage,
-        usage_estimated=estimated,
-        streamed=False,
-        ttft=None,
+        Finish(
+            status=200,
+            outcome="ok",
+            streamed=False,
+            target=done.target,
+            model=done.result.model,
+            attempts=[a.as_dict() for a in done.attempts],
+            usage=usage,
+            usage_estimated=estimated,
+        ),
     )
 
 
@@ -123,16 +121,18 @@ def stream_finisher(
         parts = [(p.target, *_part_tokens(p, call.body)) for p in end.parts] if len(end.parts) > 1 else None
         await gateway.accounting.finish(
             admission,
-            status=200,
-            outcome=end.outcome,
-            target=end.target or routed.target,
-            cost_parts=parts,
-            model=model,
-            attempts=attempts,
-            usage=end.usage,
-            usage_estimated=end.usage_estimated,
-            streamed=True,
-            ttft=ttft,
+            Finish(
+                status=200,
+                outcome=end.outcome,
+                streamed=True,
+                target=end.target or routed.target,
+                model=model,
+                attempts=attempts,
+                usage=end.usage,
+                usage_estimated=end.usage_estimated,
+                ttft=ttft,
+                cost_parts=parts,
+            ),
         )
 
     return on_end
