@@ -21,7 +21,6 @@ from lifeline.errors import (
 from lifeline.protocol.anthropic import (
     StreamTranslator,
     error_body,
-    sse_event,
     stop_reason_for,
     to_chat_body,
     to_message,
@@ -30,6 +29,7 @@ from lifeline.protocol.anthropic import (
     validate_messages_request,
 )
 from lifeline.protocol.parse import validate_chat_request
+from lifeline.server.sse import anthropic_event
 
 WEATHER_TOOL = {
     "name": "get_weather",
@@ -576,7 +576,7 @@ def test_an_empty_stream_still_ends_as_a_message() -> None:
 
 
 def test_events_are_named_by_their_type() -> None:
-    assert sse_event({"type": "message_stop"}) == b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+    assert anthropic_event({"type": "message_stop"}) == b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
 
 
 # --- errors --------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lifeline.accounting.db import Database, DatabaseUnavailable
@@ -68,6 +68,28 @@ class Admission:
     finished: bool = False
     #: the request's tracing span (None when tracing is off)
     span: Any = None
+
+
+@dataclass(slots=True)
+class Finish:
+    """How one admitted request ended, as `Accounting.finish` settles, records and counts it."""
+
+    status: int
+    #: "ok", "error", "client_closed", or how a stream ended ("broken")
+    outcome: str
+    streamed: bool
+    #: the target that answered (None when none did)
+    target: str | None = None
+    model: str | None = None
+    #: the attempts as the ledger records them
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    usage: dict[str, Any] | None = None
+    usage_estimated: bool = False
+    #: a streamed answer: the time to its first content
+    ttft: float | None = None
+    #: an answer several targets produced (a continued stream): each one's (target, prompt tokens,
+    #: completion tokens), each share priced at its own target's price
+    cost_parts: list[tuple[str, int, int]] | None = None
 
 
 class Accounting:
@@ -211,38 +233,22 @@ class Accounting:
                     await self.limits.withdraw(admission.rate_entry)
                 raise
 
-    async def finish(
-        self,
-        admission: Admission,
-        *,
-        status: int,
-        outcome: str,
-        target: str | None,
-        model: str | None,
-        attempts: list[dict[str, Any]],
-        usage: dict[str, Any] | None,
-        usage_estimated: bool,
-        streamed: bool,
-        ttft: float | None,
-        cost_parts: list[tuple[str, int, int]] | None = None,
-    ) -> None:
-        """Settle, record and count one request. Safe to call more than once: only the first counts.
-        `cost_parts` (target, prompt tokens, completion tokens) prices an answer several targets produced
-        (a continued stream), each share at its own target's price."""
+    async def finish(self, admission: Admission, end: Finish) -> None:
+        """Settle, record and count one request. Safe to call more than once: only the first counts."""
         if admission.finished:
             return
         admission.finished = True
         now = time.monotonic()
-        prompt = int((usage or {}).get("prompt_tokens") or 0)
-        completion = int((usage or {}).get("completion_tokens") or 0)
+        prompt = int((end.usage or {}).get("prompt_tokens") or 0)
+        completion = int((end.usage or {}).get("completion_tokens") or 0)
         # Only an answer costs: failed attempts, and requests no target answered, cost nothing.
-        if cost_parts:
-            cost = sum(self.prices.cost(t, p, c) for t, p, c in cost_parts)
+        if end.cost_parts:
+            cost = sum(self.prices.cost(t, p, c) for t, p, c in end.cost_parts)
         else:
-            cost = self.prices.cost(target, prompt, completion) if target else 0
+            cost = self.prices.cost(end.target, prompt, completion) if end.target else 0
         try:
             if admission.reservation is not None:
-                if cost or target:
+                if cost or end.target:
                     await self.limits.settle(admission.reservation, cost)
                 else:
                     await self.limits.release(admission.reservation)
@@ -251,38 +257,11 @@ class Accounting:
         except Exception as exc:  # a limits backend failure must not lose the ledger record
             log.warning("could not settle a reservation: %s", type(exc).__name__)
         finally:
-            self._record(
-                admission,
-                status,
-                outcome,
-                target,
-                model,
-                attempts,
-                prompt,
-                completion,
-                usage_estimated,
-                cost,
-                streamed,
-                ttft,
-                now,
-            )
+            self._record(admission, end, prompt, completion, cost, now)
 
-    def _record(
-        self,
-        admission: Admission,
-        status: int,
-        outcome: str,
-        target: str | None,
-        model: str | None,
-        attempts: list[dict[str, Any]],
-        prompt: int,
-        completion: int,
-        usage_estimated: bool,
-        cost: int,
-        streamed: bool,
-        ttft: float | None,
-        now: float,
-    ) -> None:
+    def _record(self, admission: Admission, end: Finish, prompt: int, completion: int, cost: int, now: float) -> None:
+        status, outcome, target, model = end.status, end.outcome, end.target, end.model
+        attempts, streamed, ttft = end.attempts, end.streamed, end.ttft
         latency = now - admission.started
         self.tracing.end_request(
             admission.span,
@@ -306,7 +285,7 @@ class Accounting:
                     attempts=attempts,
                     prompt_tokens=prompt,
                     completion_tokens=completion,
-                    usage_estimated=usage_estimated,
+                    usage_estimated=end.usage_estimated,
                     cost_nusd=cost,
                     ttft_ms=ttft * 1000 if ttft is not None else None,
                     latency_ms=latency * 1000,

@@ -461,11 +461,6 @@ def to_usage(usage: dict[str, Any]) -> dict[str, int]:
 # --- OpenAI stream chunks → Anthropic stream events -------------------------------------------------
 
 
-def sse_event(event: dict[str, Any]) -> bytes:
-    """One server-sent event, named by its type as Anthropic's stream names them."""
-    return b"event: " + str(event["type"]).encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
-
-
 class StreamTranslator:
     """Translates one streamed answer (the first choice): OpenAI chunks in, Anthropic events out.
 

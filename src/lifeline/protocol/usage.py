@@ -6,7 +6,7 @@
   and so does a SentencePiece or WordPiece token apart from a word-start marker, which the framing
   allowances cover. Token ids are counted exactly.
 - `estimate_usage`: a *best guess* (about four characters a token) recorded, and flagged as estimated,
-  when an upstream reports no usage; never used to admit anything.
+  when an upstream reports no usage (`answer_usage` decides which); never used to admit anything.
 """
 
 from __future__ import annotations
@@ -55,6 +55,17 @@ def estimate_usage(body: dict[str, Any], completion_chars: int) -> dict[str, int
     prompt += sum(-(-len(text) // CHARS_PER_TOKEN) for text in texts) + token_ids
     completion = -(-completion_chars // CHARS_PER_TOKEN)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def answer_usage(
+    body: dict[str, Any], reported: dict[str, Any] | None, completion_chars: int
+) -> tuple[dict[str, Any], bool]:
+    """An answer's usage, and whether it is estimated: what the upstream reported, or else the best guess for
+    the request's `body` and `completion_chars` of answer. Every route, and every target's share of a
+    continued stream, decides between the two here."""
+    if reported is not None:
+        return reported, False
+    return estimate_usage(body, completion_chars), True
 
 
 def reservation_prompt_tokens(body: dict[str, Any]) -> int:

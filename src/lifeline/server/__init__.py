@@ -1,1 +1,2 @@
-"""The HTTP server: thin routes, one error renderer, the request-id middleware."""
+"""The HTTP server: thin routes over one exchange (a model request's life), the wire encoders, one error
+renderer per wire format, the middleware."""

@@ -1,8 +1,10 @@
-"""Rendering every error as OpenAI's error envelope, in one place."""
+"""Rendering errors, one renderer per wire format: OpenAI's error envelope for every route (the app's exception
+handlers), and Anthropic's error shape for /v1/messages (`anthropic_errors`)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 import orjson
 from starlette.exceptions import HTTPException
@@ -12,6 +14,7 @@ from starlette.routing import Match
 
 from lifeline.accounting.db import DatabaseUnavailable
 from lifeline.errors import AccountingUnavailable, LifelineError, RouteNotFound
+from lifeline.protocol.anthropic import error_body
 
 log = logging.getLogger("lifeline.server")
 
@@ -27,11 +30,45 @@ def error_response(error: LifelineError) -> Response:
 
 async def lifeline_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, LifelineError)
+    _log_failure(exc)
+    return error_response(exc)
+
+
+def _log_failure(error: LifelineError) -> None:
     log.info(
         "request failed",
-        extra={"status": exc.status, "code": exc.code, "attempts": exc.headers.get("x-lifeline-attempts")},
+        extra={"status": error.status, "code": error.code, "attempts": error.headers.get("x-lifeline-attempts")},
     )
-    return error_response(exc)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def anthropic_errors(handler: Handler) -> Handler:
+    """`handler` with its errors rendered in the shape Anthropic's clients parse (the app's handlers speak
+    OpenAI's), an unexpected one included, as the request-id middleware does for every other route."""
+
+    async def speaking_anthropic(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except LifelineError as err:
+            _log_failure(err)
+            return anthropic_error_response(err, request.state.request_id)
+        except Exception as exc:
+            log.error("unexpected error", exc_info=exc)
+            error = LifelineError("The gateway hit an internal error; it has been logged.")
+            return anthropic_error_response(error, request.state.request_id)
+
+    return speaking_anthropic
+
+
+def anthropic_error_response(error: LifelineError, request_id: str) -> Response:
+    return Response(
+        orjson.dumps(error_body(error, request_id)),
+        status_code=error.status,
+        headers={**error.headers, "request-id": request_id},
+        media_type="application/json",
+    )
 
 
 async def database_unavailable(request: Request, exc: Exception) -> Response:

@@ -1,1 +1,1 @@
-"""Thin routes: parse once, call the router, render."""
+"""Thin routes: parse once, call the exchange (or a service), render."""

@@ -20,8 +20,8 @@ from lifeline.accounting.usage import UsageQueryError, make_query, usage_report
 from lifeline.config.presets import suggest
 from lifeline.errors import AuthenticationFailed, InvalidRequest
 from lifeline.protocol.parse import parse_json_object
+from lifeline.server.body import read_body
 from lifeline.server.gateway import Gateway, gateway_of
-from lifeline.server.routes.common import read_body
 
 MAX_ADMIN_BODY = 64 * 1024
 

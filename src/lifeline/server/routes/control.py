@@ -16,10 +16,10 @@ from starlette.responses import Response
 from lifeline.errors import ClientError, InvalidRequest
 from lifeline.protocol.parse import parse_json_object
 from lifeline.providers.faults import FAULT_KINDS, STREAM_CUT_AFTER, Fault, FaultKind
+from lifeline.server.body import read_body
 from lifeline.server.gateway import Gateway, gateway_of
 from lifeline.server.reload import Reloader
 from lifeline.server.routes.admin import MAX_ADMIN_BODY, require_admin
-from lifeline.server.routes.common import read_body
 
 log = logging.getLogger("lifeline.server")
 

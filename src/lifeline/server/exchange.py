@@ -1,0 +1,220 @@
+"""One model request's life, owned in one place for /v1/chat/completions, /v1/messages and /v1/embeddings.
+
+`Exchange.begin` authenticates the caller and reads the body within the request's deadline; the route
+parses it and calls `chat` or `embed`, which admit the request, route it (cancelled if the client leaves),
+relay a stream, and account it exactly once — whatever happened: an answer, an error, a client that left,
+a stream that broke. What comes back is an `Answer` (accounted already) or a `Stream` of typed events
+(accounted when it ends), for the route to render in its own wire format.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator, Awaitable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from starlette.requests import Request
+
+from lifeline.accounting.keys import VirtualKey
+from lifeline.accounting.service import Admission, Finish
+from lifeline.errors import InvalidRequest, LifelineError
+from lifeline.protocol.chat import ChatCompletionRequest
+from lifeline.protocol.embeddings import EmbeddingRequest
+from lifeline.protocol.parse import parse_json_object
+from lifeline.protocol.usage import answer_usage, delta_chars
+from lifeline.providers.base import ChatCall, Completion, Deadline, EmbeddingCall
+from lifeline.routing.router import OpenStream, Routed
+from lifeline.routing.streaming import End, StreamEvent, relay
+from lifeline.server.body import read_body
+from lifeline.server.gateway import Gateway, gateway_of
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class Answer:
+    """A whole answer, accounted: the upstream's body, its usage (estimated when the upstream reported none)
+    and the headers that say who answered."""
+
+    body: dict[str, Any]
+    model: str
+    usage: dict[str, Any]
+    usage_estimated: bool
+    headers: dict[str, str]
+
+
+@dataclass(slots=True)
+class Stream:
+    """An answer under way: its events, accounted once when they end, however they end. `model` is the one its
+    first chunks name (else the target's)."""
+
+    model: str
+    events: AsyncGenerator[StreamEvent, None]
+    headers: dict[str, str]
+
+
+class Exchange:
+    def __init__(
+        self, request: Request, gateway: Gateway, key: VirtualKey | None, deadline: Deadline, body: dict[str, Any]
+    ) -> None:
+        self.request = request
+        self.gateway = gateway
+        self.key = key
+        self.deadline = deadline
+        #: the client's JSON body, parsed once
+        self.body = body
+        self.request_id: str = request.state.request_id
+
+    @classmethod
+    async def begin(cls, request: Request, authorization: str | None) -> Exchange:
+        """Authenticate `authorization`, then read the body (under its limit, within the request's deadline)
+        as a JSON object."""
+        gateway = gateway_of(request)
+        settings = gateway.config.server
+        key = gateway.accounting.authenticate(authorization)
+        deadline = request_deadline(request, settings.request_timeout)
+        body = parse_json_object(await read_body(request, settings.max_body_bytes, deadline))
+        return cls(request, gateway, key, deadline, body)
+
+    async def chat(self, data: dict[str, Any], chat: ChatCompletionRequest) -> Answer | Stream:
+        """A chat request (`data`, validated as `chat`): a whole answer, or a stream when it asked for one."""
+        router = self.gateway.router
+        router.alias(chat.model, "chat")  # an unknown alias is a 404 before anything else
+        call = ChatCall(body=data, request=chat, request_id=self.request_id, deadline=self.deadline)
+        admission = await self.gateway.accounting.admit(self.key, chat.model, data, chat.token_limit, self.request_id)
+        if chat.stream:
+            routed = await self._routed(admission, router.open_stream(chat.model, call), streamed=True)
+            return self._stream(admission, routed, call)
+        done = await self._routed(admission, router.complete(chat.model, call), streamed=False)
+        return await self._answer(admission, done, data, embedding=False)
+
+    async def embed(self, embedding: EmbeddingRequest) -> Answer:
+        """The embeddings request the body holds (validated as `embedding`)."""
+        router, data = self.gateway.router, self.body
+        router.alias(embedding.model, "embeddings")
+        # The body as it is: the reservation counts text inputs from above and token-id inputs exactly.
+        admission = await self.gateway.accounting.admit(
+            self.key, embedding.model, data, 1, self.request_id, "embeddings"
+        )
+        call = EmbeddingCall(body=data, request_id=self.request_id, deadline=self.deadline)
+        done = await self._routed(admission, router.embed(embedding.model, call), streamed=False)
+        return await self._answer(admission, done, data, embedding=True)
+
+    async def _routed(self, admission: Admission, work: Awaitable[T], *, streamed: bool) -> T:
+        """The router's work, cancelled if the client leaves. If it fails, the request is accounted here as
+        unanswered, and the error goes on to be rendered."""
+        try:
+            result: T = await until_disconnect(self.request, work)
+        except BaseException as exc:
+            await self.gateway.accounting.finish(admission, _failed(exc, streamed))
+            raise
+        return result
+
+    async def _answer(
+        self, admission: Admission, done: Routed[Completion], data: dict[str, Any], *, embedding: bool
+    ) -> Answer:
+        usage, estimated = answer_usage(data, done.result.usage, delta_chars(done.result.body))
+        if embedding:  # all prompt
+            usage = {"prompt_tokens": int(usage.get("prompt_tokens") or 0), "completion_tokens": 0}
+        await self.gateway.accounting.finish(
+            admission,
+            Finish(
+                status=200,
+                outcome="ok",
+                streamed=False,
+                target=done.target,
+                model=done.result.model,
+                attempts=[a.as_dict() for a in done.attempts],
+                usage=usage,
+                usage_estimated=estimated,
+            ),
+        )
+        return Answer(done.result.body, done.result.model, usage, estimated, _headers(done))
+
+    def _stream(self, admission: Admission, routed: Routed[OpenStream], call: ChatCall) -> Stream:
+        model = next((str(c.data["model"]) for c in routed.result.head if c.data.get("model")), routed.model)
+        ttft = time.monotonic() - admission.started
+        headers = _headers(routed)  # before a continuation adds its attempts
+
+        async def on_end(end: End) -> None:
+            await self.gateway.accounting.finish(admission, _stream_finish(routed, end, call.body, model, ttft))
+
+        return Stream(model, relay(routed, call, self.gateway.router, admission.alias, on_end), headers)
+
+
+def _headers(routed: Routed[Any]) -> dict[str, str]:
+    return {"x-lifeline-target": routed.target, "x-lifeline-attempts": str(routed.tries)}
+
+
+def _failed(exc: BaseException, streamed: bool) -> Finish:
+    """A request no target answered: refused, failed, or left by its client."""
+    if isinstance(exc, LifelineError):
+        return Finish(exc.status, "client_closed" if exc.status == 499 else "error", streamed, attempts=exc.attempts)
+    # Cancelled: the client left (or the server is stopping); anything else unexpected is our own 500.
+    cancelled = isinstance(exc, asyncio.CancelledError)
+    return Finish(499 if cancelled else 500, "client_closed" if cancelled else "error", streamed)
+
+
+def _stream_finish(routed: Routed[OpenStream], end: End, body: dict[str, Any], model: str, ttft: float) -> Finish:
+    """A stream that ended — complete, broken after content, or left by its client: all three still cost
+    what was produced. A continued stream costs each target's share at that target's price."""
+    attempts = [a.as_dict() for a in routed.attempts]
+    if end.outcome != "ok":
+        attempts[-1] = {**attempts[-1], "outcome": end.outcome}
+    parts = [(p.target, *p.tokens(body)) for p in end.parts] if len(end.parts) > 1 else None
+    return Finish(
+        status=200,
+        outcome=end.outcome,
+        streamed=True,
+        target=end.target or routed.target,
+        model=model,
+        attempts=attempts,
+        usage=end.usage,
+        usage_estimated=end.usage_estimated,
+        ttft=ttft,
+        cost_parts=parts,
+    )
+
+
+def request_deadline(request: Request, default: float) -> Deadline:
+    """When the request must be answered: the server's request timeout, or less when the client asks
+    (`x-lifeline-timeout`, in seconds)."""
+    header = request.headers.get("x-lifeline-timeout")
+    if header is None:
+        return Deadline.after(default)
+    try:
+        seconds = float(header)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise InvalidRequest(
+            "The header x-lifeline-timeout must be a positive number of seconds.", param="x-lifeline-timeout"
+        )
+    return Deadline.after(min(seconds, default))
+
+
+async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Run the router's work, cancelling it if the client goes away meanwhile (a generation on the
+    embedded engine stops; an upstream request is abandoned)."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        task.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        raise LifelineError("The client closed the connection.", status=499, code="client_closed_request")
+    return task.result()
+
+
+async def _disconnected(request: Request) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return

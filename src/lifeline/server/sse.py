@@ -1,0 +1,149 @@
+"""The wire encoders: a relayed stream's typed events (routing/streaming.py) as the client's server-sent events.
+
+- `OpenAIEncoder`: chat completion chunks as the upstream sent them, usage when the client asked for it
+  (`stream_options.include_usage`; estimated and marked under `x_lifeline` when the upstream sent none or the
+  answer came from several targets), `[DONE]` only after a complete answer, and after a broken one an
+  OpenAI-style error event the `openai` SDK raises. A continued answer's final chunk says so under
+  `x_lifeline.continued`.
+- `AnthropicEncoder`: Anthropic's Messages events (message_start … message_stop), translated by
+  protocol/anthropic.py; a broken answer ends with an `error` event.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncGenerator, Mapping
+from typing import Any, Protocol
+
+import orjson
+from starlette.responses import StreamingResponse
+
+from lifeline.protocol.anthropic import StreamTranslator, error_event
+from lifeline.protocol.usage import estimate_usage
+from lifeline.routing.streaming import Broken, Content, Continued, End, StreamEvent
+
+DONE = b"data: [DONE]\n\n"
+
+
+def sse(raw: bytes) -> bytes:
+    """One unnamed server-sent event (OpenAI's)."""
+    return b"data: " + raw + b"\n\n"
+
+
+def anthropic_event(event: dict[str, Any]) -> bytes:
+    """One server-sent event, named by its type as Anthropic's stream names them."""
+    return b"event: " + str(event["type"]).encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
+
+
+class Encoder(Protocol):
+    """Turns a relayed stream's events into the client's wire format."""
+
+    def start(self) -> bytes:
+        """Bytes before the first event (may be empty)."""
+        ...
+
+    def encode(self, event: StreamEvent) -> bytes:
+        """The bytes for one event (may be empty)."""
+        ...
+
+
+class OpenAIEncoder:
+    """OpenAI's server-sent events: chunks as they came, usage when asked for, `[DONE]` only when complete,
+    an error event otherwise."""
+
+    def __init__(self, wants_usage: bool, request_id: str) -> None:
+        self.wants_usage = wants_usage
+        self.request_id = request_id
+        self.usage_sent = False
+        self.last: dict[str, Any] | None = None  # the last chunk sent, which the usage chunk resembles
+        self.continued: list[dict[str, Any]] = []
+
+    def start(self) -> bytes:
+        return b""
+
+    def encode(self, event: StreamEvent) -> bytes:
+        if isinstance(event, Content):
+            return self._content(event)
+        if isinstance(event, Continued):
+            self.continued.append(event.as_dict())
+            return b""
+        if isinstance(event, Broken):
+            return sse(orjson.dumps(event.error.envelope()))
+        # One usage chunk after the end, unless the upstream's own went by (one target's, whole).
+        if self.wants_usage and (not self.usage_sent or self.continued):
+            return sse(orjson.dumps(self._usage_chunk(event))) + DONE
+        return DONE
+
+    def _content(self, event: Content) -> bytes:
+        if event.usage_only:
+            if not self.wants_usage:
+                return b""
+            self.usage_sent = True
+            return sse(event.raw)
+        self.last = event.data
+        if self.continued and event.finish:
+            data = event.data
+            data = {**data, "x_lifeline": {**(data.get("x_lifeline") or {}), "continued": self.continued}}
+            return sse(orjson.dumps(data))
+        return sse(event.raw)
+
+    def _usage_chunk(self, end: End) -> dict[str, Any]:
+        base = self.last or {}
+        chunk: dict[str, Any] = {
+            "id": base.get("id", f"chatcmpl-{self.request_id}"),
+            "object": "chat.completion.chunk",
+            "created": base.get("created", int(time.time())),
+            "model": base.get("model", ""),
+            "choices": [],
+            "usage": end.usage,
+        }
+        if end.usage_estimated:
+            chunk["x_lifeline"] = {"usage_estimated": True}
+        return chunk
+
+
+class AnthropicEncoder:
+    """Anthropic's event stream from the relayed OpenAI chunks. Usage goes to the translator, which reports it
+    in message_start (estimated, from `body`) and message_delta; a broken answer ends with an `error` event."""
+
+    def __init__(self, translator: StreamTranslator, body: dict[str, Any], request_id: str) -> None:
+        self.translator = translator
+        self.body = body
+        self.request_id = request_id
+
+    def start(self) -> bytes:
+        return _events(self.translator.start(estimate_usage(self.body, 0)["prompt_tokens"]))
+
+    def encode(self, event: StreamEvent) -> bytes:
+        if isinstance(event, Content):
+            return _events(self.translator.feed(event.data))
+        if isinstance(event, Continued):
+            return b""
+        if isinstance(event, Broken):
+            return anthropic_event(error_event("api_error", event.error.message, self.request_id))
+        return _events(self.translator.finish(event.usage))
+
+
+def _events(events: list[dict[str, Any]]) -> bytes:
+    return b"".join(anthropic_event(e) for e in events)
+
+
+async def encode(events: AsyncGenerator[StreamEvent, None], encoder: Encoder) -> AsyncGenerator[bytes, None]:
+    """A stream's bytes. The opening goes out with the first event's, so that nothing is sent before the
+    relay has started (and with it, its promise to end once, however the client leaves)."""
+    opening = encoder.start()
+    async with contextlib.aclosing(events):
+        async for event in events:
+            out = opening + encoder.encode(event)
+            opening = b""
+            if out:
+                yield out
+
+
+def event_stream(
+    events: AsyncGenerator[StreamEvent, None], encoder: Encoder, headers: Mapping[str, str]
+) -> StreamingResponse:
+    return StreamingResponse(
+        encode(events, encoder), media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"}
+    )
