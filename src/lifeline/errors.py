@@ -41,11 +41,18 @@ renders any of them through one handler.
         ├── ServerBusy              503 with Retry-After: no room for another client connection
         ├── DeadlineExceeded        504
         └── AccountingUnavailable   503 with Retry-After: the gateway's own database is down
+
+The errors no request meets as such are said to a person (by the CLI, in a log, in a reload's answer) and
+have no status of their own; they live here too, so that this module is the one place to look:
+
+    Exception
+    └── ConfigError                 the configuration cannot be read or is invalid: one problem a line
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -332,6 +339,20 @@ class AccountingUnavailable(GatewayError):
 class ServerBusy(GatewayError):
     status = 503
     code = "server_busy"
+
+
+# --- not a request's error: said to a person (the CLI, a log, a reload's answer) --------------------------
+
+
+class ConfigError(Exception):
+    """The configuration could not be read or is invalid. `problems` holds one line per offending key
+    (`targets.x.model: …`, prefixed with `file:line:` by `load_config`); str() joins them with "; "."""
+
+    def __init__(self, *problems: str, missing: Sequence[str] = ()) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = list(problems)
+        #: environment variables the config refers to that are not set, in order of first use
+        self.missing_variables = list(missing)
 
 
 # Error codes an upstream uses for a refusal of the account rather than of the request. They arrive with

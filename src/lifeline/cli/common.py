@@ -9,7 +9,8 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from lifeline.config import Config, ConfigError, default_config, load_config
+from lifeline.config import Config, default_config, load_config
+from lifeline.errors import ConfigError
 
 ConfigOption = Annotated[
     Path | None,

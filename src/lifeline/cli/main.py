@@ -14,9 +14,10 @@ import typer
 from pydantic import ValidationError
 
 from lifeline.cli.common import ConfigOption, config_path, read_config, refuse
-from lifeline.config import Config, ConfigError, default_config, load_config
+from lifeline.config import Config, default_config, load_config
 from lifeline.config.load import describe_validation_error
 from lifeline.config.schema import ServerSettings
+from lifeline.errors import ConfigError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Lifeline: an OpenAI-compatible gateway.")
 fakes = typer.Typer(no_args_is_help=True, help="The fault wall: an OpenAI-compatible upstream that misbehaves.")

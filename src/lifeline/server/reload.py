@@ -29,9 +29,9 @@ from pathlib import Path
 from starlette.applications import Starlette
 
 from lifeline.accounting.limits import InProcessLimits
-from lifeline.config import ConfigError, load_config
+from lifeline.config import load_config
 from lifeline.config.schema import Config
-from lifeline.errors import LifelineError
+from lifeline.errors import ConfigError, LifelineError
 from lifeline.providers.registry import ProviderRegistry
 from lifeline.server.gateway import Gateway
 
