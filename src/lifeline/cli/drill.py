@@ -60,10 +60,10 @@ def drill(
 ) -> None:
     """Rehearse a cut-off: replay prompts while targets are cut off, and report continuity."""
     from lifeline.config import load_config
-    from lifeline.drill import DrillError, DrillPlan, PromptError, builtin_prompts, load_prompts, run_drill
+    from lifeline.drill import DrillPlan, builtin_prompts, load_prompts, run_drill
     from lifeline.drill.report import markdown, write_reports
     from lifeline.drill.runner import check_plan, first_chat_alias
-    from lifeline.errors import ConfigError
+    from lifeline.errors import ConfigError, DrillError, PromptError
 
     try:
         cfg = load_config(config)

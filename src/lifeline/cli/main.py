@@ -17,7 +17,7 @@ from lifeline.cli.common import ConfigOption, config_path, read_config, refuse
 from lifeline.config import Config, default_config, load_config
 from lifeline.config.load import describe_validation_error
 from lifeline.config.schema import ServerSettings
-from lifeline.errors import ConfigError
+from lifeline.errors import ConfigError, DatabaseError, ModelResolutionError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Lifeline: an OpenAI-compatible gateway.")
 fakes = typer.Typer(no_args_is_help=True, help="The fault wall: an OpenAI-compatible upstream that misbehaves.")
@@ -152,7 +152,7 @@ def admin_exposure(server: ServerSettings, *, has_master_key: bool) -> str | Non
 def _check_database(cfg: Config) -> None:
     """Open (and migrate) the database before serving: one that is down is one line and exit 2, rather than
     a traceback of the ASGI lifespan from uvicorn."""
-    from lifeline.accounting.db import Database, DatabaseError, describe_location
+    from lifeline.accounting.db import Database, describe_location
     from lifeline.accounting.migrations import migrate
 
     settings = cfg.accounting
@@ -194,7 +194,7 @@ def check(
         refuse(
             exc, "set them, or check the structure alone: lifeline check --no-env" if exc.missing_variables else None
         )
-    from lifeline.providers.llamacpp import ModelResolutionError, resolve_model
+    from lifeline.providers.llamacpp import resolve_model
 
     for name, target in cfg.targets.items():
         # hub models are fetched at serve time, not by a check; with --no-env a ${VAR} model is not read

@@ -8,10 +8,9 @@ from typing import Annotated
 
 import typer
 
-from lifeline.accounting.db import Database, DatabaseError, default_data_dir
+from lifeline.accounting.db import Database, default_data_dir
 from lifeline.accounting.usage import (
     METRICS,
-    UsageQueryError,
     UsageReport,
     ledger_exists,
     make_query,
@@ -19,6 +18,7 @@ from lifeline.accounting.usage import (
 )
 from lifeline.cli.common import read_config
 from lifeline.config.database_url import parse_database_url
+from lifeline.errors import DatabaseError, UsageQueryError
 
 
 class OutputFormat(enum.StrEnum):

@@ -10,8 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match
 
-from lifeline.accounting.db import DatabaseUnavailable
-from lifeline.errors import AccountingUnavailable, LifelineError, RouteNotFound
+from lifeline.errors import AccountingUnavailable, DatabaseUnavailable, LifelineError, RouteNotFound
 
 log = logging.getLogger("lifeline.server")
 

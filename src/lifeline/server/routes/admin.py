@@ -15,9 +15,8 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from lifeline.accounting.keys import PermissionDenied
-from lifeline.accounting.usage import UsageQueryError, make_query, usage_report
-from lifeline.errors import AuthenticationFailed, InvalidRequest
+from lifeline.accounting.usage import make_query, usage_report
+from lifeline.errors import AuthenticationFailed, InvalidRequest, PermissionDenied, UsageQueryError
 from lifeline.protocol.parse import parse_json_object
 from lifeline.server.gateway import Gateway, gateway_of
 from lifeline.server.routes.common import read_body

@@ -13,7 +13,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from lifeline.errors import ClientError, InvalidRequest
+from lifeline.errors import InvalidRequest, TargetNotFound
 from lifeline.protocol.parse import parse_json_object
 from lifeline.providers.faults import FAULT_KINDS, STREAM_CUT_AFTER, Fault, FaultKind
 from lifeline.server.gateway import Gateway, gateway_of
@@ -24,11 +24,6 @@ from lifeline.server.routes.common import read_body
 log = logging.getLogger("lifeline.server")
 
 STATES = ("drained", "cut", "healthy")
-
-
-class TargetNotFound(ClientError):
-    status = 404
-    code = "target_not_found"
 
 
 def _json(data: object, status: int = 200) -> Response:
