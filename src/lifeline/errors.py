@@ -63,7 +63,8 @@ have no status of their own; they live here too, so that this module is the one 
     ├── ProtocolError               an upstream's bytes are not an HTTP/1.1 response (the lean transport
     │                               raises httpx's RemoteProtocolError for it, which providers convert)
     ├── HttpError                   the fault wall (testing/) cannot read a request: answered with `status`
-    └── ValueError                  (these are ValueErrors, as what catches them expects)
+    └── ValueError                  a value given cannot be used (a schema validator reports a ValueError
+        │                           as a config problem: DatabaseUrlError relies on it)
         ├── DatabaseUrlError        not a database URL Lifeline can use; the message never quotes it
         ├── Untranslatable          a request holds what the target's API cannot express (a provider
         │                           answers it as UpstreamRejected)
@@ -77,7 +78,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 
 class Failover(enum.Enum):
@@ -250,10 +251,9 @@ class RateLimitExceeded(ClientError):
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
 
-    def __init__(self, message: str, *, limit: str, retry_after: float | None) -> None:
+    def __init__(self, message: str, *, limit: Literal["rpm", "tpm"], retry_after: float | None) -> None:
         headers = {"retry-after": str(whole_seconds(retry_after))} if retry_after is not None else None
         super().__init__(message, headers=headers)
-        #: "rpm" or "tpm"
         self.limit = limit
         self.retry_after = retry_after
 
