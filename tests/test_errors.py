@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from lifeline import errors
 from lifeline.errors import (
     AllTargetsBusy,
     ContentFiltered,
@@ -195,3 +196,36 @@ def test_instance_overrides_do_not_leak_to_the_class() -> None:
     assert (err.status, err.code, err.headers) == (418, "teapot", {"a": "b"})
     assert InvalidRequest("y").status == 400
     assert InvalidRequest("y").headers == {}
+
+
+@pytest.mark.parametrize(
+    ("err", "status", "type_", "code"),
+    [
+        (errors.PermissionDenied("no"), 403, "invalid_request_error", "permission_denied"),
+        (errors.KeyNotFound("no"), 404, "invalid_request_error", "key_not_found"),
+        (errors.TargetNotFound("no"), 404, "invalid_request_error", "target_not_found"),
+        (errors.NothingToReload("no"), 409, "invalid_request_error", "no_config_file"),
+        (errors.ReloadFailed("no"), 400, "invalid_request_error", "invalid_config"),
+        (errors.RateLimitExceeded("no", limit="rpm", retry_after=0.2), 429, "rate_limit_error", "rate_limit_exceeded"),
+        (
+            errors.BudgetExceeded("no", limit_nusd=1, period="day", spent_nusd=1, reserved_nusd=0, amount_nusd=1),
+            429,
+            "budget_exceeded",
+            "budget_exceeded",
+        ),
+        (errors.LimitBackendUnavailable(), 503, "api_error", "limits_unavailable"),
+    ],
+)
+def test_errors_raised_by_accounting_and_the_admin_api_render_by_status_and_code(
+    err: errors.LifelineError, status: int, type_: str, code: str
+) -> None:
+    # these lived beside the code raising them before joining the tree: what a client sees is unchanged
+    assert (err.status, err.envelope()["error"]["type"], err.envelope()["error"]["code"]) == (status, type_, code)
+
+
+def test_retry_after_is_whole_seconds_rounded_up() -> None:
+    assert errors.RateLimitExceeded("x", limit="rpm", retry_after=0.2).headers == {"retry-after": "1"}
+    assert errors.RateLimitExceeded("x", limit="tpm", retry_after=2.0).headers == {"retry-after": "2"}
+    assert errors.RateLimitExceeded("x", limit="tpm", retry_after=2.01).headers == {"retry-after": "3"}
+    assert errors.RateLimitExceeded("x", limit="tpm", retry_after=None).headers == {}
+    assert errors.LimitBackendUnavailable().headers == {"retry-after": "1"}

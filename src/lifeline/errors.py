@@ -10,7 +10,10 @@ renders any of them through one handler.
     ├── ClientError                 the client's mistake; never failed over
     │   ├── InvalidRequest          400, names the parameter
     │   ├── AuthenticationFailed    401 (admin endpoints)
+    │   ├── PermissionDenied        403, a key used beyond its aliases; the keys API without a master key
     │   ├── ModelNotFound           404 model_not_found (unknown alias)
+    │   ├── KeyNotFound             404, admin: no virtual key with that id
+    │   ├── TargetNotFound          404, admin: no target of that name
     │   ├── RouteNotFound           404 / 405 for unknown paths
     │   ├── PayloadTooLarge         413
     │   ├── HostNotAllowed          403, a Host header the gateway does not answer to (DNS rebinding)
@@ -21,7 +24,11 @@ renders any of them through one handler.
     │   ├── HeadersTooLarge         431 too many header bytes or lines
     │   ├── MalformedRequest        400 not valid HTTP/1.1
     │   ├── MethodNotImplemented    501 an HTTP method the server does not know
-    │   └── ClientClosed            499 the client left before its request was read
+    │   ├── ClientClosed            499 the client left before its request was read
+    │   ├── NothingToReload         409, admin: a reload with no config file to read again
+    │   ├── ReloadFailed            400 invalid_config: the new config was refused; the old one keeps serving
+    │   ├── RateLimitExceeded       429 with Retry-After: a key's requests or tokens per minute
+    │   └── BudgetExceeded          429: a key's budget for the period cannot cover the request
     ├── UpstreamError               one attempt at one target failed; carries the target name
     │   ├── UpstreamUnavailable     connect error, reset, 5xx             → RETRY
     │   ├── UpstreamRateLimited     429 (retry_after when given)          → RATE_LIMITED
@@ -40,13 +47,38 @@ renders any of them through one handler.
         ├── (all_targets_drained)   503 when an operator drained every target
         ├── ServerBusy              503 with Retry-After: no room for another client connection
         ├── DeadlineExceeded        504
-        └── AccountingUnavailable   503 with Retry-After: the gateway's own database is down
+        ├── AccountingUnavailable   503 with Retry-After: the gateway's own database is down
+        └── LimitBackendUnavailable 503 with Retry-After: the limits store (Redis) is down, and the config
+                                    says to refuse rather than guess
+
+The errors no request meets as such are said to a person (by the CLI, in a log, in a reload's answer) and
+have no status of their own; they live here too, so that this module is the one place to look:
+
+    Exception
+    ├── ConfigError                 the configuration cannot be read or is invalid: one problem a line
+    ├── ModelResolutionError        an embedded model's spec names no GGUF file that can be found or fetched
+    ├── DatabaseError               the database refused a statement (a value it cannot store, a constraint)
+    │   └── DatabaseUnavailable     down, unreachable, busy, full or read-only: the same statement may work
+    │                               later (a request meets it as AccountingUnavailable)
+    ├── ProtocolError               an upstream's bytes are not an HTTP/1.1 response (the lean transport
+    │                               raises httpx's RemoteProtocolError for it, which providers convert)
+    ├── HttpError                   the fault wall (testing/) cannot read a request: answered with `status`
+    └── ValueError                  a value given cannot be used (a schema validator reports a ValueError
+        │                           as a config problem: DatabaseUrlError relies on it)
+        ├── DatabaseUrlError        not a database URL Lifeline can use; the message never quotes it
+        ├── Untranslatable          a request holds what the target's API cannot express (a provider
+        │                           answers it as UpstreamRejected)
+        ├── UsageQueryError         a usage report's grouping or filter cannot be used
+        ├── PromptError             a drill's prompts file cannot be used (names the file and line)
+        └── DrillError              a drill cannot run as asked (an unknown target or alias, a bad number)
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Any
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
 
 
 class Failover(enum.Enum):
@@ -115,6 +147,21 @@ class AuthenticationFailed(ClientError):
     code = "invalid_api_key"
 
 
+class PermissionDenied(ClientError):
+    status = 403
+    code = "permission_denied"
+
+
+class KeyNotFound(ClientError):
+    status = 404
+    code = "key_not_found"
+
+
+class TargetNotFound(ClientError):
+    status = 404
+    code = "target_not_found"
+
+
 class ModelNotFound(ClientError):
     status = 404
     code = "model_not_found"
@@ -176,6 +223,58 @@ class MethodNotImplemented(ClientError):
 class ClientClosed(ClientError):
     status = 499
     code = "client_closed_request"
+
+
+class NothingToReload(ClientError):
+    status = 409
+    code = "no_config_file"
+
+
+class ReloadFailed(ClientError):
+    """The new config was refused; the gateway serving before keeps serving."""
+
+    code = "invalid_config"
+
+
+# A key's own limits (accounting/limits.py builds the messages).
+
+
+def whole_seconds(seconds: float) -> int:
+    """Whole seconds for a Retry-After header: rounded up, so a client that waits that long finds a slot."""
+    return max(1, math.ceil(seconds - 1e-9))
+
+
+class RateLimitExceeded(ClientError):
+    """A key's requests-per-minute or tokens-per-minute limit refused a request."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, limit: Literal["rpm", "tpm"], retry_after: float | None) -> None:
+        headers = {"retry-after": str(whole_seconds(retry_after))} if retry_after is not None else None
+        super().__init__(message, headers=headers)
+        self.limit = limit
+        self.retry_after = retry_after
+
+
+class BudgetExceeded(ClientError):
+    """A key's budget for the current period cannot cover this request's worst case."""
+
+    status = 429
+    type = "budget_exceeded"
+    code = "budget_exceeded"
+
+    def __init__(
+        self, message: str, *, limit_nusd: int, period: str, spent_nusd: int, reserved_nusd: int, amount_nusd: int
+    ) -> None:
+        super().__init__(message)
+        self.limit_nusd = limit_nusd
+        #: "day", "month" or "total"
+        self.period = period
+        self.spent_nusd = spent_nusd
+        self.reserved_nusd = reserved_nusd
+        self.amount_nusd = amount_nusd
 
 
 # --- one failed attempt at one target --------------------------------------------------------------
@@ -332,6 +431,80 @@ class AccountingUnavailable(GatewayError):
 class ServerBusy(GatewayError):
     status = 503
     code = "server_busy"
+
+
+class LimitBackendUnavailable(GatewayError):
+    """The limits store (Redis) cannot be reached and the configuration says to refuse rather than guess."""
+
+    status = 503
+    code = "limits_unavailable"
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(
+            message or "Rate limits and budgets cannot be checked right now (the limits store is unreachable).",
+            headers={"retry-after": "1"},
+        )
+
+
+# --- not a request's error: said to a person (the CLI, a log, a reload's answer) --------------------------
+
+
+class ConfigError(Exception):
+    """The configuration could not be read or is invalid. `problems` holds one line per offending key
+    (`targets.x.model: …`, prefixed with `file:line:` by `load_config`); str() joins them with "; "."""
+
+    def __init__(self, *problems: str, missing: Sequence[str] = ()) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = list(problems)
+        #: environment variables the config refers to that are not set, in order of first use
+        self.missing_variables = list(missing)
+
+
+class ModelResolutionError(Exception):
+    """The configured model cannot be found or fetched."""
+
+
+class DatabaseError(Exception):
+    """The database could not be reached or refused a statement."""
+
+
+class DatabaseUnavailable(DatabaseError):
+    """The database is down, unreachable, busy, out of disk or read-only: not the statement's fault, so the
+    same statement may succeed later. Every other DatabaseError is the database refusing the statement
+    (a value it cannot store, a constraint), which repeating will not change."""
+
+
+class ProtocolError(Exception):
+    """The upstream sent something that is not an HTTP/1.1 response."""
+
+
+class HttpError(Exception):
+    """A request the fault wall cannot read; answered with ``status`` and the connection is closed."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class DatabaseUrlError(ValueError):
+    """Not a database URL Lifeline can use; the message says why without quoting the URL."""
+
+
+class Untranslatable(ValueError):
+    """The request holds something the target's API cannot express."""
+
+
+class UsageQueryError(ValueError):
+    """A grouping or filter the report cannot use; the message says which and what is allowed."""
+
+
+class PromptError(ValueError):
+    """The prompts file cannot be used; the message names the file and line."""
+
+
+class DrillError(ValueError):
+    """The drill cannot run as asked (an unknown target or alias, a bad number); the message says why."""
 
 
 # Error codes an upstream uses for a refusal of the account rather than of the request. They arrive with

@@ -9,35 +9,18 @@ process-wide global one, so an application embedding Lifeline keeps its own trac
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import logging
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import Any
 
+from lifeline.config.extras import missing_otel
 from lifeline.config.schema import TracingSettings
+from lifeline.errors import ConfigError
 
 log = logging.getLogger("lifeline.tracing")
 
 _OFF: AbstractContextManager[None] = contextlib.nullcontext()
-
-#: what `tracing.enabled` imports: the `otel` extra
-OTEL_MODULES = ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http")
-INSTALL_OTEL = "pip install -e '.[otel]' in a checkout, or pip install 'lifeline-gateway[otel]'"
-
-
-def missing_otel() -> str | None:
-    """None when the `otel` extra is installed; else a sentence saying what is missing and what to install
-    (checked when a config turning tracing on is loaded, so that `check` and `serve` say so at once)."""
-    for module in OTEL_MODULES:
-        try:
-            found = importlib.util.find_spec(module) is not None
-        except ImportError:  # a parent package is missing
-            found = False
-        if not found:
-            return f"tracing needs the otel extra, and {module} is not installed: {INSTALL_OTEL}"
-    return None
-
 
 #: the GenAI semantic conventions' provider names, by target kind
 PROVIDER_NAMES = {"openai": "openai", "anthropic": "anthropic", "gemini": "gcp.gemini", "llamacpp": "llama_cpp"}
@@ -53,8 +36,6 @@ class Tracing:
             return
         missing = missing_otel()
         if missing is not None:
-            from lifeline.config.load import ConfigError
-
             raise ConfigError(f"tracing.enabled: {missing}")
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider

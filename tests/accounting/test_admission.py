@@ -13,8 +13,8 @@ import pytest
 
 import lifeline.accounting.service as service
 from lifeline.accounting.keys import VirtualKey
-from lifeline.accounting.limits import BudgetExceeded, RateLimitExceeded
 from lifeline.accounting.service import Accounting
+from lifeline.errors import BudgetExceeded, RateLimitExceeded
 from lifeline.metrics import Metrics
 from tests.conftest import make_config
 

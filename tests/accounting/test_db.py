@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from lifeline.accounting.db import Database, DatabaseError, DatabaseUnavailable
+from lifeline.accounting.db import Database
+from lifeline.errors import DatabaseError, DatabaseUnavailable
 from tests.accounting.conftest import OpenDb
 from tests.fixtures.postgres import PostgresServer
 

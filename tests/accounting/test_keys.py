@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from lifeline.accounting.db import Database
-from lifeline.accounting.keys import KeyCache, KeyNotFound, KeyStore, hash_secret
+from lifeline.accounting.keys import KeyCache, KeyStore, hash_secret
 from lifeline.accounting.migrations import migrate
-from lifeline.errors import AuthenticationFailed, InvalidRequest
+from lifeline.errors import AuthenticationFailed, InvalidRequest, KeyNotFound
 
 
 @pytest.fixture

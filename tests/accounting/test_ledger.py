@@ -19,10 +19,11 @@ from typing import Any
 import orjson
 import pytest
 
-from lifeline.accounting.db import Database, DatabaseError, DatabaseUnavailable
+from lifeline.accounting.db import Database
 from lifeline.accounting.ledger import Ledger, record_row, spent_by_key_since, spent_since, write_batch
 from lifeline.accounting.migrations import migrate
 from lifeline.config.schema import LedgerSettings
+from lifeline.errors import DatabaseError, DatabaseUnavailable
 from tests.accounting import make_record
 from tests.accounting.conftest import DbLocation
 from tests.fixtures.postgres import PostgresServer

@@ -14,12 +14,9 @@ from typing import Any, TypeVar
 import pytest
 
 from lifeline.accounting.limits import (
-    BudgetExceeded,
     InProcessLimits,
-    LimitBackendUnavailable,
     LimitStore,
     RateEntry,
-    RateLimitExceeded,
     RedisLimits,
     Reservation,
     format_usd,
@@ -29,6 +26,7 @@ from lifeline.accounting.limits import (
 )
 from lifeline.accounting.records import NANO
 from lifeline.config.schema import AccountingSettings
+from lifeline.errors import BudgetExceeded, LimitBackendUnavailable, RateLimitExceeded
 from tests.fixtures.redis import (  # noqa: F401
     RedisServer,
     fresh_redis_url,

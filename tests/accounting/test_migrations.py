@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from lifeline.accounting.db import Database, DatabaseError
+from lifeline.accounting.db import Database
 from lifeline.accounting.migrations import MIGRATIONS, Migration, migrate
+from lifeline.errors import DatabaseError
 from tests.accounting.conftest import OpenDb
 
 

@@ -21,15 +21,9 @@ from typer.testing import CliRunner
 from lifeline.accounting.db import Database
 from lifeline.accounting.ledger import record_row, write_batch
 from lifeline.accounting.migrations import migrate
-from lifeline.accounting.usage import (
-    METRICS,
-    UsageQuery,
-    UsageQueryError,
-    make_query,
-    parse_time,
-    usage_report,
-)
+from lifeline.accounting.usage import METRICS, UsageQuery, make_query, parse_time, usage_report
 from lifeline.cli.usage import register
+from lifeline.errors import UsageQueryError
 from tests.accounting import make_record
 from tests.accounting.conftest import DbLocation
 from tests.fixtures.postgres import PostgresServer, fresh_database

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from lifeline.config import ConfigError, parse_config
-from lifeline.config.database_url import DatabaseUrlError, parse_database_url
+from lifeline.config.database_url import parse_database_url
+from lifeline.errors import DatabaseUrlError
 
 PASSWORD = "pw-very-secret-42"
 

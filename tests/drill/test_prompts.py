@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from lifeline.drill.prompts import PromptError, builtin_prompts, cycle, load_prompts
+from lifeline.drill.prompts import builtin_prompts, cycle, load_prompts
+from lifeline.errors import PromptError
 
 
 def write(tmp_path: Path, text: str) -> Path:

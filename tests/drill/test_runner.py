@@ -14,8 +14,9 @@ import redis
 import yaml
 
 from lifeline.config import load_config
-from lifeline.drill import DrillError, DrillPlan, builtin_prompts, load_prompts, run_drill, run_pass, summarise
+from lifeline.drill import DrillPlan, builtin_prompts, load_prompts, run_drill, run_pass, summarise
 from lifeline.drill.prompts import Messages
+from lifeline.errors import DrillError
 from lifeline.providers.faults import Fault, FaultKind
 from lifeline.testing import FaultWall, wall_text
 from tests.conftest import FAST_RETRY, wall_target

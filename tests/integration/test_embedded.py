@@ -18,7 +18,8 @@ from openai import AsyncOpenAI, OpenAI
 
 from lifeline.config import Config, default_config
 from lifeline.config.schema import LlamaCppTarget
-from lifeline.providers.llamacpp import LlamaCppProvider, ModelResolutionError, resolve_model
+from lifeline.errors import ModelResolutionError
+from lifeline.providers.llamacpp import LlamaCppProvider, resolve_model
 from lifeline.server.app import create_app
 from lifeline.testing import FaultWall, wall_text
 from lifeline.testing.gateway import RunningGateway

@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from lifeline.providers.transport import CONNECTING, SENDING, LeanTransport, PoolUse, ProtocolError, ResponseParser
+from lifeline.errors import ProtocolError
+from lifeline.providers.transport import CONNECTING, SENDING, LeanTransport, PoolUse, ResponseParser
 
 CHUNKED = (
     b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"

@@ -16,19 +16,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-from lifeline.config.database_url import DatabaseUrlError, parse_database_url
+from lifeline.config.database_url import parse_database_url
+from lifeline.errors import DatabaseError, DatabaseUnavailable, DatabaseUrlError
 
 Dialect = Literal["sqlite", "postgres"]
-
-
-class DatabaseError(Exception):
-    """The database could not be reached or refused a statement."""
-
-
-class DatabaseUnavailable(DatabaseError):
-    """The database is down, unreachable, busy, out of disk or read-only: not the statement's fault, so the
-    same statement may succeed later. Every other DatabaseError is the database refusing the statement
-    (a value it cannot store, a constraint), which repeating will not change."""
 
 
 # SQLite's primary result codes that say the database (its file, disk, lock) failed rather than the statement:

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import orjson
 
 from lifeline.accounting.db import Database
-from lifeline.errors import AuthenticationFailed, InvalidRequest, LifelineError
+from lifeline.errors import AuthenticationFailed, InvalidRequest, KeyNotFound
 
 Period = Literal["day", "month", "total"]
 PERIODS: tuple[str, ...] = ("day", "month", "total")
@@ -34,18 +34,6 @@ MAX_EXPIRES_AT = 253_402_300_799.0  # 9999-12-31T23:59:59Z
 _TOKEN = re.compile(r"^ll-([0-9a-f]{16})\.([A-Za-z0-9_-]{43})$")
 _KEY_ID = re.compile(r"^[0-9a-f]{16}$")
 _CONTROL = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
-
-
-class KeyNotFound(LifelineError):
-    status = 404
-    type = "invalid_request_error"
-    code = "key_not_found"
-
-
-class PermissionDenied(LifelineError):
-    status = 403
-    type = "invalid_request_error"
-    code = "permission_denied"
 
 
 def hash_secret(token: str) -> str:

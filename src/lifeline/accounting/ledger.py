@@ -26,10 +26,11 @@ from typing import Any
 
 import orjson
 
-from lifeline.accounting.db import Database, DatabaseUnavailable
+from lifeline.accounting.db import Database
 from lifeline.accounting.migrations import migrate
 from lifeline.accounting.records import LedgerRecord
 from lifeline.config.schema import LedgerSettings
+from lifeline.errors import DatabaseUnavailable
 
 log = logging.getLogger("lifeline.accounting")
 

@@ -41,7 +41,7 @@ from redis.exceptions import RedisError
 
 from lifeline.accounting.records import NANO
 from lifeline.config.schema import AccountingSettings
-from lifeline.errors import LifelineError
+from lifeline.errors import BudgetExceeded, LimitBackendUnavailable, RateLimitExceeded, whole_seconds
 
 log = logging.getLogger(__name__)
 
@@ -60,64 +60,6 @@ _PERIOD_PREFIX: dict[Period, str] = {"day": "d", "month": "m", "total": "t"}
 _PERIOD_WORDS: dict[Period, str] = {"day": "per day", "month": "per month", "total": "in total"}
 
 
-# --- errors ------------------------------------------------------------------------------------------
-
-
-class RateLimitExceeded(LifelineError):
-    """A key's requests-per-minute or tokens-per-minute limit refused a request."""
-
-    status = 429
-    type = "rate_limit_error"
-    code = "rate_limit_exceeded"
-
-    def __init__(self, message: str, *, limit: Literal["rpm", "tpm"], retry_after: float | None) -> None:
-        headers = {"retry-after": str(retry_after_seconds(retry_after))} if retry_after is not None else None
-        super().__init__(message, headers=headers)
-        self.limit = limit
-        self.retry_after = retry_after
-
-
-class BudgetExceeded(LifelineError):
-    """A key's budget for the current period cannot cover this request's worst case."""
-
-    status = 429
-    type = "budget_exceeded"
-    code = "budget_exceeded"
-
-    def __init__(
-        self, *, limit_nusd: int, period: Period, spent_nusd: int, reserved_nusd: int, amount_nusd: int
-    ) -> None:
-        super().__init__(
-            f"Budget of {format_usd(limit_nusd)} {_PERIOD_WORDS[period]} for this key is exhausted "
-            f"({format_usd(spent_nusd)} spent, {format_usd(reserved_nusd)} reserved in flight; "
-            f"this request needs up to {format_usd(amount_nusd)})."
-        )
-        self.limit_nusd = limit_nusd
-        self.period = period
-        self.spent_nusd = spent_nusd
-        self.reserved_nusd = reserved_nusd
-        self.amount_nusd = amount_nusd
-
-
-class LimitBackendUnavailable(LifelineError):
-    """The limits store (Redis) cannot be reached and the configuration says to refuse rather than guess."""
-
-    status = 503
-    type = "api_error"
-    code = "limits_unavailable"
-
-    def __init__(self, message: str | None = None) -> None:
-        super().__init__(
-            message or "Rate limits and budgets cannot be checked right now (the limits store is unreachable).",
-            headers={"retry-after": "1"},
-        )
-
-
-def retry_after_seconds(seconds: float) -> int:
-    """Whole seconds for a Retry-After header: rounded up, so a client that waits that long finds a slot."""
-    return max(1, math.ceil(seconds - 1e-9))
-
-
 def format_usd(nusd: int) -> str:
     """$4.99, $5.00, $0.000123: cents when that is exact, more digits when a small amount needs them."""
     text = f"{abs(nusd) / NANO:.6f}".rstrip("0")
@@ -127,7 +69,7 @@ def format_usd(nusd: int) -> str:
 
 def _rpm_refused(rpm: int, wait: float) -> RateLimitExceeded:
     return RateLimitExceeded(
-        f"Requests per minute limit of {rpm} reached for this key; try again in {retry_after_seconds(wait)} s.",
+        f"Requests per minute limit of {rpm} reached for this key; try again in {whole_seconds(wait)} s.",
         limit="rpm",
         retry_after=wait,
     )
@@ -145,9 +87,24 @@ def _tpm_refused(tpm: int, counted: int, estimate: int, wait: float | None) -> R
         )
     return RateLimitExceeded(
         f"Tokens per minute limit of {tpm} reached for this key ({counted} counted in the last minute, this "
-        f"request needs about {estimate}); try again in {retry_after_seconds(wait)} s.",
+        f"request needs about {estimate}); try again in {whole_seconds(wait)} s.",
         limit="tpm",
         retry_after=wait,
+    )
+
+
+def _budget_refused(
+    *, limit_nusd: int, period: Period, spent_nusd: int, reserved_nusd: int, amount_nusd: int
+) -> BudgetExceeded:
+    return BudgetExceeded(
+        f"Budget of {format_usd(limit_nusd)} {_PERIOD_WORDS[period]} for this key is exhausted "
+        f"({format_usd(spent_nusd)} spent, {format_usd(reserved_nusd)} reserved in flight; "
+        f"this request needs up to {format_usd(amount_nusd)}).",
+        limit_nusd=limit_nusd,
+        period=period,
+        spent_nusd=spent_nusd,
+        reserved_nusd=reserved_nusd,
+        amount_nusd=amount_nusd,
     )
 
 
@@ -435,7 +392,7 @@ class InProcessLimits:
         now = time.monotonic()
         reserved = budget.reserved(now)
         if budget.spent + reserved + amount_nusd > limit_nusd:
-            raise BudgetExceeded(
+            raise _budget_refused(
                 limit_nusd=limit_nusd,
                 period=period,
                 spent_nusd=budget.spent,
@@ -793,7 +750,7 @@ class RedisLimits:
             reservation.recorded = False
             return reservation
         if int(result[0]) != 1:
-            raise BudgetExceeded(
+            raise _budget_refused(
                 limit_nusd=limit_nusd,
                 period=period,
                 spent_nusd=int(result[1]),

@@ -19,15 +19,15 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lifeline.accounting.db import Database, DatabaseUnavailable
-from lifeline.accounting.keys import KeyCache, KeyStore, PermissionDenied, VirtualKey
+from lifeline.accounting.db import Database
+from lifeline.accounting.keys import KeyCache, KeyStore, VirtualKey
 from lifeline.accounting.ledger import Ledger, spent_since
 from lifeline.accounting.limits import LimitStore, RateEntry, Reservation, make_limits
 from lifeline.accounting.migrations import migrate
 from lifeline.accounting.pricing import PriceBook
 from lifeline.accounting.records import LedgerRecord, nusd, usd
 from lifeline.config.schema import Config
-from lifeline.errors import AccountingUnavailable, LifelineError
+from lifeline.errors import AccountingUnavailable, DatabaseUnavailable, LifelineError, PermissionDenied
 from lifeline.metrics import Metrics
 from lifeline.protocol.usage import reservation_prompt_tokens
 from lifeline.tracing import Tracing

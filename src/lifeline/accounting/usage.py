@@ -18,6 +18,7 @@ import orjson
 
 from lifeline.accounting.db import Database, Dialect
 from lifeline.accounting.records import usd
+from lifeline.errors import UsageQueryError
 
 #: what a report can be grouped by, and the SQL each name stands for
 _GROUP_SQL: dict[str, dict[Dialect, str]] = {
@@ -44,10 +45,6 @@ _TOTALS_SQL = (
     "COALESCE(SUM(cost_nusd), 0), "
     "COALESCE(SUM(CASE WHEN usage_estimated THEN 1 ELSE 0 END), 0)"
 )
-
-
-class UsageQueryError(ValueError):
-    """A grouping or filter the report cannot use; the message says which and what is allowed."""
 
 
 @dataclass(frozen=True)

@@ -9,23 +9,18 @@ from typing import Annotated, Any
 
 import typer
 
+from lifeline.cli.common import ConfigOption, read_config
 from lifeline.config import catalogue
 from lifeline.config.catalogue import CAPABILITIES, CatalogueModel
 from lifeline.config.presets import PRESETS, suggest
 
 models_app = typer.Typer(help="Aliases, the model catalogue and host presets.")
 
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="YAML config file (default: $LIFELINE_CONFIG, else the embedded model)."),
-]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
 def _list_aliases(config: Path | None) -> None:
-    from lifeline.cli.main import _config
-
-    cfg = _config(config)
+    cfg = read_config(config)
     for name, alias in cfg.aliases.items():
         typer.echo(f"{name}: {' -> '.join(alias.targets)}")
 

@@ -59,10 +59,11 @@ def drill(
     ] = None,
 ) -> None:
     """Rehearse a cut-off: replay prompts while targets are cut off, and report continuity."""
-    from lifeline.config import ConfigError, load_config
-    from lifeline.drill import DrillError, DrillPlan, PromptError, builtin_prompts, load_prompts, run_drill
+    from lifeline.config import load_config
+    from lifeline.drill import DrillPlan, builtin_prompts, load_prompts, run_drill
     from lifeline.drill.report import markdown, write_reports
     from lifeline.drill.runner import check_plan, first_chat_alias
+    from lifeline.errors import ConfigError, DrillError, PromptError
 
     try:
         cfg = load_config(config)

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 
+from lifeline.cli.common import config_path, read_config
 from lifeline.errors import LifelineError
 
 keys_app = typer.Typer(no_args_is_help=True, help="Virtual keys: create, list, update, revoke.")
@@ -18,13 +19,13 @@ ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="YAML 
 
 def _store(config: Path | None, aliases: list[str] | None = None) -> Any:
     """The key store of the config's database; with `aliases`, each must be one the config file defines."""
-    from lifeline.accounting.db import Database, DatabaseError, describe_location
+    from lifeline.accounting.db import Database, describe_location
+    from lifeline.errors import DatabaseError
     from lifeline.accounting.keys import KeyStore
     from lifeline.accounting.migrations import migrate
-    from lifeline.cli.main import _config, _config_path
 
-    cfg = _config(config)
-    path = _config_path(config)
+    cfg = read_config(config)
+    path = config_path(config)
     if aliases and path is not None:
         _check_aliases(aliases, set(cfg.aliases), path)
     settings = cfg.accounting

@@ -6,18 +6,18 @@ import asyncio
 import contextlib
 import errno
 import logging
-import os
 import socket
 from collections.abc import Iterable
-from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 from pydantic import ValidationError
 
-from lifeline.config import Config, ConfigError, default_config, load_config
+from lifeline.cli.common import ConfigOption, config_path, read_config, refuse
+from lifeline.config import Config, default_config, load_config
 from lifeline.config.load import describe_validation_error
 from lifeline.config.schema import ServerSettings
+from lifeline.errors import ConfigError, DatabaseError, ModelResolutionError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Lifeline: an OpenAI-compatible gateway.")
 fakes = typer.Typer(no_args_is_help=True, help="The fault wall: an OpenAI-compatible upstream that misbehaves.")
@@ -38,35 +38,6 @@ def _register_subcommands() -> None:
     from lifeline.cli.drill import register as register_drill
 
     register_drill(app)
-
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="YAML config file (default: $LIFELINE_CONFIG, else the embedded model)."),
-]
-
-
-def _config_path(path: Path | None) -> Path | None:
-    return path or (Path(os.environ["LIFELINE_CONFIG"]) if os.environ.get("LIFELINE_CONFIG") else None)
-
-
-def _config(path: Path | None, *, ignore_env: bool = False) -> Config:
-    path = _config_path(path)
-    if path is None:
-        return default_config()
-    try:
-        return load_config(path, ignore_env=ignore_env)
-    except ConfigError as exc:
-        _refuse(exc)
-
-
-def _refuse(exc: ConfigError, hint: str | None = None) -> NoReturn:
-    """Print a config's problems, one a line, and exit 2."""
-    for problem in exc.problems:
-        typer.echo(f"error: {problem}", err=True)
-    if hint:
-        typer.echo(f"hint: {hint}", err=True)
-    raise typer.Exit(2)
 
 
 @app.command()
@@ -90,7 +61,7 @@ def serve(
     from lifeline.server.app import create_app
     from lifeline.server.serving import uvicorn_options
 
-    cfg = _config(config)
+    cfg = read_config(config)
     overrides = {k: v for k, v in {"host": host, "port": port, "log_format": log_format}.items() if v is not None}
     if insecure_admin:
         overrides["insecure_admin"] = True
@@ -110,7 +81,7 @@ def serve(
         raise typer.Exit(2) from None
     try:
         # The file is read again on SIGHUP or POST /admin/reload.
-        application = create_app(cfg, config_path=_config_path(config))
+        application = create_app(cfg, config_path=config_path(config))
     except Exception as exc:  # a model that cannot be resolved, a bad target: one line, no trace
         sock.close()
         typer.echo(f"error: {exc}", err=True)
@@ -181,7 +152,7 @@ def admin_exposure(server: ServerSettings, *, has_master_key: bool) -> str | Non
 def _check_database(cfg: Config) -> None:
     """Open (and migrate) the database before serving: one that is down is one line and exit 2, rather than
     a traceback of the ASGI lifespan from uvicorn."""
-    from lifeline.accounting.db import Database, DatabaseError, describe_location
+    from lifeline.accounting.db import Database, describe_location
     from lifeline.accounting.migrations import migrate
 
     settings = cfg.accounting
@@ -202,7 +173,7 @@ def _check_database(cfg: Config) -> None:
 @app.command()
 def models(config: ConfigOption = None) -> None:
     """List the aliases a client may ask for, with their ordered targets."""
-    cfg = _config(config)
+    cfg = read_config(config)
     for name, alias in cfg.aliases.items():
         typer.echo(f"{name}: {' -> '.join(alias.targets)}")
 
@@ -216,14 +187,14 @@ def check(
     ] = False,
 ) -> None:
     """Validate a config file and exit."""
-    path = _config_path(config)
+    path = config_path(config)
     try:
         cfg = load_config(path, ignore_env=no_env) if path is not None else default_config()
     except ConfigError as exc:
-        _refuse(
+        refuse(
             exc, "set them, or check the structure alone: lifeline check --no-env" if exc.missing_variables else None
         )
-    from lifeline.providers.llamacpp import ModelResolutionError, resolve_model
+    from lifeline.providers.llamacpp import resolve_model
 
     for name, target in cfg.targets.items():
         # hub models are fetched at serve time, not by a check; with --no-env a ${VAR} model is not read

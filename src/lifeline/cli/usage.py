@@ -8,16 +8,17 @@ from typing import Annotated
 
 import typer
 
-from lifeline.accounting.db import Database, DatabaseError, default_data_dir
+from lifeline.accounting.db import Database, default_data_dir
 from lifeline.accounting.usage import (
     METRICS,
-    UsageQueryError,
     UsageReport,
     ledger_exists,
     make_query,
     usage_report,
 )
+from lifeline.cli.common import read_config
 from lifeline.config.database_url import parse_database_url
+from lifeline.errors import DatabaseError, UsageQueryError
 
 
 class OutputFormat(enum.StrEnum):
@@ -80,9 +81,7 @@ def usage(
 
 def _database(config: Path | None) -> tuple[str | None, str | None]:
     """The database URL (None for SQLite) and data directory the config names."""
-    from lifeline.cli.main import _config  # here, not at the top: main imports this module to register it
-
-    accounting = _config(config).accounting
+    accounting = read_config(config).accounting
     url = accounting.database_url.get_secret_value() if accounting.database_url else None
     return url, accounting.data_dir
 

@@ -18,8 +18,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from lifeline.config.load import ConfigError, Variables
+from lifeline.config.environment import Variables
 from lifeline.config.presets import PRESETS, Preset, expand_target_presets, key_from_env, resolve_preset
+from lifeline.errors import ConfigError
 
 #: capability names accepted by `filter(supports=…)` and `lifeline models catalogue --supports`
 CAPABILITIES = ("tools", "json", "vision", "prefill")

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
+from lifeline.errors import DatabaseUrlError
+
 #: schemes read as PostgreSQL (psycopg 3 does the talking, whatever driver the suffix names)
 POSTGRES_SCHEMES = frozenset(
     {
@@ -34,10 +36,6 @@ _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]{0,30}$")
 _FORMS = (
     "use postgresql://user:password@host:port/database, or sqlite:///relative/path.db or sqlite:////absolute/path.db"
 )
-
-
-class DatabaseUrlError(ValueError):
-    """Not a database URL Lifeline can use; the message says why without quoting the URL."""
 
 
 @dataclass(frozen=True)

@@ -19,78 +19,11 @@ from typing import Annotated, Any, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from lifeline.config.catalogue import expand
+from lifeline.config.environment import Environment, interpolate
+from lifeline.config.extras import missing_otel
 from lifeline.config.schema import Config
-
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-class ConfigError(Exception):
-    """The configuration could not be read or is invalid. `problems` holds one line per offending key
-    (`targets.x.model: …`, prefixed with `file:line:` by `load_config`); str() joins them with "; "."""
-
-    def __init__(self, *problems: str, missing: Sequence[str] = ()) -> None:
-        super().__init__("; ".join(problems))
-        self.problems = list(problems)
-        #: environment variables the config refers to that are not set, in order of first use
-        self.missing_variables = list(missing)
-
-
-class Environment:
-    """The variables a config is read with.
-
-    An unset variable is recorded, not fatal at once, so that one error names every missing variable. With
-    `ignore` (`lifeline check --no-env`) no variable is read: a reference with a default takes the default,
-    one without stays in place as written, and the paths holding such values are recorded, so that
-    validation errors about them can be set aside.
-    """
-
-    def __init__(self, values: Mapping[str, str], *, ignore: bool = False) -> None:
-        self.values = values
-        self.ignore = ignore
-        #: (path, variable) of every reference to an unset variable
-        self.missing: list[tuple[str, str]] = []
-        #: paths whose value still holds an unresolved `${VAR}` (ignore mode only)
-        self.unresolved: list[str] = []
-
-    def get(self, name: str, path: str, default: str | None = None) -> str:
-        if not self.ignore and name in self.values:
-            return self.values[name]
-        if default is not None:
-            return default
-        if self.ignore:
-            self.unresolved.append(path)
-            return "${" + name + "}"
-        self.missing.append((path, name))
-        return ""
-
-    def check(self) -> None:
-        """Raise one ConfigError naming every unset variable, if any."""
-        if self.missing:
-            raise ConfigError(
-                *(f"{path}: environment variable {name} is not set" for path, name in self.missing),
-                missing=list(dict.fromkeys(name for _, name in self.missing)),
-            )
-
-
-#: what the expansion of presets and open models reads variables from
-Variables = Mapping[str, str] | Environment
-
-
-def interpolate(value: Any, env: Variables, path: str = "") -> Any:
-    """Replace `${VAR}` and `${VAR:-default}` in every string of a parsed YAML document. Given a plain
-    mapping, unset variables are a ConfigError naming all of them."""
-    if not isinstance(env, Environment):
-        environment = Environment(env)
-        result = interpolate(value, environment, path)
-        environment.check()
-        return result
-    if isinstance(value, dict):
-        return {k: interpolate(v, env, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [interpolate(v, env, f"{path}[{i}]") for i, v in enumerate(value)]
-    if not isinstance(value, str):
-        return value
-    return _VAR.sub(lambda match: env.get(match.group(1), path, match.group(2)), value)
+from lifeline.errors import ConfigError
 
 
 def parse_config(data: Any, env: Mapping[str, str] | None = None, *, ignore_env: bool = False) -> Config:
@@ -100,16 +33,12 @@ def parse_config(data: Any, env: Mapping[str, str] | None = None, *, ignore_env:
         raise ConfigError("the config must be a mapping (targets:, aliases: …)")
     environment = Environment(os.environ if env is None else env, ignore=ignore_env)
     data = interpolate(data, environment)
-    # Presets and open-model aliases become plain targets here; catalogue imports this module, hence late.
-    from lifeline.config.catalogue import expand
-
+    # Presets and open-model aliases become plain targets here.
     data = expand(data, environment)
     environment.check()
     config = _validate(data, environment.unresolved)
     if config.tracing.enabled:
         # here, not at the first request: `check` must not say ok to what `serve` cannot run
-        from lifeline.tracing import missing_otel
-
         missing = missing_otel()
         if missing:
             raise ConfigError(f"tracing.enabled: {missing}")

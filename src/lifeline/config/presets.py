@@ -22,7 +22,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from lifeline.config.load import ConfigError, Environment, Variables
+from lifeline.config.environment import Environment, Variables
+from lifeline.errors import ConfigError
 
 HostKind = Literal["openai", "anthropic", "gemini"]
 

@@ -208,6 +208,23 @@ class Constraints(Strict):
     countries_deny: list[str] | None = None
     self_hosted_only: bool = False
 
+    def excludes(self, meta: TargetMeta, kind: str) -> str | None:
+        """None when a target with these facts satisfies the constraints; else why not. Unknown facts
+        exclude: a constraint is a promise, and an unknown licence cannot keep it."""
+        self_hosted = meta.self_hosted if meta.self_hosted is not None else kind == "llamacpp"
+        if self.open_weights_only and meta.open_weights is not True:
+            return "not known to be open weights"
+        if self.licences is not None and (meta.licence or "").lower() not in {x.lower() for x in self.licences}:
+            return f"licence {meta.licence or 'unknown'} not allowed"
+        country = (meta.country or "").upper()
+        if self.countries_allow is not None and country not in {c.upper() for c in self.countries_allow}:
+            return f"publisher country {country or 'unknown'} not allowed"
+        if self.countries_deny is not None and (not country or country in {c.upper() for c in self.countries_deny}):
+            return f"publisher country {country or 'unknown'} denied"
+        if self.self_hosted_only and not self_hosted:
+            return "not self-hosted"
+        return None
+
 
 class Alias(Strict):
     #: "chat" aliases serve /v1/chat/completions (and /v1/messages); "embeddings" aliases serve /v1/embeddings
@@ -408,10 +425,7 @@ class Config(Strict):
                 embedders = [t for t in alias.targets if getattr(self.targets[t], "embedding", False)]
                 if embedders:
                     raise ValueError(f"chat alias {name!r} lists embedding-only target(s) {', '.join(embedders)}")
-            # Imported here: routing builds on the config, not the other way round.
-            from lifeline.routing.capabilities import permitted_targets
-
-            allowed, excluded = permitted_targets(self, alias)
+            allowed, excluded = self.permitted_targets(alias)
             if not allowed:
                 reasons = "; ".join(f"{t}: {r}" for t, r in excluded.items())
                 raise ValueError(f"alias {name!r}: its constraints exclude every target ({reasons})")
@@ -434,6 +448,20 @@ class Config(Strict):
                 f"embeddings alias {name!r} mixes embedding models ({mixed}): vectors of different models are "
                 "not interchangeable; give targets that really serve the same model the same embedding_space"
             )
+
+    def permitted_targets(self, alias: Alias) -> tuple[list[str], dict[str, str]]:
+        """The alias's targets its constraints allow, and why each other one is excluded (resolved once at
+        load, and again by the router it is built with)."""
+        allowed: list[str] = []
+        excluded: dict[str, str] = {}
+        for name in alias.targets:
+            target = self.targets[name]
+            reason = alias.constraints.excludes(target.meta, target.kind)
+            if reason is None:
+                allowed.append(name)
+            else:
+                excluded[name] = reason
+        return allowed, excluded
 
     def retry_for(self, target: str) -> RetryPolicy:
         return self.targets[target].retry or self.retry

@@ -5,9 +5,8 @@ runner.py runs the drill and records each request; summary.py turns the records 
 writes them as Markdown, HTML and JSON; prompts.py reads the prompts. The command is cli/drill.py.
 """
 
-from lifeline.drill.prompts import PromptError, builtin_prompts, load_prompts
+from lifeline.drill.prompts import builtin_prompts, load_prompts
 from lifeline.drill.runner import (
-    DrillError,
     DrillPlan,
     DrillResult,
     PassResult,
@@ -19,11 +18,9 @@ from lifeline.drill.runner import (
 from lifeline.drill.summary import Summary, summarise
 
 __all__ = [
-    "DrillError",
     "DrillPlan",
     "DrillResult",
     "PassResult",
-    "PromptError",
     "RequestResult",
     "Summary",
     "builtin_prompts",

@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 
+from lifeline.errors import PromptError
+
 #: one conversation, as sent in a request's `messages`
 Messages = list[dict[str, Any]]
 
@@ -28,10 +30,6 @@ BUILTIN_PROMPTS: tuple[str, ...] = (
     "Explain what an HTTP 429 status means, in one paragraph.",
     "Suggest a name for a cat that likes to sleep on keyboards.",
 )
-
-
-class PromptError(ValueError):
-    """The prompts file cannot be used; the message names the file and line."""
 
 
 def builtin_prompts() -> list[Messages]:

@@ -31,6 +31,7 @@ import orjson
 
 from lifeline.config.schema import Config
 from lifeline.drill.prompts import Messages, cycle
+from lifeline.errors import DrillError
 from lifeline.providers.faults import Fault
 from lifeline.testing.gateway import run_gateway
 
@@ -39,10 +40,6 @@ Outcome = Literal["answered", "error", "incomplete"]
 #: the client waits this much longer than the gateway's own deadline, so a 504 from the gateway is seen
 #: as such rather than as the client giving up first
 CLIENT_GRACE = 30.0
-
-
-class DrillError(ValueError):
-    """The drill cannot run as asked (an unknown target or alias, a bad number); the message says why."""
 
 
 @dataclass(frozen=True, slots=True)

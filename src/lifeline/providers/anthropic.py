@@ -23,6 +23,7 @@ import orjson
 from lifeline.config.schema import AnthropicTarget
 from lifeline.errors import (
     ContextLengthExceeded,
+    Untranslatable,
     UpstreamCutOff,
     UpstreamError,
     UpstreamModelNotFound,
@@ -36,7 +37,6 @@ from lifeline.providers.translate import (
     JSON,
     PLACEHOLDER_TURN,
     ChunkWriter,
-    Untranslatable,
     add_turn,
     arguments_object,
     chat_completion,

@@ -30,6 +30,7 @@ from lifeline.config.schema import GeminiTarget
 from lifeline.errors import (
     ContentFiltered,
     ContextLengthExceeded,
+    Untranslatable,
     UpstreamCutOff,
     UpstreamError,
     UpstreamModelNotFound,
@@ -43,7 +44,6 @@ from lifeline.providers.translate import (
     JSON,
     PLACEHOLDER_TURN,
     ChunkWriter,
-    Untranslatable,
     add_turn,
     arguments_object,
     chat_completion,

@@ -30,6 +30,7 @@ import orjson
 from lifeline.config.schema import LlamaCppTarget
 from lifeline.errors import (
     ContextLengthExceeded,
+    ModelResolutionError,
     UpstreamOverloaded,
     UpstreamRejected,
     UpstreamSilent,
@@ -57,10 +58,6 @@ def _hub_fetch(repo_id: str, filename: str) -> str:
             "loading a model from a hub needs the huggingface-hub package: pip install huggingface-hub"
         ) from None
     return str(hf_hub_download(repo_id=repo_id, filename=filename))
-
-
-class ModelResolutionError(Exception):
-    """The configured model cannot be found or fetched."""
 
 
 def resolve_model(spec: str, fetch: HubFetch = _hub_fetch) -> tuple[Path, str]:

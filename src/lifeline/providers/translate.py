@@ -21,10 +21,6 @@ JSON = dict[str, Any]
 PLACEHOLDER_TURN = "."
 
 
-class Untranslatable(ValueError):
-    """The request holds something the target's API cannot express."""
-
-
 # --- the request -----------------------------------------------------------------------------------
 
 

@@ -27,16 +27,14 @@ from typing import Any
 
 import httpx
 
+from lifeline.errors import ProtocolError
+
 #: the trace events a provider may wait for (the names httpcore uses too)
 CONNECTING = "connection.connect_tcp.started"
 SENDING = "http11.send_request_headers.started"
 
 _HEAD, _FIXED, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILER, _UNTIL_CLOSE, _DONE = range(8)
 MAX_HEAD = 64 * 1024
-
-
-class ProtocolError(Exception):
-    """The upstream sent something that is not an HTTP/1.1 response."""
 
 
 class ResponseParser:

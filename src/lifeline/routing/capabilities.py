@@ -1,6 +1,6 @@
 """What a request needs and what a target can do, so that the router skips a target that cannot serve a
-request (saying why in the attempt log) instead of failing there. Also the alias constraints (open weights
-only, licences, publisher countries, self-hosted only), resolved once at start-up.
+request (saying why in the attempt log) instead of failing there. (The alias constraints — open weights
+only, licences, publisher countries, self-hosted only — are the config's: `Config.permitted_targets`.)
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from lifeline.config.schema import Alias, Capabilities, Config, Constraints, TargetMeta
+from lifeline.config.schema import Capabilities
 from lifeline.protocol.chat import ChatCompletionRequest
 from lifeline.protocol.usage import estimate_usage
 
@@ -72,39 +72,3 @@ def why_not(needs: Needs, target: TargetAbilities) -> str | None:
     if target.context_window is not None and needs.tokens > target.context_window:
         return f"context window {target.context_window} < ~{needs.tokens} tokens needed"
     return None
-
-
-def excluded_by(constraints: Constraints, meta: TargetMeta, kind: str) -> str | None:
-    """None when the target satisfies the alias's constraints; else why not. Unknown facts exclude: a
-    constraint is a promise, and an unknown licence cannot keep it."""
-    self_hosted = meta.self_hosted if meta.self_hosted is not None else kind == "llamacpp"
-    if constraints.open_weights_only and meta.open_weights is not True:
-        return "not known to be open weights"
-    if constraints.licences is not None and (meta.licence or "").lower() not in {
-        x.lower() for x in constraints.licences
-    }:
-        return f"licence {meta.licence or 'unknown'} not allowed"
-    country = (meta.country or "").upper()
-    if constraints.countries_allow is not None and country not in {c.upper() for c in constraints.countries_allow}:
-        return f"publisher country {country or 'unknown'} not allowed"
-    if constraints.countries_deny is not None and (
-        not country or country in {c.upper() for c in constraints.countries_deny}
-    ):
-        return f"publisher country {country or 'unknown'} denied"
-    if constraints.self_hosted_only and not self_hosted:
-        return "not self-hosted"
-    return None
-
-
-def permitted_targets(config: Config, alias: Alias) -> tuple[list[str], dict[str, str]]:
-    """The alias's targets its constraints allow, and why each other one is excluded."""
-    allowed: list[str] = []
-    excluded: dict[str, str] = {}
-    for name in alias.targets:
-        target = config.targets[name]
-        reason = excluded_by(alias.constraints, target.meta, target.kind)
-        if reason is None:
-            allowed.append(name)
-        else:
-            excluded[name] = reason
-    return allowed, excluded

@@ -31,7 +31,7 @@ from lifeline.errors import (
 )
 from lifeline.providers.base import ChatCall, Chunk, Completion, EmbeddingCall, EmbeddingProvider, Provider
 from lifeline.providers.http import MAX_RETRY_AFTER
-from lifeline.routing.capabilities import abilities, needs_of, permitted_targets, why_not
+from lifeline.routing.capabilities import abilities, needs_of, why_not
 from lifeline.routing.health import Health, State
 from lifeline.routing.policy import Step, decide, order_targets
 from lifeline.tracing import Tracing
@@ -99,7 +99,7 @@ class Router:
         # Resolved once: which targets each alias's constraints allow, what each target can do, its price.
         self.permitted: dict[str, list[str]] = {}
         for name, alias in config.aliases.items():
-            allowed, excluded = permitted_targets(config, alias)
+            allowed, excluded = config.permitted_targets(alias)
             self.permitted[name] = allowed
             for target, reason in excluded.items():
                 log.info("alias %s: target %s excluded by constraints (%s)", name, target, reason)

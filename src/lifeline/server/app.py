@@ -16,9 +16,8 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
-from lifeline.accounting.db import DatabaseUnavailable
 from lifeline.config.schema import Config
-from lifeline.errors import LifelineError
+from lifeline.errors import DatabaseUnavailable, LifelineError
 from lifeline.providers.registry import ProviderRegistry
 from lifeline.server import errors
 from lifeline.server.gateway import Gateway

@@ -12,8 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match
 
-from lifeline.accounting.db import DatabaseUnavailable
-from lifeline.errors import AccountingUnavailable, LifelineError, RouteNotFound
+from lifeline.errors import AccountingUnavailable, DatabaseUnavailable, LifelineError, RouteNotFound
 from lifeline.protocol.anthropic import error_body
 
 log = logging.getLogger("lifeline.server")

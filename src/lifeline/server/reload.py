@@ -29,9 +29,9 @@ from pathlib import Path
 from starlette.applications import Starlette
 
 from lifeline.accounting.limits import InProcessLimits
-from lifeline.config import ConfigError, load_config
+from lifeline.config import load_config
 from lifeline.config.schema import Config
-from lifeline.errors import LifelineError
+from lifeline.errors import ConfigError, LifelineError, NothingToReload, ReloadFailed
 from lifeline.providers.registry import ProviderRegistry
 from lifeline.server.gateway import Gateway
 
@@ -43,20 +43,6 @@ STRAGGLER_GRACE = 0.2
 
 #: at shutdown, how long to wait for replaced gateways still finishing requests
 SHUTDOWN_GRACE = 10.0
-
-
-class NothingToReload(LifelineError):
-    status = 409
-    type = "invalid_request_error"
-    code = "no_config_file"
-
-
-class ReloadFailed(LifelineError):
-    """The new config was refused; the gateway serving before keeps serving."""
-
-    status = 400
-    type = "invalid_request_error"
-    code = "invalid_config"
 
 
 @dataclass(slots=True)

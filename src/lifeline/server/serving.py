@@ -90,14 +90,6 @@ def check_descriptors(config: Config) -> None:
         )
 
 
-class _Refused(Exception):
-    """Raised inside a parser callback to stop parsing and answer `error`."""
-
-    def __init__(self, error: LifelineError) -> None:
-        super().__init__(error.message)
-        self.error = error
-
-
 class LimitedHttpProtocol(HttpToolsProtocol):
     settings: ClassVar[ServerSettings]
 
@@ -149,9 +141,10 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
+            # A callback below refused the request by raising the error to answer with.
             refused = exc.__context__
-            if isinstance(refused, _Refused):
-                self._refuse(refused.error)
+            if isinstance(refused, LifelineError):
+                self._refuse(refused)
             else:
                 self._refuse(MalformedRequest(f"The request is not valid HTTP/1.1: {exc}."))
         except httptools.HttpParserInvalidMethodError:
@@ -181,7 +174,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_lines += 1
         if self._header_lines > self.settings.max_headers:
-            raise _Refused(HeadersTooLarge(f"A request may send at most {self.settings.max_headers} headers."))
+            raise HeadersTooLarge(f"A request may send at most {self.settings.max_headers} headers.")
         self._count_head(len(name) + len(value) + 4)
         super().on_header(name, value)
 
@@ -191,12 +184,10 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self._head_timer.cancel()
             self._head_timer = None
         if self._over_cap:
-            raise _Refused(
-                ServerBusy(
-                    f"The gateway is serving its maximum of {self.settings.max_connections} client "
-                    "connections; retry shortly.",
-                    headers={"retry-after": "1"},
-                )
+            raise ServerBusy(
+                f"The gateway is serving its maximum of {self.settings.max_connections} client "
+                "connections; retry shortly.",
+                headers={"retry-after": "1"},
             )
         before = self.cycle
         super().on_headers_complete()
@@ -227,7 +218,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     def _count_head(self, size: int) -> None:
         self._head_parsed += size
         if self._head_parsed > self.settings.max_header_bytes:
-            raise _Refused(self._too_large())
+            raise self._too_large()
 
     def _too_large(self) -> HeadersTooLarge:
         return HeadersTooLarge(f"The request line and headers may be at most {self.settings.max_header_bytes} bytes.")

@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from lifeline.errors import HttpError
 from lifeline.testing.behaviours import (
     KNOWN_BEHAVIOURS,
     Behaviour,
@@ -46,7 +47,6 @@ from lifeline.testing.payloads import (
 from lifeline.testing.wire import (
     CHUNK_END,
     MAX_HEAD_BYTES,
-    HttpError,
     Request,
     fixed_response,
     read_request,

@@ -14,18 +14,11 @@ from typing import Any
 
 import orjson
 
+from lifeline.errors import HttpError
+
 MAX_HEAD_BYTES = 64 * 1024
 MAX_BODY_BYTES = 32 * 1024 * 1024
 CHUNK_END = b"0\r\n\r\n"
-
-
-class HttpError(Exception):
-    """A request the wall cannot read; answered with ``status`` and the connection is closed."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,9 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from lifeline.accounting.keys import PermissionDenied
-from lifeline.accounting.usage import UsageQueryError, make_query, usage_report
+from lifeline.accounting.usage import make_query, usage_report
 from lifeline.config.presets import suggest
-from lifeline.errors import AuthenticationFailed, InvalidRequest
+from lifeline.errors import AuthenticationFailed, InvalidRequest, PermissionDenied, UsageQueryError
 from lifeline.protocol.parse import parse_json_object
 from lifeline.server.body import read_body
 from lifeline.server.gateway import Gateway, gateway_of

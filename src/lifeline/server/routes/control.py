@@ -13,7 +13,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from lifeline.errors import ClientError, InvalidRequest
+from lifeline.errors import InvalidRequest, TargetNotFound
 from lifeline.protocol.parse import parse_json_object
 from lifeline.providers.faults import FAULT_KINDS, STREAM_CUT_AFTER, Fault, FaultKind
 from lifeline.server.body import read_body
@@ -24,11 +24,6 @@ from lifeline.server.routes.admin import MAX_ADMIN_BODY, require_admin
 log = logging.getLogger("lifeline.server")
 
 STATES = ("drained", "cut", "healthy")
-
-
-class TargetNotFound(ClientError):
-    status = 404
-    code = "target_not_found"
 
 
 def _json(data: object, status: int = 200) -> Response:
