@@ -26,6 +26,7 @@ from lifeline.accounting.limits import LimitStore, RateEntry, Reservation, make_
 from lifeline.accounting.migrations import migrate
 from lifeline.accounting.pricing import PriceBook
 from lifeline.accounting.records import LedgerRecord, nusd, usd
+from lifeline.attempts import AttemptLog
 from lifeline.config.schema import Config
 from lifeline.errors import AccountingUnavailable, LifelineError
 from lifeline.metrics import Metrics
@@ -219,7 +220,7 @@ class Accounting:
         outcome: str,
         target: str | None,
         model: str | None,
-        attempts: list[dict[str, Any]],
+        attempts: AttemptLog,
         usage: dict[str, Any] | None,
         usage_estimated: bool,
         streamed: bool,
@@ -274,7 +275,7 @@ class Accounting:
         outcome: str,
         target: str | None,
         model: str | None,
-        attempts: list[dict[str, Any]],
+        attempts: AttemptLog,
         prompt: int,
         completion: int,
         usage_estimated: bool,
@@ -291,7 +292,7 @@ class Accounting:
             target=target,
             model=model,
             usage={"prompt_tokens": prompt, "completion_tokens": completion} if target else None,
-            attempts=sum(1 for a in attempts if not str(a.get("outcome", "")).startswith("skipped")),
+            attempts=attempts.tries,
         )
         if self.ledger is not None:
             self.ledger.record(
@@ -303,7 +304,7 @@ class Accounting:
                     model=model,
                     outcome=outcome,
                     status=status,
-                    attempts=attempts,
+                    attempts=attempts.as_ledger(),
                     prompt_tokens=prompt,
                     completion_tokens=completion,
                     usage_estimated=usage_estimated,
@@ -323,7 +324,7 @@ class Accounting:
                 "target": target,
                 "outcome": outcome,
                 "status": status,
-                "attempts": sum(1 for a in attempts if not str(a.get("outcome", "")).startswith("skipped")),
+                "attempts": attempts.tries,
                 "stream": streamed,
                 "latency": round(latency, 4),
             },
@@ -337,23 +338,20 @@ class Accounting:
             status=str(status),
         )
         for attempt in attempts:
-            if not str(attempt.get("outcome", "")).startswith("skipped"):
+            if attempt.tried:
                 m.inc(
                     "lifeline_attempts_total",
                     "Upstream attempts by target and outcome.",
-                    target=str(attempt.get("target")),
-                    outcome=str(attempt.get("outcome")),
+                    target=attempt.target,
+                    outcome=attempt.outcome.value,
                 )
                 m.observe(
                     "lifeline_attempt_latency_seconds",
                     "Time of each attempt at a target, to its answer (to its first content for a stream).",
-                    float(attempt.get("latency") or 0.0),
-                    target=str(attempt.get("target")),
+                    round(attempt.latency, 4),
+                    target=attempt.target,
                 )
-        failed = sum(
-            1 for a in attempts if a.get("outcome") not in ("ok",) and not str(a.get("outcome")).startswith("skipped")
-        )
-        if target and failed:
+        if target and attempts.failed:
             m.inc(
                 "lifeline_failovers_total",
                 "Requests answered after at least one failed attempt.",

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
+from lifeline.attempts import Outcome
 from lifeline.errors import UpstreamBroken, UpstreamError
 from lifeline.protocol.usage import delta_chars, estimate_usage
 from lifeline.providers.base import ChatCall, Chunk
@@ -51,9 +52,9 @@ class Part:
 
 @dataclass(slots=True)
 class StreamEnd:
-    """How a relayed stream ended: "ok", "broken" (failed after content, not continued) or "client_closed"."""
+    """How a relayed stream ended: OK, BROKEN (failed after content, not continued) or CLIENT_CLOSED."""
 
-    outcome: str
+    outcome: Outcome
     usage: dict[str, Any] | None
     usage_estimated: bool
     #: the target that produced the end of the answer
@@ -140,7 +141,7 @@ async def relay(
     state = _State(wants_usage=encoder.wants_usage)
     target, head, rest = routed.target, list(routed.result.head), routed.result.rest
     parts = [Part(target)]
-    tried = {target, *(a.target for a in routed.attempts if not a.outcome.startswith("skipped"))}
+    tried = {target, *routed.attempts.tried_targets}
     verdict: bool | None = None  # None: the client left before the end
     limit = router.alias(alias).max_continuations if router is not None and alias is not None else 0
     try:
@@ -162,7 +163,7 @@ async def relay(
                 health.record_failure(target, err)
                 log.warning(
                     "stream broke after content was sent",
-                    extra={"request_id": call.request_id, "target": target, "outcome": err.outcome},
+                    extra={"request_id": call.request_id, "target": target, "outcome": err.outcome.value},
                 )
                 await rest.aclose()  # type: ignore[attr-defined]
                 follow = None
@@ -179,7 +180,7 @@ async def relay(
                     return
                 routed.attempts.extend(follow.attempts)
                 state.continued.append(
-                    {"from": target, "to": follow.target, "after_chars": len(state.text), "reason": err.outcome}
+                    {"from": target, "to": follow.target, "after_chars": len(state.text), "reason": err.outcome.value}
                 )
                 log.info(
                     "stream continued on another target", extra={"request_id": call.request_id, "target": follow.target}
@@ -198,7 +199,7 @@ async def relay(
             health.release(target)
         if on_end is not None:
             usage, estimated = _usage(call, parts)
-            outcome = "ok" if verdict else "broken" if verdict is False else "client_closed"
+            outcome = Outcome.OK if verdict else Outcome.BROKEN if verdict is False else Outcome.CLIENT_CLOSED
             # shielded: a client that left must not cancel the bookkeeping of what it consumed
             await asyncio.shield(on_end(StreamEnd(outcome, usage, estimated, target, parts)))
 

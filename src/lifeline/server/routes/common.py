@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from starlette.requests import ClientDisconnect, Request
 
 from lifeline.accounting.service import Accounting, Admission
+from lifeline.attempts import AttemptLog
 from lifeline.errors import ClientClosed, InvalidRequest, LifelineError, PayloadTooLarge, RequestTimeout
 from lifeline.protocol.usage import estimate_usage
 from lifeline.providers.base import ChatCall, Completion, Deadline
@@ -80,7 +81,7 @@ async def route_accounted(
             outcome="client_closed" if status == 499 else "error",
             target=None,
             model=None,
-            attempts=exc.attempts if isinstance(exc, LifelineError) else [],
+            attempts=exc.attempts if isinstance(exc, LifelineError) else AttemptLog(),
             usage=None,
             usage_estimated=False,
             streamed=streamed,
@@ -100,7 +101,7 @@ async def finish_answer(
         outcome="ok",
         target=done.target,
         model=done.result.model,
-        attempts=[a.as_dict() for a in done.attempts],
+        attempts=done.attempts,
         usage=usage,
         usage_estimated=estimated,
         streamed=False,
@@ -115,16 +116,15 @@ def stream_finisher(
     ttft = time.monotonic() - admission.started
 
     async def on_end(end: StreamEnd) -> None:
-        attempts = [a.as_dict() for a in routed.attempts]
-        if end.outcome != "ok":
-            attempts[-1] = {**attempts[-1], "outcome": end.outcome}
+        # The answering attempt is the last: a stream that broke, or whose client left, says so there.
+        attempts = routed.attempts.ended(end.outcome)
         # A stream that broke after content still cost what it produced; the client left: the same. A
         # continued stream costs each target's share at that target's price.
         parts = [(p.target, *_part_tokens(p, call.body)) for p in end.parts] if len(end.parts) > 1 else None
         await gateway.accounting.finish(
             admission,
             status=200,
-            outcome=end.outcome,
+            outcome=end.outcome.value,
             target=end.target or routed.target,
             cost_parts=parts,
             model=model,
