@@ -243,14 +243,9 @@ class Router:
             if name in raced:
                 index += 1
                 continue
-            if min_context is not None and (provider.context_window or 0) <= min_context:
-                attempts.append(Attempt.skipped(name, SkipReason.CONTEXT_TOO_SMALL))
-                index += 1
-                continue
-            if name == forced:
-                health.force_probe(name)
-            elif not retrying and not health.acquire(name):
-                attempts.append(Attempt.skipped(name, health.why_unavailable(name)))
+            skip = self._admit(name, forced, retrying, min_context)
+            if skip is not None:
+                attempts.append(Attempt.skipped(name, skip))
                 index += 1
                 continue
             if call.deadline.expired:
@@ -290,6 +285,17 @@ class Router:
             return Routed(name, self.providers[name].model, result, attempts)
 
         raise self._exhausted(alias_name, attempts, last_error)
+
+    def _admit(self, name: str, forced: str | None, retrying: bool, min_context: int | None) -> SkipReason | None:
+        """None when `name` may be sent the next attempt (claiming its probe, if its circuit wants one);
+        else why it is skipped. A retry of the same target was admitted already."""
+        if min_context is not None and (self.providers[name].context_window or 0) <= min_context:
+            return SkipReason.CONTEXT_TOO_SMALL
+        if name == forced:
+            self.health.force_probe(name)
+        elif not retrying and not self.health.acquire(name):
+            return self.health.why_unavailable(name)
+        return None
 
     async def _attempt_once(
         self,
