@@ -27,6 +27,7 @@ PACKAGE = Path(lifeline.__file__).resolve().parent
 FLOORS: dict[str, int] = {
     "data": 0,
     "errors": 0,
+    "attempts": 0,  # the attempt log: errors carry one
     "logs": 0,
     "metrics": 0,
     "config": 1,

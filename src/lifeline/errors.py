@@ -80,6 +80,8 @@ import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from lifeline.attempts import AttemptLog, Outcome
+
 
 class Failover(enum.Enum):
     """What the router does after an attempt fails with a given error (see routing/policy.py)."""
@@ -123,7 +125,7 @@ class LifelineError(Exception):
             self.param = param
         self.headers: dict[str, str] = dict(headers or {})
         #: the attempts made before this error was raised (set by the router), for the ledger
-        self.attempts: list[dict[str, Any]] = []
+        self.attempts = AttemptLog()
 
     def envelope(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
@@ -287,8 +289,8 @@ class UpstreamError(LifelineError):
     status = 502
     type = "api_error"
     code = "upstream_error"
-    #: the short name used in attempt logs and the attempts header
-    outcome: str = "error"
+    #: what the attempt log records for an attempt that failed with this error
+    outcome: Outcome = Outcome.ERROR
 
     def __init__(
         self,
@@ -307,7 +309,7 @@ class UpstreamError(LifelineError):
 
 class UpstreamUnavailable(UpstreamError):
     failover = Failover.RETRY
-    outcome = "unavailable"
+    outcome = Outcome.UNAVAILABLE
 
 
 class UpstreamRateLimited(UpstreamError):
@@ -315,17 +317,17 @@ class UpstreamRateLimited(UpstreamError):
     status = 429
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
-    outcome = "rate_limited"
+    outcome = Outcome.RATE_LIMITED
 
 
 class UpstreamCutOff(UpstreamError):
     failover = Failover.CUT_OFF
-    outcome = "cut_off"
+    outcome = Outcome.CUT_OFF
 
 
 class UpstreamModelNotFound(UpstreamError):
     failover = Failover.NEXT
-    outcome = "model_not_found"
+    outcome = Outcome.MODEL_NOT_FOUND
 
 
 class ContextLengthExceeded(UpstreamError):
@@ -334,7 +336,7 @@ class ContextLengthExceeded(UpstreamError):
     type = "invalid_request_error"
     code = "context_length_exceeded"
     param = "messages"
-    outcome = "context_length_exceeded"
+    outcome = Outcome.CONTEXT_LENGTH_EXCEEDED
 
 
 class ContentFiltered(UpstreamError):
@@ -342,7 +344,7 @@ class ContentFiltered(UpstreamError):
     status = 400
     type = "invalid_request_error"
     code = "content_filter"
-    outcome = "content_filter"
+    outcome = Outcome.CONTENT_FILTER
 
 
 class UpstreamRejected(UpstreamError):
@@ -352,7 +354,7 @@ class UpstreamRejected(UpstreamError):
     status = 400
     type = "invalid_request_error"
     code = "invalid_request"
-    outcome = "rejected"
+    outcome = Outcome.REJECTED
 
 
 class UpstreamSilent(UpstreamError):
@@ -360,7 +362,7 @@ class UpstreamSilent(UpstreamError):
     status = 504
     type = "api_error"
     code = "upstream_timeout"
-    outcome = "silent"
+    outcome = Outcome.SILENT
 
 
 class UpstreamOverloaded(UpstreamError):
@@ -370,21 +372,21 @@ class UpstreamOverloaded(UpstreamError):
     status = 503
     type = "api_error"
     code = "overloaded"
-    outcome = "overloaded"
+    outcome = Outcome.OVERLOADED
 
 
 class ConnectionPoolFull(UpstreamOverloaded):
     """Every connection of the target's pool stayed busy for the whole connect timeout: the gateway's own
     cap is full, which says nothing about the target's health (no circuit verdict; the next target)."""
 
-    outcome = "pool_full"
+    outcome = Outcome.POOL_FULL
 
 
 class UpstreamBroken(UpstreamError):
     """A stream broke after content reached the client; it is reported to the client as an error event."""
 
     failover = Failover.NEXT
-    outcome = "broken"
+    outcome = Outcome.BROKEN
 
 
 # --- the request as a whole ------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import Any
 
+from lifeline.attempts import Outcome
 from lifeline.config.extras import missing_otel
 from lifeline.config.schema import TracingSettings
 from lifeline.errors import ConfigError
@@ -132,17 +133,17 @@ class Tracing:
             yield span
 
     @staticmethod
-    def attempt_outcome(span: Any, outcome: str, status: int | None = None) -> None:
+    def attempt_outcome(span: Any, outcome: Outcome, status: int | None = None) -> None:
         if span is None:
             return
-        span.set_attribute("lifeline.attempt.outcome", outcome)
+        span.set_attribute("lifeline.attempt.outcome", outcome.value)
         if status is not None:
             span.set_attribute("lifeline.upstream.status_code", status)
-        if outcome not in ("ok", "continued"):
+        if not outcome.answered:
             from opentelemetry.trace import Status, StatusCode
 
-            span.set_attribute("error.type", outcome)
-            span.set_status(Status(StatusCode.ERROR, outcome))
+            span.set_attribute("error.type", outcome.value)
+            span.set_status(Status(StatusCode.ERROR, outcome.value))
 
     def shutdown(self) -> None:
         if self._provider is not None:

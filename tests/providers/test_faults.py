@@ -12,6 +12,7 @@ from typing import Any, cast
 
 import pytest
 
+from lifeline.attempts import Outcome, SkipReason
 from lifeline.config import parse_config
 from lifeline.config.schema import CircuitPolicy, Timeouts
 from lifeline.errors import UpstreamCutOff, UpstreamError, UpstreamSilent, UpstreamUnavailable
@@ -246,7 +247,7 @@ def test_a_drained_target_is_unavailable_and_says_why() -> None:
     h.drain("t")
     assert not h.available("t", now=0)
     assert not h.acquire("t", now=0)
-    assert h.why_unavailable("t") == "drained"
+    assert h.why_unavailable("t") is SkipReason.DRAINED
     assert h.override("t") == "drained"
     assert h.snapshot(["t"])[0]["override"] == "drained"
     assert h.snapshot(["u"])[0]["override"] is None
@@ -312,7 +313,7 @@ def test_the_router_meets_a_cut_as_a_real_cut_off() -> None:
     done = asyncio.run(router.complete("chat", make_call()))
     assert done.target == "backup"
     first = done.attempts[0]
-    assert (first.target, first.outcome, first.status) == ("primary", "cut_off", 403)
+    assert (first.target, first.outcome, first.status) == ("primary", Outcome.CUT_OFF, 403)
     assert router.health.circuit("primary").state is State.OPEN
     assert primary.calls == 0
     (event,) = router.health.recent_failovers
@@ -324,7 +325,7 @@ def test_the_router_retries_an_unavailable_cut_then_moves_on() -> None:
     router = make_router(primary, backup, retries=2)
     router.health.cut("primary", Fault("unavailable"))
     done = asyncio.run(router.complete("chat", make_call()))
-    assert [a.outcome for a in done.attempts] == ["unavailable"] * 3 + ["ok"]
+    assert [a.outcome for a in done.attempts] == [Outcome.UNAVAILABLE] * 3 + [Outcome.OK]
     assert primary.calls == 0
 
 
@@ -334,6 +335,6 @@ def test_the_router_skips_a_drained_target() -> None:
     router.health.drain("primary")
     done = asyncio.run(router.complete("chat", make_call()))
     assert done.target == "backup"
-    assert done.attempts[0].target == "primary" and done.attempts[0].outcome.startswith("skipped: ")
+    assert done.attempts[0].target == "primary" and done.attempts[0].skip is SkipReason.DRAINED
     assert done.tries == 1
     assert primary.calls == 0

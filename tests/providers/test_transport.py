@@ -280,6 +280,7 @@ def test_waiting_for_a_full_pool_is_overload_never_the_targets_silence(
 ) -> None:
     """The only connection is busy with a slow answer; another attempt waits for it until the connect
     timeout (or the request's deadline) ends the wait: that is the gateway's own cap, not a silent target."""
+    from lifeline.attempts import Outcome
     from lifeline.config.schema import OpenAITarget
     from lifeline.errors import ConnectionPoolFull, Failover
     from lifeline.providers.base import Deadline
@@ -315,7 +316,7 @@ def test_waiting_for_a_full_pool_is_overload_never_the_targets_silence(
                         pass
                 else:
                     await provider.complete(call)
-            assert raised.value.failover is Failover.BUSY and raised.value.outcome == "pool_full"
+            assert raised.value.failover is Failover.BUSY and raised.value.outcome is Outcome.POOL_FULL
             assert not holder.done()  # the slow answer was never cut short by the wait
             release.set()
             assert (await holder).body["choices"][0]["message"]["content"] == "ok"

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
+from lifeline.attempts import Outcome, SkipReason
 from lifeline.config import parse_config
 from lifeline.errors import (
     AllTargetsBusy,
@@ -124,8 +126,9 @@ def complete(router: Router, alias: str = "chat", call: ChatCall | None = None) 
     return asyncio.run(router.complete(alias, call or make_call()))
 
 
-def outcomes(routed: Routed[Any]) -> list[tuple[str, str]]:
-    return [(a.target, a.outcome) for a in routed.attempts]
+def outcomes(routed: Routed[Any]) -> list[tuple[str, Outcome | SkipReason]]:
+    """Each attempt as (target, outcome), or (target, skip reason) for a target that was skipped."""
+    return [(a.target, a.skip or a.outcome) for a in routed.attempts]
 
 
 # --- order and retries ------------------------------------------------------------------------------
@@ -137,7 +140,7 @@ def test_first_target_answers() -> None:
     assert routed.target == "a"
     assert routed.model == "a-model"
     assert routed.result.body == {"answered_by": "a"}
-    assert outcomes(routed) == [("a", "ok")]
+    assert outcomes(routed) == [("a", Outcome.OK)]
     assert routed.attempts[0].status == 200
     assert routed.tries == 1
     assert (a.calls, b.calls) == (1, 0)
@@ -147,7 +150,7 @@ def test_targets_tried_in_alias_order() -> None:
     a, b, c = Fake("a", UpstreamModelNotFound("x")), Fake("b", UpstreamSilent("x")), Fake("c")
     router = make_router(a, b, c, aliases={"chat": {"targets": ["b", "a", "c"]}})
     routed = complete(router)
-    assert outcomes(routed) == [("b", "silent"), ("a", "model_not_found"), ("c", "ok")]
+    assert outcomes(routed) == [("b", Outcome.SILENT), ("a", Outcome.MODEL_NOT_FOUND), ("c", Outcome.OK)]
     assert routed.tries == 3
 
 
@@ -155,7 +158,7 @@ def test_transient_failure_retried_on_the_same_target() -> None:
     a, b = Fake("a", UpstreamUnavailable("x"), UpstreamUnavailable("x")), Fake("b")
     routed = complete(make_router(a, b))
     assert routed.target == "a"
-    assert outcomes(routed) == [("a", "unavailable"), ("a", "unavailable"), ("a", "ok")]
+    assert outcomes(routed) == [("a", Outcome.UNAVAILABLE), ("a", Outcome.UNAVAILABLE), ("a", Outcome.OK)]
     assert routed.tries == 3
     assert (a.calls, b.calls) == (3, 0)
 
@@ -226,7 +229,7 @@ def test_open_circuit_skipped() -> None:
     routed = complete(router)
     assert routed.target == "b"
     assert a.calls == 0
-    assert outcomes(routed) == [("a", "skipped: circuit open"), ("b", "ok")]
+    assert outcomes(routed) == [("a", SkipReason.CIRCUIT_OPEN), ("b", Outcome.OK)]
     assert routed.tries == 1
 
 
@@ -261,7 +264,7 @@ def test_half_open_probe_in_flight_skipped() -> None:
     circuit = router.health.circuit("a")
     circuit.state, circuit.probe_in_flight = State.HALF_OPEN, True
     routed = complete(router)
-    assert outcomes(routed) == [("a", "skipped: circuit half-open, probe in flight"), ("b", "ok")]
+    assert outcomes(routed) == [("a", SkipReason.PROBE_IN_FLIGHT), ("b", Outcome.OK)]
 
 
 def test_unexpected_exception_frees_the_probe() -> None:
@@ -293,7 +296,7 @@ def test_rate_limited_target_skipped_for_another() -> None:
     router = make_router(a, b)
     router.health.record_failure("a", UpstreamRateLimited("x", retry_after=30))
     routed = complete(router)
-    assert outcomes(routed) == [("a", "skipped: rate limited"), ("b", "ok")]
+    assert outcomes(routed) == [("a", SkipReason.RATE_LIMITED), ("b", Outcome.OK)]
 
 
 def test_short_retry_after_waited_out_on_the_same_target(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -309,7 +312,7 @@ def test_short_retry_after_waited_out_on_the_same_target(monkeypatch: pytest.Mon
     routed = complete(make_router(a, b))
     assert waits == [0.02]  # the stated Retry-After, waited once before the retry
     assert routed.target == "a"
-    assert outcomes(routed) == [("a", "rate_limited"), ("a", "ok")]
+    assert outcomes(routed) == [("a", Outcome.RATE_LIMITED), ("a", Outcome.OK)]
 
 
 def test_429_without_retry_after_retried_on_the_same_target() -> None:
@@ -378,10 +381,10 @@ def test_context_overflow_skips_to_a_larger_target() -> None:
     routed = complete(make_router(a, b, c, d))
     assert routed.target == "d"
     assert outcomes(routed) == [
-        ("a", "context_length_exceeded"),
-        ("b", "skipped: context window too small"),
-        ("c", "skipped: context window too small"),
-        ("d", "ok"),
+        ("a", Outcome.CONTEXT_LENGTH_EXCEEDED),
+        ("b", SkipReason.CONTEXT_TOO_SMALL),
+        ("c", SkipReason.CONTEXT_TOO_SMALL),
+        ("d", Outcome.OK),
     ]
     assert (b.calls, c.calls) == (0, 0)
 
@@ -420,7 +423,7 @@ def test_n_above_one_without_a_capable_target() -> None:
 def test_n_above_one_only_tries_capable_targets() -> None:
     a, b = Fake("a", supports_n=False), Fake("b", supports_n=True)
     routed = complete(make_router(a, b), call=make_call(n=3))
-    assert outcomes(routed) == [("a", "skipped: one choice only (n=1)"), ("b", "ok")]
+    assert outcomes(routed) == [("a", SkipReason.ONE_CHOICE), ("b", Outcome.OK)]
 
 
 def test_n_of_one_uses_every_target() -> None:
@@ -495,3 +498,71 @@ def test_an_alias_of_the_other_kind_is_named_with_the_right_article() -> None:
         router.alias("embed", "chat")
     assert chat.value.message == "The model 'chat' is a chat model; use it with /v1/chat/completions."
     assert embed.value.message == "The model 'embed' is an embeddings model; use it with /v1/embeddings."
+
+
+# --- hedging and continuation: the same attempt, recorded the same way -------------------------------
+
+HEDGED = {"chat": {"targets": ["a", "b"], "hedge_after_ms": 10}}
+
+
+def test_a_hedge_keeps_the_partner_that_answers_and_records_the_loser_before_it() -> None:
+    a, b = Fake("a", delay=60), Fake("b")
+    router = make_router(a, b, aliases=HEDGED)
+    routed = complete(router)
+    assert routed.target == "b"
+    assert outcomes(routed) == [("a", Outcome.HEDGE_LOST), ("b", Outcome.OK)]  # the answer is the last
+    assert routed.tries == 2
+    loser = router.health.circuit("a")
+    assert loser.consecutive_failures == 0 and not loser.probe_in_flight  # no verdict on the loser
+
+
+def test_a_hedged_stream_keeps_the_winner_whole() -> None:
+    a, b = Fake("a", delay=60), Fake("b")
+    router = make_router(a, b, aliases=HEDGED)
+
+    async def main() -> tuple[Routed[Any], list[Chunk]]:
+        routed = await router.open_stream("chat", make_call(stream=True))
+        return routed, [c async for c in routed.result.rest]
+
+    routed, rest = asyncio.run(main())
+    assert routed.target == "b" and routed.result.head[-1].content
+    assert [c.finish for c in rest] == [True]
+    assert outcomes(routed) == [("a", Outcome.HEDGE_LOST), ("b", Outcome.OK)]
+
+
+def test_a_hedge_whose_first_target_fails_counts_that_failure() -> None:
+    a, b = Fake("a", UpstreamUnavailable("x"), delay=0.05), Fake("b", delay=0.2)
+    router = make_router(a, b, aliases=HEDGED, retry={"max_retries": 0})
+    routed = complete(router)
+    assert routed.target == "b"
+    assert outcomes(routed) == [("a", Outcome.UNAVAILABLE), ("b", Outcome.OK)]
+    assert router.health.circuit("a").consecutive_failures == 1
+
+
+def test_when_both_hedged_attempts_fail_each_is_recorded_once_and_the_next_answers() -> None:
+    a, b, c = (
+        Fake("a", UpstreamUnavailable("x"), delay=0.05),
+        Fake("b", UpstreamUnavailable("y"), delay=0.05),
+        Fake("c"),
+    )
+    aliases = {"chat": {"targets": ["a", "b", "c"], "hedge_after_ms": 10}}
+    router = make_router(a, b, c, aliases=aliases, retry={"max_retries": 0})
+    routed = complete(router)
+    assert routed.target == "c"
+    assert set(outcomes(routed)[:2]) == {("a", Outcome.UNAVAILABLE), ("b", Outcome.UNAVAILABLE)}
+    assert outcomes(routed)[2:] == [("c", Outcome.OK)]
+    assert (a.calls, b.calls, c.calls) == (1, 1, 1)  # the partner is not tried again
+
+
+def test_a_continuation_is_recorded_as_continued_after_the_failures_before_it() -> None:
+    a, b, c = Fake("a"), Fake("b", UpstreamUnavailable("x")), Fake("c")
+    router = make_router(a, b, c)
+    for name in ("b", "c"):
+        router.abilities[name] = dataclasses.replace(router.abilities[name], prefill=True)
+    tried = {"a"}
+    follow = asyncio.run(router.continue_stream("chat", make_call(stream=True), "partial", tried))
+    assert follow is not None and follow.target == "c"
+    assert outcomes(follow) == [("b", Outcome.UNAVAILABLE), ("c", Outcome.CONTINUED)]
+    assert tried == {"a", "b", "c"}
+    assert router.health.circuit("b").consecutive_failures == 1
+    assert router.health.circuit("c").latency_ewma is None  # a continuation's time is not the target's pace

@@ -26,6 +26,7 @@ from lifeline.accounting.limits import LimitStore, RateEntry, Reservation, make_
 from lifeline.accounting.migrations import migrate
 from lifeline.accounting.pricing import PriceBook
 from lifeline.accounting.records import LedgerRecord, nusd, usd
+from lifeline.attempts import AttemptLog
 from lifeline.config.schema import Config
 from lifeline.errors import AccountingUnavailable, DatabaseUnavailable, LifelineError, PermissionDenied
 from lifeline.metrics import Metrics
@@ -81,8 +82,8 @@ class Finish:
     #: the target that answered (None when none did)
     target: str | None = None
     model: str | None = None
-    #: the attempts as the ledger records them
-    attempts: list[dict[str, Any]] = field(default_factory=list)
+    #: every attempt at a target (the ledger words them)
+    attempts: AttemptLog = field(default_factory=AttemptLog)
     usage: dict[str, Any] | None = None
     usage_estimated: bool = False
     #: a streamed answer: the time to its first content
@@ -270,7 +271,7 @@ class Accounting:
             target=target,
             model=model,
             usage={"prompt_tokens": prompt, "completion_tokens": completion} if target else None,
-            attempts=sum(1 for a in attempts if not str(a.get("outcome", "")).startswith("skipped")),
+            attempts=attempts.tries,
         )
         if self.ledger is not None:
             self.ledger.record(
@@ -282,7 +283,7 @@ class Accounting:
                     model=model,
                     outcome=outcome,
                     status=status,
-                    attempts=attempts,
+                    attempts=attempts.as_ledger(),
                     prompt_tokens=prompt,
                     completion_tokens=completion,
                     usage_estimated=end.usage_estimated,
@@ -302,7 +303,7 @@ class Accounting:
                 "target": target,
                 "outcome": outcome,
                 "status": status,
-                "attempts": sum(1 for a in attempts if not str(a.get("outcome", "")).startswith("skipped")),
+                "attempts": attempts.tries,
                 "stream": streamed,
                 "latency": round(latency, 4),
             },
@@ -316,23 +317,20 @@ class Accounting:
             status=str(status),
         )
         for attempt in attempts:
-            if not str(attempt.get("outcome", "")).startswith("skipped"):
+            if attempt.tried:
                 m.inc(
                     "lifeline_attempts_total",
                     "Upstream attempts by target and outcome.",
-                    target=str(attempt.get("target")),
-                    outcome=str(attempt.get("outcome")),
+                    target=attempt.target,
+                    outcome=attempt.outcome.value,
                 )
                 m.observe(
                     "lifeline_attempt_latency_seconds",
                     "Time of each attempt at a target, to its answer (to its first content for a stream).",
-                    float(attempt.get("latency") or 0.0),
-                    target=str(attempt.get("target")),
+                    round(attempt.latency, 4),
+                    target=attempt.target,
                 )
-        failed = sum(
-            1 for a in attempts if a.get("outcome") not in ("ok",) and not str(a.get("outcome")).startswith("skipped")
-        )
-        if target and failed:
+        if target and attempts.failed:
             m.inc(
                 "lifeline_failovers_total",
                 "Requests answered after at least one failed attempt.",

@@ -20,9 +20,9 @@ ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="YAML 
 def _store(config: Path | None, aliases: list[str] | None = None) -> Any:
     """The key store of the config's database; with `aliases`, each must be one the config file defines."""
     from lifeline.accounting.db import Database, describe_location
-    from lifeline.errors import DatabaseError
     from lifeline.accounting.keys import KeyStore
     from lifeline.accounting.migrations import migrate
+    from lifeline.errors import DatabaseError
 
     cfg = read_config(config)
     path = config_path(config)

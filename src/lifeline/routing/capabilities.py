@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from lifeline.attempts import SkipReason
 from lifeline.config.schema import Capabilities
 from lifeline.protocol.chat import ChatCompletionRequest
 from lifeline.protocol.usage import estimate_usage
@@ -61,14 +62,14 @@ def needs_of(request: ChatCompletionRequest, body: dict[str, Any]) -> Needs:
     return Needs(tools=tools, json_schema=json_schema, vision=vision, tokens=tokens)
 
 
-def why_not(needs: Needs, target: TargetAbilities) -> str | None:
-    """None when the target can serve the request; else the reason it is skipped."""
+def why_not(needs: Needs, target: TargetAbilities) -> tuple[SkipReason, str] | None:
+    """None when the target can serve the request; else the reason it is skipped, with its particulars."""
     if needs.tools and not target.tools:
-        return "no tool calls"
+        return SkipReason.NO_TOOLS, ""
     if needs.json_schema and not target.json_schema:
-        return "no json_schema response format"
+        return SkipReason.NO_JSON_SCHEMA, ""
     if needs.vision and not target.vision:
-        return "no image input"
+        return SkipReason.NO_IMAGES, ""
     if target.context_window is not None and needs.tokens > target.context_window:
-        return f"context window {target.context_window} < ~{needs.tokens} tokens needed"
+        return SkipReason.CONTEXT_WINDOW, f"{target.context_window} < ~{needs.tokens} tokens needed"
     return None

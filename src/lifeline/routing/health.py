@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from lifeline.attempts import SkipReason
 from lifeline.config.schema import CircuitPolicy
 from lifeline.errors import Failover, UpstreamError
 from lifeline.providers.faults import Fault
@@ -132,17 +133,17 @@ class Health:
         pool = [t for t in targets if t not in self.drained] or targets
         return min(pool, key=lambda t: self.circuit(t).last_failure_at)
 
-    def why_unavailable(self, target: str, now: float | None = None) -> str:
-        """Why `available` says no, in the words of the attempt log ("skipped: <why>")."""
+    def why_unavailable(self, target: str, now: float | None = None) -> SkipReason:
+        """Why `available` says no: the reason the attempt log gives for skipping the target."""
         now = time.monotonic() if now is None else now
         if target in self.drained:
-            return "drained"
+            return SkipReason.DRAINED
         c = self.circuit(target)
         if c.rate_limited_until > now:
-            return "rate limited"
+            return SkipReason.RATE_LIMITED
         if c.state is State.HALF_OPEN:
-            return "circuit half-open, probe in flight"
-        return "circuit open"
+            return SkipReason.PROBE_IN_FLIGHT
+        return SkipReason.CIRCUIT_OPEN
 
     # --- the operator's overrides ------------------------------------------------------------------
 
@@ -190,13 +191,13 @@ class Health:
             wait = error.retry_after if error.retry_after is not None else self.policy.rate_limit_pause
             wait = min(wait, MAX_RETRY_AFTER) if math.isfinite(wait) else MAX_RETRY_AFTER
             c.rate_limited_until = max(c.rate_limited_until, now + wait)
-            c.last_error = f"{error.outcome} {error.upstream_status or ''}".strip()
+            c.last_error = f"{error.outcome.value} {error.upstream_status or ''}".strip()
             return
         if error.failover not in _COUNTS_AS_FAILURE:
             return
         c.consecutive_failures += 1
         c.last_failure_at = now
-        c.last_error = f"{error.outcome} {error.upstream_status or ''}".strip()
+        c.last_error = f"{error.outcome.value} {error.upstream_status or ''}".strip()
         if error.failover is Failover.CUT_OFF:
             self._open(c, now, self.policy.cutoff_cooldown)
         elif c.state is State.HALF_OPEN or c.consecutive_failures >= self.policy.failure_threshold:

@@ -1,8 +1,9 @@
 """The router: an alias's ordered targets, tried one attempt at a time under the failover policy.
 
 `Router.complete` returns a whole answer; `Router.open_stream` returns a stream once a target has produced
-its first content — until then a failure moves on to the next target invisibly. Each attempt is recorded
-(target, outcome, status, latency) and every failed one is reported to the circuits.
+its first content — until then a failure moves on to the next target invisibly. Every attempt, made by the
+loop, a hedge or a continuation, goes through `_attempt_once`: its span, its time, the circuit's verdict and
+its record in the request's AttemptLog (lifeline.attempts).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, cast
 
 from lifeline.accounting.pricing import PriceBook
+from lifeline.attempts import Attempt, AttemptLog, Outcome, SkipReason
 from lifeline.config.schema import Alias, Config, TracingSettings
 from lifeline.errors import (
     AllTargetsBusy,
@@ -41,36 +43,17 @@ log = logging.getLogger("lifeline.router")
 T = TypeVar("T")
 Call = ChatCall | EmbeddingCall
 
-# Outcomes that mean "busy, come back later" rather than "broken".
-_BUSY = frozenset({"rate_limited", "overloaded", "pool_full"})
-
-
-@dataclass(slots=True)
-class Attempt:
-    target: str
-    outcome: str  # "ok", an UpstreamError outcome, or "skipped: <why>"
-    status: int | None = None
-    latency: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "target": self.target,
-            "outcome": self.outcome,
-            "status": self.status,
-            "latency": round(self.latency, 4),
-        }
-
 
 @dataclass(slots=True)
 class Routed(Generic[T]):
     target: str
     model: str
     result: T
-    attempts: list[Attempt] = field(default_factory=list)
+    attempts: AttemptLog = field(default_factory=AttemptLog)
 
     @property
     def tries(self) -> int:
-        return _tries(self.attempts)
+        return self.attempts.tries
 
 
 @dataclass(slots=True)
@@ -149,7 +132,11 @@ class Router:
             body=call.body, request=call.request, request_id=call.request_id, deadline=call.deadline, prefill=prefill
         )
         needs = needs_of(call.request, call.body)
-        attempts: list[Attempt] = []
+        attempts = AttemptLog()
+
+        async def first_content(provider: Provider) -> OpenStream:
+            return await _read_head(provider.stream(continuation), 0, 0.0)
+
         for name in order_targets(alias, self.permitted[alias_name], self.health, self.prices, self.rng):
             ability = self.abilities[name]
             if name in tried or not ability.prefill or why_not(needs, ability) is not None:
@@ -157,28 +144,14 @@ class Router:
             if call.deadline.expired:
                 break
             if not self.health.acquire(name):
-                attempts.append(Attempt(name, f"skipped: {self._why_unavailable(name)}"))
+                attempts.append(Attempt.skipped(name, self.health.why_unavailable(name)))
                 continue
             tried.add(name)
-            provider = self.providers[name]
-            started = time.monotonic()
             try:
-                with self.tracing.attempt(name, self.config.targets[name].kind, provider.model) as span:
-                    try:
-                        opened = await _read_head(provider.stream(continuation), 0, 0.0)
-                    except UpstreamError as err:
-                        self.tracing.attempt_outcome(span, err.outcome, err.upstream_status)
-                        raise
-                    self.tracing.attempt_outcome(span, "continued", 200)
-            except UpstreamError as err:
-                self.health.record_failure(name, err)
-                attempts.append(Attempt(name, err.outcome, err.upstream_status, time.monotonic() - started))
+                opened = await self._attempt_once(name, continuation, first_content, attempts, Outcome.CONTINUED)
+            except UpstreamError:
                 continue
-            except BaseException:
-                self.health.release(name)
-                raise
-            attempts.append(Attempt(name, "continued", 200, time.monotonic() - started))
-            return Routed(name, provider.model, opened, attempts)
+            return Routed(name, self.providers[name].model, opened, attempts)
         if attempts:
             log.warning("no target could continue the stream", extra={"request_id": call.request_id})
         return None
@@ -191,7 +164,7 @@ class Router:
 
     # --- the attempt loop --------------------------------------------------------------------------
 
-    def _candidates(self, alias_name: str, alias: Alias, call: Call, attempts: list[Attempt]) -> list[str]:
+    def _candidates(self, alias_name: str, alias: Alias, call: Call, attempts: AttemptLog) -> list[str]:
         """The alias's targets in the order its policy gives for this request, without those that cannot
         serve it (each skip is recorded in `attempts` with its reason)."""
         names = order_targets(alias, self.permitted[alias_name], self.health, self.prices, self.rng)
@@ -200,26 +173,26 @@ class Router:
         needs = needs_of(call.request, call.body)
         wants_choices = call.request.n is not None and call.request.n > 1
         usable: list[str] = []
-        reasons: dict[str, str] = {}
+        skipped: list[Attempt] = []
         for name in names:
-            reason = why_not(needs, self.abilities[name])
-            if reason is None and wants_choices and not self.providers[name].supports_n:
-                reason = "one choice only (n=1)"
-            if reason is None:
+            why = why_not(needs, self.abilities[name])
+            if why is None and wants_choices and not self.providers[name].supports_n:
+                why = SkipReason.ONE_CHOICE, ""
+            if why is None:
                 usable.append(name)
             else:
-                reasons[name] = reason
-                attempts.append(Attempt(name, f"skipped: {reason}"))
+                skipped.append(Attempt.skipped(name, *why))
+                attempts.append(skipped[-1])
         if usable:
             return usable
-        summary = "; ".join(f"{t}: {r}" for t, r in reasons.items())
-        if wants_choices and all(r.startswith("one choice") for r in reasons.values()):
+        summary = "; ".join(f"{a.target}: {a.reason}" for a in skipped)
+        if wants_choices and all(a.skip is SkipReason.ONE_CHOICE for a in skipped):
             raise InvalidRequest(
                 f"No target of '{alias_name}' can return more than one choice; send n=1.",
                 param="n",
                 code="unsupported_parameter",
             )
-        if all(r.startswith("context window") for r in reasons.values()):
+        if all(a.skip is SkipReason.CONTEXT_WINDOW for a in skipped):
             raise InvalidRequest(
                 f"The request does not fit the context window of any target of '{alias_name}' ({summary}).",
                 param="messages",
@@ -237,11 +210,11 @@ class Router:
         *,
         settle_on_return: bool,
     ) -> Routed[T]:
-        attempts: list[Attempt] = []
+        attempts = AttemptLog()
         try:
             return await self._attempts(alias_name, call, attempt, attempts, settle_on_return=settle_on_return)
         except LifelineError as err:
-            err.attempts = [a.as_dict() for a in attempts]
+            err.attempts = attempts
             raise
 
     async def _attempts(
@@ -249,7 +222,7 @@ class Router:
         alias_name: str,
         call: Call,
         attempt: Callable[[Provider], Awaitable[T]],
-        attempts: list[Attempt],
+        attempts: AttemptLog,
         *,
         settle_on_return: bool,
     ) -> Routed[T]:
@@ -270,50 +243,27 @@ class Router:
             if name in raced:
                 index += 1
                 continue
-            if min_context is not None and (provider.context_window or 0) <= min_context:
-                attempts.append(Attempt(name, "skipped: context window too small"))
-                index += 1
-                continue
-            if name == forced:
-                health.force_probe(name)
-            elif not retrying and not health.acquire(name):
-                attempts.append(Attempt(name, f"skipped: {self._why_unavailable(name)}"))
+            skip = self._admit(name, forced, retrying, min_context)
+            if skip is not None:
+                attempts.append(Attempt.skipped(name, skip))
                 index += 1
                 continue
             if call.deadline.expired:
                 health.release(name)
-                raise self._deadline_error(call, attempts)
+                raise self._deadline_error(attempts)
 
-            started = time.monotonic()
-            span_scope = self.tracing.attempt(name, self.config.targets[name].kind, provider.model, _operation(call))
-            span = span_scope.__enter__()
             try:
                 if hedge is not None and not retrying and name != forced:
                     partner = next((t for t in candidates[index + 1 :] if t not in raced), None)
-                    result, winner = await self._race(name, partner, attempt, hedge, attempts, raced)
-                    if winner != name:
-                        name, provider = winner, self.providers[winner]
+                    result, name = await self._race(
+                        name, partner, call, attempt, hedge, attempts, raced, settle_on_return
+                    )
                 else:
-                    result = await attempt(provider)
+                    result = await self._attempt_once(name, call, attempt, attempts, settle=settle_on_return)
             except UpstreamError as err:
-                self.tracing.attempt_outcome(span, err.outcome, err.upstream_status)
-                span_scope.__exit__(None, None, None)
-                record = Attempt(name, err.outcome, err.upstream_status, time.monotonic() - started)
-                attempts.append(record)
-                health.record_failure(name, err)
                 last_error = err
-                log.warning(
-                    "attempt failed",
-                    extra={
-                        "request_id": call.request_id,
-                        "target": name,
-                        "outcome": err.outcome,
-                        "status": err.upstream_status,
-                        "latency": round(record.latency, 4),
-                    },
-                )
                 if call.deadline.expired:
-                    raise self._deadline_error(call, attempts) from None
+                    raise self._deadline_error(attempts) from None
                 decision = decide(err, retries, self.config.retry_for(name), alias, call.deadline)
                 # A retry goes ahead unless this was a probe or the failure just opened the circuit.
                 if decision.step is Step.RETRY and name != forced and health.circuit(name).state is State.CLOSED:
@@ -322,90 +272,152 @@ class Router:
                     await asyncio.sleep(decision.delay)
                     continue
                 if decision.step is Step.RETURN:
-                    err.headers.setdefault("x-lifeline-attempts", str(_tries(attempts)))
+                    err.headers.setdefault("x-lifeline-attempts", str(attempts.tries))
                     raise
                 if err.failover is Failover.CONTEXT:
                     min_context = provider.context_window or 0
                     if not any((self.providers[t].context_window or 0) > min_context for t in candidates[index + 1 :]):
-                        err.headers.setdefault("x-lifeline-attempts", str(_tries(attempts)))
+                        err.headers.setdefault("x-lifeline-attempts", str(attempts.tries))
                         raise
-                self._note_failover(call, alias_name, record, candidates[index + 1 :])
+                self._note_failover(call, alias_name, name, err, candidates[index + 1 :])
                 index, retries, retrying = index + 1, 0, False
                 continue
-            except BaseException:
-                # Cancelled (client gone) or a bug: no verdict on the target, but free its probe slot.
-                self.tracing.attempt_outcome(span, "cancelled")
-                span_scope.__exit__(None, None, None)
-                health.release(name)
-                raise
-            self.tracing.attempt_outcome(span, "ok", 200)
-            span_scope.__exit__(None, None, None)
-            latency = time.monotonic() - started
-            attempts.append(Attempt(name, "ok", 200, latency))
-            health.observe_latency(name, latency)
-            if settle_on_return:
-                health.record_success(name)
-            return Routed(name, provider.model, result, attempts)
+            return Routed(name, self.providers[name].model, result, attempts)
 
         raise self._exhausted(alias_name, attempts, last_error)
+
+    def _admit(self, name: str, forced: str | None, retrying: bool, min_context: int | None) -> SkipReason | None:
+        """None when `name` may be sent the next attempt (claiming its probe, if its circuit wants one);
+        else why it is skipped. A retry of the same target was admitted already."""
+        if min_context is not None and (self.providers[name].context_window or 0) <= min_context:
+            return SkipReason.CONTEXT_TOO_SMALL
+        if name == forced:
+            self.health.force_probe(name)
+        elif not retrying and not self.health.acquire(name):
+            return self.health.why_unavailable(name)
+        return None
+
+    async def _attempt_once(
+        self,
+        name: str,
+        call: Call,
+        work: Callable[[Provider], Awaitable[T]],
+        attempts: AttemptLog,
+        answered: Outcome = Outcome.OK,
+        *,
+        settle: bool = False,
+        claim: Callable[[], Awaitable[None]] | None = None,
+    ) -> T:
+        """One attempt at one target, whoever makes it (the loop, a hedge, a continuation): its span, its
+        time, the circuit's verdict and its record in `attempts` as `answered` (or as the failure).
+
+        A failure is recorded, reported to the circuits and raised. A cancellation (the client left, a hedge
+        lost) gives no verdict and no record, and frees the target's probe slot. With `settle`, an answer
+        closes the circuit at once (a stream's verdict comes when it ends instead). `claim`, for a hedged
+        attempt, is awaited before an answer is recorded: it cancels and records the rival first, so that
+        the answering attempt is the last in the log."""
+        provider = self.providers[name]
+        started = time.monotonic()
+        scope = self.tracing.attempt(name, self.config.targets[name].kind, provider.model, _operation(call))
+        span = scope.__enter__()
+        produced: list[T] = []  # the answer, once there: let go of if the attempt is cancelled after all
+        try:
+            produced.append(await work(provider))
+            if claim is not None:
+                await claim()
+            self.tracing.attempt_outcome(span, answered, 200)
+        except UpstreamError as err:
+            latency = time.monotonic() - started
+            self.tracing.attempt_outcome(span, err.outcome, err.upstream_status)
+            attempts.append(Attempt(name, err.outcome, err.upstream_status, latency))
+            self.health.record_failure(name, err)
+            log.warning(
+                "attempt failed",
+                extra={
+                    "request_id": call.request_id,
+                    "target": name,
+                    "outcome": err.outcome.value,
+                    "status": err.upstream_status,
+                    "latency": round(latency, 4),
+                },
+            )
+            raise
+        except BaseException:
+            # Cancelled or a bug: no verdict on the target, but free its probe slot.
+            self.tracing.attempt_outcome(span, Outcome.CANCELLED)
+            self.health.release(name)
+            for result in produced:
+                await _close(result)
+            raise
+        finally:
+            # The span ends without the exception: its outcome attribute says what happened.
+            scope.__exit__(None, None, None)
+        latency = time.monotonic() - started
+        attempts.append(Attempt(name, answered, 200, latency))
+        if answered is Outcome.OK:  # a continuation's time after a prefill says little of the target's pace
+            self.health.observe_latency(name, latency)
+        if settle:
+            self.health.record_success(name)
+        return produced[0]
 
     async def _race(
         self,
         name: str,
         partner: str | None,
-        attempt: Callable[[Provider], Awaitable[T]],
+        call: Call,
+        work: Callable[[Provider], Awaitable[T]],
         hedge: float,
-        attempts: list[Attempt],
+        attempts: AttemptLog,
         raced: set[str],
+        settle: bool,
     ) -> tuple[T, str]:
         """A hedged attempt: if `name` has not answered (first content, for a stream) within `hedge`
-        seconds, start `partner` too, keep whichever answers first and cancel the other. The loser is
-        recorded as "hedge_lost" and gets no verdict. If both fail, `name`'s error is raised (the partner's
-        failure is recorded here, and the partner is not tried again)."""
-        first = asyncio.ensure_future(attempt(self.providers[name]))
-        done, _ = await asyncio.wait({first}, timeout=hedge)
-        if done or partner is None or not self.health.acquire(partner):
-            return await first, name
-        raced.add(partner)
-        started = time.monotonic()
-        racing = {first: name, asyncio.ensure_future(attempt(self.providers[partner])): partner}
-        first_error: BaseException | None = None
+        seconds, start `partner` too, keep whichever answers first and cancel the other, which is recorded
+        as hedge_lost with no verdict. A failure of either is recorded as it happens; if both fail, `name`'s
+        error is raised (and the partner is not tried again)."""
+        entrants: dict[str, asyncio.Future[T]] = {}
+
+        def enter(who: str) -> asyncio.Future[T]:
+            async def claim() -> None:
+                for rival, task in list(entrants.items()):
+                    if rival != who and not task.done():
+                        await _cancel(task)
+                        self.health.release(rival)  # already freed, unless it was cancelled before it started
+                        attempts.append(Attempt(rival, Outcome.HEDGE_LOST))
+
+            entrants[who] = asyncio.ensure_future(
+                self._attempt_once(who, call, work, attempts, settle=settle, claim=claim)
+            )
+            return entrants[who]
+
+        first = enter(name)
         try:
+            done, _ = await asyncio.wait({first}, timeout=hedge)
+            if done or partner is None or not self.health.acquire(partner):
+                return await first, name
+            raced.add(partner)
+            racing = {first: name, enter(partner): partner}
+            first_error: BaseException | None = None
             while racing:
                 finished, _ = await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
                 for task in finished:
                     who = racing.pop(task)
+                    if task.cancelled():
+                        continue  # lost to the winner, which recorded it
                     error = task.exception()
                     if error is None:
-                        if first_error is not None and isinstance(first_error, UpstreamError):
-                            # `name` failed before the partner won: that failure counts (and frees a probe)
-                            self.health.record_failure(name, first_error)
-                            attempts.append(
-                                Attempt(
-                                    name, first_error.outcome, first_error.upstream_status, time.monotonic() - started
-                                )
-                            )
-                        for loser, loser_name in list(racing.items()):
-                            await _cancel(loser)
-                            self.health.release(loser_name)
-                            attempts.append(Attempt(loser_name, "hedge_lost"))
-                        racing.clear()
                         return task.result(), who
                     if who == name:
                         first_error = error  # wait for the partner; raised if it fails too
-                    elif isinstance(error, UpstreamError):
-                        self.health.record_failure(partner, error)
-                        attempts.append(
-                            Attempt(partner, error.outcome, error.upstream_status, time.monotonic() - started)
-                        )
-                    else:
-                        self.health.release(partner)
+                    elif not isinstance(error, UpstreamError):
                         raise error
             assert first_error is not None
             raise first_error
         finally:
-            for task in racing:
-                await _cancel(task)
+            # The client left, or a bug: neither attempt may run on unwatched.
+            for task in entrants.values():
+                if not task.done():
+                    await _cancel(task)
 
     def _forced_probe(self, candidates: list[str]) -> str | None:
         """When no target is available, the least recently failed open one is probed rather than failing
@@ -427,35 +439,31 @@ class Router:
             )
         return self.health.least_recently_failed(tripped)
 
-    def _why_unavailable(self, name: str) -> str:
-        return self.health.why_unavailable(name)
-
-    def _note_failover(self, call: Call, alias: str, failed: Attempt, remaining: list[str]) -> None:
+    def _note_failover(self, call: Call, alias: str, target: str, err: UpstreamError, remaining: list[str]) -> None:
         self.health.note_failover(
             {
                 "at": time.time(),
                 "request_id": call.request_id,
                 "alias": alias,
-                "from": failed.target,
-                "outcome": failed.outcome,
-                "status": failed.status,
+                "from": target,
+                "outcome": err.outcome.value,
+                "status": err.upstream_status,
                 "remaining": remaining,
             }
         )
 
-    def _deadline_error(self, call: Call, attempts: list[Attempt]) -> LifelineError:
+    def _deadline_error(self, attempts: AttemptLog) -> LifelineError:
         return DeadlineExceeded(
-            f"The request's deadline passed after {_tries(attempts)} attempt(s): {_summary(attempts)}.",
-            headers={"x-lifeline-attempts": str(_tries(attempts))},
+            f"The request's deadline passed after {attempts.tries} attempt(s): {attempts.summary}.",
+            headers={"x-lifeline-attempts": str(attempts.tries)},
         )
 
-    def _exhausted(self, alias: str, attempts: list[Attempt], last: UpstreamError | None) -> LifelineError:
-        headers = {"x-lifeline-attempts": str(_tries(attempts))}
-        tried = [a for a in attempts if not a.outcome.startswith("skipped")]
-        if tried and all(a.outcome in _BUSY for a in tried):
+    def _exhausted(self, alias: str, attempts: AttemptLog, last: UpstreamError | None) -> LifelineError:
+        headers = {"x-lifeline-attempts": str(attempts.tries)}
+        if attempts.all_busy:
             headers["retry-after"] = retry_after_header(last.retry_after if last and last.retry_after else 1.0)
-            return AllTargetsBusy(f"Every target of '{alias}' is busy: {_summary(attempts)}.", headers=headers)
-        return AllTargetsFailed(f"Every target of '{alias}' failed: {_summary(attempts)}.", headers=headers)
+            return AllTargetsBusy(f"Every target of '{alias}' is busy: {attempts.summary}.", headers=headers)
+        return AllTargetsFailed(f"Every target of '{alias}' failed: {attempts.summary}.", headers=headers)
 
 
 async def _cancel(task: asyncio.Future[Any]) -> None:
@@ -465,6 +473,11 @@ async def _cancel(task: asyncio.Future[Any]) -> None:
         result = await task
     except BaseException:  # a cancelled or failed loser has nothing left to release
         return
+    await _close(result)
+
+
+async def _close(result: object) -> None:
+    """Let go of what an attempt produced and nobody will read: an opened stream is closed."""
     if isinstance(result, OpenStream):
         await result.rest.aclose()  # type: ignore[attr-defined]
 
@@ -501,11 +514,3 @@ def retry_after_header(seconds: float) -> str:
     if not math.isfinite(seconds):
         seconds = MAX_RETRY_AFTER
     return str(max(1, math.ceil(min(seconds, MAX_RETRY_AFTER))))
-
-
-def _tries(attempts: list[Attempt]) -> int:
-    return sum(1 for a in attempts if not a.outcome.startswith("skipped"))
-
-
-def _summary(attempts: list[Attempt]) -> str:
-    return "; ".join(f"{a.target}: {a.outcome}" + (f" ({a.status})" if a.status else "") for a in attempts) or "none"

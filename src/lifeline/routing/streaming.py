@@ -20,6 +20,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from lifeline.attempts import Outcome
 from lifeline.errors import UpstreamBroken, UpstreamError
 from lifeline.protocol.usage import answer_usage, delta_chars
 from lifeline.providers.base import ChatCall, Chunk
@@ -50,10 +51,10 @@ class Continued:
     target: str
     after_chars: int
     #: the broken target's outcome
-    reason: str
+    reason: Outcome
 
     def as_dict(self) -> dict[str, Any]:
-        return {"from": self.source, "to": self.target, "after_chars": self.after_chars, "reason": self.reason}
+        return {"from": self.source, "to": self.target, "after_chars": self.after_chars, "reason": self.reason.value}
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,10 +81,10 @@ class Part:
 
 @dataclass(slots=True)
 class End:
-    """How a relayed stream ended: "ok" (then it is the stream's last event), "broken" (failed after content,
-    not continued) or "client_closed"."""
+    """How a relayed stream ended: OK (then it is the stream's last event), BROKEN (failed after content, not
+    continued) or CLIENT_CLOSED."""
 
-    outcome: str
+    outcome: Outcome
     usage: dict[str, Any]
     usage_estimated: bool
     #: the target that produced the end of the answer
@@ -114,7 +115,7 @@ async def relay(
     state = _State()
     target, head, rest = routed.target, list(routed.result.head), routed.result.rest
     parts = [Part(target)]
-    tried = {target, *(a.target for a in routed.attempts if not a.outcome.startswith("skipped"))}
+    tried = {target, *routed.attempts.tried_targets}
     verdict: bool | None = None  # None: the client left before the end
     limit = router.alias(alias).max_continuations
     try:
@@ -133,7 +134,7 @@ async def relay(
                 health.record_failure(target, err)
                 log.warning(
                     "stream broke after content was sent",
-                    extra={"request_id": call.request_id, "target": target, "outcome": err.outcome},
+                    extra={"request_id": call.request_id, "target": target, "outcome": err.outcome.value},
                 )
                 await rest.aclose()  # type: ignore[attr-defined]
                 follow = None
@@ -153,7 +154,7 @@ async def relay(
                 parts.append(Part(target))
                 yield continued
         usage, estimated = _usage(call, parts)
-        yield End("ok", usage, estimated, target, parts)
+        yield End(Outcome.OK, usage, estimated, target, parts)
         verdict = True
         log.info("stream finished", extra={"request_id": call.request_id, "target": target})
     finally:
@@ -163,7 +164,7 @@ async def relay(
         elif verdict is None:
             health.release(target)
         usage, estimated = _usage(call, parts)
-        outcome = "ok" if verdict else "broken" if verdict is False else "client_closed"
+        outcome = Outcome.OK if verdict else Outcome.BROKEN if verdict is False else Outcome.CLIENT_CLOSED
         # shielded: a client that left must not cancel the bookkeeping of what it consumed
         await asyncio.shield(on_end(End(outcome, usage, estimated, target, parts)))
 

@@ -126,7 +126,7 @@ class Exchange:
                 streamed=False,
                 target=done.target,
                 model=done.result.model,
-                attempts=[a.as_dict() for a in done.attempts],
+                attempts=done.attempts,
                 usage=usage,
                 usage_estimated=estimated,
             ),
@@ -160,13 +160,12 @@ def _failed(exc: BaseException, streamed: bool) -> Finish:
 def _stream_finish(routed: Routed[OpenStream], end: End, body: dict[str, Any], model: str, ttft: float) -> Finish:
     """A stream that ended — complete, broken after content, or left by its client: all three still cost
     what was produced. A continued stream costs each target's share at that target's price."""
-    attempts = [a.as_dict() for a in routed.attempts]
-    if end.outcome != "ok":
-        attempts[-1] = {**attempts[-1], "outcome": end.outcome}
+    # The answering attempt is the last: a stream that broke, or whose client left, says so there.
+    attempts = routed.attempts.ended(end.outcome)
     parts = [(p.target, *p.tokens(body)) for p in end.parts] if len(end.parts) > 1 else None
     return Finish(
         status=200,
-        outcome=end.outcome,
+        outcome=end.outcome.value,
         streamed=True,
         target=end.target or routed.target,
         model=model,
