@@ -34,6 +34,7 @@ FLOORS: dict[str, int] = {
     "procstats": 1,
     "protocol": 2,
     "tracing": 2,
+    "reports": 2,  # the report builder the offline jobs share: sections → Markdown, HTML, results.json
     "accounting": 3,
     "providers": 3,
     "routing": 4,
