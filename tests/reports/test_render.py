@@ -200,3 +200,15 @@ def test_an_empty_report_renders() -> None:
     assert len(svgs(render_html(report))) == 2
     pair = Pair("p", "l", "", "r", "")
     assert "<pre" in render_html(Report("x", sections=[SideBySide("s", [pair])]))
+
+
+@pytest.mark.parametrize(
+    ("hi", "expected"),
+    [(7.0, [0, 2, 4, 6, 8]), (0.9, [0, 0.25, 0.5, 0.75, 1.0]), (2.2, [0, 1, 2, 3]), (100.0, [0, 25, 50, 75, 100])],
+)
+def test_axes_run_in_round_steps_past_the_largest_value(hi: float, expected: list[float]) -> None:
+    from lifeline.reports.charts import nice_axis
+
+    lo, top, ticks = nice_axis(0.0, hi)
+    assert (lo, top, ticks) == (0, expected[-1], expected)
+    assert nice_axis(0.0, 0.6, given=1.0)[2] == [0, 0.25, 0.5, 0.75, 1.0]  # a given maximum is kept exactly

@@ -156,7 +156,7 @@ def _outcomes(results: list[RequestResult]) -> Bars:
     caption = (
         f"Requests by outcome, of {len(results)}: answered, by the target that began the answer; failed, by error code."
     )
-    return Bars("Requests by outcome", bars, unit="requests", caption=caption)
+    return Bars("Requests by outcome", bars, caption=caption)
 
 
 def _latency(results: list[RequestResult]) -> Distribution:
@@ -179,11 +179,11 @@ def _latency_over_time(results: list[RequestResult]) -> HeatMap:
         for r in members:
             cells[min(windows - 1, int(r.started / step))].append(r.latency)
         values.append([percentile(c, 50) for c in cells])
-    columns = [f"sent from {seconds(step * i)}" for i in range(windows)]
+    columns = [f"from {seconds(step * i)}" for i in range(windows)]
     caption = (
-        "Median latency (seconds) of the requests sent in each window of the drill, by the target that finished "
-        "the answer or by the failure; empty where no such request was sent. A circuit opening shows as the "
-        "latency dropping."
+        "Median latency (seconds) of the requests sent in each window of the drill (columns: from when, after "
+        "the first request), by the target that finished the answer or by the failure; n/a where no such request "
+        "was sent. A circuit opening shows as the latency dropping."
     )
     return HeatMap("Latency over the drill", list(groups), columns, values, unit="s", caption=caption)
 

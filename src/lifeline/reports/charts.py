@@ -52,14 +52,35 @@ def _label(x: float, y: float, text: str, limit: int, anchor: str = "end") -> st
     return f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}">{tip}{escape(short)}</text>'
 
 
-def _ticks(left: float, y: float, plot_w: float, lo: float, hi: float, unit: str, top: float) -> str:
+def nice_axis(lo: float, hi: float, given: float | None = None) -> tuple[float, float, list[float]]:
+    """An axis from `lo` to at least `hi` in round steps (1, 2, 2.5 or 5 times a power of ten), or to exactly
+    `given` in quarters; its ends and its ticks."""
+    if given is not None and given > lo:
+        return lo, given, [lo + (given - lo) * i / 4 for i in range(5)]
+    span = hi - lo if hi > lo else 1.0
+    raw = span / 4
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw * (1 - 1e-9))
+    start = math.floor(lo / step + 1e-9) * step
+    ticks = [round(start + k * step, 12) for k in range(math.ceil((hi - start) / step - 1e-9) + 1)]
+    if len(ticks) < 2:
+        ticks.append(round(start + step, 12))
+    return ticks[0], ticks[-1], ticks
+
+
+def _ticks(left: float, y: float, plot_w: float, ticks: list[float], unit: str, top: float) -> str:
+    """Grid lines and tick labels along the bottom; the unit once, under the axis's end."""
+    lo, hi = ticks[0], ticks[-1]
     out = []
-    for i in range(5):
-        x = left + plot_w * i / 4
-        anchor = "start" if i == 0 else "end" if i == 4 else "middle"
+    for i, tick in enumerate(ticks):
+        x = left + plot_w * (tick - lo) / (hi - lo)
+        anchor = "start" if i == 0 else "end" if i == len(ticks) - 1 else "middle"
         out.append(f'<line class="grid" x1="{x:.1f}" y1="{top:.1f}" x2="{x:.1f}" y2="{y + 4:.1f}"/>')
-        said = escape(with_unit(lo + (hi - lo) * i / 4, unit))
-        out.append(f'<text x="{x:.1f}" y="{y + 16:.1f}" text-anchor="{anchor}">{said}</text>')
+        out.append(f'<text x="{x:.1f}" y="{y + 16:.1f}" text-anchor="{anchor}">{number(tick)}</text>')
+    if unit:
+        out.append(
+            f'<text class="unit" x="{left + plot_w:.1f}" y="{y + 30:.1f}" text-anchor="end">{escape(unit)}</text>'
+        )
     return "".join(out)
 
 
@@ -69,9 +90,9 @@ def _ticks(left: float, y: float, plot_w: float, lo: float, hi: float, unit: str
 def bars_svg(section: Bars) -> str:
     parts = part_names(section.bars)
     colours = part_colours(parts)
-    scale = section.max_value or max((bar_extent(b) for b in section.bars), default=0.0) or 1.0
+    _, scale, ticks = nice_axis(0.0, max((bar_extent(b) for b in section.bars), default=0.0), section.max_value)
     plot_w = WIDTH - LABEL_W - 190
-    top, bottom = 8, 24
+    top, bottom = 8, 38
     height = top + bottom + ROW_H * max(1, len(section.bars))
     desc = section.caption or f"{len(section.bars)} bars, on a scale from 0 to {with_unit(scale, section.unit)}."
     out = [_open(WIDTH, height, section.heading, desc)]
@@ -79,7 +100,7 @@ def bars_svg(section: Bars) -> str:
     for i, bar in enumerate(section.bars):
         out.append(_bar_row(bar, top + i * ROW_H, plot_w, scale, section.unit, colours))
     out.append(f'<line class="axis" x1="{LABEL_W}" y1="{top}" x2="{LABEL_W}" y2="{axis_y}"/>')
-    out.append(_ticks(LABEL_W, axis_y, plot_w, 0.0, scale, section.unit, top))
+    out.append(_ticks(LABEL_W, axis_y, plot_w, ticks, section.unit, top))
     out.append("</svg>")
     return "".join(out)
 
@@ -138,9 +159,9 @@ def distribution_svg(section: Distribution) -> str:
     finite = [v for values in section.series.values() for v in values if math.isfinite(v)]
     lo = min(finite, default=0.0)
     hi = max(finite, default=1.0)
-    lo = 0.0 if lo >= 0 else lo  # measures that cannot go below zero start at zero: no exaggerated spread
-    hi = hi if hi > lo else lo + 1.0
-    row_h, top, bottom = 44, 8, 24
+    # measures that cannot go below zero start at zero: no exaggerated spread
+    lo, hi, ticks = nice_axis(min(lo, 0.0), hi)
+    row_h, top, bottom = 44, 8, 38
     plot_w = WIDTH - LABEL_W - 24
     rows = max(1, len(section.series))
     height = top + bottom + row_h * rows
@@ -178,7 +199,7 @@ def distribution_svg(section: Distribution) -> str:
         )
         out += _points(values, x, mid, colour)
     axis_y = top + row_h * rows
-    out.append(_ticks(LABEL_W, axis_y, plot_w, lo, hi, section.unit, top))
+    out.append(_ticks(LABEL_W, axis_y, plot_w, ticks, section.unit, top))
     out.append("</svg>")
     return "".join(out)
 
@@ -228,7 +249,7 @@ def heat_map_svg(section: HeatMap) -> str:
     out = [_open(width, height, section.heading, desc)]
     for j, column in enumerate(section.columns):
         x = label_w + cell_w * j + cell_w / 2
-        out.append(f'<g transform="rotate(-35 {x:.1f} {head_h - 8})">{_label(x, head_h - 8, column, 14, "start")}</g>')
+        out.append(f'<g transform="rotate(-35 {x:.1f} {head_h - 8})">{_label(x, head_h - 8, column, 18, "start")}</g>')
     for i, (row, values) in enumerate(zip(section.rows, section.values, strict=True)):
         y = head_h + cell_h * i
         out.append(_label(label_w - 8, y + cell_h / 2 + 4, row, 24))
