@@ -4,6 +4,7 @@ page fits a phone in dark mode. Each test saves a screenshot under its tmp_path 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from lifeline.drill.report import write_reports
 from lifeline.reports import write_report
@@ -22,8 +23,8 @@ CHART_BOXES = """
 """
 
 
-def _charts(seen: BrowserPage) -> list[dict[str, object]]:
-    charts: list[dict[str, object]] = seen.page.evaluate(CHART_BOXES)
+def _charts(seen: BrowserPage) -> list[dict[str, Any]]:
+    charts: list[dict[str, Any]] = seen.page.evaluate(CHART_BOXES)
     return charts
 
 
@@ -35,8 +36,8 @@ def test_every_section_renders_in_chromium(browser_page: BrowserPage, tmp_path: 
     charts = _charts(browser_page)
     assert [c["label"] for c in charts] == ["Win rate", "Outcomes " + HOSTILE, "Latency", "Refusal rate " + HOSTILE]
     for chart in charts:
-        assert chart["width"] > 200 and chart["height"] > 40, chart  # type: ignore[operator]
-        assert chart["marks"] > 0, chart  # type: ignore[operator]
+        assert chart["width"] > 200 and chart["height"] > 40, chart
+        assert chart["marks"] > 0, chart
     # the injected markup stayed text: no script ran (it would retitle the page), no element was made of it
     page = browser_page.page
     assert page.title() == "Every section " + HOSTILE
@@ -74,6 +75,6 @@ def test_the_drill_report_renders_in_chromium(browser_page: BrowserPage, tmp_pat
     charts = _charts(browser_page)
     assert [c["label"] for c in charts] == ["Requests by outcome", "Latency by target", "Latency over the drill"]
     for chart in charts:
-        assert chart["width"] > 200 and chart["height"] > 40 and chart["marks"] > 0, chart  # type: ignore[operator]
+        assert chart["width"] > 200 and chart["height"] > 40 and chart["marks"] > 0, chart
     assert browser_page.page.title().startswith("Lifeline drill: 80.0 % served")
     assert browser_page.console_errors == [] and browser_page.errors == [] and browser_page.network == []

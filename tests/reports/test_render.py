@@ -165,7 +165,7 @@ def test_every_heat_map_cell_says_its_value() -> None:
     said = {(g.findtext("title") or "", g.findtext("text")) for g in cells}
     assert ("zh, tiananmen-1989: 0.9 share", "0.9") in said
     assert ("zh, taiwan-status: no value", "n/a") in said
-    fills = {g.findtext("text"): g.find("rect").get("fill") for g in cells if g.find("rect") is not None}  # type: ignore[union-attr]
+    fills = {g.findtext("text"): rect.get("fill") for g in cells if (rect := g.find("rect")) is not None}
     assert fills["0.9"] != fills["0.1"]
 
 
