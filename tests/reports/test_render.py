@@ -93,6 +93,7 @@ def test_markdown_escapes_markup_from_data() -> None:
     row = next(line for line in text.splitlines() if line.startswith("| openai | 0.32 |"))
     assert len(re.findall(r"(?<!\\)\|", row)) == 4
     assert render_markdown(Report("t", sections=[Text("# not a heading\n1. not a list\n- nor this")])).count("\\") == 3
+    assert "\\~\\~struck\\~\\~ \\_emphasis\\_ snake_case" in render_markdown(Report("~~struck~~ _emphasis_ snake_case"))
 
 
 def test_side_by_side_fences_outlast_the_backticks_inside() -> None:

@@ -23,7 +23,7 @@ from lifeline.reports.sections import (
 )
 from lifeline.reports.tables import bars_table, distribution_table, heat_map_table
 
-_INLINE = re.compile(r"[\\`*\[\]<>|]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])|&(?=#?[A-Za-z0-9]+;)")
+_INLINE = re.compile(r"[\\`*~\[\]<>|]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])|&(?=#?[A-Za-z0-9]+;)")
 _LINE_START = re.compile(r"^(\s*)([#>+=~-]|\d+[.)](?=\s|$))", re.MULTILINE)
 
 
