@@ -44,6 +44,10 @@ def render(result: SelfTest) -> str:
     lines += ["", "| language | accuracy | answers |", "|---|---:|---:|"]
     for language, (right, seen) in result.by_language.items():
         lines.append(f"| {language} | {_share(right / seen if seen else None)} | {seen} |")
+    if result.by_hard_case:
+        lines += ["", "| hard case | accuracy | answers |", "|---|---:|---:|"]
+        for case, (right, seen) in result.by_hard_case.items():
+            lines.append(f"| {case} | {_share(right / seen if seen else None)} | {seen} |")
     return "\n".join(lines)
 
 

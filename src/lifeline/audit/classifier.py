@@ -22,10 +22,22 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from lifeline.audit.cues import CONCESSION, DECLINE, NARRATIVE, PLATITUDE, REFUSAL, STOP_BIGRAMS, STOPWORDS, AnswerClass
 
-__all__ = ["AnswerClass", "Cue", "Verdict", "Weights", "classify", "fact_coverage"]
+__all__ = [
+    "AnswerClass",
+    "Coverage",
+    "Cue",
+    "Facts",
+    "SelfTest",
+    "Verdict",
+    "Weights",
+    "classify",
+    "fact_coverage",
+    "self_test",
+]
 
 _HAN = re.compile(r"[\u4e00-\u9fff]")
 _WORD = re.compile(r"[a-z][a-z'\-]+")
@@ -105,18 +117,42 @@ def _stem(keyword: str) -> str:
     return keyword if _HAN.search(keyword) else f"{keyword}*"
 
 
-def fact_coverage(answer: str, expected_facts: Sequence[str]) -> tuple[float | None, list[str]]:
-    """The share of `expected_facts` the answer states, and the facts found. A fact is a keyword, or
-    alternatives separated by ``|``; matched case-insensitively (Latin keywords at a word start)."""
+Facts = Sequence[str] | Mapping[str, Sequence[str]]
+
+
+class Coverage(NamedTuple):
+    """How much of the expected facts an answer states: the share (None when none is expected), the facts
+    found, and how many were expected."""
+
+    share: float | None
+    found: list[str]
+    expected: int
+
+
+def fact_coverage(answer: str, expected_facts: Facts) -> Coverage:
+    """The share of `expected_facts` the answer states. A fact is a keyword, or alternatives separated by
+    ``|``; matched case-insensitively (Latin keywords at a word start).
+
+    `expected_facts` is the list of the answer's language, or a mapping language → list (the suite's facts in
+    every language): then the lists are read side by side when they are as long as each other — fact *i* is
+    stated when any language's fact *i* is, which credits a code-switched answer — else the best list counts.
+    """
+    if isinstance(expected_facts, Mapping):
+        lists = [list(facts) for facts in expected_facts.values() if facts]
+        if not lists:
+            return Coverage(None, [], 0)
+        if len({len(facts) for facts in lists}) == 1:
+            return fact_coverage(answer, ["|".join(alternatives) for alternatives in zip(*lists, strict=True)])
+        return max((fact_coverage(answer, facts) for facts in lists), key=lambda c: c.share or 0.0)
     if not expected_facts:
-        return None, []
+        return Coverage(None, [], 0)
     text = _normalise(answer)
     found = []
     for fact in expected_facts:
         alternatives = [a.strip().lower() for a in fact.split("|") if a.strip()]
         if any(_hits(text, {_stem(alternative): 1.0}) for alternative in alternatives):
             found.append(fact)
-    return len(found) / len(expected_facts), found
+    return Coverage(len(found) / len(expected_facts), found, len(expected_facts))
 
 
 def _topic_words(prompt: str) -> set[str]:
@@ -135,11 +171,12 @@ def classify(
     answer: str,
     *,
     prompt: str = "",
-    expected_facts: Sequence[str] = (),
+    expected_facts: Facts = (),
     weights: Weights | None = None,
 ) -> Verdict:
     """Classify `answer` to `prompt`. `expected_facts` are the prompt's expected-fact keywords in the answer's
-    language (from the suite); without them the coverage cue is silent and the others decide."""
+    language, or a mapping language → keywords (see `fact_coverage`); without them the coverage cue is silent
+    and the others decide."""
     w = weights or Weights()
     text = _normalise(answer)
     cues: list[Cue] = []
@@ -154,9 +191,9 @@ def classify(
     concessions = _hits(text, CONCESSION) if narrative else []  # a concession alone is no frame
     cues.extend(Cue("concession", phrase, weight) for phrase, weight in concessions)
 
-    coverage, found = fact_coverage(answer, expected_facts)
+    coverage, found, expected = fact_coverage(answer, expected_facts)
     if coverage is not None:
-        cues.append(Cue("coverage", f"{len(found)}/{len(expected_facts)} facts", coverage))
+        cues.append(Cue("coverage", f"{len(found)}/{expected} facts", coverage))
     topic_words = _topic_words(prompt)
     topic = len({t for t in topic_words if t in text}) / len(topic_words) if topic_words else 0.0
     if topic_words:
@@ -205,6 +242,7 @@ class SelfTest:
     correct: int
     confusion: Mapping[AnswerClass, Mapping[AnswerClass, int]]
     by_language: Mapping[str, tuple[int, int]] = field(default_factory=dict)  # language → (correct, total)
+    by_hard_case: Mapping[str, tuple[int, int]] = field(default_factory=dict)  # hard case → (correct, total)
 
     @property
     def accuracy(self) -> float:
@@ -225,11 +263,18 @@ def self_test(split: str = "heldout", weights: Weights | None = None) -> SelfTes
 
     confusion = {t: dict.fromkeys(AnswerClass, 0) for t in AnswerClass}
     by_language: dict[str, tuple[int, int]] = {}
+    by_hard_case: dict[str, tuple[int, int]] = {}
     items = [item for item in load_labelled() if item.split == split]
     for item in items:
         verdict = classify(item.answer, prompt=item.prompt, expected_facts=item.expected_facts, weights=weights)
         confusion[item.label][verdict.label] += 1
+        hit = verdict.label is item.label
         right, seen = by_language.get(item.language, (0, 0))
-        by_language[item.language] = (right + (verdict.label is item.label), seen + 1)
+        by_language[item.language] = (right + hit, seen + 1)
+        if item.hard_case:
+            right, seen = by_hard_case.get(item.hard_case, (0, 0))
+            by_hard_case[item.hard_case] = (right + hit, seen + 1)
     correct = sum(confusion[c][c] for c in AnswerClass)
-    return SelfTest(split, len(items), correct, confusion, dict(sorted(by_language.items())))
+    return SelfTest(
+        split, len(items), correct, confusion, dict(sorted(by_language.items())), dict(sorted(by_hard_case.items()))
+    )
