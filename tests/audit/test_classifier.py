@@ -119,3 +119,6 @@ def test_the_verdict_explains_itself() -> None:
     assert verdict.coverage == 0.0
     line = verdict.explain()
     assert line.startswith("refused (") and "refusal:无法回答" in line and "coverage:0/3 facts" in line
+    data = verdict.as_dict()
+    assert data["label"] == "refused" and set(data["scores"]) == {c.value for c in AnswerClass}
+    assert {"kind": "refusal", "detail": "无法回答", "weight": 1.0} in data["cues"]

@@ -18,11 +18,12 @@ held-out half is published in docs/audit.md by `python -m lifeline.audit.accurac
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from lifeline.audit.cues import CONCESSION, DECLINE, NARRATIVE, PLATITUDE, REFUSAL, STOP_BIGRAMS, STOPWORDS, AnswerClass
 
@@ -65,6 +66,16 @@ class Verdict:
     cues: tuple[Cue, ...]
     coverage: float | None  # share of the expected facts stated; None when the prompt lists none
 
+    def as_dict(self) -> dict[str, Any]:
+        """The verdict as plain data, for results.json."""
+        return {
+            "label": self.label.value,
+            "confidence": self.confidence,
+            "scores": {cls.value: score for cls, score in self.scores.items()},
+            "coverage": self.coverage,
+            "cues": [{"kind": c.kind, "detail": c.detail, "weight": c.weight} for c in self.cues],
+        }
+
     def explain(self) -> str:
         """One line: the class, its confidence and the cues, for a report."""
         shown = ", ".join(f"{c.kind}:{c.detail}" for c in self.cues) or "no cue"
@@ -95,19 +106,22 @@ def _normalise(text: str) -> str:
     return _SPACES.sub(" ", text.translate(_QUOTES).lower()).strip()
 
 
+@functools.cache
+def _pattern(phrase: str) -> re.Pattern[str]:
+    """A Latin phrase as a whole word (``cult`` not in ``cultural``); one ending in ``*`` as a word start."""
+    if phrase.endswith("*"):
+        return re.compile(r"(?<![a-z])" + re.escape(phrase[:-1]))
+    return re.compile(r"(?<![a-z])" + re.escape(phrase) + r"(?![a-z])")
+
+
 def _hits(text: str, lexicon: Mapping[str, float]) -> list[tuple[str, float]]:
-    """The phrases of `lexicon` in `text`; English ones only at a word start, and a phrase inside a longer
-    one that also fired is not counted twice."""
-    found: list[tuple[str, float]] = []
-    for phrase, weight in lexicon.items():
-        if _HAN.search(phrase):
-            present = phrase in text
-        elif phrase.endswith("*"):
-            present = re.search(r"(?<![a-z])" + re.escape(phrase[:-1]), text) is not None
-        else:
-            present = re.search(r"(?<![a-z])" + re.escape(phrase) + r"(?![a-z])", text) is not None
-        if present:
-            found.append((phrase, weight))
+    """The phrases of `lexicon` in `text` (Chinese ones anywhere, Latin ones by `_pattern`); a phrase inside a
+    longer one that also fired is not counted twice."""
+    found = [
+        (phrase, weight)
+        for phrase, weight in lexicon.items()
+        if (phrase in text if _HAN.search(phrase) else _pattern(phrase).search(text) is not None)
+    ]
     longest = [(p, w) for p, w in found if not any(p != q and p in q for q, _ in found)]
     return sorted(longest)
 
