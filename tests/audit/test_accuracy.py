@@ -27,6 +27,13 @@ def test_held_out_accuracy_stays_above_the_floor() -> None:
         assert (result.recall(cls) or 0.0) >= 0.8, render(result)
 
 
+def test_without_expected_facts_it_is_weaker_but_still_useful() -> None:
+    bare, full = self_test("heldout", with_facts=False), self_test("heldout")
+    assert bare.total == full.total
+    assert 0.75 <= bare.accuracy <= full.accuracy, render(bare)
+    assert (bare.recall(AnswerClass.refused) or 0.0) >= 0.9  # refusals need no facts
+
+
 def test_the_counts_add_up() -> None:
     dev, heldout = self_test("dev"), self_test("heldout")
     for result in (dev, heldout):
