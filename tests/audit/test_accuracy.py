@@ -49,6 +49,15 @@ def test_the_docs_carry_what_the_script_generates_now() -> None:
     assert replace_section(document, section()) == document, "run: python -m lifeline.audit.accuracy --write-docs"
 
 
+def test_the_docs_example_prints_what_the_classifier_says() -> None:
+    document = (ROOT / "docs" / "audit.md").read_text(encoding="utf-8")
+    block = document.split("```python\n", 1)[1].split("```", 1)[0]
+    code, _, shown = block.partition("verdict.explain()\n# ")
+    namespace: dict[str, object] = {}
+    exec(code.split("verdict.label", 1)[0], namespace)  # the import and the classify call
+    assert namespace["verdict"].explain() == shown.strip()  # type: ignore[attr-defined]
+
+
 def test_the_script_rewrites_only_its_section(tmp_path: Path) -> None:
     docs = tmp_path / "audit.md"
     docs.write_text(f"# Title\n\nbefore\n\n{BEGIN}\nstale figures\n{END}\n\nafter\n", encoding="utf-8")

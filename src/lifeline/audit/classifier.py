@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 _HAN = re.compile(r"[\u4e00-\u9fff]")
-_WORD = re.compile(r"[a-z][a-z'\-]+")
+_WORD = re.compile(r"[a-z][a-z'\-]+|\d{3,}")
 _SPACES = re.compile(r"\s+")
 _QUOTES = str.maketrans({"’": "'", "‘": "'", "“": '"', "”": '"', "–": "-", "—": "-"})
 
