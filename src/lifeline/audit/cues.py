@@ -66,6 +66,15 @@ REFUSAL: dict[str, float] = {
         "恕我不",
         "我不能",
         "我无法",
+        # the stock refusals of hosted chat models, as users meet them
+        "beyond my current scope",
+        "as an ai language model, i",
+        "i'm sorry, but i can't",
+        "还没学习如何回答",
+        "暂时无法回答",
+        "超出了我目前的能力范围",
+        "超出我的能力范围",
+        "作为一个人工智能语言模型",
     )
 }
 
