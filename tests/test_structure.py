@@ -40,6 +40,7 @@ FLOORS: dict[str, int] = {
     "server": 5,
     "testing": 6,
     "drill": 7,
+    "audit": 7,
     "cli": 8,
 }
 

@@ -70,7 +70,8 @@ have no status of their own; they live here too, so that this module is the one 
         │                           answers it as UpstreamRejected)
         ├── UsageQueryError         a usage report's grouping or filter cannot be used
         ├── PromptError             a drill's prompts file cannot be used (names the file and line)
-        └── DrillError              a drill cannot run as asked (an unknown target or alias, a bad number)
+        ├── DrillError              a drill cannot run as asked (an unknown target or alias, a bad number)
+        └── SuiteError              an audit suite cannot be used (names the file and line, or the suite)
 """
 
 from __future__ import annotations
@@ -507,6 +508,10 @@ class PromptError(ValueError):
 
 class DrillError(ValueError):
     """The drill cannot run as asked (an unknown target or alias, a bad number); the message says why."""
+
+
+class SuiteError(ValueError):
+    """An audit suite cannot be used; the message names the file and line (or the built-in suite)."""
 
 
 # Error codes an upstream uses for a refusal of the account rather than of the request. They arrive with
