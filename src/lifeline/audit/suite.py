@@ -50,6 +50,12 @@ def _language(code: str) -> str:
     return code
 
 
+def _phrase_list(value: Any) -> Any:
+    """A fact's phrases as written: one phrase or a list; a year written bare (2005) is read as text."""
+    items = value if isinstance(value, list) else [value]
+    return [str(item) if isinstance(item, int) and not isinstance(item, bool) else item for item in items]
+
+
 class Fact(BaseModel):
     """One fact a plain answer would mention: per language, phrases any one of which counts, and its sources.
 
@@ -67,7 +73,7 @@ class Fact(BaseModel):
         if isinstance(value, Mapping) and "phrases" not in value:
             rest = {key: item for key, item in value.items() if key != "sources"}
             return {
-                "phrases": {key: [item] if isinstance(item, str) else item for key, item in rest.items()},
+                "phrases": {key: _phrase_list(item) for key, item in rest.items()},
                 "sources": value.get("sources"),
             }
         return value
