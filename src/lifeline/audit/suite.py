@@ -263,7 +263,7 @@ class Suite(BaseModel):
                             f"{self.prompts[sensitive[pair]].topic!r}",
                         )
                     )
-        return sorted(found)
+        return sorted(found, key=lambda problem: problem[0])
 
     def of_kind(self, *kinds: Kind) -> list[Prompt]:
         return [prompt for prompt in self.prompts if prompt.kind in kinds]
@@ -373,14 +373,16 @@ def _line_of(node: yaml.Node, loc: Sequence[Any]) -> int:
             for key, value in node.value:
                 if isinstance(key, yaml.ScalarNode) and key.value == str(part):
                     child = value
-                    line = key.start_mark.line + 1
                     break
         elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
             child = node.value[part]
         if child is None:
             break
+        if isinstance(node, yaml.SequenceNode):
+            line = child.start_mark.line + 1
+        else:  # the line of the key: a nested mapping or list starts on the line after it
+            line = next(k for k, v in node.value if v is child).start_mark.line + 1
         node = child
-        line = node.start_mark.line + 1
     return line
 
 
