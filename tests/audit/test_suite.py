@@ -352,3 +352,16 @@ def test_a_malformed_json_line_names_the_line(tmp_path: Path, text: str, line: i
         load_suite(path)
     assert str(caught.value).startswith(f"{path}:{line}: "), str(caught.value)
     assert message in str(caught.value)
+
+
+def test_every_suite_file_is_listed_in_the_package_data() -> None:
+    import tomllib
+    from fnmatch import fnmatch
+
+    root = SHIPPED.parents[4]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    globs = patterns["package-data"]["lifeline"]
+    for path in sorted(SHIPPED.parent.iterdir()):
+        relative = path.relative_to(SHIPPED.parents[2]).as_posix()
+        assert any(fnmatch(relative, glob) for glob in globs), f"{relative} would not be installed"
+    assert sorted(path.stem for path in SHIPPED.parent.glob("*.yaml")) == builtin_suites()

@@ -23,15 +23,13 @@ import orjson
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from lifeline.audit import rows
 from lifeline.errors import SuiteError
 
 #: a language code: `en`, `zh`, `pt-BR` …
 _LANGUAGE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,119}$")
 _BUILTIN_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
-#: separators of the flat (CSV and flat JSON Lines) form: facts by ";", a fact's alternatives by "|"
-_FACT_SEPARATOR = ";"
-_ALTERNATIVE_SEPARATOR = "|"
 FILE_SUFFIXES = (".yaml", ".yml", ".csv", ".jsonl", ".json")
 
 
@@ -90,7 +88,7 @@ class Fact(BaseModel):
             for phrase in phrases:
                 if not phrase.strip():
                     raise ValueError(f"an empty phrase for {language!r}")
-                if _FACT_SEPARATOR in phrase or _ALTERNATIVE_SEPARATOR in phrase:
+                if rows.FACT_SEPARATOR in phrase or rows.ALTERNATIVE_SEPARATOR in phrase:
                     raise ValueError(f"a phrase cannot hold ';' or '|': {phrase!r}")
         return value
 
@@ -409,85 +407,38 @@ def _duplicate_key(node: yaml.Node) -> tuple[str, int] | None:
 # ---------------------------------------------------------------------------------------------- importing
 
 
-class _Draft:
-    """One prompt gathered from the rows (one per language, or one with every language) that share its id."""
-
-    def __init__(self, line: int) -> None:
-        self.line = line
-        self.fields: dict[str, Any] = {}
-        self.text: dict[str, str] = {}
-        self.facts: list[dict[str, Any]] = []
-
-
 def import_csv(text: str, *, source: str, name: str = "imported", language: str = "en") -> Suite:
-    """A suite from CSV with a header row (docs/audit.md, "Importing CSV or JSON Lines")."""
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    if not reader.fieldnames:
-        raise SuiteError(f"{source}:1: no header row (expected columns such as id, topic, kind, text)")
-    columns = [column.strip() for column in reader.fieldnames]
-    if not any(column in ("text", "prompt") or column.startswith("text_") for column in columns):
-        raise SuiteError(f"{source}:1: no text column (text, prompt or text_<language>)")
-    rows: list[tuple[int, dict[str, Any]]] = []
-    start = reader.line_num + 1
-    try:
-        for row in reader:
-            if None in row:
-                raise SuiteError(f"{source}:{start}: more fields than the header has columns")
-            cleaned = {key.strip(): (value or "").strip() for key, value in row.items() if key is not None}
-            if any(cleaned.values()):
-                rows.append((start, cleaned))
-            start = reader.line_num + 1
-    except csv.Error as exc:
-        raise SuiteError(f"{source}:{reader.line_num}: not valid CSV ({exc})") from None
-    return _suite_from_rows(rows, source=source, name=name, language=language)
+    """A suite from CSV with a header row (docs/audit.md, "Importing a CSV or JSON Lines file")."""
+    return _suite_from_drafts(
+        rows.drafts(rows.read_csv(text, source=source), source=source, language=language), source=source, name=name
+    )
 
 
 def import_jsonl(text: str, *, source: str, name: str = "imported", language: str = "en") -> Suite:
     """A suite from JSON Lines: one prompt (or one language of a prompt) per line."""
-    rows: list[tuple[int, dict[str, Any]]] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            item = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise SuiteError(f"{source}:{number}: not valid JSON ({exc})") from None
-        if not isinstance(item, dict):
-            raise SuiteError(f"{source}:{number}: expected a JSON object")
-        rows.append((number, item))
-    return _suite_from_rows(rows, source=source, name=name, language=language)
+    return _suite_from_drafts(
+        rows.drafts(rows.read_jsonl(text, source=source), source=source, language=language), source=source, name=name
+    )
 
 
-def _suite_from_rows(rows: list[tuple[int, dict[str, Any]]], *, source: str, name: str, language: str) -> Suite:
-    if not rows:
-        raise SuiteError(f"{source}: no prompts")
-    drafts: dict[str, _Draft] = {}
-    for line, row in rows:
-        try:
-            _add_row(drafts, line, row, language)
-        except (ValueError, TypeError) as exc:
-            raise SuiteError(f"{source}:{line}: {exc}") from None
+def _suite_from_drafts(drafts: list[tuple[int, dict[str, Any]]], *, source: str, name: str) -> Suite:
     prompts: list[Prompt] = []
-    for prompt_id, draft in drafts.items():
-        data = {"topic": "general", "kind": "sensitive", **draft.fields, "id": prompt_id, "text": draft.text}
-        if draft.facts:
-            data["expected_facts"] = draft.facts
+    for line, data in drafts:
         try:
             prompts.append(Prompt.model_validate(data))
         except ValidationError as exc:
             error = exc.errors()[0]
-            raise SuiteError(f"{source}:{draft.line}: {_where(tuple(error['loc']))}{_message(error)}") from None
+            raise SuiteError(f"{source}:{line}: {_where(tuple(error['loc']))}{_message(error)}") from None
     languages: list[str] = []
     for prompt in prompts:
         languages.extend(code for code in prompt.text if code not in languages)
-    topics = {prompt.topic: prompt.topic for prompt in prompts}
     paired = any(prompt.pair is not None for prompt in prompts)
     try:
         suite = Suite.model_validate(
             {
                 "name": name,
                 "languages": languages,
-                "topics": topics,
+                "topics": {prompt.topic: prompt.topic for prompt in prompts},
                 "controls": "required" if paired else "optional",
                 "prompts": prompts,
             },
@@ -495,91 +446,9 @@ def _suite_from_rows(rows: list[tuple[int, dict[str, Any]]], *, source: str, nam
         )
     except ValidationError as exc:
         raise SuiteError(f"{source}: {_message(exc.errors()[0])}") from None
-    lines = [draft.line for draft in drafts.values()]
     for index, message in suite.problems():
-        raise SuiteError(f"{source}:{lines[index]}: prompt {suite.prompts[index].id!r}: {message}")
+        raise SuiteError(f"{source}:{drafts[index][0]}: prompt {suite.prompts[index].id!r}: {message}")
     return suite
-
-
-_FLAT_KEYS = {"id", "topic", "kind", "pair", "language", "text", "prompt", "expected_facts", "sources", "note"}
-
-
-def _add_row(drafts: dict[str, _Draft], line: int, row: dict[str, Any], default_language: str) -> None:
-    prompt_id = _string(row.get("id")) or f"line-{line}"
-    draft = drafts.get(prompt_id)
-    if draft is None:
-        draft = drafts[prompt_id] = _Draft(line)
-    for key in ("topic", "kind", "pair", "note"):
-        value = _string(row.get(key))
-        if not value:
-            continue
-        if draft.fields.get(key, value) != value:
-            raise ValueError(f"the {key} {value!r} differs from {draft.fields[key]!r} on line {draft.line}")
-        draft.fields[key] = value
-    texts = _texts(row, default_language)
-    for code in texts:
-        if code in draft.text:
-            raise ValueError(f"the prompt {prompt_id!r} already has its {code!r} text (line {draft.line})")
-    draft.text.update(texts)
-    facts = _facts(row, list(texts))
-    if facts:
-        if not draft.facts:
-            draft.facts = facts
-        elif len(facts) != len(draft.facts):
-            raise ValueError(f"{len(facts)} expected facts where line {draft.line} gives {len(draft.facts)}")
-        else:
-            for known, new in zip(draft.facts, facts, strict=True):
-                known.update({key: value for key, value in new.items() if key != "sources"})
-                known["sources"] = list(dict.fromkeys([*known["sources"], *new["sources"]]))
-
-
-def _string(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, str | int | float) and not isinstance(value, bool):
-        return str(value).strip()
-    raise ValueError(f"expected a string, not {type(value).__name__}")
-
-
-def _texts(row: dict[str, Any], default_language: str) -> dict[str, str]:
-    texts: dict[str, str] = {}
-    body = row.get("text", row.get("prompt"))
-    if isinstance(body, dict):  # the YAML form: {"en": …, "zh": …}
-        for code, value in body.items():
-            texts[_language(str(code))] = _string(value) or ""
-    elif body is not None and _string(body):
-        texts[_language(_string(row.get("language")) or default_language)] = _string(body) or ""
-    for key, value in row.items():
-        if key.startswith("text_") and _string(value):
-            texts[_language(key.removeprefix("text_"))] = _string(value) or ""
-    if not texts:
-        raise ValueError("no text (give text, prompt or text_<language>)")
-    return texts
-
-
-def _facts(row: dict[str, Any], languages: list[str]) -> list[dict[str, Any]]:
-    value = row.get("expected_facts")
-    if value is None or value == "" or value == []:
-        return []
-    if isinstance(value, list):  # the YAML form: a list of {language: [phrases], sources: [urls]}
-        if not all(isinstance(item, dict) for item in value):
-            raise ValueError("expected_facts must be a list of objects or a ';'-separated string")
-        return [dict(item) for item in value]
-    if not isinstance(value, str):
-        raise ValueError("expected_facts must be a list of objects or a ';'-separated string")
-    if len(languages) != 1:
-        raise ValueError("flat expected_facts belong to a row of one language (give its language column)")
-    facts = [fact.strip() for fact in value.split(_FACT_SEPARATOR)]
-    sources = _string(row.get("sources")) or ""
-    groups = [group.split() for group in sources.split(_FACT_SEPARATOR)]
-    if len(groups) == 1:
-        groups = groups * len(facts)
-    if len(groups) != len(facts):
-        raise ValueError(f"{len(facts)} expected facts but {len(groups)} groups of sources")
-    return [
-        {languages[0]: [part.strip() for part in fact.split(_ALTERNATIVE_SEPARATOR)], "sources": sources}
-        for fact, sources in zip(facts, groups, strict=True)
-    ]
 
 
 # ---------------------------------------------------------------------------------------------- writing
@@ -595,10 +464,10 @@ def _flat_rows(suite: Suite) -> Iterator[dict[str, str]]:
                 "pair": prompt.pair or "",
                 "language": code,
                 "text": text,
-                "expected_facts": _FACT_SEPARATOR.join(
-                    _ALTERNATIVE_SEPARATOR.join(fact.phrases_in(code)) for fact in prompt.expected_facts
+                "expected_facts": rows.FACT_SEPARATOR.join(
+                    rows.ALTERNATIVE_SEPARATOR.join(fact.phrases_in(code)) for fact in prompt.expected_facts
                 ),
-                "sources": _FACT_SEPARATOR.join(" ".join(fact.sources) for fact in prompt.expected_facts),
+                "sources": rows.FACT_SEPARATOR.join(" ".join(fact.sources) for fact in prompt.expected_facts),
                 "note": prompt.note,
             }
 
@@ -606,15 +475,10 @@ def _flat_rows(suite: Suite) -> Iterator[dict[str, str]]:
 def dump_csv(suite: Suite) -> str:
     """The suite as CSV, one row per prompt and language (what `import_csv` reads back)."""
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=sorted(_FLAT_KEYS - {"prompt"}, key=_column_order), lineterminator="\n")
+    writer = csv.DictWriter(out, fieldnames=rows.COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(_flat_rows(suite))
     return out.getvalue()
-
-
-def _column_order(column: str) -> int:
-    order = ["id", "topic", "kind", "pair", "language", "text", "expected_facts", "sources", "note"]
-    return order.index(column)
 
 
 def dump_jsonl(suite: Suite) -> str:
