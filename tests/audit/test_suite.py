@@ -365,3 +365,19 @@ def test_every_suite_file_is_listed_in_the_package_data() -> None:
         relative = path.relative_to(SHIPPED.parents[2]).as_posix()
         assert any(fnmatch(relative, glob) for glob in globs), f"{relative} would not be installed"
     assert sorted(path.stem for path in SHIPPED.parent.glob("*.yaml")) == builtin_suites()
+
+
+def test_the_examples_in_the_docs_load() -> None:
+    from lifeline.audit.suite import parse_yaml
+
+    doc = (SHIPPED.parents[4] / "docs" / "audit.md").read_text(encoding="utf-8")
+    example = parse_yaml(re.search(r"```yaml\n(.*?)```", doc, re.S).group(1), source="docs/audit.md")  # type: ignore[union-attr]
+    assert [prompt.kind for prompt in example.prompts] == [Kind.SENSITIVE, Kind.CONTROL]
+    table = import_csv(re.search(r"```csv\n(.*?)```", doc, re.S).group(1), source="docs/audit.md")  # type: ignore[union-attr]
+    assert table.languages == ("en", "zh") and len(table.pairs()) == 1
+    # the counts the docs give for the built-in suite are the suite's
+    suite = load_suite("speech-cn")
+    counts = Counter(prompt.kind for prompt in suite.prompts)
+    assert f"**`speech-cn`** — {len(suite.prompts)} prompts" in doc
+    for kind in Kind:
+        assert re.search(rf"\| `{kind}` \| {counts[kind]}\b", doc), kind
