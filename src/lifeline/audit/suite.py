@@ -30,7 +30,6 @@ from lifeline.errors import SuiteError
 _LANGUAGE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,119}$")
 _BUILTIN_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
-FILE_SUFFIXES = (".yaml", ".yml", ".csv", ".jsonl", ".json")
 
 
 class Kind(enum.StrEnum):
@@ -293,10 +292,7 @@ def builtin_suites() -> list[str]:
 def load_suite(name_or_path: str | Path) -> Suite:
     """A built-in suite by name (`speech-cn`) or a suite file: YAML, CSV or JSON Lines (by its suffix)."""
     if isinstance(name_or_path, Path) or not _BUILTIN_NAME.match(name_or_path):
-        return _load_file(Path(name_or_path))
-    path = Path(name_or_path)
-    if path.suffix in FILE_SUFFIXES or path.exists():
-        return _load_file(path)
+        return _load_file(Path(name_or_path))  # a built-in name has no suffix and no slash
     resource = importlib.resources.files("lifeline.data").joinpath("suites", f"{name_or_path}.yaml")
     if not resource.is_file():
         raise SuiteError(
@@ -318,7 +314,7 @@ def _load_file(path: Path) -> Suite:
         return parse_yaml(text, source=str(path))
     if suffix == ".csv":
         return import_csv(text, source=str(path), name=path.stem)
-    if suffix in (".jsonl", ".json"):
+    if suffix == ".jsonl":
         return import_jsonl(text, source=str(path), name=path.stem)
     raise SuiteError(f"{path}: a suite is a .yaml, .csv or .jsonl file")
 
