@@ -247,6 +247,15 @@ def test_a_sensitive_prompt_without_its_control_is_named(tmp_path: Path) -> None
     assert len(load_suite(write(tmp_path, optional)).prompts) == 1
 
 
+def test_a_prompt_in_one_language_may_give_its_language_and_a_plain_text(tmp_path: Path) -> None:
+    text = "name: one\nlanguages: [en]\ntopics: {t: T}\nprompts:\n"
+    text += "  - {id: a, topic: t, kind: neutral, language: en, text: Hello}\n"
+    [prompt] = load_suite(write(tmp_path, text)).prompts
+    assert prompt.text == {"en": "Hello"}
+    with pytest.raises(SuiteError, match=r"suite.yaml:5: prompts.0: \"language\" goes with a \"text\" given as one"):
+        load_suite(write(tmp_path, text.replace("text: Hello", "text: {en: Hello}")))
+
+
 def test_unknown_names_and_unreadable_files_are_clear(tmp_path: Path) -> None:
     with pytest.raises(SuiteError, match=r"no built-in suite 'speech-xx' \(built in: .*speech-cn"):
         load_suite("speech-xx")

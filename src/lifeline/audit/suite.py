@@ -117,6 +117,17 @@ class Prompt(BaseModel):
     expected_facts: tuple[Fact, ...] = ()
     note: str = ""  # why the prompt is there, for the people who maintain the suite
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_language(cls, value: Any) -> Any:
+        """`language: en` with `text: "…"` is the short form of `text: {en: "…"}`."""
+        if not isinstance(value, Mapping) or "language" not in value:
+            return value
+        rest = {key: item for key, item in value.items() if key != "language"}
+        if not isinstance(value["language"], str) or not isinstance(value.get("text"), str):
+            raise ValueError('"language" goes with a "text" given as one string (or give text as {en: …, zh: …})')
+        return {**rest, "text": {value["language"]: value["text"]}}
+
     @field_validator("id", "pair")
     @classmethod
     def _identifier(cls, value: str | None) -> str | None:
