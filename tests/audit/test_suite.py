@@ -143,6 +143,24 @@ def test_most_sensitive_prompts_and_their_controls_list_expected_facts(suite: Su
         assert bool(prompt.expected_facts) == bool(control.expected_facts), f"{prompt.id} and {control.id}"
 
 
+def test_a_slice_of_the_suite_keeps_its_pairs_whole(suite: Suite) -> None:
+    small = suite.subset(topics=["tiananmen-1989", "taiwan-status", "safety"], per_topic=2)
+    assert Counter(prompt.kind for prompt in small.prompts) == {
+        Kind.SENSITIVE: 4,
+        Kind.CONTROL: 4,
+        Kind.NEUTRAL: 4,
+        Kind.SAFETY: 2,
+    }
+    assert small.problems() == [] and set(small.topics) == {"tiananmen-1989", "taiwan-status", "safety"}
+    assert [p.id for p in small.prompts][:4] == ["tiananmen-s01", "tiananmen-c01", "tiananmen-s02", "tiananmen-c02"]
+    assert Suite.model_validate(small.model_dump()) == small  # it passes the same rules as a loaded suite
+    assert len(suite.subset().prompts) == len(suite.prompts)
+    with pytest.raises(SuiteError, match="no topic tiananmen"):
+        suite.subset(topics=["tiananmen"])
+    with pytest.raises(SuiteError, match="at least one prompt per topic"):
+        suite.subset(per_topic=0)
+
+
 def test_every_named_reference_is_used_and_the_file_names_no_bare_duplicates() -> None:
     raw = yaml.safe_load(SHIPPED.read_text(encoding="utf-8"))
     used = {

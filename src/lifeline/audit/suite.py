@@ -14,7 +14,7 @@ import enum
 import importlib.resources
 import io
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -272,6 +272,38 @@ class Suite(BaseModel):
                         )
                     )
         return sorted(found, key=lambda problem: problem[0])
+
+    def subset(self, *, topics: Collection[str] | None = None, per_topic: int | None = None) -> Suite:
+        """A smaller suite that keeps the rules: the given topics, and of each kind in each topic the first
+        `per_topic` prompts (a sensitive prompt with its controls, so that every pair stays whole)."""
+        unknown = set(topics or ()) - set(self.topics)
+        if unknown:
+            raise SuiteError(
+                f"suite {self.name}: no topic {', '.join(sorted(unknown))} (it has {', '.join(self.topics)})"
+            )
+        if per_topic is not None and per_topic < 1:
+            raise SuiteError(f"suite {self.name}: keep at least one prompt per topic, not {per_topic}")
+        kept_pairs: set[str] = set()
+        counts: dict[tuple[str, Kind], int] = {}
+        chosen: list[Prompt] = []
+        for prompt in self.prompts:
+            if topics is not None and prompt.topic not in topics:
+                continue
+            if prompt.kind is Kind.CONTROL:
+                if prompt.pair in kept_pairs:
+                    chosen.append(prompt)
+                continue
+            seen = counts.get((prompt.topic, prompt.kind), 0)
+            if per_topic is not None and seen >= per_topic:
+                continue
+            counts[prompt.topic, prompt.kind] = seen + 1
+            chosen.append(prompt)
+            if prompt.pair is not None:
+                kept_pairs.add(prompt.pair)
+        used = {prompt.topic for prompt in chosen}
+        return self.model_copy(
+            update={"topics": {t: d for t, d in self.topics.items() if t in used}, "prompts": tuple(chosen)}
+        )
 
     def of_kind(self, *kinds: Kind) -> list[Prompt]:
         return [prompt for prompt in self.prompts if prompt.kind in kinds]
