@@ -365,8 +365,9 @@ def _load_file(path: Path) -> Suite:
 def parse_yaml(text: str, *, source: str) -> Suite:
     """A suite written in the YAML format; errors name `source` and the line."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        # composed once (by libyaml when present), so that errors can name the line of any node
+        root = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        data = yaml.SafeLoader("").construct_document(root) if root is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         at = f":{mark.line + 1}" if mark is not None else ""
