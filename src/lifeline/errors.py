@@ -71,7 +71,8 @@ have no status of their own; they live here too, so that this module is the one 
         ├── UsageQueryError         a usage report's grouping or filter cannot be used
         ├── PromptError             a drill's prompts file cannot be used (names the file and line)
         ├── DrillError              a drill cannot run as asked (an unknown target or alias, a bad number)
-        └── LabelledSetError        the audit classifier's labelled answers cannot be used (names the line)
+        ├── LabelledSetError        the audit classifier's labelled answers cannot be used (names the line)
+        └── SuiteError              an audit suite cannot be used (names the file and line, or the suite)
 """
 
 from __future__ import annotations
@@ -512,6 +513,10 @@ class DrillError(ValueError):
 
 class LabelledSetError(ValueError):
     """A file of labelled answers (the audit classifier's accuracy set) cannot be used; names the line."""
+
+
+class SuiteError(ValueError):
+    """An audit suite cannot be used; the message names the file and line (or the built-in suite)."""
 
 
 # Error codes an upstream uses for a refusal of the account rather than of the request. They arrive with

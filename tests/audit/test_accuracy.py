@@ -44,14 +44,15 @@ def test_the_counts_add_up() -> None:
 
 def test_the_docs_carry_what_the_script_generates_now() -> None:
     document = (ROOT / "docs" / "audit.md").read_text(encoding="utf-8")
-    assert document.startswith("# Speech audit\n")
+    assert document.startswith("# The speech audit")
     assert "## The classifier" in document and "## Classifier accuracy (held-out)" in document
     assert replace_section(document, section()) == document, "run: python -m lifeline.audit.accuracy --write-docs"
 
 
 def test_the_docs_example_prints_what_the_classifier_says() -> None:
     document = (ROOT / "docs" / "audit.md").read_text(encoding="utf-8")
-    block = document.split("```python\n", 1)[1].split("```", 1)[0]
+    blocks = [b.split("```", 1)[0] for b in document.split("```python\n")[1:]]
+    block = next(b for b in blocks if "verdict.explain()" in b)
     code, _, shown = block.partition("verdict.explain()\n# ")
     namespace: dict[str, object] = {}
     exec(code.split("verdict.label", 1)[0], namespace)  # the import and the classify call

@@ -1,1 +1,1 @@
-"""The speech audit: what a candidate refuses, evades or steers, compared with mirrored controls."""
+"""The speech audit: prompt suites with mirrored controls, the classifier of answers, and the audit run."""
