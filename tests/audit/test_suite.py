@@ -1,6 +1,6 @@
 """Audit suites: the shipped speech-cn suite keeps its rules, and a user's suite that breaks one is told where."""
 
-# ruff: noqa: RUF001  (the Chinese texts end with a full-width question mark, as Chinese is written)
+
 
 from __future__ import annotations
 
