@@ -1,7 +1,5 @@
 """Audit suites: the shipped speech-cn suite keeps its rules, and a user's suite that breaks one is told where."""
 
-
-
 from __future__ import annotations
 
 import re
