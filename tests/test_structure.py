@@ -40,6 +40,8 @@ FLOORS: dict[str, int] = {
     "server": 5,
     "testing": 6,
     "drill": 7,
+    "eval": 7,
+    "jobs": 7,  # what drill/ and eval/ share: the gateway they start, their progress
     "cli": 8,
 }
 

@@ -70,7 +70,9 @@ have no status of their own; they live here too, so that this module is the one 
         │                           answers it as UpstreamRejected)
         ├── UsageQueryError         a usage report's grouping or filter cannot be used
         ├── PromptError             a drill's prompts file cannot be used (names the file and line)
-        └── DrillError              a drill cannot run as asked (an unknown target or alias, a bad number)
+        ├── DrillError              a drill cannot run as asked (an unknown target or alias, a bad number)
+        ├── EvalInputError          an eval's items cannot be used (names the file and line)
+        └── EvalError               an eval cannot run as asked (an unknown candidate, judge or baseline)
 """
 
 from __future__ import annotations
@@ -507,6 +509,14 @@ class PromptError(ValueError):
 
 class DrillError(ValueError):
     """The drill cannot run as asked (an unknown target or alias, a bad number); the message says why."""
+
+
+class EvalInputError(ValueError):
+    """An eval's items cannot be used; the message names the file and line."""
+
+
+class EvalError(ValueError):
+    """An eval cannot run as asked (an unknown candidate, baseline or judge, a bad number)."""
 
 
 # Error codes an upstream uses for a refusal of the account rather than of the request. They arrive with
