@@ -15,7 +15,9 @@ from typing import Any
 
 import orjson
 
-from lifeline.errors import EvalInputError
+from lifeline.accounting.db import Database
+from lifeline.config.schema import AccountingSettings
+from lifeline.errors import DatabaseError, EvalInputError
 
 CHECK_NAMES = ("json", "schema", "tool", "refusal", "length", "reference")
 MATCHES = ("exact", "normalised", "numeric")
@@ -86,13 +88,25 @@ def items_from(records: Iterable[dict[str, Any]], source: str) -> list[Item]:
     return items
 
 
-def captured_items(database_url: str, *, alias: str | None, since: str | None, limit: int | None) -> list[Item]:
-    """Captured pairs from the accounting database. The capture store is imported here, when asked, so that
-    reading a file needs no database."""
+def captured_items(
+    accounting: AccountingSettings, *, alias: str | None, since: str | None, limit: int | None
+) -> list[Item]:
+    """Captured pairs from the accounting database the config names. The capture store is imported here,
+    when asked, so that reading a file needs neither it nor a database."""
     from lifeline.accounting import captures  # type: ignore[attr-defined,unused-ignore]
 
-    records: Iterator[dict[str, Any]] = captures.iter_items(database_url, alias=alias, since=since, limit=limit)
-    return items_from(records, "captured pairs")
+    url = accounting.database_url.get_secret_value() if accounting.database_url else None
+    try:
+        db = Database(url=url, data_dir=accounting.data_dir)
+    except DatabaseError as exc:
+        raise EvalInputError(f"captured pairs: {exc}") from exc
+    try:
+        records: Iterator[dict[str, Any]] = captures.iter_items(db, alias=alias, since=since, limit=limit)
+        return items_from(records, "captured pairs")
+    except DatabaseError as exc:
+        raise EvalInputError(f"captured pairs: {exc}") from exc
+    finally:
+        db.close()
 
 
 def _item(data: Any, where: str, seen: set[str]) -> Item:

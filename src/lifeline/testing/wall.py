@@ -18,7 +18,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any
 
@@ -28,9 +28,13 @@ from lifeline.errors import HttpError
 from lifeline.testing.behaviours import (
     KNOWN_BEHAVIOURS,
     Behaviour,
+    judge_choice,
     parse_behaviour,
     prompt_words,
+    scripted_text,
     stream_piece,
+    wall_text,
+    wants_json,
 )
 from lifeline.testing.payloads import (
     ErrorReply,
@@ -399,9 +403,31 @@ class FaultWall:
             return False
         if name == "tool_call":
             return await self._tool_call(writer, behaviour, reply, body, stream, keep)
+        if name in ("scripted", "judge") and not stream:
+            return await _send_json(writer, 200, self._scripted(behaviour, spec or "", reply, body), keep)
         if stream:
             return await self._stream(reader, writer, behaviour, reply, keep)
         return await self._answer(reader, writer, behaviour, reply, keep)
+
+    def _scripted(self, behaviour: Behaviour, spec: str, reply: Reply, body: dict[str, Any]) -> dict[str, Any]:
+        """A whole answer of `scripted` (says what the prompt asks it to, calls the first offered tool, breaks
+        every `json_break`-th JSON answer) or `judge` (a verdict line on the two answers it is shown)."""
+        if behaviour.name == "judge":
+            text = f"Compared as asked. VERDICT: {judge_choice(body, behaviour.get_str('prefer', 'longer'))}"
+            return _say(reply, text)
+        if body.get("tools") and behaviour.get_str("tools", "") != "never":
+            call_id = f"call_wall_{reply.id.rsplit('-', 1)[-1]}"
+            return replace(reply, tokens=TOOL_CALL_TOKENS).completion(tool_call_message(call_id, tool_name(body)))
+        said = scripted_text(body)
+        text = said if said is not None else wall_text(reply.tokens)
+        every = behaviour.get_int("json_break", 0)
+        if every > 0 and wants_json(body):
+            with self._lock:
+                seen = self._failures.get(spec, 0) + 1
+                self._failures[spec] = seen
+            if seen % every == 0:
+                text = text[: max(len(text) - 1, 0)]  # the closing brace lost: no longer JSON
+        return _say(reply, text)
 
     def _attempt(
         self,
@@ -567,6 +593,12 @@ class FaultWall:
             await _event(writer, reply.chunk(delta))
         await self._finish_stream(writer, reply)
         return keep
+
+
+def _say(reply: Reply, text: str) -> dict[str, Any]:
+    """A whole answer saying `text`; its completion tokens are its words."""
+    message = {"role": "assistant", "content": text, "refusal": None}
+    return replace(reply, tokens=len(text.split()), start=0).completion(message)
 
 
 async def serve_forever(
