@@ -316,17 +316,16 @@ def _worst(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _warnings(figures: dict[str, Any], settings: EvalSettings) -> list[str]:
+    """Figures whose sample is smaller than `min_sample`: their intervals are too wide to decide much."""
+    small = settings.min_sample
     warnings = []
     n = figures["outcomes"]["n"]
-    if n < settings.min_sample:
-        warnings.append(
-            f"only {n} paired item(s) (fewer than {settings.min_sample}): the win/tie/loss intervals are too wide "
-            "to tell small differences apart"
-        )
-    for name, check in figures["checks"].items():
-        if 0 < check["n"] < settings.min_sample:
-            warnings.append(f"check {name}: only {check['n']} item(s) apply (fewer than {settings.min_sample})")
-    for name, ratio in figures["ratios"].items():
-        if 0 < ratio["pairs"] < settings.min_sample:
-            warnings.append(f"{name} ratio: only {ratio['pairs']} pair(s) (fewer than {settings.min_sample})")
+    if n < small:
+        warnings.append(f"only {n} paired item(s), fewer than {small}: the win/tie/loss intervals are wide")
+    checks = [f"{name} ({c['n']})" for name, c in figures["checks"].items() if 0 < c["n"] < small]
+    if checks:
+        warnings.append(f"checks on fewer than {small} items: {', '.join(checks)}")
+    ratios = [f"{name} ({r['pairs']})" for name, r in figures["ratios"].items() if 0 < r["pairs"] < small]
+    if ratios:
+        warnings.append(f"ratios from fewer than {small} pairs: {', '.join(ratios)}")
     return warnings

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from lifeline.config.schema import EvalSettings
+from lifeline.eval.stats import wilson
 
 READY = "ready"
 CAVEATS = "ready_with_caveats"
@@ -39,12 +40,15 @@ def verdict(figures: dict[str, Any], settings: EvalSettings, *, stopped: str | N
             f"non-inferiority not shown: won or tied {win_or_tie['k']} of {win_or_tie['n']} "
             f"({win_or_tie['rate']:.1%}), 95% lower bound {win_or_tie['low']:.3f} < {settings.min_win_or_tie:g}"
         )
+    unproven: list[str] = []
     for name, check in figures["checks"].items():
         if check["n"] == 0:
             continue
         breakage = f"{check['failed']} of {check['n']} failed"
         if name in settings.breakage_checks:
-            if check["breakage_high"] > settings.max_breakage:
+            if check["breakage_high"] > settings.max_breakage and not check["failed"]:
+                unproven.append(f"{name} ({check['n']})")
+            elif check["breakage_high"] > settings.max_breakage:
                 reasons.append(
                     f"check {name}: breakage could be {check['breakage_high']:.1%} at the 95% upper bound "
                     f"({breakage}); at most {settings.max_breakage:.1%} allowed"
@@ -53,6 +57,12 @@ def verdict(figures: dict[str, Any], settings: EvalSettings, *, stopped: str | N
                 caveats.append(f"check {name}: {breakage} (upper bound {check['breakage_high']:.1%})")
         elif check["failed"]:
             caveats.append(f"check {name}: {breakage}")
+    if unproven:
+        reasons.append(
+            f"too few items to show breakage at most {settings.max_breakage:.1%}: no failure, but "
+            f"{', '.join(unproven)} item(s) checked, and {items_needed(settings.max_breakage)} without a failure "
+            "are needed for the 95% upper bound to reach it"
+        )
     ratios = figures["ratios"]
     latency = ratios["latency_p95"]["value"]
     if latency is not None and latency > settings.max_latency_ratio:
@@ -71,3 +81,13 @@ def verdict(figures: dict[str, Any], settings: EvalSettings, *, stopped: str | N
     caveats.extend(figures.get("warnings", ()))
     status = NOT_READY if reasons else CAVEATS if caveats else READY
     return {"status": status, "reasons": reasons, "caveats": caveats}
+
+
+def items_needed(max_breakage: float) -> int:
+    """The fewest items, all passing, whose breakage upper bound is at most `max_breakage` (189 for 2 %)."""
+    if max_breakage <= 0:
+        return 0
+    n = 1
+    while 1 - (wilson(n, n).low or 0.0) > max_breakage:
+        n += 1
+    return n
