@@ -28,6 +28,14 @@ SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}}, "required"
 
 
 def eval_config(wall: FaultWall, **extra_targets: dict[str, Any]) -> Config:
+    targets, aliases = eval_config_data(wall, **extra_targets)
+    return make_config(targets, aliases)
+
+
+def eval_config_data(
+    wall: FaultWall, **extra_targets: dict[str, Any]
+) -> tuple[dict[str, dict[str, Any]], dict[str, list[str] | dict[str, Any]]]:
+    """The targets and aliases of the eval tests' config (make_config adds fast retries)."""
     targets = {
         "good": wall_target(wall, "scripted", price=PER_TOKEN),
         "jsonbreak": wall_target(wall, "scripted?json_break=2", price=PER_TOKEN),
@@ -43,7 +51,7 @@ def eval_config(wall: FaultWall, **extra_targets: dict[str, Any]) -> Config:
         "biased": ["judge-first"],
         "open": ["jsonbreak", "notools"],
     }
-    return make_config(targets, aliases)
+    return targets, aliases
 
 
 def user(text: str) -> list[dict[str, str]]:

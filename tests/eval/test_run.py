@@ -189,3 +189,31 @@ def test_unknown_candidates_baselines_and_judges_are_refused(wall: FaultWall) ->
         resolve(cfg, EvalPlan(("notools",), "good", judge="good"))
     with pytest.raises(EvalError, match="both the baseline and a candidate"):
         resolve(cfg, EvalPlan(("good",), "good"))
+
+
+def test_a_captured_baseline_is_compared_without_being_sent_again(wall: FaultWall, tmp_path: Path) -> None:
+    def answer(message: dict[str, Any], finish: str) -> dict[str, Any]:
+        return {"choices": [{"index": 0, "message": message, "finish_reason": finish}]}
+
+    tool_call = {"id": "c", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+    captured = {
+        "capital": {"target": "openai", "response": answer({"role": "assistant", "content": "Paris"}, "stop"),
+                    "latency_ms": 100.0, "ttft_ms": 40.0, "cost_usd": 1.0, "error": None},
+        "weather": {"target": "openai", "response": answer({"role": "assistant", "content": None,
+                    "tool_calls": [tool_call]}, "tool_calls"), "latency_ms": 200.0, "ttft_ms": 90.0, "cost_usd": 8.0},
+    }  # fmt: skip
+    items = items_from([{**i, "baseline": captured[i["id"]]} for i in ITEMS if i["id"] in captured], "captured")
+    cfg = eval_config(wall)
+    done = run_eval(cfg, EvalPlan(("pricey",), "captured", concurrency=1), items, ResultsFile(tmp_path / "r.jsonl"))
+    figures = summarise(done, cfg.eval)
+    assert {a.model for a in wall.attempts} == {"scripted?latency_ms=5"}  # only the candidate was sent
+    base = figures["baseline"]
+    assert base["name"] == "captured" and base["captured"] is True
+    assert (base["latency_ms"]["p50"], base["latency_ms"]["p95"]) == (100.0, 200.0)
+    assert (base["ttft_ms"]["p50"], base["ttft_ms"]["p95"]) == (40.0, 90.0)
+    pricey = candidate(figures, "pricey")
+    assert pricey["outcomes"]["ties"] == 2
+    assert pricey["checks"]["tool_use"]["passed"] == 1
+    # (2 + 16) / 2 against (1 + 8) / 2 USD: twice the cost, in every resample too
+    assert pricey["ratios"]["cost_per_1k"]["value"] == pytest.approx(2.0)
+    assert pricey["ratios"]["cost_per_1k"]["low"] == pytest.approx(2.0)
