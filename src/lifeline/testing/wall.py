@@ -417,7 +417,8 @@ class FaultWall:
             return _say(reply, text)
         if body.get("tools") and behaviour.get_str("tools", "") != "never":
             call_id = f"call_wall_{reply.id.rsplit('-', 1)[-1]}"
-            return replace(reply, tokens=TOOL_CALL_TOKENS).completion(tool_call_message(call_id, tool_name(body)))
+            called = replace(reply, tokens=TOOL_CALL_TOKENS, finish_reason="tool_calls")
+            return called.completion(tool_call_message(call_id, tool_name(body)))
         said = scripted_text(body)
         text = said if said is not None else wall_text(reply.tokens)
         every = behaviour.get_int("json_break", 0)
