@@ -331,8 +331,10 @@ class ResultsFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.records: list[Record] = []
+        self._keys: set[tuple[str, ...]] = set()
         if path.exists():
             self._read()
+        self._keys = {r.key for r in self.records}
 
     def _read(self) -> None:
         raw = self.path.read_bytes()
@@ -355,15 +357,16 @@ class ResultsFile:
 
     @property
     def done(self) -> set[tuple[str, ...]]:
-        return {r.key for r in self.records}
+        return set(self._keys)
 
     @property
     def spent_usd(self) -> float:
         return sum(r.cost_usd for r in self.records)
 
     def append(self, record: Record) -> None:
-        if record.key in self.done:
+        if record.key in self._keys:
             return
+        self._keys.add(record.key)
         self.records.append(record)
         with self.path.open("ab") as handle:
             handle.write(orjson.dumps(_as_dict(record)) + b"\n")
