@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,13 +82,16 @@ def items_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def reports_module() -> None:
+def reports_module() -> Iterator[None]:
     """`lifeline.reports` (CONTRACTS.md B) — the real one once merged; until then a stand-in registered only
     for the test, which renders each section's repr so that the command can finish."""
     if importlib.util.find_spec("lifeline.reports") is not None:
+        yield
         return
     from tests.eval import reports_standin
 
     sys.modules["lifeline.reports"] = reports_standin
-    yield  # type: ignore[misc]
-    sys.modules.pop("lifeline.reports", None)
+    try:
+        yield
+    finally:
+        sys.modules.pop("lifeline.reports", None)
