@@ -13,7 +13,7 @@ from lifeline.config import Config
 from lifeline.errors import EvalError
 from lifeline.eval import EvalPlan, ResultsFile, items_from, resolve, run_eval, summarise
 from lifeline.eval.runner import PIN_PREFIX, estimate, pinned_config
-from lifeline.testing import FaultWall
+from lifeline.testing import FaultWall, wall_text
 from tests.conftest import wall_target
 from tests.eval.conftest import ITEMS, eval_config
 
@@ -217,3 +217,26 @@ def test_a_captured_baseline_is_compared_without_being_sent_again(wall: FaultWal
     # (2 + 16) / 2 against (1 + 8) / 2 USD: twice the cost, in every resample too
     assert pricey["ratios"]["cost_per_1k"]["value"] == pytest.approx(2.0)
     assert pricey["ratios"]["cost_per_1k"]["low"] == pytest.approx(2.0)
+
+
+def test_streamed_answers_are_reassembled_and_measure_ttft(wall: FaultWall, tmp_path: Path) -> None:
+    cfg = eval_config(wall, plain=wall_target(wall, "ok"), tooler=wall_target(wall, "tool_call"))
+    figures = run(cfg, tmp_path, ("plain", "tooler"), stream=True)
+    assert all(a.stream for a in wall.attempts)
+    plain, tooler = candidate(figures, "plain"), candidate(figures, "tooler")
+    assert plain["answered"] == 4 and plain["ttft_ms"]["n"] == 4
+    assert plain["ttft_ms"]["p95"] <= plain["latency_ms"]["p95"]
+    row = next(r for r in figures["items"] if r["candidate"] == "plain" and r["item"] == "capital")
+    assert row["answer"] == wall_text(12)  # the wall's 12 words, streamed one by one
+    assert plain["checks"]["finish"]["passed"] == 4
+    # the tool call's streamed pieces are put back together and validate against the offered schema; on the
+    # three items that offer no tool, the wall still calls get_weather: a tool that was not offered
+    assert (tooler["checks"]["tool"]["passed"], tooler["checks"]["tool"]["failed"]) == (1, 3)
+    assert tooler["checks"]["tool_use"]["passed"] == 1
+    lines = [orjson.loads(line) for line in (tmp_path / "results.jsonl").read_bytes().splitlines()]
+    call = next(r for r in lines if r["name"] == "tooler" and r["item"] == "weather")
+    assert call["response"]["choices"][0]["message"]["tool_calls"][0]["function"] == {
+        "name": "get_weather",
+        "arguments": '{"city": "Paris"}',
+    }
+    assert call["completion_tokens"] == 8 and call["cost_usd"] == 0.0  # unpriced wall target

@@ -677,3 +677,13 @@ def test_judge_picks_by_its_preference(http: httpx.Client, wall: FaultWall, pref
     prompt = "<answer_a>\nshort\n</answer_a>\n<answer_b>\na longer answer\n</answer_b>"
     text = _said(http, wall, f"judge?prefer={prefer}", prompt)["choices"][0]["message"]["content"]
     assert text.endswith(f"VERDICT: {verdict}")
+
+
+def test_scripted_streams_the_same_answer(http: httpx.Client, wall: FaultWall) -> None:
+    messages = [{"role": "user", "content": "SAY: Paris it is."}]
+    lines, error = stream_lines(http, wall, "scripted", messages=messages, stream_options={"include_usage": True})
+    assert error is None and lines[-1] == "data: [DONE]"
+    assert content_of(lines) == "Paris it is."
+    payloads = chunk_payloads(lines)
+    assert payloads[-1]["usage"]["completion_tokens"] == 3
+    assert any(p["choices"] and p["choices"][0]["finish_reason"] == "stop" for p in payloads)

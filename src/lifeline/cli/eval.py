@@ -45,6 +45,9 @@ def eval_command(
     max_cost: Annotated[
         float | None, typer.Option(min=0, help="USD cap for the results file; stops before a request could pass it.")
     ] = None,
+    stream: Annotated[
+        bool, typer.Option("--stream/--no-stream", help="Stream the answers (measures TTFT); the judge never.")
+    ] = False,
     dry_run: Annotated[bool, typer.Option(help="Print the request count and estimated cost; send nothing.")] = False,
     out: Annotated[
         Path | None, typer.Option(help="Results directory (default ./eval-<time>); reuse to resume.")
@@ -96,6 +99,7 @@ def eval_command(
         judge=judge,
         concurrency=settings.concurrency,
         max_cost=max_cost,
+        stream=stream,
     )
     out = out or Path(f"eval-{dt.datetime.now():%Y%m%d-%H%M%S}")
     try:

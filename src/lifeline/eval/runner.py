@@ -4,7 +4,8 @@ pinned to one target at a time, then each pair judged in both orders when a judg
 The gateway is the drill's (`lifeline.jobs.job_gateway`) with one extra alias per pinned target,
 `eval:<target>`, whose only target is that one: the real router, provider, retries and price book, but no
 failover, so that a candidate's figures are its own. Requests go `concurrency` at a time, each whole
-(stream false). Every finished request is appended to results.jsonl at once, so that an interrupted run
+(stream false; with `stream`, answers are streamed and reassembled, which measures the time to first
+token). Every finished request is appended to results.jsonl at once, so that an interrupted run
 continues where it stopped (`ResultsFile`); the cost cap reserves each request's worst case before it is
 sent and stops sending when the next one could pass the cap (`CostGate`).
 """
@@ -56,6 +57,8 @@ class EvalPlan:
     concurrency: int = 4
     #: USD for the whole results file (what earlier runs into the same --out spent counts too)
     max_cost: float | None = None
+    #: stream the answers (candidates and a live baseline; never the judge) to measure TTFT
+    stream: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,9 +264,11 @@ def worst_case_usd(prices: PriceBook, config: Config, body: dict[str, Any], targ
     return prices.worst_case(list(targets), prompt, completion) / 1e9
 
 
-def request_body(item: Item, contender: Contender) -> dict[str, Any]:
+def request_body(item: Item, contender: Contender, *, stream: bool = False) -> dict[str, Any]:
     body = {k: v for k, v in item.request.items() if k not in ("model", "stream", "stream_options")}
     body["model"] = contender.alias
+    if stream:
+        body |= {"stream": True, "stream_options": {"include_usage": True}}
     return body
 
 
@@ -409,7 +414,7 @@ def run_eval(
     before = len(results.records)
     timeout = config.server.request_timeout + CLIENT_GRACE
     with job_gateway(served, EvalError) as gw:
-        caller = _Caller(gw.base_url, served, prices, gate, plan.concurrency, timeout, results, watcher)
+        caller = _Caller(gw.base_url, served, prices, gate, plan.concurrency, timeout, results, watcher, plan.stream)
         asyncio.run(caller.answers(items, lineup))
         if lineup.judge is not None and not gate.stopped:
             asyncio.run(caller.judgements(items, lineup, lineup.judge))
@@ -453,6 +458,7 @@ class _Caller:
     timeout: float
     results: ResultsFile
     watcher: Watcher | None
+    stream: bool = False
 
     async def answers(self, items: list[Item], lineup: Lineup) -> None:
         done = self.results.done
@@ -461,7 +467,7 @@ class _Caller:
             for role, contender in _live(lineup):
                 if ("answer", item.id, role, contender.name) in done:
                     continue
-                body = request_body(item, contender)
+                body = request_body(item, contender, stream=self.stream)
                 cost = worst_case_usd(self.prices, self.config, body, contender.targets)
                 jobs.append((cost, _answer_job(self, item, role, contender, body)))
         await self._run("answers", jobs)
@@ -532,6 +538,7 @@ def _answer_job(caller: _Caller, item: Item, role: str, contender: Contender, bo
         answer = Answer(item=item.id, role=role, name=contender.name, at=_now())
         reply = await _post(client, body, caller.timeout)
         answer.status, answer.target, answer.latency_ms = reply.status, reply.target, reply.latency_ms
+        answer.ttft_ms = reply.ttft_ms
         answer.response, answer.error = reply.response, reply.error
         if reply.response is not None:
             usage, _ = answer_usage(body, reply.response.get("usage"), delta_chars(reply.response))
@@ -565,6 +572,7 @@ class _Reply:
     status: int | None = None
     target: str | None = None
     latency_ms: float | None = None
+    ttft_ms: float | None = None
     response: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
 
@@ -573,33 +581,84 @@ _JSON = {"content-type": "application/json"}
 
 
 async def _post(client: httpx.AsyncClient, body: dict[str, Any], timeout: float) -> _Reply:
-    """One whole chat request as a client sees it; a failure is an error object, never an exception."""
+    """One chat request as a client sees it; a failure is an error object, never an exception."""
     reply = _Reply()
     sent = time.perf_counter()
     try:
         async with asyncio.timeout(timeout):
-            response = await client.post("/chat/completions", content=orjson.dumps(body), headers=_JSON)
-        reply.status = response.status_code
-        reply.target = response.headers.get("x-lifeline-target")
-        data = orjson.loads(response.content)
-        if response.status_code == 200 and isinstance(data, dict):
-            reply.response = data
-        else:
-            error = data.get("error") if isinstance(data, dict) else None
-            error = error if isinstance(error, dict) else {}
-            reply.error = {
-                "status": response.status_code,
-                "code": error.get("code") or error.get("type"),
-                "message": str(error.get("message") or "")[:500],
-            }
+            async with client.stream("POST", "/chat/completions", content=orjson.dumps(body), headers=_JSON) as answer:
+                reply.status = answer.status_code
+                reply.target = answer.headers.get("x-lifeline-target")
+                if answer.status_code == 200 and body.get("stream"):
+                    await _read_stream(reply, answer, sent)
+                else:
+                    _read_whole(reply, orjson.loads(await answer.aread()))
     except TimeoutError:
         reply.error = {"status": None, "code": "client_timeout", "message": f"no answer within {timeout:g} s"}
     except httpx.HTTPError as exc:
         reply.error = {"status": None, "code": "connection_error", "message": f"{type(exc).__name__}: {exc}"[:500]}
-    except orjson.JSONDecodeError as exc:
+    except (orjson.JSONDecodeError, TypeError) as exc:
         reply.error = {"status": reply.status, "code": "malformed_response", "message": str(exc)[:500]}
     reply.latency_ms = (time.perf_counter() - sent) * 1000
     return reply
+
+
+def _read_whole(reply: _Reply, data: Any) -> None:
+    if reply.status == 200 and isinstance(data, dict):
+        reply.response = data
+        return
+    error = data.get("error") if isinstance(data, dict) else None
+    error = error if isinstance(error, dict) else {}
+    reply.error = {
+        "status": reply.status,
+        "code": error.get("code") or error.get("type"),
+        "message": str(error.get("message") or "")[:500],
+    }
+
+
+async def _read_stream(reply: _Reply, answer: httpx.Response, sent: float) -> None:
+    """A streamed answer put back together as the chat.completion it stands for (text, tool calls, finish
+    reason, usage); the time to its first content is its TTFT."""
+    pieces: list[str] = []
+    calls: dict[int, dict[str, Any]] = {}
+    finish: str | None = None
+    usage: Any = None
+    async for line in answer.aiter_lines():
+        if not line.startswith("data:") or line[5:].strip() == "[DONE]":
+            continue
+        event = orjson.loads(line[5:].strip())
+        if not isinstance(event, dict):
+            raise TypeError("a stream event is not a JSON object")
+        if isinstance(event.get("error"), dict):
+            _read_whole(reply, {"error": event["error"]})
+            reply.error = reply.error or {}
+            reply.error["status"] = None  # the answer began (200) and then failed
+            return
+        usage = event.get("usage") or usage
+        for choice in event.get("choices") or ():
+            delta = choice.get("delta") or {}
+            if reply.ttft_ms is None and (delta.get("content") or delta.get("tool_calls")):
+                reply.ttft_ms = (time.perf_counter() - sent) * 1000
+            if delta.get("content"):
+                pieces.append(str(delta["content"]))
+            for call in delta.get("tool_calls") or ():
+                slot = calls.setdefault(
+                    call.get("index", 0), {"id": None, "type": "function", "function": {"name": "", "arguments": ""}}
+                )
+                slot["id"] = call.get("id") or slot["id"]
+                function = call.get("function") or {}
+                slot["function"]["name"] += function.get("name") or ""
+                slot["function"]["arguments"] += function.get("arguments") or ""
+            finish = choice.get("finish_reason") or finish
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(pieces) if pieces or not calls else None}
+    if calls:
+        message["tool_calls"] = [calls[i] for i in sorted(calls)]
+    reply.response = {
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+    }
+    if isinstance(usage, dict):
+        reply.response["usage"] = usage
 
 
 def _int(value: Any) -> int | None:

@@ -403,8 +403,11 @@ class FaultWall:
             return False
         if name == "tool_call":
             return await self._tool_call(writer, behaviour, reply, body, stream, keep)
-        if name in ("scripted", "judge") and not stream:
-            return await _send_json(writer, 200, self._scripted(behaviour, spec or "", reply, body), keep)
+        if name in ("scripted", "judge"):
+            answer = self._scripted(behaviour, spec or "", reply, body)
+            if stream:
+                return await self._stream_answer(writer, reply, answer, keep)
+            return await _send_json(writer, 200, answer, keep)
         if stream:
             return await self._stream(reader, writer, behaviour, reply, keep)
         return await self._answer(reader, writer, behaviour, reply, keep)
@@ -429,6 +432,25 @@ class FaultWall:
             if seen % every == 0:
                 text = text[: max(len(text) - 1, 0)]  # the closing brace lost: no longer JSON
         return _say(reply, text)
+
+    async def _stream_answer(
+        self, writer: asyncio.StreamWriter, reply: Reply, answer: dict[str, Any], keep: bool
+    ) -> bool:
+        """A whole answer sent as a stream: the role chunk, its text or tool call in one delta, the finish."""
+        choice = answer["choices"][0]
+        message = choice["message"]
+        writer.write(stream_head(keep_alive=keep))
+        await _event(writer, reply.chunk({"role": "assistant", "content": "" if message.get("content") else None}))
+        if message.get("tool_calls"):
+            calls = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
+            await _event(writer, reply.chunk({"tool_calls": calls}))
+        elif message.get("content"):
+            await _event(writer, reply.chunk({"content": message["content"]}))
+        await _event(writer, reply.chunk({}, choice["finish_reason"]))
+        if reply.include_usage:
+            await _event(writer, {**reply.usage_chunk(), "usage": answer["usage"]})
+        await _send(writer, sse(b"[DONE]") + CHUNK_END)
+        return keep
 
     def _attempt(
         self,
