@@ -3,6 +3,7 @@ exit status 2 with one line for every way of asking wrongly."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,10 @@ def test_an_eval_writes_its_results_and_reports_and_prints_verdicts(
     assert f"pricey: {pricey['verdict']['status'].replace('_', ' ')}" in result.output
     assert (out / "report.md").exists() and (out / "report.html").exists()
     assert (out / "results.jsonl").exists() and (out / "gateway.log").exists()
+    # the eval's requests are in the ledger under their pinned aliases (docs/eval.md says how to see them)
+    with sqlite3.connect(tmp_path / "data" / "lifeline.db") as ledger:
+        rows = ledger.execute("select alias, target, count(*) from ledger group by 1, 2 order by 1").fetchall()
+    assert rows == [("eval:good", "good", 4), ("eval:pricey", "pricey", 4)]
 
 
 def test_dry_run_prints_the_count_and_estimate_and_sends_nothing(
