@@ -240,3 +240,14 @@ def test_streamed_answers_are_reassembled_and_measure_ttft(wall: FaultWall, tmp_
         "arguments": '{"city": "Paris"}',
     }
     assert call["completion_tokens"] == 8 and call["cost_usd"] == 0.0  # unpriced wall target
+
+
+def test_a_results_file_damaged_before_its_last_line_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "results.jsonl"
+    good = orjson.dumps({"kind": "answer", "item": "a", "role": "candidate", "name": "x", "cost_usd": 0.5}).decode()
+    path.write_text(f"{good}\nnot json\n{good}\n")
+    with pytest.raises(EvalError, match=rf"{path}:2: not a result line"):
+        ResultsFile(path)
+    path.write_text(f"{good}\n")
+    reopened = ResultsFile(path)
+    assert reopened.done == {("answer", "a", "candidate", "x")} and reopened.spent_usd == 0.5
