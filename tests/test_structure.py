@@ -42,6 +42,8 @@ FLOORS: dict[str, int] = {
     "testing": 6,
     "drill": 7,
     "audit": 7,
+    "eval": 7,
+    "jobs": 7,  # what drill/ and eval/ share: the gateway they start, their progress
     "cli": 8,
 }
 

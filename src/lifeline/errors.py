@@ -72,7 +72,9 @@ have no status of their own; they live here too, so that this module is the one 
         ├── PromptError             a drill's prompts file cannot be used (names the file and line)
         ├── DrillError              a drill cannot run as asked (an unknown target or alias, a bad number)
         ├── LabelledSetError        the audit classifier's labelled answers cannot be used (names the line)
-        └── SuiteError              an audit suite cannot be used (names the file and line, or the suite)
+        ├── SuiteError              an audit suite cannot be used (names the file and line, or the suite)
+        ├── EvalInputError          an eval's items cannot be used (names the file and line)
+        └── EvalError               an eval cannot run as asked (an unknown candidate, judge or baseline)
 """
 
 from __future__ import annotations
@@ -517,6 +519,14 @@ class LabelledSetError(ValueError):
 
 class SuiteError(ValueError):
     """An audit suite cannot be used; the message names the file and line (or the built-in suite)."""
+
+
+class EvalInputError(ValueError):
+    """An eval's items cannot be used; the message names the file and line."""
+
+
+class EvalError(ValueError):
+    """An eval cannot run as asked (an unknown candidate, baseline or judge, a bad number)."""
 
 
 # Error codes an upstream uses for a refusal of the account rather than of the request. They arrive with

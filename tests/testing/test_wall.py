@@ -638,3 +638,52 @@ def test_async_start_stop_and_serve_forever() -> None:
             await task
 
     asyncio.run(scenario())
+
+
+# -- the eval's answer models: scripted and judge ---------------------------------------------------
+
+
+def _said(http: httpx.Client, wall: FaultWall, model: str, text: str, **extra: Any) -> dict[str, Any]:
+    reply = chat(http, wall, model, messages=[{"role": "user", "content": text}], **extra)
+    assert reply.status_code == 200
+    data: dict[str, Any] = reply.json()
+    return data
+
+
+def test_scripted_says_what_it_is_told_and_breaks_every_nth_json_answer(http: httpx.Client, wall: FaultWall) -> None:
+    plain = _said(http, wall, "scripted", "Capital? SAY: Paris is the capital.")
+    assert plain["choices"][0]["message"]["content"] == "Paris is the capital."
+    assert plain["usage"]["completion_tokens"] == 4
+    assert _said(http, wall, "scripted", "no marker")["choices"][0]["message"]["content"] == wall_text(12)
+    json_format = {"response_format": {"type": "json_object"}}
+    answers = [_said(http, wall, "scripted?json_break=3", 'SAY: {"a": 1}', **json_format) for _ in range(6)]
+    texts = [a["choices"][0]["message"]["content"] for a in answers]
+    assert texts == ['{"a": 1}', '{"a": 1}', '{"a": 1', '{"a": 1}', '{"a": 1}', '{"a": 1']
+    # a text answer does not count towards the share
+    assert _said(http, wall, "scripted?json_break=1", 'SAY: {"a": 1}')["choices"][0]["message"]["content"] == '{"a": 1}'
+
+
+def test_scripted_calls_the_first_offered_tool_unless_it_never_does(http: httpx.Client, wall: FaultWall) -> None:
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+    called = _said(http, wall, "scripted", "Weather?", tools=tools)["choices"][0]
+    assert called["finish_reason"] == "tool_calls"
+    assert called["message"]["tool_calls"][0]["function"]["name"] == "lookup"
+    words = _said(http, wall, "scripted?tools=never", "Weather?", tools=tools)["choices"][0]
+    assert words["finish_reason"] == "stop" and "tool_calls" not in words["message"]
+
+
+@pytest.mark.parametrize(("prefer", "verdict"), [("longer", "B"), ("shorter", "A"), ("first", "A"), ("none", "TIE")])
+def test_judge_picks_by_its_preference(http: httpx.Client, wall: FaultWall, prefer: str, verdict: str) -> None:
+    prompt = "<answer_a>\nshort\n</answer_a>\n<answer_b>\na longer answer\n</answer_b>"
+    text = _said(http, wall, f"judge?prefer={prefer}", prompt)["choices"][0]["message"]["content"]
+    assert text.endswith(f"VERDICT: {verdict}")
+
+
+def test_scripted_streams_the_same_answer(http: httpx.Client, wall: FaultWall) -> None:
+    messages = [{"role": "user", "content": "SAY: Paris it is."}]
+    lines, error = stream_lines(http, wall, "scripted", messages=messages, stream_options={"include_usage": True})
+    assert error is None and lines[-1] == "data: [DONE]"
+    assert content_of(lines) == "Paris it is."
+    payloads = chunk_payloads(lines)
+    assert payloads[-1]["usage"]["completion_tokens"] == 3
+    assert any(p["choices"] and p["choices"][0]["finish_reason"] == "stop" for p in payloads)

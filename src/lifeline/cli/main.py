@@ -41,6 +41,9 @@ def _register_subcommands() -> None:
     from lifeline.cli.audit import register as register_audit
 
     register_audit(app)
+    from lifeline.cli.eval import register as register_eval
+
+    register_eval(app)
 
 
 @app.command()

@@ -390,6 +390,37 @@ class HostSpec(Strict):
     max_connections: Annotated[int, Field(gt=0)] = 100
 
 
+EvalCheck = Literal["answered", "finish", "json", "schema", "tool", "tool_use", "refusal", "length", "reference"]
+
+
+BREAKAGE_CHECKS: tuple[EvalCheck, ...] = ("answered", "finish", "json", "schema", "tool", "tool_use", "refusal")
+
+
+class EvalSettings(Strict):
+    """`eval:` — the thresholds of `lifeline eval`'s verdict and its defaults (docs/eval.md "Verdict rules");
+    each can also be set by a flag of the command."""
+
+    #: non-inferiority: the 95 % lower bound of the share of items won or tied must reach this
+    min_win_or_tie: Annotated[float, Field(ge=0, le=1)] = 0.8
+    #: a breakage check's failure rate may not exceed this at its 95 % upper bound
+    max_breakage: Annotated[float, Field(ge=0, le=1)] = 0.02
+    #: the checks whose failures are breakage (a reason for "not ready"); the others are caveats
+    breakage_checks: list[EvalCheck] = Field(default_factory=lambda: list(BREAKAGE_CHECKS))
+    #: a candidate slower than this times the baseline (p95 latency) or dearer (cost per 1k) is a caveat
+    max_latency_ratio: Annotated[float, Field(gt=0)] = 1.5
+    max_cost_ratio: Annotated[float, Field(gt=0)] = 1.5
+    #: the length check passes between these ratios of the answer's length to the baseline's
+    length_ratio_min: Annotated[float, Field(ge=0)] = 0.5
+    length_ratio_max: Annotated[float, Field(gt=0)] = 2.0
+    #: fewer paired items than this is a warning: the intervals are too wide to decide much
+    min_sample: Annotated[int, Field(ge=1)] = 30
+    #: a judge whose two orders disagree on more than this share of pairs is a caveat (order bias)
+    max_judge_disagreement: Annotated[float, Field(ge=0, le=1)] = 0.3
+    concurrency: Annotated[int, Field(ge=1, le=256)] = 4
+    #: seeds the bootstrap, so that a report's intervals are reproducible
+    seed: int = 0
+
+
 class Config(Strict):
     server: ServerSettings = Field(default_factory=ServerSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
@@ -402,6 +433,7 @@ class Config(Strict):
     hosts: dict[str, HostSpec] = Field(default_factory=dict)
     targets: dict[str, Target] = Field(default_factory=dict)
     aliases: dict[str, Alias]
+    eval: EvalSettings = Field(default_factory=EvalSettings)
 
     @model_validator(mode="after")
     def _check_references(self) -> Config:

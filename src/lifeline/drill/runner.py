@@ -18,13 +18,12 @@ A request's outcome is one of:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import itertools
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import httpx
 import orjson
@@ -32,8 +31,8 @@ import orjson
 from lifeline.config.schema import Config
 from lifeline.drill.prompts import Messages, cycle
 from lifeline.errors import DrillError
+from lifeline.jobs import Watcher, job_gateway
 from lifeline.providers.faults import Fault
-from lifeline.testing.gateway import run_gateway
 
 Outcome = Literal["answered", "error", "incomplete"]
 
@@ -134,16 +133,6 @@ class DrillResult:
     circuits: list[dict[str, Any]]
 
 
-class Watcher(Protocol):
-    """Told about progress as requests finish (a progress bar); called on the drill's event loop."""
-
-    def begin(self, phase: str, total: int) -> None: ...
-
-    def update(self, result: RequestResult) -> None: ...
-
-    def end(self) -> None: ...
-
-
 # --- checking the plan -------------------------------------------------------------------------------
 
 
@@ -187,11 +176,7 @@ def run_drill(
         raise DrillError("no prompts to send")
     client_timeout = config.server.request_timeout + CLIENT_GRACE
     started_at = dt.datetime.now(dt.UTC)
-    with contextlib.ExitStack() as stack:
-        try:
-            gw = stack.enter_context(run_gateway(isolated(config)))
-        except Exception as exc:  # a model that cannot load, a port, a database: the drill cannot begin
-            raise DrillError(f"the gateway could not start: {exc}") from exc
+    with job_gateway(config, DrillError) as gw:
         health = gw.gateway.health
         baseline = None
         if plan.baseline:
@@ -212,16 +197,6 @@ def run_drill(
             for target in plan.cut:
                 health.heal(target)
     return DrillResult(plan, chain, started_at, drill, baseline, circuits)
-
-
-def isolated(config: Config) -> Config:
-    """The config the drill's gateway runs: without Redis, so that the circuits its injected faults open stay
-    in this process and are not broadcast to the replicas serving production (nor are its rate-limit
-    windows and budget reservations shared with theirs)."""
-    if config.accounting.redis_url is None:
-        return config
-    accounting = config.accounting.model_copy(update={"redis_url": None})
-    return config.model_copy(update={"accounting": accounting})
 
 
 async def run_pass(

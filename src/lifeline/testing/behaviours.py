@@ -51,7 +51,12 @@ KNOWN_BEHAVIOURS: tuple[str, ...] = (
     "flap",
     "error_event",
     "tool_call",
+    "scripted",
+    "judge",
 )
+
+#: `scripted` answers the text after this marker in the last user message
+SAY_MARKER = "SAY:"
 
 DEFAULT_TOKENS = 12
 
@@ -163,3 +168,44 @@ def prompt_words(body: Mapping[str, Any] | None) -> int:
                 if isinstance(part, dict) and part.get("type") == "text":
                     total += _count_words(part.get("text"))
     return total
+
+
+def last_user_text(body: Mapping[str, Any] | None) -> str:
+    """The text of the last user message (its text parts joined)."""
+    messages = body.get("messages") if body else None
+    for message in reversed(messages if isinstance(messages, list) else []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, list):
+                return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+            return content if isinstance(content, str) else ""
+    return ""
+
+
+def scripted_text(body: Mapping[str, Any] | None) -> str | None:
+    """What `scripted` says: the text after SAY_MARKER in the last user message, else None (wall words)."""
+    text = last_user_text(body)
+    marker = text.find(SAY_MARKER)
+    return text[marker + len(SAY_MARKER) :].strip() if marker >= 0 else None
+
+
+def wants_json(body: Mapping[str, Any] | None) -> bool:
+    fmt = body.get("response_format") if body else None
+    return isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema")
+
+
+def _between(text: str, tag: str) -> str | None:
+    start, end = text.find(f"<{tag}>"), text.find(f"</{tag}>")
+    return text[start + len(tag) + 2 : end].strip() if 0 <= start < end else None
+
+
+def judge_choice(body: Mapping[str, Any] | None, prefer: str) -> str:
+    """`judge`'s verdict on the two answers in <answer_a> and <answer_b>: `first` always says A (an order-
+    biased judge), `longer` / `shorter` pick by length (TIE when equal), anything else says TIE."""
+    text = last_user_text(body)
+    a, b = _between(text, "answer_a"), _between(text, "answer_b")
+    if prefer == "first":
+        return "A"
+    if a is None or b is None or len(a) == len(b) or prefer not in ("longer", "shorter"):
+        return "TIE"
+    return "A" if (len(a) > len(b)) == (prefer == "longer") else "B"

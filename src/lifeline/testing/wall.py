@@ -18,7 +18,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any
 
@@ -28,9 +28,13 @@ from lifeline.errors import HttpError
 from lifeline.testing.behaviours import (
     KNOWN_BEHAVIOURS,
     Behaviour,
+    judge_choice,
     parse_behaviour,
     prompt_words,
+    scripted_text,
     stream_piece,
+    wall_text,
+    wants_json,
 )
 from lifeline.testing.payloads import (
     ErrorReply,
@@ -399,9 +403,54 @@ class FaultWall:
             return False
         if name == "tool_call":
             return await self._tool_call(writer, behaviour, reply, body, stream, keep)
+        if name in ("scripted", "judge"):
+            answer = self._scripted(behaviour, spec or "", reply, body)
+            if stream:
+                return await self._stream_answer(writer, reply, answer, keep)
+            return await _send_json(writer, 200, answer, keep)
         if stream:
             return await self._stream(reader, writer, behaviour, reply, keep)
         return await self._answer(reader, writer, behaviour, reply, keep)
+
+    def _scripted(self, behaviour: Behaviour, spec: str, reply: Reply, body: dict[str, Any]) -> dict[str, Any]:
+        """A whole answer of `scripted` (says what the prompt asks it to, calls the first offered tool, breaks
+        every `json_break`-th JSON answer) or `judge` (a verdict line on the two answers it is shown)."""
+        if behaviour.name == "judge":
+            text = f"Compared as asked. VERDICT: {judge_choice(body, behaviour.get_str('prefer', 'longer'))}"
+            return _say(reply, text)
+        if body.get("tools") and behaviour.get_str("tools", "") != "never":
+            call_id = f"call_wall_{reply.id.rsplit('-', 1)[-1]}"
+            called = replace(reply, tokens=TOOL_CALL_TOKENS, finish_reason="tool_calls")
+            return called.completion(tool_call_message(call_id, tool_name(body)))
+        said = scripted_text(body)
+        text = said if said is not None else wall_text(reply.tokens)
+        every = behaviour.get_int("json_break", 0)
+        if every > 0 and wants_json(body):
+            with self._lock:
+                seen = self._failures.get(spec, 0) + 1
+                self._failures[spec] = seen
+            if seen % every == 0:
+                text = text[: max(len(text) - 1, 0)]  # the closing brace lost: no longer JSON
+        return _say(reply, text)
+
+    async def _stream_answer(
+        self, writer: asyncio.StreamWriter, reply: Reply, answer: dict[str, Any], keep: bool
+    ) -> bool:
+        """A whole answer sent as a stream: the role chunk, its text or tool call in one delta, the finish."""
+        choice = answer["choices"][0]
+        message = choice["message"]
+        writer.write(stream_head(keep_alive=keep))
+        await _event(writer, reply.chunk({"role": "assistant", "content": "" if message.get("content") else None}))
+        if message.get("tool_calls"):
+            calls = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
+            await _event(writer, reply.chunk({"tool_calls": calls}))
+        elif message.get("content"):
+            await _event(writer, reply.chunk({"content": message["content"]}))
+        await _event(writer, reply.chunk({}, choice["finish_reason"]))
+        if reply.include_usage:
+            await _event(writer, {**reply.usage_chunk(), "usage": answer["usage"]})
+        await _send(writer, sse(b"[DONE]") + CHUNK_END)
+        return keep
 
     def _attempt(
         self,
@@ -567,6 +616,12 @@ class FaultWall:
             await _event(writer, reply.chunk(delta))
         await self._finish_stream(writer, reply)
         return keep
+
+
+def _say(reply: Reply, text: str) -> dict[str, Any]:
+    """A whole answer saying `text`; its completion tokens are its words."""
+    message = {"role": "assistant", "content": text, "refusal": None}
+    return replace(reply, tokens=len(text.split()), start=0).completion(message)
 
 
 async def serve_forever(
