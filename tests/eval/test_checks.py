@@ -133,3 +133,14 @@ def test_an_item_can_ask_for_a_subset_of_checks() -> None:
     checks = run_checks(only_length, said("not json"), said("x"))
     assert checks["json"] is None and checks["refusal"] is None
     assert checks["answered"] is True and checks["length"] is not None
+
+
+def test_a_tool_calling_answer_is_shown_with_its_calls() -> None:
+    from lifeline.eval.checks import shown_answer
+
+    call = {"id": "c1", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Oslo"}'}}
+    response = {"choices": [{"message": {"role": "assistant", "content": None, "tool_calls": [call]}}]}
+    assert shown_answer(response) == '→ weather({"city": "Oslo"})'
+    text = {"choices": [{"message": {"role": "assistant", "content": "Sunny."}}]}
+    assert shown_answer(text) == "Sunny."
+    assert shown_answer(None) == ""

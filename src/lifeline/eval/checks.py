@@ -88,6 +88,16 @@ def tool_calls(response: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     return [c for c in calls if isinstance(c, dict)] if isinstance(calls, list) else []
 
 
+def shown_answer(response: Mapping[str, Any] | None) -> str:
+    """The answer as a report shows it: its text, then each tool call as `→ name(arguments)` (a tool-calling
+    answer has no text, and an empty box beside the other answer would hide what it did)."""
+    calls = [
+        f"→ {(c.get('function') or {}).get('name', '?')}({(c.get('function') or {}).get('arguments') or ''})"
+        for c in tool_calls(response)
+    ]
+    return "\n".join(part for part in (content(response), *calls) if part)
+
+
 def answer_length(response: Mapping[str, Any] | None) -> int:
     """Characters of the answer: its text and its tool calls' arguments."""
     arguments = sum(len(str((c.get("function") or {}).get("arguments") or "")) for c in tool_calls(response))

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lifeline.config.schema import EvalSettings
-from lifeline.eval.checks import CHECKS, content, has_answer, length_ratio, run_checks
+from lifeline.eval.checks import CHECKS, has_answer, length_ratio, run_checks, shown_answer
 from lifeline.eval.items import Item
 from lifeline.eval.judge import (
     JUDGE_INSTRUCTIONS,
@@ -224,8 +224,8 @@ def _candidate(
                 if side.latency_ms is not None and base.latency_ms is not None:
                     latency_pairs.append((side.latency_ms, base.latency_ms))
                 cost_pairs.append((side.cost_usd or 0.0, base.cost_usd or 0.0))
-            row["baseline_answer"] = content(base_response)[:SHOWN_CHARS]
-        row["answer"] = content(side.response)[:SHOWN_CHARS]
+            row["baseline_answer"] = shown_answer(base_response)[:SHOWN_CHARS]
+        row["answer"] = shown_answer(side.response)[:SHOWN_CHARS]
         rows.append(row)
     n = sum(outcomes.values())
     answered = [s for s in sides if s.answered]
