@@ -118,7 +118,7 @@ def test_every_upstream_error_carries_its_own_outcome() -> None:
 
 SOURCE = Path(lifeline.__file__).parent
 #: a drill result's own outcome ("answered", "incomplete", "error") is not an attempt's
-OTHER_VOCABULARIES = {"drill/runner.py", "drill/report.py", "drill/summary.py", "cli/drill.py"}
+OTHER_VOCABULARIES = {"drill/runner.py", "drill/report.py", "drill/summary.py", "cli/drill.py", "cli/progress.py"}
 #: words that also mean something else: the operator's override of a target is called "drained" too
 #: (routing/health.py, the admin API), and llama-cpp-python's over-long prompt error says "context window"
 SHARED_WORDS = {SkipReason.DRAINED.value, SkipReason.CONTEXT_WINDOW.value}
