@@ -204,6 +204,15 @@ def spent_since(db: Database, key_id: str, since_ts: float) -> int:
     return int(rows[0][0])
 
 
+def spent_shadow_since(db: Database, alias: str, since_ts: float) -> int:
+    """What an alias's shadow calls have cost (nano-USD) since `since_ts`: its daily cap's reading."""
+    rows = db.query(
+        "SELECT COALESCE(SUM(cost_nusd), 0) FROM ledger WHERE shadow = ? AND alias = ? AND started_at >= ?",
+        (True, alias, since_ts),
+    )
+    return int(rows[0][0])
+
+
 def spent_by_key_since(db: Database, since_ts: float) -> dict[str, int]:
     """What every key has spent (nano-USD) on requests started at or after `since_ts`."""
     rows = db.query(
