@@ -38,6 +38,9 @@ def _register_subcommands() -> None:
     from lifeline.cli.drill import register as register_drill
 
     register_drill(app)
+    from lifeline.cli.capture import register as register_capture
+
+    register_capture(app)
 
 
 @app.command()
