@@ -99,9 +99,11 @@ class GatewayMiddleware:
         try:
             await self.app(scope, receive, send)
         finally:
-            gateway.leave()
+            # Before leaving: a reload closes this gateway once its last request has left, and the work
+            # started here (shadow calls) belongs to it.
             for work in scope["state"].pop("after_response", ()):
                 try:
                     work()
                 except Exception:  # what runs after a response never reaches it
                     log.exception("after-response work failed")
+            gateway.leave()
