@@ -43,6 +43,7 @@ def config(
     auth: bool = False,
     incumbent: str = INCUMBENT,
     candidate_extra: dict[str, Any] | None = None,
+    captures: dict[str, Any] | None = None,
 ) -> Any:
     alias: dict[str, Any] = {"targets": ["incumbent"]}
     if capture is not None:
@@ -52,7 +53,7 @@ def config(
     accounting: dict[str, Any] = {
         "data_dir": str(tmp_path),
         "ledger": {"commit_interval": 0.05},
-        "captures": {"commit_interval": 0.05},
+        "captures": {"commit_interval": 0.05, **(captures or {})},
     }
     if database_url:
         accounting["database_url"] = database_url
@@ -212,7 +213,7 @@ def test_requests_larger_than_max_bytes_are_not_captured_and_are_counted(
 
 
 def test_a_capture_store_outage_loses_no_request(wall: FaultWall, gateway: GatewayFactory, tmp_path: Path) -> None:
-    with gateway(config(wall, tmp_path, capture={}, shadow={})) as gw:
+    with gateway(config(wall, tmp_path, capture={}, shadow={}, captures={"buffer_size": 2})) as gw:
         writer = gw.gateway.accounting.captures.writer
 
         def down() -> Database:
@@ -225,6 +226,8 @@ def test_a_capture_store_outage_loses_no_request(wall: FaultWall, gateway: Gatew
         wait_for(lambda: writer.write_errors > 0, "a failed capture commit")
         rows = wait_for(lambda: len([r for r in ledger(gw) if not r["shadow"]]) == 5 and ledger(gw), "5 requests")
         assert metric(gw, "lifeline_capture_write_errors_total") >= 1
+        # two captures wait in the buffer; the other three, and any shadow answer, were dropped and counted
+        assert metric(gw, "lifeline_capture_dropped_total") >= 3
     assert [r.status_code for r in responses] == [200] * 5
     assert all(r["outcome"] == "ok" for r in rows if not r["shadow"])
 
