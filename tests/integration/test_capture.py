@@ -369,3 +369,12 @@ def test_shadow_calls_beyond_the_concurrency_limit_are_dropped_and_counted(
         assert ask(gw, max_tokens=2).status_code == 200
         wait_for(lambda: metric(gw, 'lifeline_shadow_dropped_total{alias="chat",reason="concurrency"}') == 1, "a drop")
         assert len(wall.attempts_for(hanging)) == 1
+
+
+def test_export_refuses_a_bad_date_in_one_line(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli(), ["capture", "export", "--since", "last tuesday", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "error: --since 'last tuesday' is not a date (write 2026-11-30 or 2026-11-30T18:00:00Z)"
+    ]
+    assert not (tmp_path / "x").exists()
