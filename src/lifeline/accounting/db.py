@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -93,7 +94,16 @@ class Database:
     @staticmethod
     def _connect_sqlite(path: Path) -> sqlite3.Connection:
         conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
+        # Switching to WAL takes a lock the busy timeout does not cover: a connection opened while another
+        # sets WAL and starts migrating would fail with "database is locked". Once WAL, a file stays so.
+        deadline = time.monotonic() + 30
+        while str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+            except sqlite3.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=30000")
         return conn

@@ -11,6 +11,9 @@ One record must never stop the rest: text is cleaned and numbers kept in their c
 database sees them, and when the database still refuses a batch (not an outage) the records are written
 one by one and any it refuses goes to the dead-letter table `ledger_rejected`, counted in `rejected`.
 
+The machinery is a `Writer` over a `Table` (how an item becomes a row, how rows are written, refused and
+pruned): `Ledger` is the writer of ledger records; the capture store (accounting/captures.py) is another.
+
 Also here: retention pruning in small batches and the read-side sums budgets need (`spent_since`).
 """
 
@@ -22,14 +25,15 @@ import math
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import orjson
 
 from lifeline.accounting.db import Database
 from lifeline.accounting.migrations import migrate
 from lifeline.accounting.records import LedgerRecord
-from lifeline.config.schema import LedgerSettings
+from lifeline.config.schema import LedgerSettings, WriterSettings
 from lifeline.errors import DatabaseUnavailable
 
 log = logging.getLogger("lifeline.accounting")
@@ -55,12 +59,31 @@ _INTEGER = {
     "cost_nusd": 2**63 - 1,
 }
 _FLOAT = frozenset({"ttft_ms", "latency_ms", "started_at", "finished_at"})
-_BOOL = frozenset({"usage_estimated", "streamed"})
+_BOOL = frozenset({"usage_estimated", "streamed", "shadow"})
 #: text longer than this (a model name an upstream made up, say) is cut
 TEXT_LIMIT = 1000
 
 _DAY = 86_400.0
 _WARN_EVERY = 10.0  # seconds between two warnings of the same kind, so an outage does not flood the log
+
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Table(Generic[R]):
+    """What a `Writer` writes, and how: `row` turns an item into insert parameters (ValueError or TypeError:
+    unwritable, set aside); `write` inserts rows in one transaction, skipping ids already present; `reject`
+    keeps refused items in a dead-letter table (None: they are only counted); `cutoff` is the retention
+    cutoff for the wall-clock time given (None: keep everything) and `prune` deletes at most `limit` rows
+    before it."""
+
+    label: str
+    row: Callable[[R], tuple[Any, ...]]
+    write: Callable[[Database, Sequence[Sequence[Any]]], None]
+    reject: Callable[[Database, list[tuple[R, str]]], None] | None
+    cutoff: Callable[[float], Any]
+    prune: Callable[[Database, Any, int], int]
 
 
 class _FlushMarker:
@@ -181,6 +204,15 @@ def spent_since(db: Database, key_id: str, since_ts: float) -> int:
     return int(rows[0][0])
 
 
+def spent_shadow_since(db: Database, alias: str, since_ts: float) -> int:
+    """What an alias's shadow calls have cost (nano-USD) since `since_ts`: its daily cap's reading."""
+    rows = db.query(
+        "SELECT COALESCE(SUM(cost_nusd), 0) FROM ledger WHERE shadow = ? AND alias = ? AND started_at >= ?",
+        (True, alias, since_ts),
+    )
+    return int(rows[0][0])
+
+
 def spent_by_key_since(db: Database, since_ts: float) -> dict[str, int]:
     """What every key has spent (nano-USD) on requests started at or after `since_ts`."""
     rows = db.query(
@@ -200,14 +232,26 @@ def _short_error(exc: BaseException) -> str:
     return text[:200]
 
 
-class Ledger:
-    """A bounded buffer in front of a writer thread. Whether to have a ledger at all (settings.enabled) is
-    the caller's decision."""
+def ledger_table(retention_days: float | None) -> Table[LedgerRecord]:
+    """The ledger as a `Writer` writes it: refused records go to `ledger_rejected`."""
+
+    def reject(db: Database, items: list[tuple[LedgerRecord, str]]) -> None:
+        write_rejected(db, [rejected_row(rec, error) for rec, error in items])
+
+    def cutoff(now: float) -> float | None:
+        return None if retention_days is None else now - retention_days * _DAY
+
+    return Table("ledger", record_row, write_batch, reject, cutoff, prune_step)
+
+
+class Writer(Generic[R]):
+    """A bounded buffer in front of a writer thread that writes `table`."""
 
     def __init__(
         self,
-        settings: LedgerSettings,
+        settings: WriterSettings,
         open_db: Callable[[], Database],
+        table: Table[R],
         *,
         retry_base: float = 0.1,
         retry_max: float = 5.0,
@@ -216,6 +260,8 @@ class Ledger:
         prune_every: float = 3600.0,
     ) -> None:
         self.settings = settings
+        self.table = table
+        self._label = table.label
         self._open_db = open_db
         self._retry_base = retry_base
         self._retry_max = retry_max
@@ -226,15 +272,15 @@ class Ledger:
         # Producers append on the right, the writer pops on the left: both are atomic on a deque, so the
         # request path takes no lock. The bound is checked by hand because deque(maxlen=…) would silently
         # evict the oldest record instead of refusing the new one.
-        self._buffer: collections.deque[LedgerRecord | _FlushMarker] = collections.deque()
+        self._buffer: collections.deque[R | _FlushMarker] = collections.deque()
         # The batch being written: it leaves the buffer only once committed, so a failure loses nothing.
-        self._pending: list[LedgerRecord] = []
+        self._pending: list[R] = []
         self._rows: list[tuple[Any, ...]] = []
         self._pending_len = 0
         self._markers: list[_FlushMarker] = []
         #: records found unwritable before reaching the database (a required field missing), with the reason:
         #: written to the dead-letter table with the next commit
-        self._unwritable: list[tuple[LedgerRecord, str]] = []
+        self._unwritable: list[tuple[R, str]] = []
 
         self._wake = threading.Event()  # a full batch, a flush or close: do not wait for the interval
         self._stopping = threading.Event()  # close(): drain, then exit
@@ -261,7 +307,7 @@ class Ledger:
 
     # --- the request path --------------------------------------------------------------------------
 
-    def record(self, rec: LedgerRecord) -> bool:
+    def record(self, rec: R) -> bool:
         """Queue a record for the writer. Never blocks, never touches the database; False when the buffer
         is full (or the ledger closed) and the record was dropped."""
         if self._closed or len(self._buffer) + self._pending_len >= self.settings.buffer_size:
@@ -281,7 +327,8 @@ class Ledger:
                 self._last_drop_warning = now
         if warn:
             log.warning(
-                "ledger buffer full (%d records waiting): records dropped, %d so far",
+                "%s buffer full (%d records waiting): records dropped, %d so far",
+                self._label,
                 self.queue_depth,
                 self._dropped,
             )
@@ -292,7 +339,7 @@ class Ledger:
         """Start the writer thread; it opens its own connection and applies migrations."""
         if self._thread is not None:
             return
-        self._thread = threading.Thread(target=self._run, name="lifeline-ledger", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"lifeline-{self._label}", daemon=True)
         self._thread.start()
 
     def flush(self, timeout: float = 10.0) -> bool:
@@ -321,8 +368,8 @@ class Ledger:
         self._abandon.set()
         self._wake.set()
         self._thread.join(max(1.0, self._retry_max))
-        lost = sum(1 for item in self._buffer if isinstance(item, LedgerRecord)) + self._pending_len
-        log.error("ledger closed with %d record(s) unwritten: %s", lost, self._last_error or "timeout")
+        lost = sum(1 for item in self._buffer if not isinstance(item, _FlushMarker)) + self._pending_len
+        log.error("%s closed with %d record(s) unwritten: %s", self._label, lost, self._last_error or "timeout")
         return False
 
     # --- stats (for /metrics) -----------------------------------------------------------------------
@@ -373,9 +420,8 @@ class Ledger:
 
     # --- retention ---------------------------------------------------------------------------------
 
-    def _prune_cutoff(self, now: float | None = None) -> float | None:
-        days = self.settings.retention_days
-        return None if days is None else (time.time() if now is None else now) - days * _DAY
+    def _prune_cutoff(self, now: float | None = None) -> Any:
+        return self.table.cutoff(time.time() if now is None else now)
 
     def prune(self, now: float | None = None) -> int:
         """Delete records past retention, in small batches with a pause between, on a connection of its
@@ -388,7 +434,7 @@ class Ledger:
             migrate(db)
             total = 0
             while True:
-                deleted = prune_step(db, cutoff, self._prune_batch)
+                deleted = self.table.prune(db, cutoff, self._prune_batch)
                 total += deleted
                 if deleted < self._prune_batch:
                     return total
@@ -401,8 +447,8 @@ class Ledger:
     def _run(self) -> None:
         try:
             self._loop()
-        except BaseException:  # a bug here must be loud: the ledger would silently stop
-            log.exception("the ledger writer stopped")
+        except BaseException:  # a bug here must be loud: the table would silently stop being written
+            log.exception("the %s writer stopped", self._label)
         finally:
             if self._db is not None:
                 self._db.close()
@@ -418,7 +464,7 @@ class Ledger:
         interval = self.settings.commit_interval
         next_commit = time.monotonic() + interval
         next_prune = time.monotonic()  # once at start, then every prune_every seconds
-        prune_before: float | None = None
+        prune_before: Any = None
         while not self._abandon.is_set():
             # Cleared before looking at the buffer, so a wake-up set meanwhile is not lost.
             self._wake.clear()
@@ -462,7 +508,7 @@ class Ledger:
                     self._markers.append(item)
                     return
                 try:
-                    row = record_row(item)
+                    row = self.table.row(item)
                 except (ValueError, TypeError) as exc:  # unwritable (e.g. a field missing): set aside, never retried
                     self._unwritable.append((item, _short_error(exc)))
                     continue
@@ -490,7 +536,8 @@ class Ledger:
                 db = self._connection()
                 self._write_pending(db)
                 if self._unwritable:
-                    write_rejected(db, [rejected_row(rec, error) for rec, error in self._unwritable])
+                    if self.table.reject is not None:
+                        self.table.reject(db, list(self._unwritable))
                     self._set_aside([error for _, error in self._unwritable])
                     self._unwritable.clear()
             except Exception as exc:  # a database down, full or refusing: keep what is left and retry later
@@ -500,7 +547,7 @@ class Ledger:
                 self._pending_len = len(self._pending) + len(self._unwritable)
             self._last_commit_at = time.time()
             if self._backoff > self._retry_base:
-                log.info("ledger writes recovered after %d error(s)", self._write_errors)
+                log.info("%s writes recovered after %d error(s)", self._label, self._write_errors)
             self._backoff = self._retry_base
         for marker in self._markers:
             marker.done.set()
@@ -515,7 +562,7 @@ class Ledger:
         if not self._pending:
             return
         try:
-            write_batch(db, self._rows)
+            self.table.write(db, self._rows)
         except DatabaseUnavailable:
             raise
         except Exception:
@@ -526,21 +573,22 @@ class Ledger:
             self._pending.clear()
             self._rows.clear()
             return
-        kept: list[tuple[LedgerRecord, tuple[Any, ...]]] = []
+        kept: list[tuple[R, tuple[Any, ...]]] = []
         refusal: Exception | None = None
         reasons: list[str] = []
         items = list(zip(self._pending, self._rows, strict=True))
         try:
             for index, (rec, row) in enumerate(items):
                 try:
-                    write_batch(db, [row])
+                    self.table.write(db, [row])
                 except DatabaseUnavailable:
                     kept.extend(items[index:])
                     raise
                 except Exception as exc:
                     reason = _short_error(exc)
                     try:
-                        write_rejected(db, [rejected_row(rec, reason)])
+                        if self.table.reject is not None:
+                            self.table.reject(db, [(rec, reason)])
                     except DatabaseUnavailable:
                         kept.extend(items[index:])
                         raise
@@ -561,14 +609,18 @@ class Ledger:
             raise refusal
 
     def _set_aside(self, reasons: list[str]) -> None:
-        """Count records just written to the dead-letter table, say so (not more than once in a while)."""
+        """Count records just written to the dead-letter table (or, for a table without one, dropped), say so
+        (not more than once in a while)."""
         self._rejected += len(reasons)
         now = time.monotonic()
         if now - self._last_rejection_warning >= _WARN_EVERY:
             self._last_rejection_warning = now
+            kept = "kept in table ledger_rejected" if self.table.reject is not None else "dropped"
             log.error(
-                "ledger: %d record(s) refused by the database, kept in table ledger_rejected (%d so far): %s",
+                "%s: %d record(s) refused by the database, %s (%d so far): %s",
+                self._label,
                 len(reasons),
+                kept,
                 self._rejected,
                 reasons[0],
             )
@@ -581,7 +633,7 @@ class Ledger:
     def _prune_one(self, before: float) -> bool:
         """One retention batch; True when there may be more to delete."""
         try:
-            deleted = prune_step(self._connection(), before, self._prune_batch)
+            deleted = self.table.prune(self._connection(), before, self._prune_batch)
         except Exception as exc:
             self._failed(exc)
             return False
@@ -596,9 +648,37 @@ class Ledger:
             try:
                 self._db.close()
             except Exception:
-                log.debug("closing a failed ledger connection failed too", exc_info=True)
+                log.debug("closing a failed %s connection failed too", self._label, exc_info=True)
             self._db = None
         now = time.monotonic()
         if now - self._last_error_warning >= _WARN_EVERY:
             self._last_error_warning = now
-            log.warning("ledger write failed (%d record(s) kept, retrying): %s", self.queue_depth, self._last_error)
+            log.warning(
+                "%s write failed (%d record(s) kept, retrying): %s", self._label, self.queue_depth, self._last_error
+            )
+
+
+class Ledger(Writer[LedgerRecord]):
+    """The ledger's writer. Whether to have a ledger at all (settings.enabled) is the caller's decision."""
+
+    def __init__(
+        self,
+        settings: LedgerSettings,
+        open_db: Callable[[], Database],
+        *,
+        retry_base: float = 0.1,
+        retry_max: float = 5.0,
+        prune_batch: int = 1000,
+        prune_pause: float = 0.05,
+        prune_every: float = 3600.0,
+    ) -> None:
+        super().__init__(
+            settings,
+            open_db,
+            ledger_table(settings.retention_days),
+            retry_base=retry_base,
+            retry_max=retry_max,
+            prune_batch=prune_batch,
+            prune_pause=prune_pause,
+            prune_every=prune_every,
+        )

@@ -91,10 +91,62 @@ def _m003_ledger_rejected(db: Database) -> None:
     )
 
 
+def _m004_captures(db: Database) -> None:
+    """Captured requests with the answer the client received (`captures`), the shadow candidates' answers
+    beside them (`capture_shadows`), and the ledger's mark for shadow calls. JSON is kept as TEXT."""
+    t = _types(db)
+    false = "FALSE" if db.dialect == "postgres" else "0"
+    db.execute(
+        f"""CREATE TABLE captures (
+            id TEXT PRIMARY KEY,
+            request_id TEXT NOT NULL,
+            alias TEXT NOT NULL,
+            key_id TEXT,
+            captured_at {t["float"]} NOT NULL,
+            request TEXT NOT NULL,
+            response TEXT,
+            error TEXT,
+            target TEXT,
+            model TEXT,
+            outcome TEXT NOT NULL,
+            streamed {t["bool"]} NOT NULL,
+            latency_ms {t["float"]},
+            ttft_ms {t["float"]},
+            prompt_tokens INTEGER NOT NULL,
+            completion_tokens INTEGER NOT NULL,
+            cost_nusd {t["bigint"]} NOT NULL,
+            redacted {t["bool"]} NOT NULL,
+            shadowed {t["bool"]} NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX captures_alias_captured_at ON captures (alias, captured_at)")
+    db.execute("CREATE INDEX captures_captured_at ON captures (captured_at)")
+    db.execute(
+        f"""CREATE TABLE capture_shadows (
+            id TEXT PRIMARY KEY,
+            capture_id TEXT NOT NULL,
+            alias TEXT NOT NULL,
+            candidate TEXT NOT NULL,
+            target TEXT,
+            started_at {t["float"]} NOT NULL,
+            response TEXT,
+            error TEXT,
+            latency_ms {t["float"]},
+            prompt_tokens INTEGER NOT NULL,
+            completion_tokens INTEGER NOT NULL,
+            cost_nusd {t["bigint"]} NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX capture_shadows_capture_id ON capture_shadows (capture_id)")
+    db.execute("CREATE INDEX capture_shadows_alias_started_at ON capture_shadows (alias, started_at)")
+    db.execute(f"ALTER TABLE ledger ADD COLUMN shadow {t['bool']} NOT NULL DEFAULT {false}")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("001_keys", _m001_keys),
     Migration("002_ledger", _m002_ledger),
     Migration("003_ledger_rejected", _m003_ledger_rejected),
+    Migration("004_captures", _m004_captures),
 )
 
 

@@ -1,4 +1,4 @@
-"""The ledger record: one per client request, written exactly once."""
+"""The ledger record: one per client request, written exactly once (and one per shadow call, marked so)."""
 
 from __future__ import annotations
 
@@ -41,10 +41,12 @@ class LedgerRecord:
     streamed: bool
     started_at: float
     finished_at: float
+    #: a shadow call (a candidate sent a copy of a client's request; docs/eval.md), not a client request
+    shadow: bool = False
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     COLUMNS = (
         "id", "request_id", "key_id", "alias", "target", "model", "outcome", "status", "attempts",
         "prompt_tokens", "completion_tokens", "usage_estimated", "cost_nusd", "ttft_ms", "latency_ms",
-        "streamed", "started_at", "finished_at",
+        "streamed", "started_at", "finished_at", "shadow",
     )  # fmt: skip

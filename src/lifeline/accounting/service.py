@@ -4,7 +4,8 @@ Per request, in order: `authenticate` (a virtual key, when auth is on), `admit` 
 RPM/TPM; a budget reservation sized for the worst case — the prompt's tokens bounded from above, the whole
 `max_tokens`; a request the budget refuses is taken back out of the rate windows), then — exactly once,
 whatever happened — `finish` (settle the reservation and the token count to the actual usage, write one
-ledger record, update the metrics). Nothing here blocks the event loop on a database: keys are served from
+ledger record, update the metrics; a request chosen for capture at admission queues its capture). Nothing
+here blocks the event loop on a database: keys are served from
 memory and refreshed in the background, ledger writes go through a queue to a writer thread.
 """
 
@@ -19,6 +20,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
+from lifeline.accounting.captures import CaptureStore, Plan
 from lifeline.accounting.db import Database
 from lifeline.accounting.keys import KeyCache, KeyStore, VirtualKey
 from lifeline.accounting.ledger import Ledger, spent_since
@@ -40,6 +42,10 @@ DEFAULT_COMPLETION_RESERVE = 4096
 
 LEDGER_REJECTED = "lifeline_ledger_rejected_total"
 LEDGER_REJECTED_HELP = "Ledger records the database refused, kept in the table ledger_rejected."
+CAPTURES = "lifeline_captures_total"
+CAPTURES_HELP = "Requests captured (queued for the capture store), by alias."
+CAPTURES_SKIPPED = "lifeline_captures_skipped_total"
+CAPTURES_SKIPPED_HELP = "Requests sampled for capture but not captured, by alias and reason."
 
 
 def period_start(period: str, now: float | None = None) -> float:
@@ -69,6 +75,8 @@ class Admission:
     finished: bool = False
     #: the request's tracing span (None when tracing is off)
     span: Any = None
+    #: chosen for capture (and shadowing) at admission; None when not
+    capture: Plan | None = None
 
 
 @dataclass(slots=True)
@@ -91,6 +99,8 @@ class Finish:
     #: an answer several targets produced (a continued stream): each one's (target, prompt tokens,
     #: completion tokens), each share priced at its own target's price
     cost_parts: list[tuple[str, int, int]] | None = None
+    #: the answer the client received as a `chat.completion` body (a stream's assembled), for capture
+    answer: dict[str, Any] | None = None
 
 
 class Accounting:
@@ -106,6 +116,7 @@ class Accounting:
         self.ledger: Ledger | None = (
             Ledger(self.settings.ledger, self.open_db) if self.settings.ledger.enabled else None
         )
+        self.captures = CaptureStore(config, self.open_db)
         self._db: Database | None = None
         self._refresher: asyncio.Task[None] | None = None
         if self.ledger is not None:
@@ -140,6 +151,8 @@ class Accounting:
 
             self.ledger.on_rejected = count_rejected
             self.ledger.start()
+        if self.captures.active:
+            self.captures.writer.start()
         self._refresher = asyncio.create_task(self._refresh_forever(), name="lifeline-key-refresh")
 
     async def close(self) -> None:
@@ -149,6 +162,8 @@ class Accounting:
                 await self._refresher
         if self.ledger is not None:
             await asyncio.to_thread(self.ledger.close)
+        if self.captures.active:
+            await asyncio.to_thread(self.captures.writer.close)
         await self.limits.close()
         if self._db is not None:
             self._db.close()
@@ -197,7 +212,22 @@ class Accounting:
                 admission.span, status=exc.status, outcome="refused", target=None, model=None, usage=None, attempts=0
             )
             raise
+        if operation == "chat":
+            admission.capture = self._plan_capture(key, alias, body)
         return admission
+
+    def _plan_capture(self, key: VirtualKey | None, alias: str, body: dict[str, Any]) -> Plan | None:
+        if not self.captures.active:
+            return None
+        too_large = self.captures.too_large.get(alias, 0)
+        try:
+            plan = self.captures.plan(alias, key, body)
+        except Exception:  # a capture never fails a request
+            log.exception("could not plan a capture")
+            return None
+        if self.captures.too_large.get(alias, 0) > too_large:
+            self.metrics.inc(CAPTURES_SKIPPED, CAPTURES_SKIPPED_HELP, alias=alias, reason="too_large")
+        return plan
 
     async def _admit(
         self, admission: Admission, key: VirtualKey | None, alias: str, body: dict[str, Any], max_tokens: int | None
@@ -259,6 +289,37 @@ class Accounting:
             log.warning("could not settle a reservation: %s", type(exc).__name__)
         finally:
             self._record(admission, end, prompt, completion, cost, now)
+            if admission.capture is not None:
+                self._capture(admission, admission.capture, end, prompt, completion, cost, now)
+
+    def _capture(
+        self, admission: Admission, plan: Plan, end: Finish, prompt: int, completion: int, cost: int, now: float
+    ) -> None:
+        """Queue the capture of an answered request (one that got no answer is not captured)."""
+        if end.answer is None or end.target is None:
+            return
+        try:
+            queued = self.captures.capture(
+                plan,
+                request_id=admission.request_id,
+                key_id=admission.key.id if admission.key else None,
+                captured_at=admission.started_at,
+                response=end.answer,
+                target=end.target,
+                model=end.model,
+                outcome=end.outcome,
+                streamed=end.streamed,
+                latency_ms=(now - admission.started) * 1000,
+                ttft_ms=end.ttft * 1000 if end.ttft is not None else None,
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                cost_nusd=cost,
+            )
+        except Exception:  # a capture never fails a request
+            log.exception("could not queue a capture")
+            return
+        if queued:
+            self.metrics.inc(CAPTURES, CAPTURES_HELP, alias=plan.alias)
 
     def _record(self, admission: Admission, end: Finish, prompt: int, completion: int, cost: int, now: float) -> None:
         status, outcome, target, model = end.status, end.outcome, end.target, end.model

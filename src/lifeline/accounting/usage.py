@@ -18,7 +18,7 @@ import orjson
 
 from lifeline.accounting.db import Database, Dialect
 from lifeline.accounting.records import usd
-from lifeline.errors import UsageQueryError
+from lifeline.errors import DatabaseError, UsageQueryError
 
 #: what a report can be grouped by, and the SQL each name stands for
 _GROUP_SQL: dict[str, dict[Dialect, str]] = {
@@ -58,6 +58,8 @@ class UsageQuery:
     alias: str | None = None
     target: str | None = None
     model: str | None = None
+    #: False: client traffic only (the default); True: shadow calls only (docs/eval.md)
+    shadow: bool = False
 
     def __post_init__(self) -> None:
         for name in self.group_by:
@@ -146,6 +148,7 @@ def make_query(
     alias: str | None = None,
     target: str | None = None,
     model: str | None = None,
+    shadow: bool = False,
 ) -> UsageQuery:
     """A query from what a user typed (comma-separated groupings, ISO dates or epochs)."""
     return UsageQuery(
@@ -156,7 +159,16 @@ def make_query(
         alias=alias or None,
         target=target or None,
         model=model or None,
+        shadow=shadow,
     )
+
+
+def _has_shadow_column(db: Database) -> bool:
+    try:
+        db.query("SELECT shadow FROM ledger WHERE 1 = 0")
+    except DatabaseError:
+        return False
+    return True
 
 
 def usage_report(db: Database, query: UsageQuery) -> UsageReport:
@@ -164,6 +176,11 @@ def usage_report(db: Database, query: UsageQuery) -> UsageReport:
     exprs = [_GROUP_SQL[name][db.dialect] for name in query.group_by]
     where: list[str] = []
     params: list[Any] = []
+    if _has_shadow_column(db):  # a ledger written before migration 004 holds client traffic only
+        where.append("shadow = ?")
+        params.append(query.shadow)
+    elif query.shadow:
+        return UsageReport(columns=(*query.group_by, *METRICS))
     if query.since is not None:
         where.append("started_at >= ?")
         params.append(query.since)

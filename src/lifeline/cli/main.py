@@ -44,6 +44,9 @@ def _register_subcommands() -> None:
     from lifeline.cli.eval import register as register_eval
 
     register_eval(app)
+    from lifeline.cli.capture import register as register_capture
+
+    register_capture(app)
 
 
 @app.command()

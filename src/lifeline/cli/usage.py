@@ -44,10 +44,13 @@ def usage(
     target: Annotated[str | None, typer.Option(help="Only this target.")] = None,
     model: Annotated[str | None, typer.Option(help="Only this upstream model.")] = None,
     output: Annotated[OutputFormat, typer.Option("--format", "-f", help="table, csv or json.")] = OutputFormat.table,
+    shadow: Annotated[
+        bool, typer.Option("--shadow", help="Shadow calls instead of client traffic (docs/eval.md).")
+    ] = False,
 ) -> None:
     """Show usage from the ledger: requests, errors, tokens and cost."""
     try:
-        query = make_query(by, since, until, key_id=key, alias=alias, target=target, model=model)
+        query = make_query(by, since, until, key_id=key, alias=alias, target=target, model=model, shadow=shadow)
     except UsageQueryError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -226,6 +226,50 @@ class Constraints(Strict):
         return None
 
 
+class CaptureSettings(Strict):
+    """Opt-in capture of an alias's requests and the answers its clients received, for `lifeline eval`
+    (docs/eval.md). A key whose metadata says `capture: false` is never captured (nor shadowed)."""
+
+    #: the share of requests captured, 0 to 1
+    sample: Annotated[float, Field(ge=0, le=1)] = 1.0
+    #: a request (its JSON body) larger than this is not captured; an answer larger than this is stored
+    #: without its body
+    max_bytes: Annotated[int, Field(gt=0)] = 256 * 1024
+    #: captures older than this many days are pruned; None keeps them
+    retention_days: Annotated[float, Field(gt=0)] | None = 30
+    #: replace e-mail addresses, phone numbers, long digit runs and API-key-like tokens before storing
+    redact: bool = True
+    #: more regular expressions whose matches are replaced (with `redact` on), checked at load
+    redact_patterns: list[str] = Field(default_factory=list)
+
+    @field_validator("redact_patterns")
+    @classmethod
+    def _compiles(cls, patterns: list[str]) -> list[str]:
+        for index, pattern in enumerate(patterns):
+            try:
+                compiled = re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"entry {index} is not a valid regular expression: {exc}") from None
+            if compiled.match(""):
+                raise ValueError(f"entry {index} matches the empty string, so it would redact nothing useful")
+        return patterns
+
+
+class ShadowSettings(Strict):
+    """Send a sample of an alias's requests, after the client's answer is complete, to candidate targets (or
+    aliases) too, and store their answers beside the incumbent's in the capture store (docs/eval.md)."""
+
+    #: target names (each called alone, no failover) or chat alias names (routed as that alias would be)
+    candidates: Annotated[list[str], Field(min_length=1)]
+    #: the share of requests shadowed, 0 to 1
+    sample: Annotated[float, Field(ge=0, le=1)] = 1.0
+    #: a hard cap on what this alias's shadow calls may cost per UTC day (price book); a call that could pass
+    #: it is not made
+    max_usd_per_day: Annotated[float, Field(ge=0)]
+    #: shadow calls of this alias running at once at most; more are dropped (counted)
+    max_concurrency: Annotated[int, Field(gt=0)] = 4
+
+
 class Alias(Strict):
     #: "chat" aliases serve /v1/chat/completions (and /v1/messages); "embeddings" aliases serve /v1/embeddings
     kind: Literal["chat", "embeddings"] = "chat"
@@ -251,6 +295,10 @@ class Alias(Strict):
     #: streaming: when the first target has sent no content after this long, start the next one in
     #: parallel, keep whichever answers first and cancel the other
     hedge_after_ms: Annotated[float, Field(gt=0)] | None = None
+    #: opt-in capture of requests and answers (chat aliases)
+    capture: CaptureSettings | None = None
+    #: shadow traffic to candidates (chat aliases); shadowed requests are captured
+    shadow: ShadowSettings | None = None
 
 
 class ServerSettings(Strict):
@@ -320,14 +368,26 @@ class AdminSettings(Strict):
         return SecretStr(trimmed)
 
 
-class LedgerSettings(Strict):
-    enabled: bool = True
+class WriterSettings(Strict):
+    """A background writer (accounting/ledger.py) in front of a table."""
+
     #: the background writer commits at least this often (seconds); after SIGKILL at most this much is lost
     commit_interval: PositiveSeconds = 0.5
     #: records per commit at most
     batch_size: Annotated[int, Field(gt=0)] = 1000
     #: records waiting for the writer; beyond this new records are dropped and counted (never blocking requests)
     buffer_size: Annotated[int, Field(gt=0)] = 100_000
+
+
+class CaptureStoreSettings(WriterSettings):
+    """The writer of captures (whole requests and answers, so a smaller buffer than the ledger's)."""
+
+    batch_size: Annotated[int, Field(gt=0)] = 100
+    buffer_size: Annotated[int, Field(gt=0)] = 2000
+
+
+class LedgerSettings(WriterSettings):
+    enabled: bool = True
     #: records older than this many days are pruned in small batches; None keeps everything
     retention_days: Annotated[float, Field(gt=0)] | None = 90
 
@@ -347,6 +407,8 @@ class AccountingSettings(Strict):
     #: within this time
     key_refresh_interval: PositiveSeconds = 2.0
     ledger: LedgerSettings = Field(default_factory=LedgerSettings)
+    #: the writer of captures and shadow answers (aliases' `capture:` and `shadow:`)
+    captures: CaptureStoreSettings = Field(default_factory=CaptureStoreSettings)
 
     @field_validator("database_url", mode="before")
     @classmethod
@@ -457,11 +519,39 @@ class Config(Strict):
                 embedders = [t for t in alias.targets if getattr(self.targets[t], "embedding", False)]
                 if embedders:
                     raise ValueError(f"chat alias {name!r} lists embedding-only target(s) {', '.join(embedders)}")
+            self._check_capture(name, alias)
             allowed, excluded = self.permitted_targets(alias)
             if not allowed:
                 reasons = "; ".join(f"{t}: {r}" for t, r in excluded.items())
                 raise ValueError(f"alias {name!r}: its constraints exclude every target ({reasons})")
         return self
+
+    def _check_capture(self, name: str, alias: Alias) -> None:
+        if alias.kind == "embeddings" and (alias.capture is not None or alias.shadow is not None):
+            raise ValueError(f"embeddings alias {name!r}: capture and shadow are for chat aliases")
+        if alias.shadow is None:
+            return
+        for candidate in alias.shadow.candidates:
+            if candidate == name:
+                raise ValueError(f"alias {name!r} shadows itself")
+            other = self.aliases.get(candidate)
+            if other is not None:
+                if other.kind != "chat":
+                    raise ValueError(f"alias {name!r}: shadow candidate {candidate!r} is not a chat alias")
+            elif candidate not in self.targets:
+                raise ValueError(f"alias {name!r}: shadow candidate {candidate!r} is neither a target nor an alias")
+            elif getattr(self.targets[candidate], "embedding", False):
+                raise ValueError(f"alias {name!r}: shadow candidate {candidate!r} is an embedding-only target")
+        if len(set(alias.shadow.candidates)) != len(alias.shadow.candidates):
+            raise ValueError(f"alias {name!r} lists a shadow candidate twice")
+
+    def capture_of(self, alias: str) -> CaptureSettings | None:
+        """How an alias's requests are captured: its `capture:`; the defaults when it only shadows (a shadow
+        answer is stored beside the incumbent's); None when neither is set."""
+        spec = self.aliases[alias]
+        if spec.capture is not None:
+            return spec.capture
+        return CaptureSettings() if spec.shadow is not None else None
 
     def _check_embeddings(self, name: str, alias: Alias) -> None:
         spaces: dict[str, list[str]] = {}

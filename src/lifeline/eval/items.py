@@ -93,7 +93,7 @@ def captured_items(
 ) -> list[Item]:
     """Captured pairs from the accounting database the config names. The capture store is imported here,
     when asked, so that reading a file needs neither it nor a database."""
-    from lifeline.accounting import captures  # type: ignore[attr-defined,unused-ignore]
+    from lifeline.accounting import captures
 
     url = accounting.database_url.get_secret_value() if accounting.database_url else None
     try:

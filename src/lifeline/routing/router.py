@@ -112,6 +112,23 @@ class Router:
     async def complete(self, alias_name: str, call: ChatCall) -> Routed[Completion]:
         return await self._route(alias_name, call, lambda p: p.complete(call), settle_on_return=True)
 
+    async def complete_on(self, target: str, call: ChatCall) -> Routed[Completion]:
+        """A whole answer from `target` alone: one attempt, no retry, no failover (a shadow call, so that what
+        is recorded is that target's own answer). Its circuit is asked and told as for any attempt."""
+        attempts = AttemptLog()
+        why = why_not(needs_of(call.request, call.body), self.abilities[target])
+        if why is not None:
+            raise InvalidRequest(f"The target '{target}' cannot serve this request ({why[0].value}).")
+        if not self.health.acquire(target):
+            why_unavailable = self.health.why_unavailable(target).value
+            raise AllTargetsBusy(f"The target '{target}' is not available ({why_unavailable}).")
+        try:
+            result = await self._attempt_once(target, call, lambda p: p.complete(call), attempts, settle=True)
+        except LifelineError as err:
+            err.attempts = attempts
+            raise
+        return Routed(target, self.providers[target].model, result, attempts)
+
     async def open_stream(self, alias_name: str, call: ChatCall) -> Routed[OpenStream]:
         alias = self.alias(alias_name)
 

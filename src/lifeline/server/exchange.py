@@ -5,30 +5,37 @@ parses it and calls `chat` or `embed`, which admit the request, route it (cancel
 relay a stream, and account it exactly once — whatever happened: an answer, an error, a client that left,
 a stream that broke. What comes back is an `Answer` (accounted already) or a `Stream` of typed events
 (accounted when it ends), for the route to render in its own wire format.
+
+A chat request chosen for capture at admission hands its answer to `finish` (a stream's assembled from the
+chunks the client received); one chosen for shadowing starts its shadow calls once the response has been
+sent (server/shadow.py, through the after-response hook of server/middleware.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, Awaitable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from starlette.requests import Request
 
+from lifeline.accounting.captures import Plan
 from lifeline.accounting.keys import VirtualKey
 from lifeline.accounting.service import Admission, Finish
 from lifeline.errors import InvalidRequest, LifelineError
+from lifeline.protocol.assemble import Assembler
 from lifeline.protocol.chat import ChatCompletionRequest
 from lifeline.protocol.embeddings import EmbeddingRequest
 from lifeline.protocol.parse import parse_json_object
 from lifeline.protocol.usage import answer_usage, delta_chars
 from lifeline.providers.base import ChatCall, Completion, Deadline, EmbeddingCall
 from lifeline.routing.router import OpenStream, Routed
-from lifeline.routing.streaming import End, StreamEvent, relay
+from lifeline.routing.streaming import Content, End, StreamEvent, relay
 from lifeline.server.body import read_body
 from lifeline.server.gateway import Gateway, gateway_of
+from lifeline.server.middleware import after_response
 
 T = TypeVar("T")
 
@@ -84,6 +91,9 @@ class Exchange:
         router.alias(chat.model, "chat")  # an unknown alias is a 404 before anything else
         call = ChatCall(body=data, request=chat, request_id=self.request_id, deadline=self.deadline)
         admission = await self.gateway.accounting.admit(self.key, chat.model, data, chat.token_limit, self.request_id)
+        plan = admission.capture
+        if plan is not None and plan.shadow:
+            after_response(self.request, self._shadow(plan))
         if chat.stream:
             routed = await self._routed(admission, router.open_stream(chat.model, call), streamed=True)
             return self._stream(admission, routed, call)
@@ -101,6 +111,14 @@ class Exchange:
         call = EmbeddingCall(body=data, request_id=self.request_id, deadline=self.deadline)
         done = await self._routed(admission, router.embed(embedding.model, call), streamed=False)
         return await self._answer(admission, done, data, embedding=True)
+
+    def _shadow(self, plan: Plan) -> Callable[[], None]:
+        shadows = self.gateway.shadows
+
+        def start() -> None:
+            shadows.start(plan)
+
+        return start
 
     async def _routed(self, admission: Admission, work: Awaitable[T], *, streamed: bool) -> T:
         """The router's work, cancelled if the client leaves. If it fails, the request is accounted here as
@@ -129,6 +147,7 @@ class Exchange:
                 attempts=done.attempts,
                 usage=usage,
                 usage_estimated=estimated,
+                answer=None if embedding or admission.capture is None else {**done.result.body, "usage": usage},
             ),
         )
         return Answer(done.result.body, done.result.model, usage, estimated, _headers(done))
@@ -138,10 +157,27 @@ class Exchange:
         ttft = time.monotonic() - admission.started
         headers = _headers(routed)  # before a continuation adds its attempts
 
-        async def on_end(end: End) -> None:
-            await self.gateway.accounting.finish(admission, _stream_finish(routed, end, call.body, model, ttft))
+        assembler = Assembler() if admission.capture is not None else None
 
-        return Stream(model, relay(routed, call, self.gateway.router, admission.alias, on_end), headers)
+        async def on_end(end: End) -> None:
+            finish = _stream_finish(routed, end, call.body, model, ttft)
+            if assembler is not None:
+                finish.answer = {"usage": end.usage, **assembler.completion()}
+            await self.gateway.accounting.finish(admission, finish)
+
+        events = relay(routed, call, self.gateway.router, admission.alias, on_end)
+        return Stream(model, events if assembler is None else _assembled(events, assembler), headers)
+
+
+async def _assembled(events: AsyncGenerator[StreamEvent, None], assembler: Assembler) -> AsyncGenerator[StreamEvent]:
+    """The events as they are, each chunk also fed to `assembler` (the answer the client received)."""
+    try:
+        async for event in events:
+            if isinstance(event, Content):
+                assembler.add(event.data)
+            yield event
+    finally:
+        await events.aclose()
 
 
 def _headers(routed: Routed[Any]) -> dict[str, str]:

@@ -26,6 +26,7 @@ from lifeline.providers.llamacpp import LlamaCppProvider
 from lifeline.providers.registry import ProviderRegistry, default_registry
 from lifeline.routing.health import Health, State
 from lifeline.routing.router import Router
+from lifeline.server.shadow import Shadows
 from lifeline.tracing import Tracing
 
 log = logging.getLogger("lifeline.server")
@@ -50,6 +51,7 @@ class Gateway:
     accounting: Accounting
     metrics: Metrics
     tracing: Tracing
+    shadows: Shadows
     started: bool = field(default=False)
     _shared: object | None = None
     #: requests that started on this gateway and have not finished (streams included)
@@ -81,7 +83,8 @@ class Gateway:
         tracing = Tracing(config.tracing, span_exporter)
         accounting = Accounting(config, metrics, tracing)
         router = Router(config, injected, health, tracing=tracing, prices=accounting.prices)
-        gateway = cls(config, providers, health, router, accounting, metrics, tracing)
+        shadows = Shadows(config, router, accounting, metrics)
+        gateway = cls(config, providers, health, router, accounting, metrics, tracing, shadows)
         gateway.register_gauges()
         return gateway
 
@@ -161,7 +164,48 @@ class Gateway:
                 self,
                 lambda: ledger.write_errors,
             )
+        self.register_capture_gauges()
         register_process_metrics(self.metrics)
+
+    def register_capture_gauges(self) -> None:
+        """The capture store's writer, like the ledger's (when an alias captures or shadows)."""
+        captures = self.accounting.captures
+        if not captures.active:
+            return
+        writer, m = captures.writer, self.metrics
+        m.gauge(
+            "lifeline_capture_queue_depth",
+            "Captures and shadow answers waiting for the writer.",
+            lambda: [((), float(writer.queue_depth))],
+        )
+        m.owned(
+            "lifeline_capture_written_total",
+            "counter",
+            "Captures and shadow answers committed.",
+            self,
+            lambda: writer.written,
+        )
+        m.owned(
+            "lifeline_capture_dropped_total",
+            "counter",
+            "Captures and shadow answers dropped because the writer's buffer was full.",
+            self,
+            lambda: writer.dropped,
+        )
+        m.owned(
+            "lifeline_capture_write_errors_total",
+            "counter",
+            "Failed commits of captures (the batch is kept and retried).",
+            self,
+            lambda: writer.write_errors,
+        )
+        m.owned(
+            "lifeline_capture_rejected_total",
+            "counter",
+            "Captures the database refused or that could not be serialised (dropped).",
+            self,
+            lambda: writer.rejected,
+        )
 
     def register_pool_gauges(self) -> None:
         """Each HTTP target's connection pool: connections lent out, requests waiting, the cap."""
@@ -210,6 +254,7 @@ class Gateway:
 
     async def _close(self) -> None:
         self.started = False
+        await self.shadows.close()
         await asyncio.gather(*(p.close() for p in self.providers.values()), return_exceptions=True)
         if self._shared is not None:
             await self._shared.close()  # type: ignore[attr-defined]

@@ -5,7 +5,8 @@ unexpected exception becomes a 500 in OpenAI's envelope (with that id) rather th
 
 `GatewayMiddleware`: pins the gateway current when a request starts into its scope (`request.state.gateway`)
 and counts the request on that gateway until its response — a stream included — has ended, so that a
-reload swaps in a new gateway for new requests while the old one finishes what it started.
+reload swaps in a new gateway for new requests while the old one finishes what it started. Once the
+response has been sent, it runs what the request left for then (`after_response`: shadow calls).
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import orjson
-from starlette.requests import ClientDisconnect
+from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lifeline.errors import LifelineError
@@ -78,6 +79,11 @@ class RequestIdMiddleware:
             request_id_var.reset(token)
 
 
+def after_response(request: Request, work: Callable[[], None]) -> None:
+    """Run `work` (it must not block: start a task) once the request's response has been sent."""
+    request.scope.setdefault("state", {}).setdefault("after_response", []).append(work)
+
+
 class GatewayMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -93,4 +99,11 @@ class GatewayMiddleware:
         try:
             await self.app(scope, receive, send)
         finally:
+            # Before leaving: a reload closes this gateway once its last request has left, and the work
+            # started here (shadow calls) belongs to it.
+            for work in scope["state"].pop("after_response", ()):
+                try:
+                    work()
+                except Exception:  # what runs after a response never reaches it
+                    log.exception("after-response work failed")
             gateway.leave()

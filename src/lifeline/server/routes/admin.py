@@ -130,7 +130,8 @@ async def revoke_key(request: Request) -> Response:
 
 
 async def usage(request: Request) -> Response:
-    """GET /admin/usage?by=key,alias,target,model,day&since=…&until=…&key=…&alias=…&format=json|csv"""
+    """GET /admin/usage?by=key,alias,target,model,day&since=…&until=…&key=…&alias=…&format=json|csv; client
+    traffic, or shadow calls with shadow=true"""
     gateway = gateway_of(request)
     require_admin(request, gateway, strict=True)
     params = request.query_params
@@ -143,6 +144,7 @@ async def usage(request: Request) -> Response:
             alias=params.get("alias"),
             target=params.get("target"),
             model=params.get("model"),
+            shadow=params.get("shadow") in ("1", "true"),
         )
     except UsageQueryError as exc:
         raise InvalidRequest(str(exc), param="by") from None
