@@ -378,3 +378,48 @@ def test_export_refuses_a_bad_date_in_one_line(tmp_path: Path) -> None:
         "error: --since 'last tuesday' is not a date (write 2026-11-30 or 2026-11-30T18:00:00Z)"
     ]
     assert not (tmp_path / "x").exists()
+
+
+# --- the whole workflow: capture → shadow → eval ------------------------------------------------------
+
+
+def test_captured_and_shadowed_pairs_feed_lifeline_eval(
+    wall: FaultWall, gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    """What the gateway captured (the incumbent's answers) is the baseline `lifeline eval --from-captures`
+    compares a candidate against; the eval reads the same database through the config file."""
+    from lifeline.cli.eval import register as register_eval
+
+    with gateway(config(wall, tmp_path, capture={}, shadow={})) as gw:
+        for n in range(3):
+            assert ask(gw, max_tokens=3 + n).status_code == 200
+        shadowed_items(gw, 3)
+    config_file = tmp_path / "lifeline.yaml"
+    config_file.write_text(
+        orjson.dumps(
+            {
+                "accounting": {"data_dir": str(tmp_path)},
+                "aliases": {"chat": {"targets": ["candidate"]}},
+                "targets": {"candidate": {"kind": "openai", "base_url": wall.base_url, "model": CANDIDATE}},
+                "eval": {"min_sample": 2},
+            }
+        ).decode()
+    )
+    root = typer.Typer()
+    root.command("noop")(lambda: None)
+    register_eval(root)
+    out = tmp_path / "eval"
+    before = len(wall.attempts_for(CANDIDATE))
+    result = CliRunner().invoke(
+        root,
+        ["eval", "-c", str(config_file), "--from-captures", "--alias", "chat", "--candidates", "candidate",
+         "--baseline", "captured", "--out", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    figures = orjson.loads((out / "results.json").read_bytes())
+    (candidate,) = figures["candidates"]
+    assert candidate["name"] == "candidate"
+    assert candidate["outcomes"]["win_or_tie"]["n"] == 3  # the three captured pairs, each compared once
+    assert len(wall.attempts_for(CANDIDATE)) - before == 3  # the eval called the candidate once per item
+    assert (out / "report.html").exists() and (out / "report.md").exists()
