@@ -91,10 +91,27 @@ def _m003_ledger_rejected(db: Database) -> None:
     )
 
 
+def _m004_responses(db: Database) -> None:
+    """Stored Responses-API responses (accounting/responses.py): the owner key ('' without auth), the
+    conversation's input items up to this response, and the response object, both JSON text."""
+    t = _types(db)
+    db.execute(
+        f"""CREATE TABLE responses (
+            id TEXT PRIMARY KEY,
+            key_id TEXT NOT NULL,
+            created_at {t["float"]} NOT NULL,
+            input TEXT NOT NULL,
+            response TEXT NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX responses_created_at ON responses (created_at)")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("001_keys", _m001_keys),
     Migration("002_ledger", _m002_ledger),
     Migration("003_ledger_rejected", _m003_ledger_rejected),
+    Migration("004_responses", _m004_responses),
 )
 
 
