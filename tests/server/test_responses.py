@@ -108,6 +108,10 @@ def test_previous_response_id_rebuilds_the_conversation_before_the_new_input() -
             "/v1/responses",
             json={"model": "chat", "input": "Again.", "previous_response_id": first.json()["id"]},
         )
+        await client.post(
+            "/v1/responses",
+            json={"model": "chat", "input": "Once more.", "previous_response_id": second.json()["id"]},
+        )
         return [first, second, bodies]
 
     (first, second, bodies), _ = run(make_config("ok"), scenario)
@@ -119,6 +123,12 @@ def test_previous_response_id_rebuilds_the_conversation_before_the_new_input() -
         {"role": "user", "content": "Again."},
     ]
     assert bodies[0]["messages"][0] == {"role": "system", "content": "Be brief."}
+    # a chain: each stored response keeps the whole conversation up to it
+    assert bodies[2]["messages"] == [
+        *bodies[1]["messages"],
+        {"role": "assistant", "content": "Hello there"},
+        {"role": "user", "content": "Once more."},
+    ]
 
 
 def test_store_false_keeps_nothing_and_cannot_be_continued() -> None:
