@@ -311,6 +311,8 @@ BAD = [
     ({"model": "chat"}, "input", "missing_required_parameter"),
     ({"model": "chat", "input": 3}, "input", "invalid_type"),
     ({"model": "chat", "input": {"role": "user"}}, "input", "invalid_type"),
+    ({"model": "chat", "input": []}, "input", "invalid_value"),
+    ({"model": "chat", "input": [{"type": "reasoning", "summary": []}]}, "input", "invalid_value"),
     ({"model": "chat", "input": ["hi"]}, "input[0]", "invalid_type"),
     ({"model": "chat", "input": [{"content": "hi"}]}, "input[0].type", "missing_required_parameter"),
     ({"model": "chat", "input": [{"type": "web_search_call", "id": "w"}]}, "input[0].type", "invalid_value"),

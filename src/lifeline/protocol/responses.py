@@ -116,6 +116,8 @@ def validate_request(data: dict[str, Any]) -> ResponsesRequest:
         items = [{"type": "message", "role": "user", "content": raw_input}]
     elif isinstance(raw_input, list):
         items = [_item(item, f"input[{i}]") for i, item in enumerate(raw_input)]
+        if all(item["type"] == "reasoning" for item in items):
+            raise _bad("input", "expected at least one message, function_call or function_call_output item")
     else:
         raise _bad(
             "input", f"expected a string or an array of input items, got {_type_name(raw_input)}", "invalid_type"
