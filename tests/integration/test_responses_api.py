@@ -267,9 +267,9 @@ def test_a_stored_response_past_retention_is_gone(wall: FaultWall, gateway: Gate
         with pytest.raises(openai.NotFoundError):
             client.responses.create(model="chat", input="more", previous_response_id=old.id)
         kept = client.responses.retrieve(new.id)
-        pruned = gw.gateway.accounting.responses.prune()
+        gw.gateway.accounting.responses.prune()  # (or the gateway's own prune at start, if it ran late)
         left = db.query("SELECT id FROM responses")
-    assert kept.id == new.id and pruned == 1 and left == [(new.id,)]
+    assert kept.id == new.id and left == [(new.id,)]
 
 
 @pytest.mark.parametrize(
