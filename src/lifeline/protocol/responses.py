@@ -128,6 +128,23 @@ def validate_request(data: dict[str, Any]) -> ResponsesRequest:
     previous = _optional(data, "previous_response_id", str, "a string")
     metadata = _metadata(data.get("metadata"))
     tools = _tools(data.get("tools"))
+    chat, echo = _parameters(data, tools)
+    return ResponsesRequest(
+        model=model,
+        items=items,
+        instructions=instructions,
+        tools=tools,
+        stream=stream,
+        store=True if store is None else store,
+        previous_response_id=previous,
+        metadata=metadata,
+        echo=echo,
+        chat=chat,
+    )
+
+
+def _parameters(data: dict[str, Any], tools: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The chat parameters the Responses ones translate to, and what the response object echoes back."""
     chat: dict[str, Any] = {}
     echo: dict[str, Any] = {}
     for name in ("temperature", "top_p"):
@@ -157,18 +174,7 @@ def validate_request(data: dict[str, Any]) -> ResponsesRequest:
     if text_format is not None:
         chat["response_format"] = text_format
     echo["text"] = {"format": text.get("format") or {"type": "text"}}
-    return ResponsesRequest(
-        model=model,
-        items=items,
-        instructions=instructions,
-        tools=tools,
-        stream=stream,
-        store=True if store is None else store,
-        previous_response_id=previous,
-        metadata=metadata,
-        echo=echo,
-        chat=chat,
-    )
+    return chat, echo
 
 
 def _metadata(value: Any) -> dict[str, str]:
