@@ -242,8 +242,12 @@ def test_a_stream_broken_after_content_is_continued_on_a_prefix_capable_target()
     events = events_of(response)
     assert [e["type"] for e in events][-1] == "response.completed"
     assert "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta") == "Hello there"
-    assert events[-1]["response"]["output"][0]["content"][0]["text"] == "Hello there"
-    assert stored.status_code == 200
+    completed = events[-1]["response"]
+    assert completed["output"][0]["content"][0]["text"] == "Hello there"
+    assert completed["x_lifeline"]["continued"] == [{"from": "t1", "to": "t2", "after_chars": 5, "reason": "cut_off"}]
+    assert completed["x_lifeline"]["usage_estimated"] is True
+    # the stored copy is the response as OpenAI words it, without the gateway's notes
+    assert stored.status_code == 200 and stored.json() == {k: v for k, v in completed.items() if k != "x_lifeline"}
     assert served.record.outcome == "ok" and served.record.target == "t2"
 
 

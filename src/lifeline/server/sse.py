@@ -23,7 +23,7 @@ import orjson
 from starlette.responses import StreamingResponse
 
 from lifeline.protocol.anthropic import StreamTranslator, error_event
-from lifeline.protocol.responses import ResponseStream
+from lifeline.protocol.response_objects import ResponseStream
 from lifeline.protocol.usage import estimate_usage
 from lifeline.routing.streaming import Broken, Content, Continued, End, StreamEvent
 
@@ -143,10 +143,11 @@ class ResponsesEncoder:
         if isinstance(event, Content):
             return _events(self.translator.feed(event.data))
         if isinstance(event, Continued):
+            self.translator.continued(event.as_dict())
             return b""
         if isinstance(event, Broken):
             return _events(self.translator.failed(event.error.message))
-        return _events(self.translator.completed(event.usage))
+        return _events(self.translator.completed(event.usage, event.usage_estimated))
 
 
 def _events(events: list[dict[str, Any]]) -> bytes:

@@ -25,14 +25,8 @@ from lifeline.accounting.responses import ResponseStore
 from lifeline.attempts import Outcome
 from lifeline.errors import ResponseNotFound
 from lifeline.protocol.parse import validate_chat_request
-from lifeline.protocol.responses import (
-    ResponseStream,
-    Shell,
-    output_as_input,
-    to_chat_body,
-    to_response,
-    validate_request,
-)
+from lifeline.protocol.response_objects import ResponseStream, Shell, output_as_input, to_response
+from lifeline.protocol.responses import to_chat_body, validate_request
 from lifeline.routing.streaming import End, StreamEvent
 from lifeline.server.exchange import Exchange, Stream
 from lifeline.server.gateway import gateway_of
@@ -100,7 +94,7 @@ async def _storing(
     async with contextlib.aclosing(events):
         async for event in events:
             if isinstance(event, End) and event.outcome is Outcome.OK:
-                await save(translator.finalize(event.usage))
+                await save(translator.finalize(event.usage, event.usage_estimated))
             yield event
 
 
