@@ -14,6 +14,7 @@ renders any of them through one handler.
     │   ├── ModelNotFound           404 model_not_found (unknown alias)
     │   ├── KeyNotFound             404, admin: no virtual key with that id
     │   ├── TargetNotFound          404, admin: no target of that name
+    │   ├── ResponseNotFound        404 response_not_found (a stored response)
     │   ├── RouteNotFound           404 / 405 for unknown paths
     │   ├── PayloadTooLarge         413
     │   ├── HostNotAllowed          403, a Host header the gateway does not answer to (DNS rebinding)
@@ -172,6 +173,14 @@ class ModelNotFound(ClientError):
     status = 404
     code = "model_not_found"
     param = "model"
+
+
+class ResponseNotFound(ClientError):
+    """A stored response that does not exist for this caller: never stored, deleted, past retention, or
+    another key's."""
+
+    status = 404
+    code = "response_not_found"
 
 
 class RouteNotFound(ClientError):

@@ -25,7 +25,7 @@ def test_applied_once_recorded_and_idempotent(open_db: OpenDb) -> None:
     db = open_db()
     try:
         assert migrate(db) == [m.name for m in MIGRATIONS]
-        assert {"keys", "ledger", "lifeline_migrations"} <= _tables(db)
+        assert {"keys", "ledger", "responses", "lifeline_migrations"} <= _tables(db)
         recorded = db.query("SELECT name, applied_at FROM lifeline_migrations ORDER BY name")
         assert [r[0] for r in recorded] == [m.name for m in MIGRATIONS]
         assert all(r[1] > 0 for r in recorded)

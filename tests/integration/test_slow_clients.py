@@ -374,7 +374,9 @@ def captured(*names: str) -> Iterator[list[logging.LogRecord]]:
             logger.setLevel(level)
 
 
-@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages", "/v1/embeddings", "/admin/targets/primary"])
+@pytest.mark.parametrize(
+    "path", ["/v1/chat/completions", "/v1/messages", "/v1/responses", "/v1/embeddings", "/admin/targets/primary"]
+)
 def test_a_client_leaving_mid_body_is_one_info_line(wall: FaultWall, gateway: GatewayFactory, path: str) -> None:
     with gateway(config(wall)) as gw, captured("lifeline", "uvicorn", "uvicorn.error") as records:
         with connect(gw) as sock:

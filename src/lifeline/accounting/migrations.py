@@ -142,11 +142,28 @@ def _m004_captures(db: Database) -> None:
     db.execute(f"ALTER TABLE ledger ADD COLUMN shadow {t['bool']} NOT NULL DEFAULT {false}")
 
 
+def _m005_responses(db: Database) -> None:
+    """Stored Responses-API responses (accounting/responses.py): the owner key ('' without auth), the
+    conversation's input items up to this response, and the response object, both JSON text."""
+    t = _types(db)
+    db.execute(
+        f"""CREATE TABLE responses (
+            id TEXT PRIMARY KEY,
+            key_id TEXT NOT NULL,
+            created_at {t["float"]} NOT NULL,
+            input TEXT NOT NULL,
+            response TEXT NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX responses_created_at ON responses (created_at)")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("001_keys", _m001_keys),
     Migration("002_ledger", _m002_ledger),
     Migration("003_ledger_rejected", _m003_ledger_rejected),
     Migration("004_captures", _m004_captures),
+    Migration("005_responses", _m005_responses),
 )
 
 

@@ -28,6 +28,7 @@ from lifeline.accounting.limits import LimitStore, RateEntry, Reservation, make_
 from lifeline.accounting.migrations import migrate
 from lifeline.accounting.pricing import PriceBook
 from lifeline.accounting.records import LedgerRecord, nusd, usd
+from lifeline.accounting.responses import ResponseStore
 from lifeline.attempts import AttemptLog
 from lifeline.config.schema import Config
 from lifeline.errors import AccountingUnavailable, DatabaseUnavailable, LifelineError, PermissionDenied
@@ -119,6 +120,7 @@ class Accounting:
         self.captures = CaptureStore(config, self.open_db)
         self._db: Database | None = None
         self._refresher: asyncio.Task[None] | None = None
+        self._pruner: asyncio.Task[None] | None = None
         if self.ledger is not None:
             metrics.inc(LEDGER_REJECTED, LEDGER_REJECTED_HELP, 0)  # shown from the start, at 0
 
@@ -135,6 +137,11 @@ class Accounting:
     @property
     def store(self) -> KeyStore:
         return KeyStore(self.db)
+
+    @property
+    def responses(self) -> ResponseStore:
+        """Stored Responses-API responses (use through asyncio.to_thread)."""
+        return ResponseStore(self.db, self.config.responses.retention_days)
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -154,12 +161,14 @@ class Accounting:
         if self.captures.active:
             self.captures.writer.start()
         self._refresher = asyncio.create_task(self._refresh_forever(), name="lifeline-key-refresh")
+        self._pruner = asyncio.create_task(self._prune_responses_forever(), name="lifeline-responses-prune")
 
     async def close(self) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
+        for task in (self._refresher, self._pruner):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.ledger is not None:
             await asyncio.to_thread(self.ledger.close)
         if self.captures.active:
@@ -179,6 +188,15 @@ class Accounting:
                 await self.refresh_keys()
             except Exception as exc:  # a database blip must not stop the refresher
                 log.warning("could not refresh keys: %s", type(exc).__name__)
+
+    async def _prune_responses_forever(self, every: float = 3600.0) -> None:
+        """Stored responses past retention, deleted once at start and then hourly (the ledger prunes alike)."""
+        while True:
+            try:
+                await asyncio.to_thread(self.responses.prune)
+            except Exception as exc:  # a database blip must not stop the pruning
+                log.warning("could not prune stored responses: %s", type(exc).__name__)
+            await asyncio.sleep(every)
 
     # --- the request path --------------------------------------------------------------------------
 

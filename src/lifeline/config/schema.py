@@ -434,6 +434,13 @@ class TracingSettings(Strict):
     headers: dict[str, str] = Field(default_factory=dict)
 
 
+class ResponsesSettings(Strict):
+    """The Responses API (/v1/responses): how long stored responses are kept."""
+
+    #: stored responses older than this many days are gone (unreadable at once, pruned hourly); None keeps them
+    retention_days: Annotated[float, Field(gt=0)] | None = 30
+
+
 class AuthSettings(Strict):
     #: require a virtual key (Authorization: Bearer ll-…) on /v1 endpoints
     enabled: bool = False
@@ -489,6 +496,7 @@ class Config(Strict):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     accounting: AccountingSettings = Field(default_factory=AccountingSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
+    responses: ResponsesSettings = Field(default_factory=ResponsesSettings)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     circuit: CircuitPolicy = Field(default_factory=CircuitPolicy)
     #: hosts of open weights you hold accounts with; `open_model` aliases expand over them

@@ -7,6 +7,9 @@
   `x_lifeline.continued`.
 - `AnthropicEncoder`: Anthropic's Messages events (message_start … message_stop), translated by
   protocol/anthropic.py; a broken answer ends with an `error` event.
+- `ResponsesEncoder`: the Responses API's events (response.created … response.completed, each with its
+  `sequence_number`), translated by protocol/responses.py; a broken answer that could not be continued ends
+  with response.failed, never a completed truncated answer.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import orjson
 from starlette.responses import StreamingResponse
 
 from lifeline.protocol.anthropic import StreamTranslator, error_event
+from lifeline.protocol.response_objects import ResponseStream
 from lifeline.protocol.usage import estimate_usage
 from lifeline.routing.streaming import Broken, Content, Continued, End, StreamEvent
 
@@ -123,6 +127,27 @@ class AnthropicEncoder:
         if isinstance(event, Broken):
             return anthropic_event(error_event("api_error", event.error.message, self.request_id))
         return _events(self.translator.finish(event.usage))
+
+
+class ResponsesEncoder:
+    """The Responses API's event stream from the relayed OpenAI chunks (protocol/responses.py). A continuation
+    is invisible (the text goes on in the same item); a broken answer ends with response.failed."""
+
+    def __init__(self, translator: ResponseStream) -> None:
+        self.translator = translator
+
+    def start(self) -> bytes:
+        return _events(self.translator.start())
+
+    def encode(self, event: StreamEvent) -> bytes:
+        if isinstance(event, Content):
+            return _events(self.translator.feed(event.data))
+        if isinstance(event, Continued):
+            self.translator.continued(event.as_dict())
+            return b""
+        if isinstance(event, Broken):
+            return _events(self.translator.failed(event.error.message))
+        return _events(self.translator.completed(event.usage, event.usage_estimated))
 
 
 def _events(events: list[dict[str, Any]]) -> bytes:

@@ -1,0 +1,120 @@
+"""/v1/responses: OpenAI's Responses API in front of the same exchange as chat completions.
+
+POST validates the body as a Responses request and translates it once into a chat body
+(protocol/responses.py) — after the stored conversation when it names a `previous_response_id` — so it is
+admitted, routed (with failover and continuation over any chat target) and accounted exactly once as on
+/v1/chat/completions (server/exchange.py). The answer is translated back: a `response` object, or the
+Responses event stream (server/sse.py). Unless `store` is false, the response is kept in the accounting
+database for its key (accounting/responses.py); GET and DELETE /v1/responses/{id} read and remove it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from lifeline.accounting.keys import VirtualKey
+from lifeline.accounting.responses import ResponseStore
+from lifeline.attempts import Outcome
+from lifeline.errors import ResponseNotFound
+from lifeline.protocol.parse import validate_chat_request
+from lifeline.protocol.response_objects import ResponseStream, Shell, output_as_input, to_response
+from lifeline.protocol.responses import to_chat_body, validate_request
+from lifeline.routing.streaming import End, StreamEvent
+from lifeline.server.exchange import Exchange, Stream
+from lifeline.server.gateway import gateway_of
+from lifeline.server.sse import ResponsesEncoder, event_stream
+
+log = logging.getLogger("lifeline.server")
+
+Save = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def owner(key: VirtualKey | None) -> str:
+    """Whose a stored response is: its key's id, or '' when auth is off."""
+    return key.id if key is not None else ""
+
+
+async def create_response(request: Request) -> Response:
+    exchange = await Exchange.begin(request, request.headers.get("authorization"))
+    parsed = validate_request(exchange.body)
+    store = exchange.gateway.accounting.responses
+    key_id = owner(exchange.key)
+    history: list[dict[str, Any]] = []
+    if parsed.previous_response_id is not None:
+        previous = await asyncio.to_thread(store.load, parsed.previous_response_id, key_id)
+        if previous is None:
+            raise ResponseNotFound(
+                f"Previous response with id '{parsed.previous_response_id}' not found.", param="previous_response_id"
+            )
+        history = previous.input + output_as_input(previous.response.get("output") or [])
+    data = to_chat_body(parsed, history)
+    result = await exchange.chat(data, validate_chat_request(data))
+    conversation = history + parsed.items
+
+    async def save(response: dict[str, Any]) -> None:
+        if parsed.store:
+            await _save(store, key_id, conversation, response)
+
+    if isinstance(result, Stream):
+        translator = ResponseStream(Shell.of(parsed, result.model))
+        events = _storing(result.events, translator, save)
+        return event_stream(events, ResponsesEncoder(translator), result.headers)
+    response = to_response(Shell.of(parsed, result.model), result.body, result.usage)
+    if result.usage_estimated:
+        response["x_lifeline"] = {"usage_estimated": True}
+    await save(response)
+    return Response(orjson.dumps(response), media_type="application/json", headers=result.headers)
+
+
+async def _save(
+    store: ResponseStore, key_id: str, conversation: list[dict[str, Any]], response: dict[str, Any]
+) -> None:
+    """Keep a response. The answer has been paid for: a database that fails now costs the client the stored
+    copy (logged), not the answer."""
+    stored = {k: v for k, v in response.items() if k != "x_lifeline"}
+    try:
+        await asyncio.to_thread(store.save, key_id, conversation, stored)
+    except Exception as exc:
+        log.warning("could not store response %s: %s", response["id"], type(exc).__name__)
+
+
+async def _storing(
+    events: AsyncGenerator[StreamEvent, None], translator: ResponseStream, save: Save
+) -> AsyncGenerator[StreamEvent, None]:
+    """The stream's events; a complete answer is stored before response.completed goes out, so that a client
+    that continues from it at once finds it."""
+    async with contextlib.aclosing(events):
+        async for event in events:
+            if isinstance(event, End) and event.outcome is Outcome.OK:
+                await save(translator.finalize(event.usage, event.usage_estimated))
+            yield event
+
+
+async def _stored(request: Request) -> tuple[ResponseStore, str, str]:
+    accounting = gateway_of(request).accounting
+    key = accounting.authenticate(request.headers.get("authorization"))
+    return accounting.responses, owner(key), request.path_params["response_id"]
+
+
+async def get_response(request: Request) -> Response:
+    store, key_id, response_id = await _stored(request)
+    stored = await asyncio.to_thread(store.load, response_id, key_id)
+    if stored is None:
+        raise ResponseNotFound(f"Response with id '{response_id}' not found.")
+    return Response(orjson.dumps(stored.response), media_type="application/json")
+
+
+async def delete_response(request: Request) -> Response:
+    store, key_id, response_id = await _stored(request)
+    if not await asyncio.to_thread(store.delete, response_id, key_id):
+        raise ResponseNotFound(f"Response with id '{response_id}' not found.")
+    body = {"id": response_id, "object": "response.deleted", "deleted": True}
+    return Response(orjson.dumps(body), media_type="application/json")
