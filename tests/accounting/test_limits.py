@@ -463,6 +463,11 @@ def test_make_limits_picks_the_store_from_settings(shared_url: str) -> None:
     store = make_limits(AccountingSettings.model_validate({"redis_url": shared_url, "redis_failure": "closed"}))
     assert isinstance(store, RedisLimits) and store.failure == "closed"
     asyncio.run(store.close())
+    slow = make_limits(AccountingSettings.model_validate({"redis_url": shared_url, "redis_timeout": 7}))
+    assert isinstance(slow, RedisLimits)
+    kwargs = slow._redis.connection_pool.connection_kwargs
+    assert (kwargs["socket_connect_timeout"], kwargs["socket_timeout"]) == (7, 7)
+    asyncio.run(slow.close())
 
 
 # --- several replicas on one Redis -------------------------------------------------------------------

@@ -32,7 +32,9 @@ def limits(request: pytest.FixtureRequest) -> dict[str, Any]:
     """The accounting settings for where the limits live: this process, or a fresh Redis (failing closed,
     so that a Redis problem fails the test rather than lifting the limits)."""
     if request.param == "redis":
-        return {"redis_url": request.getfixturevalue("fresh_redis_url"), "redis_failure": "closed"}
+        # closed: an unreachable Redis would refuse, and the counts below would not be the limits'; a generous
+        # timeout, so that a busy machine's slow connect is not taken for an outage
+        return {"redis_url": request.getfixturevalue("fresh_redis_url"), "redis_failure": "closed", "redis_timeout": 30}
     return {}
 
 

@@ -219,7 +219,10 @@ class LimitStore(Protocol):
 def make_limits(settings: AccountingSettings) -> LimitStore:
     """Redis when a URL is configured (replicas share limits), else this process's memory."""
     if settings.redis_url is not None:
-        return RedisLimits(settings.redis_url.get_secret_value(), settings.redis_failure)
+        timeout = settings.redis_timeout
+        return RedisLimits(
+            settings.redis_url.get_secret_value(), settings.redis_failure, connect_timeout=timeout, op_timeout=timeout
+        )
     return InProcessLimits()
 
 

@@ -403,6 +403,8 @@ class AccountingSettings(Strict):
     #: when Redis is unreachable: "open" serves requests (limits not enforced, a warning logged) or
     #: "closed" refuses them with 503
     redis_failure: Literal["open", "closed"] = "open"
+    #: seconds to connect to Redis, and for each limits call, before it counts as unreachable
+    redis_timeout: PositiveSeconds = 0.5
     #: how often a replica re-reads keys from the database (seconds): a revocation elsewhere takes effect
     #: within this time
     key_refresh_interval: PositiveSeconds = 2.0
