@@ -54,3 +54,18 @@ def test_no_install_line_in_the_docs_names_the_unrelated_lifeline() -> None:
                 if _normalise(re.split(r"[\[<>=!~]", word, maxsplit=1)[0]) == "lifeline":
                     offending.append(f"{path.relative_to(ROOT)}: pip install {line}")
     assert offending == []
+
+
+def test_lifeline_version_prints_the_distributions_version() -> None:
+    import tomllib
+
+    from typer.testing import CliRunner
+
+    from lifeline import __version__
+    from lifeline.cli.main import _register_subcommands, app
+
+    declared = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())["project"]["version"]
+    assert __version__ == declared
+    _register_subcommands()
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output == f"lifeline {declared}\n"

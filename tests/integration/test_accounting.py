@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -345,8 +346,11 @@ def test_no_secret_reaches_a_log_line_an_error_or_a_metric(
         responses = [
             ask(gw, secret),
             ask(gw, secret[:-2] + "zz"),
-            httpx.post(f"{gw.base_url}/chat/completions", json={"model": "echo", "messages": MESSAGES},
-                       headers={"authorization": f"Bearer {secret}"}),
+            httpx.post(
+                f"{gw.base_url}/chat/completions",
+                json={"model": "echo", "messages": MESSAGES},
+                headers={"authorization": f"Bearer {secret}"},
+            ),
             httpx.get(f"{gw.base_url}/models", headers={"authorization": f"Bearer {secret}"}),
         ]
         metrics = httpx.get(f"{gw.url}/metrics").text
@@ -354,8 +358,13 @@ def test_no_secret_reaches_a_log_line_an_error_or_a_metric(
         ledger_rows(gw, expect=2)
     assert responses[0].status_code == 200 and responses[1].status_code == 401
     assert responses[2].status_code == 400 and "***" in responses[2].json()["error"]["message"]
-    for text in [*(r.text for r in responses), *(str(r.headers) for r in responses), metrics, targets_view,
-                 caplog.text]:
+    for text in [
+        *(r.text for r in responses),
+        *(str(r.headers) for r in responses),
+        metrics,
+        targets_view,
+        caplog.text,
+    ]:
         assert secret not in text
         assert secret.split(".")[1] not in text
         assert UPSTREAM_KEY not in text
@@ -365,8 +374,9 @@ def test_no_secret_reaches_a_log_line_an_error_or_a_metric(
 def test_a_database_outage_does_not_stop_requests_or_lose_records(
     wall: FaultWall, gateway: GatewayFactory, tmp_path: Path, postgres_server: Any, postgres_db_url: str
 ) -> None:
-    config = config_with(wall, tmp_path, auth=False, accounting={"database_url": postgres_db_url,
-                                                                 "ledger": {"commit_interval": 0.05}})
+    config = config_with(
+        wall, tmp_path, auth=False, accounting={"database_url": postgres_db_url, "ledger": {"commit_interval": 0.05}}
+    )
     with gateway(config) as gw:
         assert ask(gw, None).status_code == 200
         postgres_server.stop()
@@ -380,3 +390,25 @@ def test_a_database_outage_does_not_stop_requests_or_lose_records(
     assert int(metrics["lifeline_ledger_queue_depth"]) >= 5  # waiting in the buffer, not lost
     assert int(metrics["lifeline_ledger_write_errors_total"]) >= 1
     assert len(rows) == 6
+
+
+def test_an_answer_says_what_it_cost_as_the_ledger_records_it(
+    wall: FaultWall, gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    """`x-lifeline-cost-usd` on every whole answer; `usage.cost` (USD) when the client asks for it with
+    `x-lifeline-include-cost: true`, as OpenRouter does. Both are the ledger's figure for that request."""
+    with gateway(config_with(wall, tmp_path, auth=False)) as gw:
+        plain = ask(gw, None, max_tokens=5)
+        body = {"model": "chat", "messages": MESSAGES, "max_tokens": 5}
+        asked = httpx.post(
+            f"{gw.base_url}/chat/completions", json=body, headers={"x-lifeline-include-cost": "true"}, timeout=30
+        )
+        rows = ledger_rows(gw, expect=2)
+    assert plain.status_code == asked.status_code == 200
+    by_request = {r["request_id"]: r for r in rows}
+    for response in (plain, asked):
+        recorded = by_request[response.headers["x-request-id"]]["cost_nusd"]
+        assert recorded > 0  # $1 a token: never zero
+        assert Decimal(response.headers["x-lifeline-cost-usd"]) == Decimal(recorded) / 10**9  # exact, no float
+    assert "cost" not in plain.json()["usage"]
+    assert asked.json()["usage"]["cost"] == by_request[asked.headers["x-request-id"]]["cost_nusd"] / 1e9

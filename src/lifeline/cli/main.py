@@ -24,6 +24,23 @@ fakes = typer.Typer(no_args_is_help=True, help="The fault wall: an OpenAI-compat
 app.add_typer(fakes, name="fakes")
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from lifeline import __version__
+
+        typer.echo(f"lifeline {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Lifeline: an OpenAI-compatible gateway."""
+
+
 def _register_subcommands() -> None:
     from lifeline.cli.keys import keys_app
 

@@ -50,6 +50,8 @@ class Answer:
     usage: dict[str, Any]
     usage_estimated: bool
     headers: dict[str, str]
+    #: what the answer cost, in nano-USD
+    cost_nusd: int = 0
 
 
 @dataclass(slots=True)
@@ -150,7 +152,11 @@ class Exchange:
                 answer=None if embedding or admission.capture is None else {**done.result.body, "usage": usage},
             ),
         )
-        return Answer(done.result.body, done.result.model, usage, estimated, _headers(done))
+        headers = _headers(done)
+        # The answer's cost at its target's price, as the ledger records it (the ledger stays the source of truth).
+        cost = self.gateway.accounting.prices.cost(done.target, usage["prompt_tokens"], usage["completion_tokens"])
+        headers["x-lifeline-cost-usd"] = usd_text(cost)
+        return Answer(done.result.body, done.result.model, usage, estimated, headers, cost)
 
     def _stream(self, admission: Admission, routed: Routed[OpenStream], call: ChatCall) -> Stream:
         model = next((str(c.data["model"]) for c in routed.result.head if c.data.get("model")), routed.model)
@@ -178,6 +184,18 @@ async def _assembled(events: AsyncGenerator[StreamEvent, None], assembler: Assem
             yield event
     finally:
         await events.aclose()
+
+
+def usd_text(nusd: int) -> str:
+    """Nano-USD as a decimal number of dollars, exactly (no float rounding): 123_000 → "0.000123"."""
+    sign, whole, frac = "-" if nusd < 0 else "", abs(nusd) // 1_000_000_000, abs(nusd) % 1_000_000_000
+    text = f"{sign}{whole}.{frac:09d}".rstrip("0")
+    return text + "0" if text.endswith(".") else text
+
+
+def wants_cost(request: Request) -> bool:
+    """Whether the client asked for the cost inside the answer's usage (`x-lifeline-include-cost: true`)."""
+    return request.headers.get("x-lifeline-include-cost", "").strip().lower() in ("true", "1", "yes")
 
 
 def _headers(routed: Routed[Any]) -> dict[str, str]:

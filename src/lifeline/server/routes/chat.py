@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from lifeline.protocol.parse import validate_chat_request
-from lifeline.server.exchange import Exchange, Stream
+from lifeline.server.exchange import Exchange, Stream, wants_cost
 from lifeline.server.sse import OpenAIEncoder, event_stream
 
 
@@ -20,4 +20,6 @@ async def chat_completions(request: Request) -> Response:
     body = result.body
     if result.usage_estimated:
         body = {**body, "usage": result.usage, "x_lifeline": {"usage_estimated": True}}
+    if wants_cost(request):  # as OpenRouter does: usage.cost in USD
+        body = {**body, "usage": {**(body.get("usage") or result.usage), "cost": result.cost_nusd / 1e9}}
     return Response(orjson.dumps(body), media_type="application/json", headers=result.headers)
