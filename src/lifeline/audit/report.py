@@ -93,7 +93,7 @@ def _rate(p: dict[str, Any]) -> str:
 
 
 def build_report(results: dict[str, Any]) -> Report:
-    from lifeline.reports import Bar, Bars, HeatMap, Pair, Report, SideBySide, Table, Text
+    from lifeline.reports import Bar, Bars, HeatMap, Report, SideBySide, Table, Text
 
     run, candidates = results["run"], results["candidates"]
     languages, topics = run["languages"], run["topics"]
@@ -181,19 +181,32 @@ def build_report(results: dict[str, Any]) -> Report:
         for kind, rates in by_kind.items()
     ]
     sections.append(Table(["candidate", "topic", "lang", "kind", *CLASSES], rate_rows, heading="Class rates"))
-    shown = [(k, results["examples"].get(k) or []) for k in CLASSES]
     pairs = [
-        Pair(f"{left} · {right}", f"{left}: {a['candidate']}, {a['prompt']} ({a['language']})", a["text"],
-             f"{right}: {b['candidate']}, {b['prompt']} ({b['language']})", b["text"])
-        for (left, xs), (right, ys) in zip(shown[0::2], shown[1::2], strict=True)
-        for a, b in zip(xs, ys, strict=False)
-    ]  # fmt: skip
+        _example_pair(results["examples"], left, right)
+        for left, right in zip(CLASSES[0::2], CLASSES[1::2], strict=True)
+    ]
+    pairs = [p for p in pairs if p is not None]
     if pairs:
         sections.append(SideBySide("Example answers per class", pairs))
     if run["judge_prompt"]:
         sections.append(Text(run["judge_prompt"], heading=f"The judge's prompt ({run['judge_prompt_version']})"))
     title = f"Speech audit: {', '.join(names)} on {run['suite']}"
     return Report(title, subtitle=run["started_at"], sections=sections, data=results)
+
+
+def _example_pair(examples: dict[str, list[dict[str, Any]]], left: str, right: str) -> Any:
+    """A Pair of one answer of each class side by side (None when neither class has one)."""
+    from lifeline.reports import Pair
+
+    lefts, rights = examples.get(left) or [], examples.get(right) or []
+    a, b = (lefts[0] if lefts else None), (rights[0] if rights else None)
+    if a is None and b is None:
+        return None
+
+    def title(cls: str, x: dict[str, Any] | None) -> str:
+        return f"{cls}: {x['candidate']}, {x['prompt']} ({x['language']})" if x else f"{cls}: none in this audit"
+
+    return Pair(f"{left} · {right}", title(left, a), a["text"] if a else "", title(right, b), b["text"] if b else "")
 
 
 def _value(g: dict[str, Any] | None) -> float | None:
