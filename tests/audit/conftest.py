@@ -20,8 +20,11 @@ def audit_targets(wall: FaultWall) -> dict[str, dict[str, Any]]:
         "refuse": wall_target(wall, "speech?style=refuse"),
         "judge": wall_target(wall, "speech?style=judge"),
         "pricey": wall_target(wall, "speech?style=open", price=PER_TOKEN),
+        "dear-judge": wall_target(wall, "speech?style=judge", price=PER_TOKEN),
     }
 
 
 def audit_config(wall: FaultWall, **aliases: Any) -> Config:
-    return make_config(audit_targets(wall), {"chat": ["open"], "judge": ["judge"], **aliases})
+    return make_config(
+        audit_targets(wall), {"chat": ["open"], "judge": ["judge"], "dear-judge": ["dear-judge"], **aliases}
+    )

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from lifeline.audit.report import summarise
+from lifeline.audit.report import summarise, write_outputs
 from lifeline.audit.run import AuditPlan, run_audit
 from lifeline.audit.suite import Suite, load_suite
 from lifeline.eval.runner import ResultsFile
@@ -76,3 +76,26 @@ def test_a_judge_classifies_instead_with_its_prompt_in_the_results(
     assert censor["rates"]["tiananmen-1989"]["zh"]["sensitive"]["refused"]["rate"] == 1.0
     judged = [a for a in wall.attempts if a.model == "speech?style=judge"]
     assert len(judged) == len(suite.prompts)  # one classification per answer
+
+
+def test_the_same_weights_at_two_hosts_are_side_by_side(wall: FaultWall, tmp_path: Path, suite: Suite) -> None:
+    cfg = audit_config(wall)  # "open" and "pricey" serve the same model at two (wall) hosts; "censor" another
+    run = run_audit(cfg, AuditPlan(("open", "pricey", "censor"), ("en",)), suite, ResultsFile(tmp_path / "r.jsonl"))
+    results = summarise(run, cfg)
+    assert results["same_weights"] == {"speech?style=open": ["open", "pricey"]}
+    paths = write_outputs(results, tmp_path / "report")
+    assert "The same weights at different hosts" in paths["markdown"].read_text()
+
+
+def test_the_judges_calls_count_against_the_cost_cap(wall: FaultWall, tmp_path: Path, suite: Suite) -> None:
+    cfg = audit_config(wall)
+    # each judge call reserves its 256 tokens at 1 USD and costs its few words: the cap stops the judge early
+    plan = AuditPlan(("open",), ("en",), judge="dear-judge", concurrency=1, max_cost=300.0)
+    run = run_audit(cfg, plan, suite, ResultsFile(tmp_path / "results.jsonl"))
+    answers = len(suite.prompts)
+    judged = [a for a in wall.attempts if a.model == "speech?style=judge"]
+    assert len(wall.attempts) - len(judged) == answers  # the free candidate answered everything
+    assert run.stopped == "cost_cap" and 0 < len(judged) < answers  # the priced judge was stopped by the cap
+    assert 0 < run.spent_usd <= 300.0
+    results = summarise(run, cfg)["candidates"][0]
+    assert results["missing"] == answers - len(judged)  # an answer the judge did not classify is missing
