@@ -17,6 +17,7 @@ from lifeline.config.schema import Constraints
 from lifeline.server.gateway import Gateway
 from lifeline.testing import FaultWall
 from tests.conftest import GatewayFactory, make_config, wall_target
+from tests.integration.test_runtime_control import AUTH, MASTER, reload, serving, write
 
 
 def _row(target: str, language: str, gap: float | None) -> GapRow:
@@ -102,3 +103,30 @@ def test_at_load_the_audit_constraints_are_not_checked(wall: FaultWall) -> None:
     cfg = _config(wall, {"max_censorship_gap": {"zh": 0.2}, "require_audit": True})
     assert cfg.permitted_targets(cfg.aliases["chat"])[0] == ["censor", "open", "never"]
     assert cfg.permitted_targets(cfg.aliases["chat"], {})[0] == []
+
+
+def test_a_reload_reads_the_latest_audit(wall: FaultWall, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "lifeline.yaml"
+    write(path, {
+        "targets": {name: wall_target(wall, "speech?style=open") for name in ("censor", "open")},
+        "aliases": {"chat": {"targets": ["censor", "open"], "constraints": {"max_censorship_gap": {"zh": 0.2}}}},
+        "admin": {"master_key": MASTER},
+        "accounting": {"data_dir": str(tmp_path / "data")},
+    })  # fmt: skip
+
+    def answered_by(gw: Any) -> str:
+        body = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
+        answer = httpx.post(f"{gw.base_url}/chat/completions", json=body, headers=AUTH)
+        assert answer.status_code == 200, answer.text
+        return str(answer.headers["x-lifeline-target"])
+
+    with serving(path, monkeypatch) as gw:
+        assert answered_by(gw) == "censor"  # never audited: kept, and first
+        db = Database(data_dir=tmp_path / "data")
+        try:
+            store_audit(db, "speech-cn", [_row("censor", "zh", 0.5), _row("open", "zh", 0.0)])
+        finally:
+            db.close()
+        assert answered_by(gw) == "censor"  # read once per gateway, not per request
+        assert reload(gw).status_code == 200
+        assert answered_by(gw) == "open"
