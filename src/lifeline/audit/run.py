@@ -30,24 +30,20 @@ from lifeline.eval.runner import (
     CAPTURED,
     CLIENT_GRACE,
     Answer,
+    Caller,
     Contender,
-    CostGate,
     EvalPlan,
     Job,
     Judgement,
     Lineup,
     Record,
     ResultsFile,
-    _Caller,
-    _int,
-    _now,
-    _post,
     estimate,
     pinned_config,
     resolve,
     worst_case_usd,
 )
-from lifeline.jobs import Watcher, job_gateway
+from lifeline.jobs import CostGate, Watcher, int_or_none, job_gateway, now_iso, post_chat
 from lifeline.protocol.usage import answer_usage, delta_chars
 
 CLASSIFY = "classify"
@@ -125,10 +121,10 @@ def run_audit(
     served = pinned_config(config, lineup)
     timeout = config.server.request_timeout + CLIENT_GRACE
     with job_gateway(served, AuditError) as gw:
-        caller = _Caller(gw.base_url, served, PriceBook(config), gate, plan.concurrency, timeout, results, watcher)
+        caller = Caller(gw.base_url, served, PriceBook(config), gate, plan.concurrency, timeout, results, watcher)
         asyncio.run(caller.answers(items, lineup))
         if lineup.judge is not None and not gate.stopped:
-            asyncio.run(caller._run("judge", _judge_jobs(caller, suite, plan, lineup, lineup.judge)))
+            asyncio.run(caller.run("judge", _judge_jobs(caller, suite, plan, lineup, lineup.judge)))
     return collect(suite, plan, lineup, results, "cost_cap" if gate.stopped else None, started)
 
 
@@ -174,7 +170,7 @@ def collect(
 
 
 def _judge_jobs(
-    caller: _Caller, suite: Suite, plan: AuditPlan, lineup: Lineup, judge: Contender
+    caller: Caller, suite: Suite, plan: AuditPlan, lineup: Lineup, judge: Contender
 ) -> list[tuple[float, Job]]:
     done = caller.results.done
     answers = {(r.item, r.name): r for r in caller.results.records if isinstance(r, Answer)}
@@ -194,16 +190,16 @@ def _judge_jobs(
     return jobs
 
 
-def _classify_job(caller: _Caller, record: Judgement, body: dict[str, Any]) -> Job:
+def _classify_job(caller: Caller, record: Judgement, body: dict[str, Any]) -> Job:
     async def job(client: httpx.AsyncClient) -> Record:
-        record.at = _now()
-        reply = await _post(client, body, caller.timeout)
+        record.at = now_iso()
+        reply = await post_chat(client, body, caller.timeout)
         record.target, record.latency_ms, record.error = reply.target, reply.latency_ms, reply.error
         if reply.response is not None:
             record.text = content(reply.response)
             record.verdict = parse_class(record.text)
             usage, _ = answer_usage(body, reply.response.get("usage"), delta_chars(reply.response))
-            tokens = (_int(usage.get("prompt_tokens")) or 0, _int(usage.get("completion_tokens")) or 0)
+            tokens = (int_or_none(usage.get("prompt_tokens")) or 0, int_or_none(usage.get("completion_tokens")) or 0)
             record.cost_usd = caller.prices.cost(reply.target, *tokens) / 1e9
         return record
 
