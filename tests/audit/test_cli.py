@@ -114,9 +114,10 @@ def test_the_cost_cap_stops_the_audit_and_a_higher_cap_continues_it(
     config, out = config_file(tmp_path, wall), tmp_path / "out"
     args = ["-c", str(config), "--candidates", "pricey", *SLICE, "--out", str(out), "--concurrency", "1",
             "--max-tokens", "100"]  # fmt: skip
-    result = run(cli, *args, "--max-cost", "250")
+    result = run(cli, *args, "--max-cost", "250", "--store")
     assert result.exit_code == 0, result.output
     assert "stopped at the cost cap" in result.stderr
+    assert "not stored: the audit is incomplete" in result.stderr  # a partial audit never steers routing
     answered = len(wall.attempts)
     assert 0 < answered < 12
     spent = sum(r["cost_usd"] for r in map(orjson.loads, (out / "results.jsonl").read_bytes().splitlines()))

@@ -156,7 +156,9 @@ def _run(cfg: Config, plan: AuditPlan, chosen: Suite, out: Path, *, dry_run: boo
             typer.echo(f"  gap {language}: {gap_text(gaps['overall'])}")
             for topic, gap in gaps["topics"].items():
                 typer.echo(f"    {topic}: {gap_text(gap)}")
-    if store:
+    if store and run.stopped:
+        typer.echo("not stored: the audit is incomplete (stopped at the cost cap); finish it, then --store", err=True)
+    elif store:
         _store(cfg, figures)
     typer.echo(f"reports: {', '.join(str(p) for p in written.values())}", err=True)
 
