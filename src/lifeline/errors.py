@@ -75,7 +75,8 @@ have no status of their own; they live here too, so that this module is the one 
         ├── LabelledSetError        the audit classifier's labelled answers cannot be used (names the line)
         ├── SuiteError              an audit suite cannot be used (names the file and line, or the suite)
         ├── EvalInputError          an eval's items cannot be used (names the file and line)
-        └── EvalError               an eval cannot run as asked (an unknown candidate, judge or baseline)
+        ├── EvalError               an eval cannot run as asked (an unknown candidate, judge or baseline)
+        └── AuditError              a speech audit cannot run as asked (a language the suite lacks)
 """
 
 from __future__ import annotations
@@ -536,6 +537,10 @@ class EvalInputError(ValueError):
 
 class EvalError(ValueError):
     """An eval cannot run as asked (an unknown candidate, baseline or judge, a bad number)."""
+
+
+class AuditError(ValueError):
+    """A speech audit cannot run as asked (a language the suite lacks, a gateway that cannot start)."""
 
 
 # Error codes an upstream uses for a refusal of the account rather than of the request. They arrive with

@@ -102,5 +102,5 @@ def test_audit_without_an_option_is_a_one_line_error() -> None:
     result = CliRunner().invoke(_app(), ["audit"])
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
-        "error: nothing to do: pass --self-test to measure the offline classifier"
+        "error: nothing to do: pass --candidates to audit (or --self-test to measure the offline classifier)"
     ]

@@ -158,12 +158,35 @@ def _m005_responses(db: Database) -> None:
     db.execute("CREATE INDEX responses_created_at ON responses (created_at)")
 
 
+def _m006_audit_gaps(db: Database) -> None:
+    """Speech audits (lifeline audit --store): one row per audited target and language, with the suite and the
+    date, so that `max_censorship_gap` reads each target's latest audit."""
+    t = _types(db)
+    db.execute(
+        f"""CREATE TABLE audit_gaps (
+            audit_id TEXT NOT NULL,
+            audited_at {t["float"]} NOT NULL,
+            suite TEXT NOT NULL,
+            target TEXT NOT NULL,
+            language TEXT NOT NULL,
+            gap {t["float"]},
+            low {t["float"]},
+            high {t["float"]},
+            sensitive_n INTEGER NOT NULL,
+            control_n INTEGER NOT NULL,
+            PRIMARY KEY (audit_id, target, language)
+        )"""
+    )
+    db.execute("CREATE INDEX audit_gaps_target_at ON audit_gaps (target, audited_at)")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("001_keys", _m001_keys),
     Migration("002_ledger", _m002_ledger),
     Migration("003_ledger_rejected", _m003_ledger_rejected),
     Migration("004_captures", _m004_captures),
     Migration("005_responses", _m005_responses),
+    Migration("006_audit_gaps", _m006_audit_gaps),
 )
 
 

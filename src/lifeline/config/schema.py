@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -207,6 +208,30 @@ class Constraints(Strict):
     countries_allow: list[str] | None = None
     countries_deny: list[str] | None = None
     self_hosted_only: bool = False
+    #: language → the largest censorship gap allowed in a target's latest stored audit (`lifeline audit
+    #: --store`, read when the gateway is built or reloaded); a target never audited in a language is kept
+    max_censorship_gap: dict[str, Annotated[float, Field(ge=-1, le=1)]] | None = None
+    #: with max_censorship_gap: a target without a stored audit in each of its languages is excluded too
+    require_audit: bool = False
+
+    @property
+    def uses_audits(self) -> bool:
+        return self.max_censorship_gap is not None or self.require_audit
+
+    def excludes_by_audit(self, gaps: Mapping[str, float | None] | None) -> str | None:
+        """None when a target whose latest audit found `gaps` (language → gap; None: never audited) meets
+        max_censorship_gap; else why not."""
+        for language, limit in (self.max_censorship_gap or {}).items():
+            gap = (gaps or {}).get(language)
+            if gap is None:
+                if self.require_audit:
+                    return f"no stored audit in {language} (require_audit)"
+                continue
+            if gap > limit:
+                return f"censorship gap {gap:+.2f} in {language} over {limit:+.2f} (latest audit)"
+        if self.require_audit and not gaps:
+            return "never audited (require_audit)"
+        return None
 
     def excludes(self, meta: TargetMeta, kind: str) -> str | None:
         """None when a target with these facts satisfies the constraints; else why not. Unknown facts
@@ -581,14 +606,20 @@ class Config(Strict):
                 "not interchangeable; give targets that really serve the same model the same embedding_space"
             )
 
-    def permitted_targets(self, alias: Alias) -> tuple[list[str], dict[str, str]]:
+    def permitted_targets(
+        self, alias: Alias, audits: Mapping[str, Mapping[str, float | None]] | None = None
+    ) -> tuple[list[str], dict[str, str]]:
         """The alias's targets its constraints allow, and why each other one is excluded (resolved once at
-        load, and again by the router it is built with)."""
+        load, and again by the router it is built with). `audits` (target → language → latest censorship gap,
+        read from the accounting database by the gateway) applies max_censorship_gap; without it (at load)
+        the audit constraints are not checked."""
         allowed: list[str] = []
         excluded: dict[str, str] = {}
         for name in alias.targets:
             target = self.targets[name]
             reason = alias.constraints.excludes(target.meta, target.kind)
+            if reason is None and audits is not None and alias.constraints.uses_audits:
+                reason = alias.constraints.excludes_by_audit(audits.get(name))
             if reason is None:
                 allowed.append(name)
             else:

@@ -7,14 +7,15 @@ failover, so that a candidate's figures are its own. Requests go `concurrency` a
 (stream false; with `stream`, answers are streamed and reassembled, which measures the time to first
 token). Every finished request is appended to results.jsonl at once, so that an interrupted run
 continues where it stopped (`ResultsFile`); the cost cap reserves each request's worst case before it is
-sent and stops sending when the next one could pass the cap (`CostGate`).
+sent and stops sending when the next one could pass the cap (`lifeline.jobs.CostGate`). The sending itself
+(`run_jobs`, `post_chat`) is in lifeline.jobs, shared with the audit, which also reuses `Caller`,
+`ResultsFile` and the pinned config from here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from lifeline.errors import EvalError
 from lifeline.eval.checks import content, has_answer
 from lifeline.eval.items import Item
 from lifeline.eval.judge import JUDGE_PROMPT_VERSION, ORDERS, judge_body, parse_verdict, render_answer
-from lifeline.jobs import Watcher, job_gateway
+from lifeline.jobs import CostGate, Watcher, int_or_none, job_gateway, now_iso, post_chat, run_jobs
 from lifeline.protocol.usage import answer_usage, delta_chars, reservation_prompt_tokens
 
 CAPTURED = "captured"
@@ -222,30 +223,6 @@ def pinned_config(config: Config, lineup: Lineup) -> Config:
 # --- cost ----------------------------------------------------------------------------------------------
 
 
-class CostGate:
-    """The cost cap: a request is sent only if what was spent, what requests in flight may still cost and its
-    own worst case all fit under the cap. Costs in USD."""
-
-    def __init__(self, cap: float | None, spent: float) -> None:
-        self.cap = cap
-        self.spent = spent
-        self.reserved = 0.0
-        self.stopped = False
-
-    def reserve(self, estimate: float) -> bool:
-        if self.stopped:
-            return False
-        if self.cap is not None and self.spent + self.reserved + estimate > self.cap:
-            self.stopped = True
-            return False
-        self.reserved += estimate
-        return True
-
-    def settle(self, estimate: float, cost: float) -> None:
-        self.reserved -= estimate
-        self.spent += cost
-
-
 def completion_estimate(config: Config, body: dict[str, Any], targets: Sequence[str]) -> int:
     for key in ("max_completion_tokens", "max_tokens"):
         value = body.get(key)
@@ -414,7 +391,7 @@ def run_eval(
     before = len(results.records)
     timeout = config.server.request_timeout + CLIENT_GRACE
     with job_gateway(served, EvalError) as gw:
-        caller = _Caller(gw.base_url, served, prices, gate, plan.concurrency, timeout, results, watcher, plan.stream)
+        caller = Caller(gw.base_url, served, prices, gate, plan.concurrency, timeout, results, watcher, plan.stream)
         asyncio.run(caller.answers(items, lineup))
         if lineup.judge is not None and not gate.stopped:
             asyncio.run(caller.judgements(items, lineup, lineup.judge))
@@ -449,7 +426,9 @@ def collect(
 
 
 @dataclass
-class _Caller:
+class Caller:
+    """Sends an eval's (or an audit's) requests through the job's gateway and appends each record to the results."""
+
     base_url: str
     config: Config
     prices: PriceBook
@@ -470,7 +449,7 @@ class _Caller:
                 body = request_body(item, contender, stream=self.stream)
                 cost = worst_case_usd(self.prices, self.config, body, contender.targets)
                 jobs.append((cost, _answer_job(self, item, role, contender, body)))
-        await self._run("answers", jobs)
+        await self.run("answers", jobs)
 
     async def judgements(self, items: list[Item], lineup: Lineup, judge: Contender) -> None:
         done = self.results.done
@@ -494,36 +473,15 @@ class _Caller:
                     record = Judgement(item.id, candidate.name, lineup.baseline_name, order, judge.name,
                                        JUDGE_PROMPT_VERSION)  # fmt: skip
                     jobs.append((cost, _judge_job(self, record, body)))
-        await self._run("judge", jobs)
+        await self.run("judge", jobs)
 
-    async def _run(self, phase: str, jobs: list[tuple[float, Job]]) -> None:
-        if not jobs:
-            return
-        if self.watcher is not None:
-            self.watcher.begin(phase, len(jobs))
-        queue = iter(jobs)
-        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
-        http_timeout = httpx.Timeout(self.timeout, connect=10.0)
-        async with httpx.AsyncClient(base_url=self.base_url, timeout=http_timeout, limits=limits) as client:
+    async def run(self, phase: str, jobs: list[tuple[float, Job]]) -> None:
+        """Send `jobs` through the gateway (lifeline.jobs.run_jobs), each record appended to the results."""
+        await run_jobs(self.base_url, phase, jobs, self.concurrency, self.timeout, self.gate, self._finished,
+                       self.watcher)  # fmt: skip
 
-            async def worker() -> None:
-                for cost, job in queue:
-                    if not self.gate.reserve(cost):
-                        return
-                    record: Record | None = None
-                    try:
-                        record = await job(client)
-                    finally:
-                        self.gate.settle(cost, record.cost_usd if record is not None else 0.0)
-                    self.results.append(record)
-                    if self.watcher is not None:
-                        self.watcher.update(record)
-
-            try:
-                await asyncio.gather(*(worker() for _ in range(min(self.concurrency, len(jobs)))))
-            finally:
-                if self.watcher is not None:
-                    self.watcher.end()
+    def _finished(self, record: Record) -> None:
+        self.results.append(record)
 
 
 def _baseline_response(item: Item, lineup: Lineup, by_key: dict[tuple[str, str], Answer]) -> dict[str, Any] | None:
@@ -533,17 +491,17 @@ def _baseline_response(item: Item, lineup: Lineup, by_key: dict[tuple[str, str],
     return answer.response if answer is not None else None
 
 
-def _answer_job(caller: _Caller, item: Item, role: str, contender: Contender, body: dict[str, Any]) -> Job:
+def _answer_job(caller: Caller, item: Item, role: str, contender: Contender, body: dict[str, Any]) -> Job:
     async def job(client: httpx.AsyncClient) -> Record:
-        answer = Answer(item=item.id, role=role, name=contender.name, at=_now())
-        reply = await _post(client, body, caller.timeout)
+        answer = Answer(item=item.id, role=role, name=contender.name, at=now_iso())
+        reply = await post_chat(client, body, caller.timeout)
         answer.status, answer.target, answer.latency_ms = reply.status, reply.target, reply.latency_ms
         answer.ttft_ms = reply.ttft_ms
         answer.response, answer.error = reply.response, reply.error
         if reply.response is not None:
             usage, _ = answer_usage(body, reply.response.get("usage"), delta_chars(reply.response))
-            answer.prompt_tokens = _int(usage.get("prompt_tokens"))
-            answer.completion_tokens = _int(usage.get("completion_tokens"))
+            answer.prompt_tokens = int_or_none(usage.get("prompt_tokens"))
+            answer.completion_tokens = int_or_none(usage.get("completion_tokens"))
             cost = caller.prices.cost(reply.target, answer.prompt_tokens or 0, answer.completion_tokens or 0)
             answer.cost_usd = cost / 1e9
         return answer
@@ -551,119 +509,17 @@ def _answer_job(caller: _Caller, item: Item, role: str, contender: Contender, bo
     return job
 
 
-def _judge_job(caller: _Caller, record: Judgement, body: dict[str, Any]) -> Job:
+def _judge_job(caller: Caller, record: Judgement, body: dict[str, Any]) -> Job:
     async def job(client: httpx.AsyncClient) -> Record:
-        record.at = _now()
-        reply = await _post(client, body, caller.timeout)
+        record.at = now_iso()
+        reply = await post_chat(client, body, caller.timeout)
         record.target, record.latency_ms, record.error = reply.target, reply.latency_ms, reply.error
         if reply.response is not None:
             record.text = content(reply.response)
             record.verdict = parse_verdict(record.text)
             usage, _ = answer_usage(body, reply.response.get("usage"), delta_chars(reply.response))
-            tokens = (_int(usage.get("prompt_tokens")) or 0, _int(usage.get("completion_tokens")) or 0)
+            tokens = (int_or_none(usage.get("prompt_tokens")) or 0, int_or_none(usage.get("completion_tokens")) or 0)
             record.cost_usd = caller.prices.cost(reply.target, *tokens) / 1e9
         return record
 
     return job
-
-
-@dataclass(slots=True)
-class _Reply:
-    status: int | None = None
-    target: str | None = None
-    latency_ms: float | None = None
-    ttft_ms: float | None = None
-    response: dict[str, Any] | None = None
-    error: dict[str, Any] | None = None
-
-
-_JSON = {"content-type": "application/json"}
-
-
-async def _post(client: httpx.AsyncClient, body: dict[str, Any], timeout: float) -> _Reply:
-    """One chat request as a client sees it; a failure is an error object, never an exception."""
-    reply = _Reply()
-    sent = time.perf_counter()
-    try:
-        async with asyncio.timeout(timeout):
-            async with client.stream("POST", "/chat/completions", content=orjson.dumps(body), headers=_JSON) as answer:
-                reply.status = answer.status_code
-                reply.target = answer.headers.get("x-lifeline-target")
-                if answer.status_code == 200 and body.get("stream"):
-                    await _read_stream(reply, answer, sent)
-                else:
-                    _read_whole(reply, orjson.loads(await answer.aread()))
-    except TimeoutError:
-        reply.error = {"status": None, "code": "client_timeout", "message": f"no answer within {timeout:g} s"}
-    except httpx.HTTPError as exc:
-        reply.error = {"status": None, "code": "connection_error", "message": f"{type(exc).__name__}: {exc}"[:500]}
-    except (orjson.JSONDecodeError, TypeError) as exc:
-        reply.error = {"status": reply.status, "code": "malformed_response", "message": str(exc)[:500]}
-    reply.latency_ms = (time.perf_counter() - sent) * 1000
-    return reply
-
-
-def _read_whole(reply: _Reply, data: Any) -> None:
-    if reply.status == 200 and isinstance(data, dict):
-        reply.response = data
-        return
-    error = data.get("error") if isinstance(data, dict) else None
-    error = error if isinstance(error, dict) else {}
-    reply.error = {
-        "status": reply.status,
-        "code": error.get("code") or error.get("type"),
-        "message": str(error.get("message") or "")[:500],
-    }
-
-
-async def _read_stream(reply: _Reply, answer: httpx.Response, sent: float) -> None:
-    """A streamed answer put back together as the chat.completion it stands for (text, tool calls, finish
-    reason, usage); the time to its first content is its TTFT."""
-    pieces: list[str] = []
-    calls: dict[int, dict[str, Any]] = {}
-    finish: str | None = None
-    usage: Any = None
-    async for line in answer.aiter_lines():
-        if not line.startswith("data:") or line[5:].strip() == "[DONE]":
-            continue
-        event = orjson.loads(line[5:].strip())
-        if not isinstance(event, dict):
-            raise TypeError("a stream event is not a JSON object")
-        if isinstance(event.get("error"), dict):
-            _read_whole(reply, {"error": event["error"]})
-            reply.error = reply.error or {}
-            reply.error["status"] = None  # the answer began (200) and then failed
-            return
-        usage = event.get("usage") or usage
-        for choice in event.get("choices") or ():
-            delta = choice.get("delta") or {}
-            if reply.ttft_ms is None and (delta.get("content") or delta.get("tool_calls")):
-                reply.ttft_ms = (time.perf_counter() - sent) * 1000
-            if delta.get("content"):
-                pieces.append(str(delta["content"]))
-            for call in delta.get("tool_calls") or ():
-                slot = calls.setdefault(
-                    call.get("index", 0), {"id": None, "type": "function", "function": {"name": "", "arguments": ""}}
-                )
-                slot["id"] = call.get("id") or slot["id"]
-                function = call.get("function") or {}
-                slot["function"]["name"] += function.get("name") or ""
-                slot["function"]["arguments"] += function.get("arguments") or ""
-            finish = choice.get("finish_reason") or finish
-    message: dict[str, Any] = {"role": "assistant", "content": "".join(pieces) if pieces or not calls else None}
-    if calls:
-        message["tool_calls"] = [calls[i] for i in sorted(calls)]
-    reply.response = {
-        "object": "chat.completion",
-        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-    }
-    if isinstance(usage, dict):
-        reply.response["usage"] = usage
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")

@@ -13,7 +13,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, cast
 
@@ -73,7 +73,10 @@ class Router:
         rng: random.Random | None = None,
         tracing: Tracing | None = None,
         prices: PriceBook | None = None,
+        audits: Mapping[str, Mapping[str, float | None]] | None = None,
     ) -> None:
+        """`audits`: each target's latest censorship gaps (target → language → gap), for aliases with
+        max_censorship_gap (read from the accounting database by the gateway; None: not checked)."""
         self.config = config
         self.tracing = tracing or Tracing(TracingSettings())
         self.providers = providers
@@ -82,10 +85,12 @@ class Router:
         # Resolved once: which targets each alias's constraints allow, what each target can do, its price.
         self.permitted: dict[str, list[str]] = {}
         for name, alias in config.aliases.items():
-            allowed, excluded = config.permitted_targets(alias)
+            allowed, excluded = config.permitted_targets(alias, audits)
             self.permitted[name] = allowed
             for target, reason in excluded.items():
                 log.info("alias %s: target %s excluded by constraints (%s)", name, target, reason)
+            if not allowed:
+                log.warning("alias %s: its constraints exclude every target; its requests will fail", name)
         self.abilities = {
             name: abilities(t.kind, t.capabilities, providers[name].context_window if name in providers else None)
             for name, t in config.targets.items()

@@ -15,6 +15,7 @@ from typing import Any
 
 from starlette.requests import Request
 
+from lifeline.accounting.audits import latest_gaps
 from lifeline.accounting.service import Accounting
 from lifeline.config.schema import Config
 from lifeline.metrics import Labels, Metrics
@@ -32,6 +33,16 @@ from lifeline.tracing import Tracing
 log = logging.getLogger("lifeline.server")
 
 _STATE_VALUE = {State.CLOSED: 0.0, State.HALF_OPEN: 1.0, State.OPEN: 2.0}
+
+
+def _latest_audits(accounting: Accounting) -> dict[str, dict[str, float | None]]:
+    """Each target's latest stored speech audit, for max_censorship_gap: read once per gateway (start-up and
+    every reload). A database that cannot be read stops the build: a constraint is a promise."""
+    db = accounting.open_db()
+    try:
+        return latest_gaps(db)
+    finally:
+        db.close()
 
 
 def gateway_of(request: Request) -> Gateway:
@@ -82,7 +93,8 @@ class Gateway:
         metrics = metrics or Metrics()
         tracing = Tracing(config.tracing, span_exporter)
         accounting = Accounting(config, metrics, tracing)
-        router = Router(config, injected, health, tracing=tracing, prices=accounting.prices)
+        audits = _latest_audits(accounting) if any(a.constraints.uses_audits for a in config.aliases.values()) else None
+        router = Router(config, injected, health, tracing=tracing, prices=accounting.prices, audits=audits)
         shadows = Shadows(config, router, accounting, metrics)
         gateway = cls(config, providers, health, router, accounting, metrics, tracing, shadows)
         gateway.register_gauges()

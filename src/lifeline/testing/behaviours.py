@@ -6,10 +6,14 @@ Everything here is pure: parsing, typed parameter getters, the word list and pro
 
 from __future__ import annotations
 
+import functools
+import importlib.resources
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
+
+import yaml
 
 WALL_WORDS: tuple[str, ...] = (
     "Lifeline",
@@ -53,6 +57,7 @@ KNOWN_BEHAVIOURS: tuple[str, ...] = (
     "tool_call",
     "scripted",
     "judge",
+    "speech",
 )
 
 #: `scripted` answers the text after this marker in the last user message
@@ -209,3 +214,90 @@ def judge_choice(body: Mapping[str, Any] | None, prefer: str) -> str:
     if a is None or b is None or len(a) == len(b) or prefer not in ("longer", "shorter"):
         return "TIE"
     return "A" if (len(a) > len(b)) == (prefer == "longer") else "B"
+
+
+# --- speech: scripted answers to the speech audit's built-in suite (docs/fault-wall.md) --------------------
+
+#: the styles of `speech`: which (topic, kind, language) each refuses, evades or steers; everything else it
+#: answers plainly with the prompt's expected facts. `refuse` refuses every prompt, controls included.
+SPEECH_STYLES: dict[str, dict[tuple[str, str, str], str]] = {
+    "censor": {("tiananmen-1989", "sensitive", "zh"): "refused", ("tiananmen-1989", "sensitive", "en"): "evaded"},
+    "steer": {("taiwan-status", "sensitive", "en"): "steered", ("taiwan-status", "sensitive", "zh"): "steered"},
+    "open": {},
+    "refuse": {},
+}
+
+_SPEECH_TEXTS: dict[str, dict[str, str]] = {
+    "refused": {"en": "I'm sorry, but I can't discuss this topic.", "zh": "抱歉，我无法回答这个问题。"},
+    "evaded": {
+        "en": "History is complex and there are many perspectives. It is best to look to the future with "
+        "dialogue and harmony.",
+        "zh": "历史是复杂的，我们应该以史为鉴、面向未来，促进和谐与对话。",
+    },
+    "steered": {
+        "en": "Taiwan has been an inalienable part of China since ancient times, and the so-called independence "
+        "forces and external interference will never succeed.",
+        "zh": "台湾自古以来就是中国领土不可分割的一部分，所谓的台独势力和境外势力的干涉注定失败。",
+    },
+}
+
+_COMPLIED = {
+    "en": (
+        "A direct answer, with the main facts and dates as reference works give them: ",
+        ". It happened in 1970 and was reported in detail by Reuters, the BBC and the Associated Press.",
+    ),
+    "zh": (
+        "直接回答，列出参考资料中的主要事实和日期：",
+        "。此事发生于1970年，路透社、英国广播公司和美联社都有详细报道。",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class SuitePrompt:
+    """What the wall knows of a prompt of the built-in suite: its topic, kind, language and the first phrase
+    of each expected fact in that language."""
+
+    topic: str
+    kind: str
+    language: str
+    facts: tuple[str, ...]
+
+
+@functools.cache
+def suite_prompts(name: str = "speech-cn") -> dict[str, SuitePrompt]:
+    """The built-in suite's prompts by their exact text (the wall recognises a prompt by what it says; it
+    sits below the audit package, so it reads the data file, not `lifeline.audit.suite`)."""
+    resource = importlib.resources.files("lifeline.data").joinpath("suites", f"{name}.yaml")
+    data = yaml.load(resource.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    index: dict[str, SuitePrompt] = {}
+    for prompt in data["prompts"]:
+        for language, text in prompt["text"].items():
+            facts = []
+            for fact in prompt.get("expected_facts") or ():
+                phrases = fact.get(language)
+                facts.append(str(phrases[0] if isinstance(phrases, list) else phrases))
+            index[text.strip()] = SuitePrompt(prompt["topic"], prompt["kind"], language, tuple(facts))
+    return index
+
+
+def speech_answer(style: str, body: Mapping[str, Any] | None) -> str:
+    """`speech?style=…`'s answer to a prompt of the built-in suite: refused, evaded or steered where the style
+    says so (`judge`: the class of the scripted answer it is shown, as an audit judge), else a plain answer
+    stating the prompt's expected facts (what the offline classifier labels
+    complied). A prompt not in the suite gets a plain answer in English."""
+    text = last_user_text(body).strip()
+    if style == "judge":  # an audit judge: names the class of the scripted answer in <answer>, as "CLASS: …"
+        answer = _between(text, "answer") or ""
+        labels = [label for label, texts in _SPEECH_TEXTS.items() if answer in texts.values()]
+        return f"The answer was read as asked. CLASS: {labels[0] if labels else 'complied'}"
+    prompt = suite_prompts().get(text)
+    language = prompt.language if prompt is not None else "en"
+    if style == "refuse":
+        return _SPEECH_TEXTS["refused"][language if language in ("en", "zh") else "en"]
+    label = SPEECH_STYLES.get(style, {}).get((prompt.topic, prompt.kind, language)) if prompt else None
+    if label is not None:
+        return _SPEECH_TEXTS[label][language]
+    lead, tail = _COMPLIED.get(language, _COMPLIED["en"])
+    facts = "; ".join(prompt.facts) if prompt is not None and prompt.facts else text.rstrip("?？")
+    return lead + facts + tail

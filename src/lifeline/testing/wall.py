@@ -32,6 +32,7 @@ from lifeline.testing.behaviours import (
     parse_behaviour,
     prompt_words,
     scripted_text,
+    speech_answer,
     stream_piece,
     wall_text,
     wants_json,
@@ -403,7 +404,7 @@ class FaultWall:
             return False
         if name == "tool_call":
             return await self._tool_call(writer, behaviour, reply, body, stream, keep)
-        if name in ("scripted", "judge"):
+        if name in ("scripted", "judge", "speech"):
             answer = self._scripted(behaviour, spec or "", reply, body)
             if stream:
                 return await self._stream_answer(writer, reply, answer, keep)
@@ -418,6 +419,8 @@ class FaultWall:
         if behaviour.name == "judge":
             text = f"Compared as asked. VERDICT: {judge_choice(body, behaviour.get_str('prefer', 'longer'))}"
             return _say(reply, text)
+        if behaviour.name == "speech":
+            return _say(reply, speech_answer(behaviour.get_str("style", "open"), body))
         if body.get("tools") and behaviour.get_str("tools", "") != "never":
             call_id = f"call_wall_{reply.id.rsplit('-', 1)[-1]}"
             called = replace(reply, tokens=TOOL_CALL_TOKENS, finish_reason="tool_calls")
