@@ -259,8 +259,9 @@ def test_retention_prunes_old_captures_and_their_shadow_answers_per_alias(store:
     ancient = Plan("gone", False, BODY)
     capture(store, ancient, now - 31 * DAY)
     assert store.writer.flush(10)
-    # the old capture, its shadow answer, the ancient orphan (the writer's own pass at start may take them first)
-    assert store.writer.prune() + store.writer.pruned == 3
+    # the old capture, its shadow answer, the ancient orphan go — by this pass, or the writer's own periodic
+    # pass, which may run at the same moment (so the rows are counted below, not the passes' returns)
+    store.writer.prune()
     db = open_db()
     try:
         assert {i["id"] for i in iter_items(db)} == {recent.id, orphan.id}
