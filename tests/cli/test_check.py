@@ -115,3 +115,15 @@ def test_check_refuses_tracing_without_the_otel_extra(tmp_path: Path, monkeypatc
     assert code == 2 and "ok:" not in out
     assert out.startswith(f"error: {path}:1: tracing.enabled: tracing needs the otel extra")
     assert "pip install 'lifeline-gateway[otel]'" in out
+
+
+def test_a_shadow_candidate_is_a_used_target(tmp_path: Path) -> None:
+    path = tmp_path / "lifeline.yaml"
+    path.write_text(
+        "targets:\n  local: {kind: llamacpp}\n  candidate: {kind: llamacpp}\n  idle: {kind: llamacpp}\n"
+        "aliases:\n  chat: {targets: [local], shadow: {candidates: [candidate], max_usd_per_day: 1}}\n",
+        encoding="utf-8",
+    )
+    code, out = check("--config", str(path))
+    assert code == 0, out
+    assert "no alias uses target(s) idle;" in out  # the shadow candidate is not named as unused

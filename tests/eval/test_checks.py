@@ -144,3 +144,11 @@ def test_a_tool_calling_answer_is_shown_with_its_calls() -> None:
     text = {"choices": [{"message": {"role": "assistant", "content": "Sunny."}}]}
     assert shown_answer(text) == "Sunny."
     assert shown_answer(None) == ""
+
+
+def test_a_failed_answer_is_shown_by_its_error() -> None:
+    from lifeline.eval.summary import _shown_error
+
+    error = {"status": 400, "code": "unsupported_capability", "message": "No target can serve this request."}
+    assert _shown_error(error) == "error 400 unsupported_capability: No target can serve this request."
+    assert _shown_error(None) == ""

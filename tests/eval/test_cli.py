@@ -128,3 +128,12 @@ def test_captured_baseline_needs_captured_answers(cli: typer.Typer, wall: FaultW
                  "--candidates", "notools", "--out", str(tmp_path / "out"))  # fmt: skip
     assert result.exit_code == 2
     assert "no item carries a captured baseline answer" in result.output
+
+
+def test_a_bad_since_with_captures_is_one_line(cli: typer.Typer, wall: FaultWall, tmp_path: Path) -> None:
+    """It was a traceback (the ISO parser's ValueError), unlike `lifeline capture export --since`."""
+    for since in ("yesterday", "2026-13-01"):
+        result = run(cli, "-c", str(config_file(tmp_path, wall)), "--from-captures", "--since", since,
+                     "--candidates", "notools", "--dry-run")  # fmt: skip
+        assert result.exit_code == 2, result.output
+        assert "--since is not a date" in result.output and len(result.output.strip().splitlines()) == 1

@@ -230,7 +230,9 @@ def check(
             except ModelResolutionError as exc:
                 typer.echo(f"error: targets.{name}.model: {exc}", err=True)
                 raise typer.Exit(2) from None
-    unused = sorted(set(cfg.targets) - {t for a in cfg.aliases.values() for t in a.targets})
+    used = {t for a in cfg.aliases.values() for t in a.targets}
+    used |= {c for a in cfg.aliases.values() if a.shadow is not None for c in a.shadow.candidates}
+    unused = sorted(set(cfg.targets) - used)
     if unused:
         typer.echo(f"warning: no alias uses target(s) {', '.join(unused)}; they are started all the same", err=True)
     scope = " (structure only: environment variables not read)" if no_env else ""

@@ -105,6 +105,8 @@ def captured_items(
         return items_from(records, "captured pairs")
     except DatabaseError as exc:
         raise EvalInputError(f"captured pairs: {exc}") from exc
+    except ValueError:  # --since that is not an ISO 8601 date (iter_items parses it)
+        raise EvalInputError("--since is not a date (write 2026-11-30 or 2026-11-30T18:00:00Z)") from None
     finally:
         db.close()
 

@@ -224,8 +224,8 @@ def _candidate(
                 if side.latency_ms is not None and base.latency_ms is not None:
                     latency_pairs.append((side.latency_ms, base.latency_ms))
                 cost_pairs.append((side.cost_usd or 0.0, base.cost_usd or 0.0))
-            row["baseline_answer"] = shown_answer(base_response)[:SHOWN_CHARS]
-        row["answer"] = shown_answer(side.response)[:SHOWN_CHARS]
+            row["baseline_answer"] = (shown_answer(base_response) or _shown_error(base.error))[:SHOWN_CHARS]
+        row["answer"] = (shown_answer(side.response) or _shown_error(side.error))[:SHOWN_CHARS]
         rows.append(row)
     n = sum(outcomes.values())
     answered = [s for s in sides if s.answered]
@@ -329,3 +329,12 @@ def _warnings(figures: dict[str, Any], settings: EvalSettings) -> list[str]:
     if ratios:
         warnings.append(f"ratios from fewer than {small} pairs: {', '.join(ratios)}")
     return warnings
+
+
+def _shown_error(error: Mapping[str, Any] | None) -> str:
+    """A failed answer as a report shows it: its error, not an empty box."""
+    if not error:
+        return ""
+    status, code = error.get("status"), error.get("code")
+    head = " ".join(str(p) for p in (status, code) if p)
+    return f"error {head}: {error.get('message') or ''}".strip()
