@@ -105,3 +105,18 @@ def test_concurrent_migrations_do_not_collide(open_db: OpenDb) -> None:
     finally:
         for d in dbs:
             d.close()
+
+
+def test_a_database_a_development_build_migrated_under_other_numbers_still_starts(open_db: OpenDb) -> None:
+    """Before they landed, the responses and audit tables were created as 004_responses and 004_audit_gaps;
+    005 and 006 then find them there and create only what is missing."""
+    db = open_db()
+    try:
+        early = tuple(m for m in MIGRATIONS if m.name < "004")
+        renamed = {"005_responses": "004_responses", "006_audit_gaps": "004_audit_gaps"}
+        dev = tuple(Migration(renamed[m.name], m.apply) for m in MIGRATIONS if m.name in renamed)
+        assert migrate(db, early + dev) == [m.name for m in early + dev]
+        assert migrate(db) == [m.name for m in MIGRATIONS if m.name >= "004"]
+        assert {"responses", "audit_gaps", "captures"} <= _tables(db)
+    finally:
+        db.close()

@@ -142,12 +142,16 @@ def _m004_captures(db: Database) -> None:
     db.execute(f"ALTER TABLE ledger ADD COLUMN shadow {t['bool']} NOT NULL DEFAULT {false}")
 
 
+# 005 and 006 create only what is missing: development builds applied the same tables under other numbers
+# (004_responses, 004_audit_gaps) before they landed, and such a database must still start.
+
+
 def _m005_responses(db: Database) -> None:
     """Stored Responses-API responses (accounting/responses.py): the owner key ('' without auth), the
     conversation's input items up to this response, and the response object, both JSON text."""
     t = _types(db)
     db.execute(
-        f"""CREATE TABLE responses (
+        f"""CREATE TABLE IF NOT EXISTS responses (
             id TEXT PRIMARY KEY,
             key_id TEXT NOT NULL,
             created_at {t["float"]} NOT NULL,
@@ -155,7 +159,7 @@ def _m005_responses(db: Database) -> None:
             response TEXT NOT NULL
         )"""
     )
-    db.execute("CREATE INDEX responses_created_at ON responses (created_at)")
+    db.execute("CREATE INDEX IF NOT EXISTS responses_created_at ON responses (created_at)")
 
 
 def _m006_audit_gaps(db: Database) -> None:
@@ -163,7 +167,7 @@ def _m006_audit_gaps(db: Database) -> None:
     date, so that `max_censorship_gap` reads each target's latest audit."""
     t = _types(db)
     db.execute(
-        f"""CREATE TABLE audit_gaps (
+        f"""CREATE TABLE IF NOT EXISTS audit_gaps (
             audit_id TEXT NOT NULL,
             audited_at {t["float"]} NOT NULL,
             suite TEXT NOT NULL,
@@ -177,7 +181,7 @@ def _m006_audit_gaps(db: Database) -> None:
             PRIMARY KEY (audit_id, target, language)
         )"""
     )
-    db.execute("CREATE INDEX audit_gaps_target_at ON audit_gaps (target, audited_at)")
+    db.execute("CREATE INDEX IF NOT EXISTS audit_gaps_target_at ON audit_gaps (target, audited_at)")
 
 
 MIGRATIONS: tuple[Migration, ...] = (
