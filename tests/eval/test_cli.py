@@ -67,6 +67,10 @@ def test_an_eval_writes_its_results_and_reports_and_prints_verdicts(
     assert pricey["outcomes"]["ties"] == 4
     assert not any("cost per 1k" in c for c in pricey["verdict"]["caveats"])  # 2.0 is within 3
     assert f"pricey: {pricey['verdict']['status'].replace('_', ' ')}" in result.output
+    for reason in pricey["verdict"]["reasons"]:
+        assert f"  - not ready: {reason}" in result.output
+    for caveat in pricey["verdict"]["caveats"]:
+        assert f"  - caveat: {caveat}" in result.output
     assert (out / "report.md").exists() and (out / "report.html").exists()
     assert (out / "results.jsonl").exists() and (out / "gateway.log").exists()
     # the eval's requests are in the ledger under their pinned aliases (docs/eval.md says how to see them)

@@ -39,6 +39,11 @@ def test_the_report_shows_the_computed_figures(wall: FaultWall, tmp_path: Path) 
     assert "failed: json" in broken.label
     verdicts = next(s for s in report.sections if getattr(s, "heading", None) == "Verdict")
     assert [row[0] for row in verdicts.rows] == ["jsonbreak", "notools"]
+    # what blocks a switch and what to check first stay in their own columns, as results.json keeps them
+    assert verdicts.columns == ["candidate", "verdict", "why not ready", "caveats"]
+    for row, candidate in zip(verdicts.rows, figures["candidates"], strict=True):
+        assert row[2] == ("; ".join(candidate["verdict"]["reasons"]) or "-")
+        assert row[3] == ("; ".join(candidate["verdict"]["caveats"]) or "-")
     assert "pairwise-v1" in report.subtitle
 
     written = write_outputs(figures, tmp_path)

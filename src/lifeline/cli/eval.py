@@ -137,8 +137,10 @@ def eval_command(
     for candidate in figures["candidates"]:
         verdict = candidate["verdict"]
         typer.echo(f"{candidate['name']}: {verdict['status'].replace('_', ' ')}")
-        for line in verdict["reasons"] + verdict["caveats"]:
-            typer.echo(f"  - {line}")
+        for line in verdict["reasons"]:
+            typer.echo(f"  - not ready: {line}")
+        for line in verdict["caveats"]:
+            typer.echo(f"  - caveat: {line}")
     typer.echo(f"reports: {', '.join(str(p) for p in written.values())}", err=True)
 
 

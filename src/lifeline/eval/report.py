@@ -65,11 +65,17 @@ def build_report(results: dict[str, Any]) -> Report:
     if run.get("stopped") == "cost_cap":
         subtitle += " · stopped by the cost cap"
     sections: list[Any] = []
+    # What blocks a switch apart from what to check first: a reader acts on the first column, not the second.
     verdict_rows = [
-        [c["name"], VERDICT_WORDS[c["verdict"]["status"]], "; ".join(c["verdict"]["reasons"] + c["verdict"]["caveats"])]
+        [
+            c["name"],
+            VERDICT_WORDS[c["verdict"]["status"]],
+            "; ".join(c["verdict"]["reasons"]) or "-",
+            "; ".join(c["verdict"]["caveats"]) or "-",
+        ]
         for c in candidates
     ]
-    sections.append(Table(["candidate", "verdict", "reasons and caveats"], verdict_rows, heading="Verdict"))
+    sections.append(Table(["candidate", "verdict", "why not ready", "caveats"], verdict_rows, heading="Verdict"))
     sections.append(
         Bars(
             "Win / tie / loss against the baseline",
