@@ -393,3 +393,29 @@ def test_each_wrong_shape_is_a_400_in_the_openai_envelope_naming_the_parameter(
     error = response.json()["error"]
     assert (error["param"], error["code"], error["type"]) == (param, code, "invalid_request_error")
     assert not served.providers["t1"].called.is_set() and served.finishes == []
+
+
+# --- an answer cut by max_output_tokens ---------------------------------------------------------------------
+
+
+def test_a_cut_answer_is_an_incomplete_response_with_an_incomplete_message_whole_or_streamed() -> None:
+    """OpenAI marks the item that was being written `incomplete` too, not `completed` inside an incomplete
+    response; earlier items stay completed."""
+    from lifeline.protocol.response_objects import ResponseStream, Shell, to_response
+
+    shell = Shell.of(validate_request({"model": "chat", "input": "Count.", "max_output_tokens": 3}), "m")
+    cut = {"choices": [{"message": {"role": "assistant", "content": "One, two"}, "finish_reason": "length"}]}
+    whole = to_response(shell, cut, USAGE)
+    assert whole["status"] == "incomplete" and [i["status"] for i in whole["output"]] == ["incomplete"]
+    done = {"choices": [{"message": {"role": "assistant", "content": "One."}, "finish_reason": "stop"}]}
+    assert [i["status"] for i in to_response(shell, done, USAGE)["output"]] == ["completed"]
+
+    stream = ResponseStream(shell)
+    events = stream.start()
+    events += stream.feed({"choices": [{"index": 0, "delta": {"role": "assistant", "content": "One, "}}]})
+    events += stream.feed({"choices": [{"index": 0, "delta": {"content": "two"}, "finish_reason": "length"}]})
+    events += stream.completed(USAGE)
+    item_done = next(e for e in events if e["type"] == "response.output_item.done")
+    assert item_done["item"]["status"] == "incomplete"
+    assert events[-1]["type"] == "response.incomplete"
+    assert [i["status"] for i in events[-1]["response"]["output"]] == ["incomplete"]

@@ -116,8 +116,10 @@ def to_response(shell: Shell, completion: dict[str, Any], usage: dict[str, Any])
     message = choice.get("message") or {}
     output: list[dict[str, Any]] = []
     text = message.get("content")
+    incomplete = _incomplete(choice.get("finish_reason"))
     if isinstance(text, str) and text:
-        output.append(message_item(text, new_id("msg")))
+        # a text cut by max_output_tokens (or a filter) is an incomplete item, as the response is
+        output.append(message_item(text, new_id("msg"), "incomplete" if incomplete else "completed"))
     for call in message.get("tool_calls") or []:
         function = call.get("function") or {}
         output.append(
@@ -128,7 +130,6 @@ def to_response(shell: Shell, completion: dict[str, Any], usage: dict[str, Any])
                 new_id("fc"),
             )
         )
-    incomplete = _incomplete(choice.get("finish_reason"))
     return shell.response("incomplete" if incomplete else "completed", output, usage_of(usage), incomplete=incomplete)
 
 
@@ -273,13 +274,13 @@ class ResponseStream:
             )
         return events
 
-    def _close(self) -> list[dict[str, Any]]:
-        """Close the item under way, if any."""
+    def _close(self, status: str = "completed") -> list[dict[str, Any]]:
+        """Close the item under way, if any (`incomplete`: the answer was cut while it was being written)."""
         item, self.open = self.open, None
         if item is None:
             return []
         if item.kind == "message":
-            done = message_item(item.text, item.item_id)
+            done = message_item(item.text, item.item_id, status)
             self.output[item.index] = done
             part = done["content"][0]
             return [
@@ -321,9 +322,9 @@ class ResponseStream:
         """The final response object of a complete answer (the open item closed); idempotent, so that it can
         be stored before response.completed goes out. Lifeline's own notes go under `x_lifeline`."""
         if self.final is None:
-            self._closing = self._close()
             incomplete = _incomplete(self.finish_reason)
             status = "incomplete" if incomplete else "completed"
+            self._closing = self._close(status)
             self.final = self.shell.response(status, list(self.output), usage_of(usage), incomplete=incomplete)
             notes: dict[str, Any] = {"usage_estimated": True} if usage_estimated else {}
             if self.continuations:
