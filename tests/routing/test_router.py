@@ -566,3 +566,16 @@ def test_a_continuation_is_recorded_as_continued_after_the_failures_before_it() 
     assert tried == {"a", "b", "c"}
     assert router.health.circuit("b").consecutive_failures == 1
     assert router.health.circuit("c").latency_ewma is None  # a continuation's time is not the target's pace
+
+
+def test_a_pinned_call_to_a_target_that_cannot_serve_it_is_unsupported_capability() -> None:
+    """The same refusal, the same code, whether a request meets it on an alias or pinned to one target
+    (a shadow call): `unsupported_capability`, never the generic `invalid_value`."""
+    router = make_router(Fake("plain"))
+    router.abilities["plain"] = dataclasses.replace(router.abilities["plain"], tools=False)
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    call = make_call(tools=[tool])
+    for work in (lambda: router.complete_on("plain", call), lambda: router.complete("chat", call)):
+        with pytest.raises(InvalidRequest) as raised:
+            asyncio.run(work())
+        assert raised.value.code == "unsupported_capability"

@@ -123,7 +123,9 @@ class Router:
         attempts = AttemptLog()
         why = why_not(needs_of(call.request, call.body), self.abilities[target])
         if why is not None:
-            raise InvalidRequest(f"The target '{target}' cannot serve this request ({why[0].value}).")
+            raise InvalidRequest(
+                f"The target '{target}' cannot serve this request ({why[0].value}).", code="unsupported_capability"
+            )
         if not self.health.acquire(target):
             why_unavailable = self.health.why_unavailable(target).value
             raise AllTargetsBusy(f"The target '{target}' is not available ({why_unavailable}).")
