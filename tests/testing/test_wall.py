@@ -592,12 +592,16 @@ def test_keep_alive_and_connection_close_on_raw_socket(wall: FaultWall) -> None:
         assert stream.read() == b""
 
 
-def test_post_without_content_length_is_411(wall: FaultWall) -> None:
+def test_a_post_without_content_length_has_no_body(wall: FaultWall) -> None:
+    """RFC 9112: no Content-Length and no Transfer-Encoding is an empty body. `curl -X POST …/_wall/reset`
+    sends just that (it was a 411); a chat request without a body is the client's 400."""
     with socket.create_connection(("127.0.0.1", wall.port), timeout=2) as sock, sock.makefile("rb") as stream:
+        sock.sendall(raw_request("POST", "/_wall/reset", None))
+        reset, _, _ = read_raw_response(stream)
         sock.sendall(raw_request("POST", "/v1/chat/completions", None))
         status, _, body = read_raw_response(stream)
-    assert status == 411
-    assert "error" in json.loads(body)
+    assert reset == 200
+    assert status == 400 and "error" in json.loads(body)
 
 
 def test_invalid_json_unknown_path_and_models(http: httpx.Client, wall: FaultWall) -> None:

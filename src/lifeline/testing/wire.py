@@ -82,9 +82,7 @@ async def read_request(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
         raise HttpError(411, "Chunked request bodies are not supported; send Content-Length.")
     raw_length = headers.get("content-length")
     if raw_length is None:
-        if method == "POST":
-            raise HttpError(411, "A POST needs a Content-Length header.")
-        length = 0
+        length = 0  # neither Content-Length nor Transfer-Encoding: no body (RFC 9112 §6.3), a POST's too
     else:
         if not raw_length.isdigit():
             raise HttpError(400, "Invalid Content-Length.")
