@@ -251,3 +251,19 @@ def test_a_results_file_damaged_before_its_last_line_is_refused(tmp_path: Path) 
     path.write_text(f"{good}\n")
     reopened = ResultsFile(path)
     assert reopened.done == {("answer", "a", "candidate", "x")} and reopened.spent_usd == 0.5
+
+
+def test_the_dry_run_of_a_finished_run_counts_nothing_left_to_send(wall: FaultWall, tmp_path: Path) -> None:
+    """A failed candidate's pairs are decided without the judge, so a resumed dry run must not count their
+    judge calls (it did: "10 judge calls" after a finished run that sent nothing more)."""
+    cfg = eval_config(wall, down=wall_target(wall, "status?code=503"))
+    run(cfg, tmp_path, ("down", "notools"), judge="judge")
+    results = ResultsFile(tmp_path / "results.jsonl")
+    lineup = resolve(cfg, EvalPlan(("down", "notools"), "good", judge="judge"))
+    items = items_from(ITEMS, "t")
+    assert len(results.unanswered) == 4  # the four answers "down" failed
+    guess = estimate(cfg, lineup, items, results.done, results.unanswered)
+    assert (guess.answers, guess.judgements, guess.cost_usd) == (0, 0, 0.0)
+    wall.reset()
+    run(cfg, tmp_path, ("down", "notools"), judge="judge")
+    assert wall.attempts == []  # and indeed the rerun sends nothing

@@ -107,7 +107,7 @@ def eval_command(
         if dry_run:
             results = ResultsFile(out / "results.jsonl") if (out / "results.jsonl").exists() else None
             done = results.done if results is not None else set()
-            guess = estimate(cfg, lineup, items, done)
+            guess = estimate(cfg, lineup, items, done, results.unanswered if results is not None else frozenset())
             typer.echo(
                 f"dry run: {guess.requests} requests to send ({guess.answers} answers, {guess.judgements} judge "
                 f"calls) for {len(items)} items and {len(lineup.candidates)} candidate(s); estimated cost at most "

@@ -268,9 +268,16 @@ class Estimate:
         return self.answers + self.judgements
 
 
-def estimate(config: Config, lineup: Lineup, items: Sequence[Item], done: set[tuple[str, ...]]) -> Estimate:
+def estimate(
+    config: Config,
+    lineup: Lineup,
+    items: Sequence[Item],
+    done: set[tuple[str, ...]],
+    unanswered: set[tuple[str, ...]] | frozenset[tuple[str, ...]] = frozenset(),
+) -> Estimate:
     """What a run still has to send (requests already in the results file are not counted) and its worst
-    case cost, as the cost cap would reserve it."""
+    case cost, as the cost cap would reserve it. `unanswered`: the answers the results file holds as failed —
+    a pair with one of them is decided without the judge, so its judge calls are not counted either."""
     prices = PriceBook(config)
     answers = judgements = 0
     cost = 0.0
@@ -284,7 +291,11 @@ def estimate(config: Config, lineup: Lineup, items: Sequence[Item], done: set[tu
         judge_cost = worst_case_usd(
             prices, config, _judge_estimate_body(item, config, lineup, lineup.judge), lineup.judge.targets
         )
+        if lineup.baseline is not None and ("answer", item.id, "baseline", lineup.baseline.name) in unanswered:
+            continue
         for candidate in lineup.candidates:
+            if ("answer", item.id, "candidate", candidate.name) in unanswered:
+                continue
             for order in ORDERS:
                 key = _judge_key(item.id, candidate.name, lineup, order)
                 if key not in done:
@@ -340,6 +351,11 @@ class ResultsFile:
     @property
     def done(self) -> set[tuple[str, ...]]:
         return set(self._keys)
+
+    @property
+    def unanswered(self) -> set[tuple[str, ...]]:
+        """The keys of answers recorded as failed (no answer to judge)."""
+        return {r.key for r in self.records if isinstance(r, Answer) and r.outcome != "answered"}
 
     @property
     def spent_usd(self) -> float:
