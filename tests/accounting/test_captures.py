@@ -76,6 +76,30 @@ def test_user_patterns_redact_too_and_redaction_reaches_every_string_of_a_body()
     assert body["messages"][0]["content"][0]["text"].startswith("order ACME-42"), "the input is not changed"
 
 
+def test_the_apis_own_ids_are_kept_while_text_around_them_is_redacted() -> None:
+    """A completion id of 32 hex digits looks like an API key to the key pattern; it is the API's own
+    identifier, not a user's text, and an eval needs it intact (it was stored as "[key]")."""
+    completion_id = "chatcmpl-7568d8ee284540cfad15f454404b9c7a"
+    call_id = "call_0123456789abcdef0123456789abcdef"
+    answer = {
+        "id": completion_id,
+        "object": "chat.completion",
+        "choices": [
+            {
+                "message": {
+                    "role": "assistant",
+                    "content": "your key sk-abcdefghijklmnopqrstuvwxyz0123456789",
+                    "tool_calls": [{"id": call_id, "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+                },
+                "finish_reason": "tool_calls",
+            }
+        ],
+    }
+    out = Redactor(CaptureSettings()).value(answer)
+    assert out["id"] == completion_id and out["choices"][0]["message"]["tool_calls"][0]["id"] == call_id
+    assert out["choices"][0]["message"]["content"] == "your key [key]"
+
+
 def test_redaction_can_be_turned_off() -> None:
     assert Redactor(CaptureSettings(redact=False)).text("bob@example.com") == "bob@example.com"
 

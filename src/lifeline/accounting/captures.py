@@ -55,6 +55,11 @@ def _phone(match: re.Match[str]) -> str:
     return "[phone]" if sum(c.isdigit() for c in text) >= PHONE_DIGITS else text
 
 
+#: fields whose string values the chat API writes itself (ids, enumerations), never a user's text
+STRUCTURAL = frozenset({"id", "object", "model", "system_fingerprint", "tool_call_id", "call_id", "finish_reason",
+                        "role", "type"})  # fmt: skip
+
+
 class Redactor:
     """What a capture's settings redact, compiled once at start-up."""
 
@@ -76,11 +81,12 @@ class Redactor:
         return text
 
     def value(self, value: Any) -> Any:
-        """Every string in a JSON value redacted (keys are left as they are)."""
+        """Every string in a JSON value redacted (keys are left as they are), except the identifiers and
+        enumerations the API itself writes (`STRUCTURAL`): a completion id of 32 hex digits is not a key."""
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, dict):
-            return {k: self.value(v) for k, v in value.items()}
+            return {k: v if k in STRUCTURAL and isinstance(v, str) else self.value(v) for k, v in value.items()}
         if isinstance(value, list):
             return [self.value(v) for v in value]
         return value
