@@ -156,3 +156,15 @@ def test_asking_wrongly_is_one_line_and_exit_2(
     assert result.exit_code == 2
     [line] = result.output.strip().splitlines()
     assert line.startswith(message), line
+
+
+def test_audit_is_one_command_whose_help_promises_no_subcommands() -> None:
+    from typer.testing import CliRunner
+
+    from lifeline.cli.main import _register_subcommands, app
+
+    _register_subcommands()
+    result = CliRunner().invoke(app, ["audit", "--help"], terminal_width=120)
+    assert result.exit_code == 0
+    assert "audit [OPTIONS]" in result.output and "COMMAND" not in result.output
+    assert "--self-test" in result.output and "--candidates" in result.output

@@ -22,11 +22,7 @@ if TYPE_CHECKING:
     from lifeline.audit.suite import Suite
     from lifeline.config.schema import Config
 
-audit_app = typer.Typer(
-    invoke_without_command=True,
-    add_completion=False,
-    help="Speech audit: what a candidate refuses, evades or steers, compared with mirrored controls.",
-)
+HELP = "Speech audit: what a candidate refuses, evades or steers, compared with mirrored controls."
 
 
 class Split(enum.StrEnum):
@@ -35,12 +31,11 @@ class Split(enum.StrEnum):
 
 
 def register(app: typer.Typer) -> None:
-    app.add_typer(audit_app, name="audit")
+    # one command, not a group: it has no subcommands, and its help should not promise any
+    app.command("audit", help=HELP)(audit)
 
 
-@audit_app.callback()
 def audit(
-    ctx: typer.Context,
     candidates: Annotated[
         str | None, typer.Option("--candidates", help="Targets or chat aliases to audit, comma-separated.")
     ] = None,
@@ -81,8 +76,6 @@ def audit(
     ] = Split.heldout,
 ) -> None:
     """Run the speech audit, or measure its offline classifier (--self-test)."""
-    if ctx.invoked_subcommand is not None:
-        return
     if self_test:
         _self_test(split)
         return
