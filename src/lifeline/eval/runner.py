@@ -355,7 +355,9 @@ class ResultsFile:
     @property
     def unanswered(self) -> set[tuple[str, ...]]:
         """The keys of answers recorded as failed (no answer to judge)."""
-        return {r.key for r in self.records if isinstance(r, Answer) and r.outcome != "answered"}
+        return {
+            r.key for r in self.records if isinstance(r, Answer) and (r.response is None or not has_answer(r.response))
+        }
 
     @property
     def spent_usd(self) -> float:
