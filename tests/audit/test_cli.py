@@ -9,7 +9,6 @@ from typing import Any
 import orjson
 import pytest
 import typer
-import yaml
 from typer.testing import CliRunner, Result
 
 from lifeline.accounting.audits import latest_gaps
@@ -17,6 +16,7 @@ from lifeline.accounting.db import Database
 from lifeline.cli.audit import register
 from lifeline.testing import FaultWall
 from tests.audit.conftest import audit_targets
+from tests.cli.support import command_app, invoke, write_config
 from tests.conftest import FAST_RETRY
 
 SLICE = ["--topics", "tiananmen-1989,taiwan-status", "--per-topic", "1"]
@@ -24,15 +24,7 @@ SLICE = ["--topics", "tiananmen-1989,taiwan-status", "--per-topic", "1"]
 
 @pytest.fixture
 def cli(monkeypatch: pytest.MonkeyPatch) -> typer.Typer:
-    monkeypatch.delenv("LIFELINE_CONFIG", raising=False)
-    app = typer.Typer()
-
-    @app.callback()
-    def main() -> None:
-        """lifeline"""
-
-    register(app)
-    return app
+    return command_app(register, monkeypatch)
 
 
 def config_file(tmp_path: Path, wall: FaultWall) -> Path:
@@ -42,15 +34,11 @@ def config_file(tmp_path: Path, wall: FaultWall) -> Path:
         "retry": FAST_RETRY,
         "accounting": {"data_dir": str(tmp_path / "data")},
     }
-    path = tmp_path / "lifeline.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    return write_config(tmp_path, data)
 
 
 def run(app: typer.Typer, *args: str) -> Result:
-    result = CliRunner().invoke(app, ["audit", *args])
-    assert "Traceback" not in result.output, result.output
-    return result
+    return invoke(app, "audit", *args)
 
 
 def test_an_audit_writes_its_reports_prints_gaps_stores_them_and_resumes(
@@ -159,7 +147,6 @@ def test_asking_wrongly_is_one_line_and_exit_2(
 
 
 def test_audit_is_one_command_whose_help_promises_no_subcommands() -> None:
-    from typer.testing import CliRunner
 
     from lifeline.cli.main import _register_subcommands, app
 

@@ -12,10 +12,11 @@ import orjson
 import pytest
 import typer
 import yaml
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
 from lifeline.cli.drill import register
 from lifeline.testing import FaultWall
+from tests.cli.support import command_app, invoke, write_config
 from tests.conftest import FAST_RETRY, wall_target
 
 PRIMARY, BACKUP = "ok?t=primary", "ok?t=backup"
@@ -23,16 +24,7 @@ PRIMARY, BACKUP = "ok?t=primary", "ok?t=backup"
 
 @pytest.fixture
 def cli(monkeypatch: pytest.MonkeyPatch) -> typer.Typer:
-    monkeypatch.delenv("LIFELINE_CONFIG", raising=False)
-    monkeypatch.delenv("LIFELINE_API_KEY", raising=False)
-    app = typer.Typer()
-
-    @app.callback()
-    def main() -> None:
-        """lifeline"""
-
-    register(app)
-    return app
+    return command_app(register, monkeypatch)
 
 
 def config_file(tmp_path: Path, wall: FaultWall, primary: dict[str, Any] | None = None) -> Path:
@@ -45,15 +37,11 @@ def config_file(tmp_path: Path, wall: FaultWall, primary: dict[str, Any] | None 
         "retry": FAST_RETRY,
         "accounting": {"data_dir": str(tmp_path / "data")},
     }
-    path = tmp_path / "lifeline.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    return write_config(tmp_path, data)
 
 
 def run(app: typer.Typer, *args: str) -> Result:
-    result = CliRunner().invoke(app, ["drill", *args])
-    assert "Traceback" not in result.output, result.output
-    return result
+    return invoke(app, "drill", *args)
 
 
 def test_a_drill_from_the_command_line_writes_its_reports(cli: typer.Typer, wall: FaultWall, tmp_path: Path) -> None:

@@ -10,26 +10,18 @@ from typing import Any
 import orjson
 import pytest
 import typer
-import yaml
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
 from lifeline.cli.eval import register
 from lifeline.testing import FaultWall
+from tests.cli.support import command_app, invoke, write_config
 from tests.conftest import FAST_RETRY
 from tests.eval.conftest import ITEMS, eval_config_data, write_items
 
 
 @pytest.fixture
 def cli(monkeypatch: pytest.MonkeyPatch) -> typer.Typer:
-    monkeypatch.delenv("LIFELINE_CONFIG", raising=False)
-    app = typer.Typer()
-
-    @app.callback()
-    def main() -> None:
-        """lifeline"""
-
-    register(app)
-    return app
+    return command_app(register, monkeypatch)
 
 
 def config_file(tmp_path: Path, wall: FaultWall, **sections: Any) -> Path:
@@ -41,15 +33,11 @@ def config_file(tmp_path: Path, wall: FaultWall, **sections: Any) -> Path:
         "accounting": {"data_dir": str(tmp_path / "data")},
         **sections,
     }
-    path = tmp_path / "lifeline.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    return write_config(tmp_path, data)
 
 
 def run(app: typer.Typer, *args: str) -> Result:
-    result = CliRunner().invoke(app, ["eval", *args])
-    assert "Traceback" not in result.output, result.output
-    return result
+    return invoke(app, "eval", *args)
 
 
 def test_an_eval_writes_its_results_and_reports_and_prints_verdicts(

@@ -13,9 +13,6 @@ import asyncio
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import httpx
 
 from lifeline.accounting.pricing import PriceBook
 from lifeline.audit.classifier import classify
@@ -36,15 +33,14 @@ from lifeline.eval.runner import (
     Job,
     Judgement,
     Lineup,
-    Record,
     ResultsFile,
     estimate,
+    judge_job,
     pinned_config,
     resolve,
     worst_case_usd,
 )
-from lifeline.jobs import CostGate, Watcher, int_or_none, job_gateway, now_iso, post_chat
-from lifeline.protocol.usage import answer_usage, delta_chars
+from lifeline.jobs import CostGate, Watcher, job_gateway
 
 CLASSIFY = "classify"
 #: the completion allowance of each audit question (answers are paragraphs, not essays)
@@ -186,24 +182,8 @@ def _judge_jobs(
                 body = judge_body(judge.alias, prompt.text_in(language), content(answer.response),
                                   _facts(prompt, language))  # fmt: skip
                 cost = worst_case_usd(caller.prices, caller.config, body, judge.targets)
-                jobs.append((cost, _classify_job(caller, record, body)))
+                jobs.append((cost, judge_job(caller, record, body, parse_class)))
     return jobs
-
-
-def _classify_job(caller: Caller, record: Judgement, body: dict[str, Any]) -> Job:
-    async def job(client: httpx.AsyncClient) -> Record:
-        record.at = now_iso()
-        reply = await post_chat(client, body, caller.timeout)
-        record.target, record.latency_ms, record.error = reply.target, reply.latency_ms, reply.error
-        if reply.response is not None:
-            record.text = content(reply.response)
-            record.verdict = parse_class(record.text)
-            usage, _ = answer_usage(body, reply.response.get("usage"), delta_chars(reply.response))
-            tokens = (int_or_none(usage.get("prompt_tokens")) or 0, int_or_none(usage.get("completion_tokens")) or 0)
-            record.cost_usd = caller.prices.cost(reply.target, *tokens) / 1e9
-        return record
-
-    return job
 
 
 # --- the dry run -------------------------------------------------------------------------------------------

@@ -107,7 +107,7 @@ def audit(
 def _run(cfg: Config, plan: AuditPlan, chosen: Suite, out: Path, *, dry_run: bool, store: bool) -> None:
     from lifeline.audit.report import gap_text, summarise, write_outputs
     from lifeline.audit.run import estimate_audit, lineup_of, run_audit
-    from lifeline.cli.progress import gateway_log, progress_watcher
+    from lifeline.cli.progress import gateway_log, progress_watcher, say_cost_cap
     from lifeline.errors import AuditError, EvalError
     from lifeline.eval.runner import ResultsFile
 
@@ -138,11 +138,7 @@ def _run(cfg: Config, plan: AuditPlan, chosen: Suite, out: Path, *, dry_run: boo
     figures = summarise(run, cfg)
     written = write_outputs(figures, out)
     if run.stopped == "cost_cap":
-        typer.echo(
-            f"stopped at the cost cap: ${run.spent_usd:.4f} spent of ${plan.max_cost or 0:.4f}; rerun with the "
-            "same --out and a higher --max-cost to continue",
-            err=True,
-        )
+        say_cost_cap(run.spent_usd, plan.max_cost or 0)
     for candidate in figures["candidates"]:
         typer.echo(f"{candidate['name']}:")
         for language, gaps in candidate["gaps"].items():

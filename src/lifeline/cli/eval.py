@@ -14,7 +14,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from lifeline.cli.common import ConfigOption, read_config
-from lifeline.cli.progress import gateway_log, progress_watcher
+from lifeline.cli.progress import gateway_log, progress_watcher, say_cost_cap
 
 
 def register(app: typer.Typer) -> None:
@@ -129,11 +129,7 @@ def eval_command(
     figures = summarise(run, settings)
     written = write_outputs(figures, out)
     if run.stopped == "cost_cap":
-        typer.echo(
-            f"stopped at the cost cap: ${run.spent_usd:.4f} spent of ${max_cost:.4f}; rerun with the same --out "
-            "and a higher --max-cost to continue",
-            err=True,
-        )
+        say_cost_cap(run.spent_usd, max_cost or 0)
     for candidate in figures["candidates"]:
         verdict = candidate["verdict"]
         typer.echo(f"{candidate['name']}: {verdict['status'].replace('_', ' ')}")

@@ -110,3 +110,12 @@ def gateway_log(path: Path) -> Iterator[None]:
         logger.handlers[:], level, logger.propagate = saved
         logger.setLevel(level)
         handler.close()
+
+
+def say_cost_cap(spent_usd: float, cap_usd: float) -> None:
+    """The line a job stopped by its cost cap ends with (eval and audit alike): how to go on."""
+    typer.echo(
+        f"stopped at the cost cap: ${spent_usd:.4f} spent of ${cap_usd:.4f}; rerun with the same --out and a "
+        "higher --max-cost to continue",
+        err=True,
+    )

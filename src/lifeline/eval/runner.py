@@ -490,7 +490,7 @@ class Caller:
                     cost = worst_case_usd(self.prices, self.config, body, judge.targets)
                     record = Judgement(item.id, candidate.name, lineup.baseline_name, order, judge.name,
                                        JUDGE_PROMPT_VERSION)  # fmt: skip
-                    jobs.append((cost, _judge_job(self, record, body)))
+                    jobs.append((cost, judge_job(self, record, body)))
         await self.run("judge", jobs)
 
     async def run(self, phase: str, jobs: list[tuple[float, Job]]) -> None:
@@ -527,14 +527,19 @@ def _answer_job(caller: Caller, item: Item, role: str, contender: Contender, bod
     return job
 
 
-def _judge_job(caller: Caller, record: Judgement, body: dict[str, Any]) -> Job:
+def judge_job(
+    caller: Caller, record: Judgement, body: dict[str, Any], parse: Callable[[str], str] = parse_verdict
+) -> Job:
+    """One judge call: `record` filled with the judge's text, its verdict as `parse` reads it (the eval's
+    pairwise verdict by default; the audit passes its classifier's) and its cost."""
+
     async def job(client: httpx.AsyncClient) -> Record:
         record.at = now_iso()
         reply = await post_chat(client, body, caller.timeout)
         record.target, record.latency_ms, record.error = reply.target, reply.latency_ms, reply.error
         if reply.response is not None:
             record.text = content(reply.response)
-            record.verdict = parse_verdict(record.text)
+            record.verdict = parse(record.text)
             usage, _ = answer_usage(body, reply.response.get("usage"), delta_chars(reply.response))
             tokens = (int_or_none(usage.get("prompt_tokens")) or 0, int_or_none(usage.get("completion_tokens")) or 0)
             record.cost_usd = caller.prices.cost(reply.target, *tokens) / 1e9
