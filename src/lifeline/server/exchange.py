@@ -32,7 +32,7 @@ from lifeline.errors import InvalidRequest, LifelineError, PermissionDenied
 from lifeline.protocol.assemble import Assembler
 from lifeline.protocol.chat import ChatCompletionRequest
 from lifeline.protocol.embeddings import EmbeddingRequest
-from lifeline.protocol.fallbacks import Fallbacks, take_fallbacks
+from lifeline.protocol.fallbacks import NO_FALLBACKS, take_fallbacks
 from lifeline.protocol.parse import parse_json_object
 from lifeline.protocol.usage import answer_usage, delta_chars
 from lifeline.providers.base import ChatCall, Completion, Deadline, EmbeddingCall
@@ -83,7 +83,7 @@ class Exchange:
         self.body = body
         self.request_id: str = request.state.request_id
         #: the further aliases the body named (taken off it by `begin`)
-        self.fallbacks = Fallbacks()
+        self.fallbacks = NO_FALLBACKS
 
     @classmethod
     async def begin(cls, request: Request, authorization: str | None) -> Exchange:
