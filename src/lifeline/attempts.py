@@ -94,6 +94,8 @@ class Attempt:
     skip: SkipReason | None = None
     #: the particulars of a skip reason, e.g. a context window's numbers
     detail: str = ""
+    #: the alias the attempt was made for, in a request that named fallback aliases ('' otherwise)
+    alias: str = ""
 
     def __post_init__(self) -> None:
         if (self.skip is not None) != (self.outcome is Outcome.SKIPPED):
@@ -122,18 +124,23 @@ class Attempt:
         return self.outcome.value if self.skip is None else _SKIPPED + self.reason
 
     def as_ledger(self) -> dict[str, Any]:
-        return {"target": self.target, "outcome": self.why, "status": self.status, "latency": round(self.latency, 4)}
+        row = {"target": self.target, "outcome": self.why, "status": self.status, "latency": round(self.latency, 4)}
+        if self.alias:
+            row["alias"] = self.alias
+        return row
 
     @classmethod
     def from_ledger(cls, row: dict[str, Any]) -> Attempt:
         """The inverse of `as_ledger` (an unknown outcome reads as a plain error)."""
         target, words = str(row.get("target", "")), str(row.get("outcome", ""))
+        alias = str(row.get("alias") or "")
         if words.startswith(_SKIPPED):
             reason, detail = _skip_from_words(words[len(_SKIPPED) :])
-            return cls.skipped(target, reason, detail)
+            return replace(cls.skipped(target, reason, detail), alias=alias)
         outcome = _OUTCOMES.get(words, Outcome.ERROR)
         status = row.get("status")
-        return cls(target, outcome, status if isinstance(status, int) else None, float(row.get("latency") or 0.0))
+        latency = float(row.get("latency") or 0.0)
+        return cls(target, outcome, status if isinstance(status, int) else None, latency, alias=alias)
 
 
 _OUTCOMES = {o.value: o for o in Outcome if o is not Outcome.SKIPPED}
@@ -161,6 +168,15 @@ class AttemptLog:
 
     def extend(self, other: AttemptLog) -> None:
         self.attempts.extend(other.attempts)
+
+    def for_alias(self, alias: str, start: int = 0) -> None:
+        """Mark the attempts from `start` on as made for `alias` (a request that named fallback aliases)."""
+        self.attempts[start:] = [replace(a, alias=alias) for a in self.attempts[start:]]
+
+    @property
+    def aliased(self) -> bool:
+        """Whether the attempts say which alias each was made for (a request that named fallbacks)."""
+        return any(a.alias for a in self.attempts)
 
     def __iter__(self) -> Iterator[Attempt]:
         return iter(self.attempts)
@@ -211,7 +227,8 @@ class AttemptLog:
         return AttemptLog([*self.attempts[:-1], replace(self.attempts[-1], outcome=outcome)])
 
     def as_ledger(self) -> list[dict[str, Any]]:
-        """The ledger's form: [{"target", "outcome", "status", "latency"}], a skip as "skipped: <reason>"."""
+        """The ledger's form: [{"target", "outcome", "status", "latency"}], a skip as "skipped: <reason>"; in a
+        request that named fallback aliases, each also says its "alias"."""
         return [a.as_ledger() for a in self.attempts]
 
     @classmethod

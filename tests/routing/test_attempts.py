@@ -90,6 +90,19 @@ def test_every_outcome_and_skip_reason_survives_the_ledger_round_trip() -> None:
     assert (too_small.skip, too_small.detail) == (SkipReason.CONTEXT_TOO_SMALL, "")
 
 
+def test_with_fallbacks_each_attempt_says_its_alias_through_the_ledger_round_trip() -> None:
+    log = a_log()
+    assert not log.aliased
+    log.for_alias("chat")
+    log.for_alias("backup", start=3)
+    assert log.aliased
+    assert [row.get("alias") for row in log.as_ledger()] == ["chat", "chat", "chat", "backup"]
+    stored = orjson.loads(orjson.dumps(log.as_ledger()))
+    assert [a.alias for a in AttemptLog.from_ledger(stored)] == [a.alias for a in log]
+    assert AttemptLog.from_ledger(stored).as_ledger() == stored
+    assert log.ended(Outcome.BROKEN).as_ledger()[-1]["alias"] == "backup"
+
+
 def test_a_relayed_stream_that_ended_badly_says_so_on_its_answering_attempt() -> None:
     log = AttemptLog([Attempt("a", Outcome.UNAVAILABLE, 503), Attempt("b", Outcome.OK, 200, 0.1)])
     assert log.ended(Outcome.OK) is log

@@ -102,6 +102,8 @@ class Finish:
     cost_parts: list[tuple[str, int, int]] | None = None
     #: the answer the client received as a `chat.completion` body (a stream's assembled), for capture
     answer: dict[str, Any] | None = None
+    #: the alias that answered, when it was one of the request's fallbacks (the ledger records it)
+    alias: str | None = None
 
 
 class Accounting:
@@ -216,12 +218,14 @@ class Accounting:
         max_tokens: int | None,
         request_id: str,
         operation: str = "chat",
+        fallbacks: tuple[str, ...] = (),
     ) -> Admission:
+        """`fallbacks`: further aliases the request named (a budget reserves for the dearest target of all)."""
         admission = Admission(request_id, alias, key, time.monotonic(), time.time())
         admission.span = self.tracing.start_request(operation, alias, request_id, body)
         try:
             try:
-                await self._admit(admission, key, alias, body, max_tokens)
+                await self._admit(admission, key, alias, body, max_tokens, fallbacks)
             except DatabaseUnavailable as exc:  # a budget's spend is read from the ledger: not now
                 log.warning("database unavailable while admitting a request: %s", exc)
                 raise AccountingUnavailable() from exc
@@ -248,7 +252,13 @@ class Accounting:
         return plan
 
     async def _admit(
-        self, admission: Admission, key: VirtualKey | None, alias: str, body: dict[str, Any], max_tokens: int | None
+        self,
+        admission: Admission,
+        key: VirtualKey | None,
+        alias: str,
+        body: dict[str, Any],
+        max_tokens: int | None,
+        fallbacks: tuple[str, ...] = (),
     ) -> None:
         if key is None:
             return
@@ -264,7 +274,7 @@ class Accounting:
                 key.id, rpm=key.rpm, tpm=key.tpm, tokens_estimate=admission.tokens_estimate
             )
         if key.budget_usd is not None and key.budget_period is not None:
-            targets = list(self.config.aliases[alias].targets)
+            targets = [t for name in (alias, *fallbacks) for t in self.config.aliases[name].targets]
             amount = self.prices.worst_case(targets, prompt_bound, completion_reserve)
             since = period_start(key.budget_period)
             key_id = key.id
@@ -290,11 +300,7 @@ class Accounting:
         now = time.monotonic()
         prompt = int((end.usage or {}).get("prompt_tokens") or 0)
         completion = int((end.usage or {}).get("completion_tokens") or 0)
-        # Only an answer costs: failed attempts, and requests no target answered, cost nothing.
-        if end.cost_parts:
-            cost = sum(self.prices.cost(t, p, c) for t, p, c in end.cost_parts)
-        else:
-            cost = self.prices.cost(end.target, prompt, completion) if end.target else 0
+        cost = self.cost_of(end)
         try:
             if admission.reservation is not None:
                 if cost or end.target:
@@ -309,6 +315,18 @@ class Accounting:
             self._record(admission, end, prompt, completion, cost, now)
             if admission.capture is not None:
                 self._capture(admission, admission.capture, end, prompt, completion, cost, now)
+
+    def cost_of(self, end: Finish) -> int:
+        """What a request that ended as `end` costs, in nano-USD, as its ledger record says: each answering
+        target's share at its price. Only an answer costs: failed attempts, and requests no target answered,
+        cost nothing."""
+        if end.cost_parts:
+            return sum(self.prices.cost(t, p, c) for t, p, c in end.cost_parts)
+        if not end.target:
+            return 0
+        prompt = int((end.usage or {}).get("prompt_tokens") or 0)
+        completion = int((end.usage or {}).get("completion_tokens") or 0)
+        return self.prices.cost(end.target, prompt, completion)
 
     def _capture(
         self, admission: Admission, plan: Plan, end: Finish, prompt: int, completion: int, cost: int, now: float
@@ -342,6 +360,7 @@ class Accounting:
     def _record(self, admission: Admission, end: Finish, prompt: int, completion: int, cost: int, now: float) -> None:
         status, outcome, target, model = end.status, end.outcome, end.target, end.model
         attempts, streamed, ttft = end.attempts, end.streamed, end.ttft
+        alias = end.alias or admission.alias  # the fallback that answered, else the requested alias
         latency = now - admission.started
         self.tracing.end_request(
             admission.span,
@@ -357,7 +376,7 @@ class Accounting:
                 LedgerRecord(
                     request_id=admission.request_id,
                     key_id=admission.key.id if admission.key else None,
-                    alias=admission.alias,
+                    alias=alias,
                     target=target,
                     model=model,
                     outcome=outcome,
@@ -378,7 +397,7 @@ class Accounting:
             "request finished",
             extra={
                 "request_id": admission.request_id,
-                "alias": admission.alias,
+                "alias": alias,
                 "target": target,
                 "outcome": outcome,
                 "status": status,
@@ -387,7 +406,7 @@ class Accounting:
                 "latency": round(latency, 4),
             },
         )
-        m, alias = self.metrics, admission.alias
+        m = self.metrics
         m.inc(
             "lifeline_requests_total",
             "Client requests by alias, outcome and status.",

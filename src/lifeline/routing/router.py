@@ -23,6 +23,7 @@ from lifeline.config.schema import Alias, Config, TracingSettings
 from lifeline.errors import (
     AllTargetsBusy,
     AllTargetsFailed,
+    ContextLengthExceeded,
     DeadlineExceeded,
     Failover,
     GatewayError,
@@ -31,6 +32,7 @@ from lifeline.errors import (
     ModelNotFound,
     UpstreamError,
 )
+from lifeline.protocol.fallbacks import Fallbacks
 from lifeline.providers.base import ChatCall, Chunk, Completion, EmbeddingCall, EmbeddingProvider, Provider
 from lifeline.providers.http import MAX_RETRY_AFTER
 from lifeline.routing.capabilities import abilities, needs_of, why_not
@@ -42,6 +44,14 @@ log = logging.getLogger("lifeline.router")
 
 T = TypeVar("T")
 Call = ChatCall | EmbeddingCall
+#: what an alias's attempt at one target does (the alias gives e.g. a stream's hold-back window)
+Work = Callable[[Alias], Callable[[Provider], Awaitable[T]]]
+
+#: how an alias that could not answer ends, besides AllTargetsFailed and AllTargetsBusy: a request's next
+#: fallback alias is tried after these (every target drained; none could serve this request)
+_ALIAS_COULD_NOT = frozenset(
+    {"all_targets_drained", "unsupported_capability", "unsupported_parameter", "context_length_exceeded"}
+)
 
 
 @dataclass(slots=True)
@@ -50,6 +60,8 @@ class Routed(Generic[T]):
     model: str
     result: T
     attempts: AttemptLog = field(default_factory=AttemptLog)
+    #: the alias that answered: the requested one, or one of the request's own fallbacks
+    alias: str = ""
 
     @property
     def tries(self) -> int:
@@ -114,8 +126,31 @@ class Router:
             )
         return alias
 
-    async def complete(self, alias_name: str, call: ChatCall) -> Routed[Completion]:
-        return await self._route(alias_name, call, lambda p: p.complete(call), settle_on_return=True)
+    def fallbacks(self, fallbacks: Fallbacks, kind: str) -> tuple[str, ...]:
+        """The further aliases a request named (OpenRouter's `models`, LiteLLM's `fallbacks`), each a known alias
+        of `kind`: else a 400 naming the field (an unknown requested model stays a 404)."""
+        for name in fallbacks.names:
+            alias = self.config.aliases.get(name)
+            if alias is None:
+                raise InvalidRequest(
+                    f"The fallback model '{name}' in '{fallbacks.field}' does not exist. "
+                    f"Known models: {', '.join(sorted(self.config.aliases))}.",
+                    param=fallbacks.field,
+                    code="model_not_found",
+                )
+            if alias.kind != kind:
+                raise InvalidRequest(
+                    f"The fallback model '{name}' in '{fallbacks.field}' is of kind {alias.kind}; this request "
+                    f"needs a model of kind {kind}.",
+                    param=fallbacks.field,
+                    code="wrong_model_kind",
+                )
+        return fallbacks.names
+
+    async def complete(self, alias_name: str, call: ChatCall, fallbacks: tuple[str, ...] = ()) -> Routed[Completion]:
+        return await self._route(
+            alias_name, call, lambda _: lambda p: p.complete(call), settle_on_return=True, fallbacks=fallbacks
+        )
 
     async def complete_on(self, target: str, call: ChatCall) -> Routed[Completion]:
         """A whole answer from `target` alone: one attempt, no retry, no failover (a shadow call, so that what
@@ -136,14 +171,15 @@ class Router:
             raise
         return Routed(target, self.providers[target].model, result, attempts)
 
-    async def open_stream(self, alias_name: str, call: ChatCall) -> Routed[OpenStream]:
-        alias = self.alias(alias_name)
+    async def open_stream(self, alias_name: str, call: ChatCall, fallbacks: tuple[str, ...] = ()) -> Routed[OpenStream]:
+        def first_content(alias: Alias) -> Callable[[Provider], Awaitable[OpenStream]]:
+            async def read(provider: Provider) -> OpenStream:
+                return await _read_head(provider.stream(call), alias.hold_back_tokens, alias.hold_back_ms / 1000)
 
-        async def first_content(provider: Provider) -> OpenStream:
-            return await _read_head(provider.stream(call), alias.hold_back_tokens, alias.hold_back_ms / 1000)
+            return read
 
         # A stream's verdict on its target comes when it ends (see routing/streaming.py), not when it opens.
-        return await self._route(alias_name, call, first_content, settle_on_return=False)
+        return await self._route(alias_name, call, first_content, settle_on_return=False, fallbacks=fallbacks)
 
     async def continue_stream(
         self, alias_name: str, call: ChatCall, prefill: str, tried: set[str]
@@ -180,10 +216,14 @@ class Router:
             log.warning("no target could continue the stream", extra={"request_id": call.request_id})
         return None
 
-    async def embed(self, alias_name: str, call: EmbeddingCall) -> Routed[Completion]:
+    async def embed(self, alias_name: str, call: EmbeddingCall, fallbacks: tuple[str, ...] = ()) -> Routed[Completion]:
         # The config allows only embedding-capable kinds in an embeddings alias (checked at load).
         return await self._route(
-            alias_name, call, lambda p: cast(EmbeddingProvider, p).embed(call), settle_on_return=True
+            alias_name,
+            call,
+            lambda _: lambda p: cast(EmbeddingProvider, p).embed(call),
+            settle_on_return=True,
+            fallbacks=fallbacks,
         )
 
     # --- the attempt loop --------------------------------------------------------------------------
@@ -230,16 +270,47 @@ class Router:
         self,
         alias_name: str,
         call: Call,
-        attempt: Callable[[Provider], Awaitable[T]],
+        work: Work[T],
         *,
         settle_on_return: bool,
+        fallbacks: tuple[str, ...] = (),
     ) -> Routed[T]:
+        """The attempt loop over `alias_name`, then over each of the request's own `fallbacks` in turn while the
+        alias before could not answer (`_falls_back`). A target already tried is not tried again under a later
+        alias; with fallbacks, each attempt records the alias it was made for."""
         attempts = AttemptLog()
-        try:
-            return await self._attempts(alias_name, call, attempt, attempts, settle_on_return=settle_on_return)
-        except LifelineError as err:
-            err.attempts = attempts
-            raise
+        chain = (alias_name, *fallbacks)
+        for position, name in enumerate(chain):
+            start = len(attempts)
+            try:
+                routed = await self._attempts(
+                    name,
+                    call,
+                    work(self.alias(name)),
+                    attempts,
+                    settle_on_return=settle_on_return,
+                    exclude=attempts.tried_targets,
+                )
+            except LifelineError as err:
+                if fallbacks:
+                    attempts.for_alias(name, start)
+                if position + 1 < len(chain) and _falls_back(err):
+                    log.info(
+                        "alias could not answer; trying the request's next fallback",
+                        extra={"request_id": call.request_id, "alias": name, "fallback": chain[position + 1]},
+                    )
+                    continue
+                if fallbacks and isinstance(err, AllTargetsFailed | AllTargetsBusy):
+                    exhausted = _chain_exhausted(chain, attempts, err)
+                    exhausted.attempts = attempts
+                    raise exhausted from None
+                err.attempts = attempts
+                raise
+            if fallbacks:
+                attempts.for_alias(name, start)
+            routed.alias = name
+            return routed
+        raise AssertionError("unreachable: the last alias of the chain returns or raises")
 
     async def _attempts(
         self,
@@ -249,9 +320,14 @@ class Router:
         attempts: AttemptLog,
         *,
         settle_on_return: bool,
+        exclude: set[str] | None = None,
     ) -> Routed[T]:
         alias = self.alias(alias_name)
         candidates = self._candidates(alias_name, alias, call, attempts)
+        if exclude:  # tried already under an alias before this one (a request's fallbacks)
+            candidates = [name for name in candidates if name not in exclude]
+            if not candidates:
+                raise self._exhausted(alias_name, attempts, None)
         health = self.health
         forced = self._forced_probe(candidates)
         min_context: int | None = None
@@ -488,6 +564,24 @@ class Router:
             headers["retry-after"] = retry_after_header(last.retry_after if last and last.retry_after else 1.0)
             return AllTargetsBusy(f"Every target of '{alias}' is busy: {attempts.summary}.", headers=headers)
         return AllTargetsFailed(f"Every target of '{alias}' failed: {attempts.summary}.", headers=headers)
+
+
+def _falls_back(err: LifelineError) -> bool:
+    """Whether a request's next fallback alias is tried after its alias ended with `err`: when the alias could
+    not answer — every target failed, busy or drained; none could serve this request (capabilities, context
+    window, n); the last one refused the prompt for its length. Not for the client's own mistake, a content
+    filter's refusal that the alias returns, nor a deadline that has passed."""
+    if isinstance(err, AllTargetsFailed | AllTargetsBusy | ContextLengthExceeded):
+        return True
+    return not isinstance(err, UpstreamError) and err.code in _ALIAS_COULD_NOT
+
+
+def _chain_exhausted(chain: tuple[str, ...], attempts: AttemptLog, err: LifelineError) -> LifelineError:
+    """The error of a request whose alias and every fallback failed, naming them all."""
+    names = ", ".join(f"'{name}'" for name in chain)
+    if isinstance(err, AllTargetsBusy):
+        return AllTargetsBusy(f"Every target of {names} is busy: {attempts.summary}.", headers=err.headers)
+    return AllTargetsFailed(f"Every target of {names} failed: {attempts.summary}.", headers=err.headers)
 
 
 async def _cancel(task: asyncio.Future[Any]) -> None:

@@ -110,7 +110,8 @@ async def relay(
     alias: str,
     on_end: Callable[[End], Awaitable[None]],
 ) -> AsyncGenerator[StreamEvent, None]:
-    """The events of an open stream, continued on other targets of `alias` when it breaks after content."""
+    """The events of an open stream, continued on other targets of `alias` (the one that answered) when it breaks
+    after content."""
     health = router.health
     state = _State()
     target, head, rest = routed.target, list(routed.result.head), routed.result.rest
@@ -144,6 +145,8 @@ async def relay(
                     verdict = False
                     yield Broken(_broken(target, err, state))
                     return
+                if routed.attempts.aliased:  # a request with fallbacks: the continuation's alias too
+                    follow.attempts.for_alias(alias)
                 routed.attempts.extend(follow.attempts)
                 state.continuations += 1
                 log.info(

@@ -6,6 +6,10 @@ relay a stream, and account it exactly once — whatever happened: an answer, an
 a stream that broke. What comes back is an `Answer` (accounted already) or a `Stream` of typed events
 (accounted when it ends), for the route to render in its own wire format.
 
+A request may name further aliases to try when its own cannot answer (OpenRouter's `models`, LiteLLM's
+`fallbacks`): `begin` takes them off the body (protocol/fallbacks.py); each must be a known alias of the right
+kind that the key may use, or the request is refused before anything is sent.
+
 A chat request chosen for capture at admission hands its answer to `finish` (a stream's assembled from the
 chunks the client received); one chosen for shadowing starts its shadow calls once the response has been
 sent (server/shadow.py, through the after-response hook of server/middleware.py).
@@ -24,10 +28,11 @@ from starlette.requests import Request
 from lifeline.accounting.captures import Plan
 from lifeline.accounting.keys import VirtualKey
 from lifeline.accounting.service import Admission, Finish
-from lifeline.errors import InvalidRequest, LifelineError
+from lifeline.errors import InvalidRequest, LifelineError, PermissionDenied
 from lifeline.protocol.assemble import Assembler
 from lifeline.protocol.chat import ChatCompletionRequest
 from lifeline.protocol.embeddings import EmbeddingRequest
+from lifeline.protocol.fallbacks import NO_FALLBACKS, take_fallbacks
 from lifeline.protocol.parse import parse_json_object
 from lifeline.protocol.usage import answer_usage, delta_chars
 from lifeline.providers.base import ChatCall, Completion, Deadline, EmbeddingCall
@@ -62,6 +67,8 @@ class Stream:
     model: str
     events: AsyncGenerator[StreamEvent, None]
     headers: dict[str, str]
+    #: what the answer that ended as `End` costs, in nano-USD, as the ledger will record it
+    cost: Callable[[End], int] = lambda end: 0
 
 
 class Exchange:
@@ -75,6 +82,8 @@ class Exchange:
         #: the client's JSON body, parsed once
         self.body = body
         self.request_id: str = request.state.request_id
+        #: the further aliases the body named (taken off it by `begin`)
+        self.fallbacks = NO_FALLBACKS
 
     @classmethod
     async def begin(cls, request: Request, authorization: str | None) -> Exchange:
@@ -85,34 +94,52 @@ class Exchange:
         key = gateway.accounting.authenticate(authorization)
         deadline = request_deadline(request, settings.request_timeout)
         body = parse_json_object(await read_body(request, settings.max_body_bytes, deadline))
-        return cls(request, gateway, key, deadline, body)
+        exchange = cls(request, gateway, key, deadline, body)
+        exchange.fallbacks = take_fallbacks(body)  # before the body is validated: never passed upstream
+        return exchange
 
     async def chat(self, data: dict[str, Any], chat: ChatCompletionRequest) -> Answer | Stream:
         """A chat request (`data`, validated as `chat`): a whole answer, or a stream when it asked for one."""
         router = self.gateway.router
         router.alias(chat.model, "chat")  # an unknown alias is a 404 before anything else
+        fallbacks = self._fallbacks("chat")
         call = ChatCall(body=data, request=chat, request_id=self.request_id, deadline=self.deadline)
-        admission = await self.gateway.accounting.admit(self.key, chat.model, data, chat.token_limit, self.request_id)
+        admission = await self.gateway.accounting.admit(
+            self.key, chat.model, data, chat.token_limit, self.request_id, fallbacks=fallbacks
+        )
         plan = admission.capture
         if plan is not None and plan.shadow:
             after_response(self.request, self._shadow(plan))
         if chat.stream:
-            routed = await self._routed(admission, router.open_stream(chat.model, call), streamed=True)
+            routed = await self._routed(admission, router.open_stream(chat.model, call, fallbacks), streamed=True)
             return self._stream(admission, routed, call)
-        done = await self._routed(admission, router.complete(chat.model, call), streamed=False)
+        done = await self._routed(admission, router.complete(chat.model, call, fallbacks), streamed=False)
         return await self._answer(admission, done, data, embedding=False)
 
     async def embed(self, embedding: EmbeddingRequest) -> Answer:
         """The embeddings request the body holds (validated as `embedding`)."""
         router, data = self.gateway.router, self.body
         router.alias(embedding.model, "embeddings")
+        fallbacks = self._fallbacks("embeddings")
         # The body as it is: the reservation counts text inputs from above and token-id inputs exactly.
         admission = await self.gateway.accounting.admit(
-            self.key, embedding.model, data, 1, self.request_id, "embeddings"
+            self.key, embedding.model, data, 1, self.request_id, "embeddings", fallbacks
         )
         call = EmbeddingCall(body=data, request_id=self.request_id, deadline=self.deadline)
-        done = await self._routed(admission, router.embed(embedding.model, call), streamed=False)
+        done = await self._routed(admission, router.embed(embedding.model, call, fallbacks), streamed=False)
         return await self._answer(admission, done, data, embedding=True)
+
+    def _fallbacks(self, kind: str) -> tuple[str, ...]:
+        """The body's fallback aliases: each known, of `kind`, and one the key may use — a forbidden one is
+        refused (403), not skipped, so that a client learns at once that its safety net is not there."""
+        names = self.gateway.router.fallbacks(self.fallbacks, kind)
+        for name in names:
+            if self.key is not None and not self.key.may_use(name):
+                raise PermissionDenied(
+                    f"This key may not use the model '{name}' (named in '{self.fallbacks.field}').",
+                    param=self.fallbacks.field,
+                )
+        return names
 
     def _shadow(self, plan: Plan) -> Callable[[], None]:
         shadows = self.gateway.shadows
@@ -150,6 +177,7 @@ class Exchange:
                 usage=usage,
                 usage_estimated=estimated,
                 answer=None if embedding or admission.capture is None else {**done.result.body, "usage": usage},
+                alias=done.alias or None,
             ),
         )
         headers = _headers(done)
@@ -171,8 +199,11 @@ class Exchange:
                 finish.answer = {"usage": end.usage, **assembler.completion()}
             await self.gateway.accounting.finish(admission, finish)
 
-        events = relay(routed, call, self.gateway.router, admission.alias, on_end)
-        return Stream(model, events if assembler is None else _assembled(events, assembler), headers)
+        def cost(end: End) -> int:  # the ledger's own sum, from the same Finish
+            return self.gateway.accounting.cost_of(_stream_finish(routed, end, call.body, model, ttft))
+
+        events = relay(routed, call, self.gateway.router, routed.alias or admission.alias, on_end)
+        return Stream(model, events if assembler is None else _assembled(events, assembler), headers, cost)
 
 
 async def _assembled(events: AsyncGenerator[StreamEvent, None], assembler: Assembler) -> AsyncGenerator[StreamEvent]:
@@ -199,7 +230,10 @@ def wants_cost(request: Request) -> bool:
 
 
 def _headers(routed: Routed[Any]) -> dict[str, str]:
-    return {"x-lifeline-target": routed.target, "x-lifeline-attempts": str(routed.tries)}
+    headers = {"x-lifeline-target": routed.target, "x-lifeline-attempts": str(routed.tries)}
+    if routed.alias:  # the alias that answered: the requested one, or a fallback the request named
+        headers["x-lifeline-alias"] = routed.alias
+    return headers
 
 
 def _failed(exc: BaseException, streamed: bool) -> Finish:
@@ -228,6 +262,7 @@ def _stream_finish(routed: Routed[OpenStream], end: End, body: dict[str, Any], m
         usage_estimated=end.usage_estimated,
         ttft=ttft,
         cost_parts=parts,
+        alias=routed.alias or None,
     )
 
 

@@ -10,13 +10,17 @@
 - `ResponsesEncoder`: the Responses API's events (response.created … response.completed, each with its
   `sequence_number`), translated by protocol/responses.py; a broken answer that could not be continued ends
   with response.failed, never a completed truncated answer.
+
+Each takes `cost` when the client asked for the answer's cost (`x-lifeline-include-cost: true`): the final
+usage then carries `cost` in USD — the chat usage chunk, message_delta's usage, response.completed's usage —
+as the ledger records it. A stream's headers go out before its answer is known, so they cannot carry it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any, Protocol
 
 import orjson
@@ -28,6 +32,14 @@ from lifeline.protocol.usage import estimate_usage
 from lifeline.routing.streaming import Broken, Content, Continued, End, StreamEvent
 
 DONE = b"data: [DONE]\n\n"
+
+#: what a stream that ended as `End` costs, in nano-USD (server/exchange.py's Stream.cost)
+Cost = Callable[[End], int]
+
+
+def with_cost(usage: dict[str, Any], cost: Cost | None, end: End) -> dict[str, Any]:
+    """`usage` with the answer's cost in USD added, as OpenRouter words it (`usage.cost`), when asked for."""
+    return usage if cost is None else {**usage, "cost": cost(end) / 1e9}
 
 
 def sse(raw: bytes) -> bytes:
@@ -56,9 +68,11 @@ class OpenAIEncoder:
     """OpenAI's server-sent events: chunks as they came, usage when asked for, `[DONE]` only when complete,
     an error event otherwise."""
 
-    def __init__(self, wants_usage: bool, request_id: str) -> None:
-        self.wants_usage = wants_usage
+    def __init__(self, wants_usage: bool, request_id: str, cost: Cost | None = None) -> None:
+        # Asking for the cost asks for the usage chunk that carries it.
+        self.wants_usage = wants_usage or cost is not None
         self.request_id = request_id
+        self.cost = cost
         self.usage_sent = False
         self.last: dict[str, Any] | None = None  # the last chunk sent, which the usage chunk resembles
         self.continued: list[dict[str, Any]] = []
@@ -81,8 +95,8 @@ class OpenAIEncoder:
 
     def _content(self, event: Content) -> bytes:
         if event.usage_only:
-            if not self.wants_usage:
-                return b""
+            if not self.wants_usage or self.cost is not None:
+                return b""  # with the cost asked for, the usage chunk is Lifeline's own, after the end
             self.usage_sent = True
             return sse(event.raw)
         self.last = event.data
@@ -100,7 +114,7 @@ class OpenAIEncoder:
             "created": base.get("created", int(time.time())),
             "model": base.get("model", ""),
             "choices": [],
-            "usage": end.usage,
+            "usage": with_cost(end.usage, self.cost, end),
         }
         if end.usage_estimated:
             chunk["x_lifeline"] = {"usage_estimated": True}
@@ -111,10 +125,13 @@ class AnthropicEncoder:
     """Anthropic's event stream from the relayed OpenAI chunks. Usage goes to the translator, which reports it
     in message_start (estimated, from `body`) and message_delta; a broken answer ends with an `error` event."""
 
-    def __init__(self, translator: StreamTranslator, body: dict[str, Any], request_id: str) -> None:
+    def __init__(
+        self, translator: StreamTranslator, body: dict[str, Any], request_id: str, cost: Cost | None = None
+    ) -> None:
         self.translator = translator
         self.body = body
         self.request_id = request_id
+        self.cost = cost
 
     def start(self) -> bytes:
         return _events(self.translator.start(estimate_usage(self.body, 0)["prompt_tokens"]))
@@ -126,15 +143,20 @@ class AnthropicEncoder:
             return b""
         if isinstance(event, Broken):
             return anthropic_event(error_event("api_error", event.error.message, self.request_id))
-        return _events(self.translator.finish(event.usage))
+        events = self.translator.finish(event.usage)
+        for e in events:
+            if e["type"] == "message_delta":  # the usage clients take as the final total
+                e["usage"] = with_cost(e["usage"], self.cost, event)
+        return _events(events)
 
 
 class ResponsesEncoder:
     """The Responses API's event stream from the relayed OpenAI chunks (protocol/responses.py). A continuation
     is invisible (the text goes on in the same item); a broken answer ends with response.failed."""
 
-    def __init__(self, translator: ResponseStream) -> None:
+    def __init__(self, translator: ResponseStream, cost: Cost | None = None) -> None:
         self.translator = translator
+        self.cost = cost
 
     def start(self) -> bytes:
         return _events(self.translator.start())
@@ -147,7 +169,12 @@ class ResponsesEncoder:
             return b""
         if isinstance(event, Broken):
             return _events(self.translator.failed(event.error.message))
-        return _events(self.translator.completed(event.usage, event.usage_estimated))
+        events = self.translator.completed(event.usage, event.usage_estimated)
+        if self.cost is not None:  # on the event only: the stored response is the translator's, without it
+            last = events[-1]
+            response = last["response"]
+            events[-1] = {**last, "response": {**response, "usage": with_cost(response["usage"], self.cost, event)}}
+        return _events(events)
 
 
 def _events(events: list[dict[str, Any]]) -> bytes:

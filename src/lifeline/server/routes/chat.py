@@ -16,7 +16,8 @@ async def chat_completions(request: Request) -> Response:
     chat = validate_chat_request(exchange.body)
     result = await exchange.chat(exchange.body, chat)
     if isinstance(result, Stream):
-        return event_stream(result.events, OpenAIEncoder(chat.wants_usage, exchange.request_id), result.headers)
+        cost = result.cost if wants_cost(request) else None
+        return event_stream(result.events, OpenAIEncoder(chat.wants_usage, exchange.request_id, cost), result.headers)
     body = result.body
     if result.usage_estimated:
         body = {**body, "usage": result.usage, "x_lifeline": {"usage_estimated": True}}

@@ -15,7 +15,7 @@ from starlette.responses import Response
 from lifeline.protocol.anthropic import StreamTranslator, to_chat_body, to_message, validate_messages_request
 from lifeline.protocol.parse import validate_chat_request
 from lifeline.server.errors import anthropic_errors
-from lifeline.server.exchange import Exchange, Stream
+from lifeline.server.exchange import Exchange, Stream, wants_cost
 from lifeline.server.sse import AnthropicEncoder, event_stream
 
 
@@ -39,7 +39,8 @@ async def messages(request: Request) -> Response:
     headers = {**result.headers, "request-id": request_id}
     if isinstance(result, Stream):
         translator = StreamTranslator(message_id, result.model, anthropic.stop_sequences)
-        return event_stream(result.events, AnthropicEncoder(translator, data, request_id), headers)
+        cost = result.cost if wants_cost(request) else None
+        return event_stream(result.events, AnthropicEncoder(translator, data, request_id, cost), headers)
     message = to_message(
         result.body,
         message_id=message_id,
@@ -49,4 +50,6 @@ async def messages(request: Request) -> Response:
     )
     if result.usage_estimated:
         message["x_lifeline"] = {"usage_estimated": True}
+    if wants_cost(request):
+        message["usage"] = {**message["usage"], "cost": result.cost_nusd / 1e9}
     return Response(orjson.dumps(message), media_type="application/json", headers=headers)

@@ -28,7 +28,7 @@ from lifeline.protocol.parse import validate_chat_request
 from lifeline.protocol.response_objects import ResponseStream, Shell, output_as_input, to_response
 from lifeline.protocol.responses import to_chat_body, validate_request
 from lifeline.routing.streaming import End, StreamEvent
-from lifeline.server.exchange import Exchange, Stream
+from lifeline.server.exchange import Exchange, Stream, wants_cost
 from lifeline.server.gateway import gateway_of
 from lifeline.server.sse import ResponsesEncoder, event_stream
 
@@ -66,11 +66,14 @@ async def create_response(request: Request) -> Response:
     if isinstance(result, Stream):
         translator = ResponseStream(Shell.of(parsed, result.model))
         events = _storing(result.events, translator, save)
-        return event_stream(events, ResponsesEncoder(translator), result.headers)
+        cost = result.cost if wants_cost(request) else None
+        return event_stream(events, ResponsesEncoder(translator, cost), result.headers)
     response = to_response(Shell.of(parsed, result.model), result.body, result.usage)
     if result.usage_estimated:
         response["x_lifeline"] = {"usage_estimated": True}
     await save(response)
+    if wants_cost(request):  # in the answer only, not in the stored response
+        response = {**response, "usage": {**response["usage"], "cost": result.cost_nusd / 1e9}}
     return Response(orjson.dumps(response), media_type="application/json", headers=result.headers)
 
 
