@@ -34,6 +34,7 @@ from lifeline.server.routes.admin import (
     usage,
 )
 from lifeline.server.routes.chat import chat_completions
+from lifeline.server.routes.completions import completions
 from lifeline.server.routes.control import failovers, reload_config, set_target_state
 from lifeline.server.routes.embeddings import embeddings
 from lifeline.server.routes.info import get_model, healthz, list_models, metrics, readyz
@@ -66,6 +67,7 @@ def create_app(
     app = Starlette(
         routes=[
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/v1/completions", completions, methods=["POST"]),
             Route("/v1/messages", messages, methods=["POST"]),
             Route("/v1/embeddings", embeddings, methods=["POST"]),
             Route("/v1/responses", create_response, methods=["POST"]),

@@ -10,6 +10,8 @@
 - `ResponsesEncoder`: the Responses API's events (response.created … response.completed, each with its
   `sequence_number`), translated by protocol/responses.py; a broken answer that could not be continued ends
   with response.failed, never a completed truncated answer.
+- `CompletionsEncoder`: legacy `text_completion` chunks (protocol/completions.py) from the relayed chat chunks,
+  the usage chunk when asked for, `[DONE]` only after a complete answer, an OpenAI error event otherwise.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import orjson
 from starlette.responses import StreamingResponse
 
 from lifeline.protocol.anthropic import StreamTranslator, error_event
+from lifeline.protocol.completions import CompletionChunks
 from lifeline.protocol.response_objects import ResponseStream
 from lifeline.protocol.usage import estimate_usage
 from lifeline.routing.streaming import Broken, Content, Continued, End, StreamEvent
@@ -148,6 +151,31 @@ class ResponsesEncoder:
         if isinstance(event, Broken):
             return _events(self.translator.failed(event.error.message))
         return _events(self.translator.completed(event.usage, event.usage_estimated))
+
+
+class CompletionsEncoder:
+    """Legacy text completion chunks from the relayed chat chunks. The upstream's usage chunk is not passed
+    on: the answer's usage (the whole answer's, of every target a continuation used) ends the stream when
+    the client asked for it."""
+
+    def __init__(self, chunks: CompletionChunks, wants_usage: bool) -> None:
+        self.chunks = chunks
+        self.wants_usage = wants_usage
+
+    def start(self) -> bytes:
+        return b""
+
+    def encode(self, event: StreamEvent) -> bytes:
+        if isinstance(event, Content):
+            chunk = self.chunks.chunk(event.data)
+            return b"" if chunk is None else sse(orjson.dumps(chunk))
+        if isinstance(event, Continued):
+            return b""
+        if isinstance(event, Broken):
+            return sse(orjson.dumps(event.error.envelope()))
+        if self.wants_usage:
+            return sse(orjson.dumps(self.chunks.usage(event.usage, event.usage_estimated))) + DONE
+        return DONE
 
 
 def _events(events: list[dict[str, Any]]) -> bytes:
