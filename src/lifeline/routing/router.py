@@ -114,6 +114,13 @@ class Router:
             )
         return alias
 
+    def first_choice(self, alias_name: str, call: ChatCall) -> str | None:
+        """The target a request to the alias would try first now (of those that can serve `call`), for what
+        needs an answer from one target without routing: a token count."""
+        needs = needs_of(call.request, call.body)
+        names = order_targets(self.alias(alias_name), self.permitted[alias_name], self.health, self.prices, self.rng)
+        return next((name for name in names if why_not(needs, self.abilities[name]) is None), None)
+
     async def complete(self, alias_name: str, call: ChatCall) -> Routed[Completion]:
         return await self._route(alias_name, call, lambda p: p.complete(call), settle_on_return=True)
 
