@@ -39,7 +39,7 @@ from lifeline.server.routes.control import failovers, reload_config, set_target_
 from lifeline.server.routes.embeddings import embeddings
 from lifeline.server.routes.info import get_model, healthz, list_models, metrics, readyz
 from lifeline.server.routes.messages import count_tokens, messages
-from lifeline.server.routes.responses import create_response, delete_response, get_response
+from lifeline.server.routes.responses import create_response, delete_response, get_response, list_input_items
 
 
 def create_app(
@@ -74,6 +74,7 @@ def create_app(
             Route("/v1/responses", create_response, methods=["POST"]),
             Route("/v1/responses/{response_id}", get_response, methods=["GET"]),
             Route("/v1/responses/{response_id}", delete_response, methods=["DELETE"]),
+            Route("/v1/responses/{response_id}/input_items", list_input_items, methods=["GET"]),
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/v1/models/{model:path}", get_model, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
