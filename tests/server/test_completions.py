@@ -6,27 +6,14 @@ test_completions_api.py."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 import orjson
 import pytest
 
-from lifeline.config import Config
 from lifeline.providers.base import ChatCall, Completion
-from tests.server.fakes import USAGE, InProcess, in_process, make_config
-
-Scenario = Callable[[InProcess, httpx.AsyncClient], Awaitable[Any]]
-
-
-def run(config: Config, scenario: Scenario) -> tuple[Any, InProcess]:
-    async def main() -> tuple[Any, InProcess]:
-        async with in_process(config) as served, served.client() as client:
-            return await scenario(served, client), served
-
-    return asyncio.run(main())
+from tests.server.fakes import USAGE, InProcess, Scenario, make_config, run
 
 
 def post(body: dict[str, Any]) -> Scenario:
@@ -144,6 +131,8 @@ BAD = [
     ({"model": "chat", "prompt": ["a", 1]}, "prompt", "invalid_type"),
     ({"model": "chat", "prompt": "x", "n": 2}, "n", "unsupported_parameter"),
     ({"model": "chat", "prompt": "x", "best_of": 3}, "best_of", "unsupported_parameter"),
+    ({"model": "chat", "prompt": "x", "n": True}, "n", "invalid_type"),
+    ({"model": "chat", "prompt": "x", "best_of": "2"}, "best_of", "invalid_type"),
     ({"model": "chat", "prompt": "x", "echo": True}, "echo", "unsupported_parameter"),
     ({"model": "chat", "prompt": "x", "logprobs": 2}, "logprobs", "unsupported_parameter"),
     ({"model": "chat", "prompt": "x", "suffix": "end"}, "suffix", "unsupported_parameter"),

@@ -65,6 +65,8 @@ def validate_request(data: dict[str, Any]) -> CompletionsRequest:
             raise _unsupported(name, why)
     for name in ("n", "best_of"):
         value = data.get(name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            raise _bad(name, "expected an integer", "invalid_type")
         if value is not None and value != 1:
             raise _unsupported(name, "only one completion per request (n = 1) is supported")
     chat: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": prompt}]}

@@ -18,6 +18,8 @@ from typing import Any, Literal
 from lifeline.errors import InvalidRequest
 
 _PREFIXES = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "reasoning": "rs"}
+#: what a function call and its output carry besides id, type and status
+_FIELDS = {"function_call": ("call_id", "name", "arguments"), "function_call_output": ("call_id", "output")}
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 20
 
@@ -90,12 +92,8 @@ def as_item(response_id: str, index: int, item: dict[str, Any]) -> dict[str, Any
         if role == "assistant":
             content = [{**p, "annotations": p.get("annotations", [])} for p in content or ()]
         return {"id": item_id, "type": "message", "role": role, "status": "completed", "content": content or []}
-    if kind == "function_call":
-        fields = ("call_id", "name", "arguments")
-        return {"id": item_id, "type": kind, "status": "completed", **{k: item.get(k) for k in fields}}
-    if kind == "function_call_output":
-        fields = ("call_id", "output")
-        return {"id": item_id, "type": kind, "status": "completed", **{k: item.get(k) for k in fields}}
+    if kind in _FIELDS:
+        return {"id": item_id, "type": kind, "status": "completed", **{k: item.get(k) for k in _FIELDS[kind]}}
     return {"id": item_id, "type": kind, "summary": []}  # reasoning: its content is not kept
 
 

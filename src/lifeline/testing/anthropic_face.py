@@ -67,15 +67,17 @@ class AnthropicFace(FaultWall):
         if request.path.startswith("/_wall/"):
             return await super()._dispatch(request, reader, writer)
         keep = request.keep_alive
-        if (request.method, request.path) == ("POST", COUNT_PATH):
-            return await self._count(request, writer, keep)
-        if (request.method, request.path) != ("POST", MESSAGES_PATH):
+        # count_tokens takes a Messages request without max_tokens: it answers the prompt's words
+        counting = (request.method, request.path) == ("POST", COUNT_PATH)
+        if (request.method, request.path) != ("POST", MESSAGES_PATH) and not counting:
             return await _send_error(writer, 404, "not_found_error", f"Not found: {request.path}", keep)
         body = _json_object(request.body)
+        if counting:
+            body = body or {}
         model = body.get("model") if body and isinstance(body.get("model"), str) else None
         behaviour = parse_behaviour(model)
         stream = bool(body and body.get("stream") is True)
-        problem = _check(body, request.headers)
+        problem = None if counting else _check(body, request.headers)
         error = problem or self._error_for_anthropic(behaviour, model or "", body or {})
         outcome = f"status:{error[0]}" if error else behaviour.name
         self._record(
@@ -96,37 +98,14 @@ class AnthropicFace(FaultWall):
             status, etype, message, headers = error
             return await _send_error(writer, status, etype, message, keep, headers)
         assert body is not None
+        if counting:
+            return await _send_json(writer, 200, {"input_tokens": _prompt_words(body)}, keep)
         reply = _Reply(self, behaviour, model or "claude-wall", body)
         if stream:
             return await _stream(writer, behaviour, reply, keep)
         if behaviour.name == "cut":
             return False  # the connection closes without a single response byte
         return await _send_json(writer, 200, reply.message(), keep)
-
-    async def _count(self, request: Request, writer: asyncio.StreamWriter, keep: bool) -> bool:
-        """count_tokens: the prompt's words (the wall's tokens), or the error the model's behaviour names."""
-        body = _json_object(request.body) or {}
-        model = body.get("model") if isinstance(body.get("model"), str) else None
-        behaviour = parse_behaviour(model)
-        error = self._error_for_anthropic(behaviour, model or "", body)
-        self._record(
-            Attempt(
-                at=request.received_at,
-                wall_time=request.received_wall_time,
-                method=request.method,
-                path=request.path,
-                model=model,
-                behaviour=behaviour.name,
-                stream=False,
-                body=body,
-                headers=dict(request.headers),
-                outcome=f"status:{error[0]}" if error else behaviour.name,
-            )
-        )
-        if error is not None:
-            status, etype, message, headers = error
-            return await _send_error(writer, status, etype, message, keep, headers)
-        return await _send_json(writer, 200, {"input_tokens": _prompt_words(body)}, keep)
 
     def _error_for_anthropic(self, behaviour: Behaviour, model: str, body: dict[str, Any]) -> _Error | None:
         name = behaviour.name
