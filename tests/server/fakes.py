@@ -9,7 +9,7 @@ nothing, then waits until cancelled).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -135,6 +135,19 @@ def make_config(*models: str, prefill: bool = False) -> Config:
     }
     aliases = {"chat": {"targets": list(targets)}, "embed": {"kind": "embeddings", "targets": list(targets)}}
     return parse_config({"targets": targets, "aliases": aliases, "retry": {"max_retries": 0}}, env={})
+
+
+Scenario = Callable[[InProcess, httpx.AsyncClient], Awaitable[Any]]
+
+
+def run(config: Config, scenario: Scenario) -> tuple[Any, InProcess]:
+    """`scenario` against the app for `config`, with a client: what it returned, and the app's records."""
+
+    async def main() -> tuple[Any, InProcess]:
+        async with in_process(config) as served, served.client() as client:
+            return await scenario(served, client), served
+
+    return asyncio.run(main())
 
 
 @asynccontextmanager

@@ -207,6 +207,11 @@ class Accounting:
             return None
         return self.keys.authenticate(authorization)
 
+    def permit(self, key: VirtualKey | None, alias: str) -> None:
+        """Refuse a key that may not use `alias` (403); with auth off, every key may."""
+        if key is not None and not key.may_use(alias):
+            raise PermissionDenied(f"This key may not use the model '{alias}'.", param="model")
+
     def allowed_aliases(self, key: VirtualKey | None) -> list[str]:
         return [a for a in self.config.aliases if key is None or key.may_use(a)]
 
@@ -262,8 +267,7 @@ class Accounting:
     ) -> None:
         if key is None:
             return
-        if not key.may_use(alias):
-            raise PermissionDenied(f"This key may not use the model '{alias}'.", param="model")
+        self.permit(key, alias)
         # An upper bound, not a guess: concurrent requests each hold their worst case, so together they
         # cannot pass a budget or a TPM limit however their prompts tokenize.
         prompt_bound = reservation_prompt_tokens(body)

@@ -83,12 +83,16 @@ def _type_name(value: Any) -> str:
     )
 
 
-def _optional(data: dict[str, Any], name: str, kind: type | tuple[type, ...], what: str) -> Any:
+def _optional(
+    data: dict[str, Any], name: str, kind: type | tuple[type, ...], what: str, within: str | None = None
+) -> Any:
+    """`data[name]` when present and of `kind`; a 400 naming it (inside `within`) otherwise."""
     value = data.get(name)
     if value is None:
         return None
     if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _tuple(kind)):
-        raise _bad(name, f"expected {what}, got {_type_name(value)}", "invalid_type")
+        param = name if within is None else f"{within}.{name}"
+        raise _bad(param, f"expected {what}, got {_type_name(value)}", "invalid_type")
     return value
 
 
@@ -123,6 +127,8 @@ def validate_request(data: dict[str, Any]) -> ResponsesRequest:
     stream = bool(_optional(data, "stream", bool, "a boolean"))
     store = _optional(data, "store", bool, "a boolean")
     previous = _optional(data, "previous_response_id", str, "a string")
+    if previous == "":
+        raise _bad("previous_response_id", "expected a response id, got an empty string")
     metadata = _metadata(data.get("metadata"))
     tools = _tools(data.get("tools"))
     chat, echo = _parameters(data, tools)
@@ -201,6 +207,7 @@ def _item(item: Any, param: str) -> dict[str, Any]:
         for name in ("call_id", "name", "arguments"):
             if not isinstance(item.get(name), str):
                 raise _bad(f"{param}.{name}", "expected a string", "invalid_type")
+        _optional(item, "id", str, "a string", param)
         return {k: item[k] for k in ("type", "id", "call_id", "name", "arguments") if k in item} | {"type": kind}
     if kind == "function_call_output":
         if not isinstance(item.get("call_id"), str):
@@ -299,6 +306,8 @@ def _tools(value: Any) -> list[dict[str, Any]]:
         parameters = tool.get("parameters")
         if parameters is not None and not isinstance(parameters, dict):
             raise _bad(f"{param}.parameters", "expected a JSON schema (an object)", "invalid_type")
+        _optional(tool, "description", str, "a string", param)
+        _optional(tool, "strict", bool, "a boolean", param)
         tools.append({k: tool[k] for k in ("type", "name", "description", "parameters", "strict") if k in tool})
     return tools
 
@@ -328,6 +337,8 @@ def _text_format(value: Any) -> dict[str, Any] | None:
             raise _bad("text.format.name", "expected the schema's name")
         if not isinstance(value.get("schema"), dict):
             raise _bad("text.format.schema", "expected a JSON schema (an object)", "invalid_type")
+        _optional(value, "strict", bool, "a boolean", "text.format")
+        _optional(value, "description", str, "a string", "text.format")
         schema = {k: value[k] for k in ("name", "schema", "strict", "description") if value.get(k) is not None}
         return {"type": "json_schema", "json_schema": schema}
     raise _bad("text.format.type", "expected text, json_object or json_schema")

@@ -64,6 +64,10 @@ FINISH_REASONS = {
 }
 
 
+#: the fields of a Messages request that count_tokens takes
+_COUNTED_FIELDS = frozenset({"model", "messages", "system", "tools", "tool_choice"})
+
+
 class AnthropicProvider(HttpProvider[AnthropicTarget]):
     _log = log
 
@@ -78,6 +82,7 @@ class AnthropicProvider(HttpProvider[AnthropicTarget]):
         base = config.base_url.rstrip("/")
         # Both `https://api.anthropic.com` (the documented base) and a base ending in /v1 are accepted.
         self._url = self._stream_url = base + ("/messages" if base.endswith("/v1") else "/v1/messages")
+        self._count_url = self._url + "/count_tokens"
 
     # --- one attempt -----------------------------------------------------------------------------
 
@@ -86,13 +91,26 @@ class AnthropicProvider(HttpProvider[AnthropicTarget]):
         if call.prefill is not None:
             # Anthropic continues a closing assistant turn natively (prefill).
             body = {**body, "messages": [*body["messages"], {"role": "assistant", "content": call.prefill}]}
+        return orjson.dumps(self._request(body, stream))
+
+    def _request(self, body: JSON, stream: bool) -> JSON:
         try:
-            request = messages_request(
+            return messages_request(
                 body, model=self.model, default_max_tokens=self.config.default_max_tokens, stream=stream
             )
         except Untranslatable as exc:
             raise UpstreamRejected(str(exc), target=self.name, code="unsupported_value") from None
-        return orjson.dumps(request)
+
+    async def count_tokens(self, call: ChatCall) -> int:
+        """The prompt tokens of `call` as Anthropic counts them (`POST /v1/messages/count_tokens`): the request
+        as it would be sent, without what that endpoint does not take."""
+        request = self._request(call.body, stream=False)
+        counted = {k: v for k, v in request.items() if k in _COUNTED_FIELDS}
+        data = await self._post_json(self._count_url, orjson.dumps(counted), call)
+        tokens = data.get("input_tokens") if isinstance(data, dict) else None
+        if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 0:
+            raise UpstreamUnavailable("the upstream's answer is not a token count", target=self.name)
+        return tokens
 
     async def complete(self, call: ChatCall) -> Completion:
         data = await self._post_json(self._url, self._body(call, stream=False), call)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from lifeline.protocol.chat import ChatCompletionRequest
 
@@ -131,6 +131,16 @@ class Provider(Protocol):
     def stream(self, call: ChatCall) -> AsyncIterator[Chunk]:
         """One streaming attempt. Ends normally only when the answer is complete; raises UpstreamError
         (subclasses) otherwise. Closing the iterator early releases the upstream at once."""
+        ...
+
+
+@runtime_checkable
+class TokenCounter(Protocol):
+    """A provider that can count a chat request's prompt tokens as its model will (Anthropic's count_tokens
+    endpoint, the embedded model's own tokenizer)."""
+
+    async def count_tokens(self, call: ChatCall) -> int:
+        """The prompt tokens of `call`'s body on this target."""
         ...
 
 

@@ -268,20 +268,26 @@ class LlamaCppProvider:
         body = {"object": "list", "data": data, "model": self.model, "usage": usage}
         return Completion(body=body, model=self.model, usage=usage)
 
+    async def count_tokens(self, call: ChatCall) -> int:
+        """The prompt tokens of `call` on this model: its conversation through the model's chat template, then
+        its tokenizer. Off the engine's thread, which a generation may hold: tokenizing only reads the vocabulary."""
+        messages = _engine_kwargs(call, 1)["messages"]
+        llm = self._llm
+        if llm is None:
+            raise UpstreamUnavailable(f"target {self.name} is not loaded", target=self.name)
+
+        def count() -> int:
+            prompt = _formatter(llm)(messages=messages).prompt
+            return len(llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True))
+
+        return await asyncio.to_thread(count)
+
     def _continue(self, kwargs: dict[str, Any], prefill: str) -> Iterator[dict[str, Any]]:
         """Continue a partial assistant message: the chat template renders the conversation up to the
         assistant's turn, the partial text follows verbatim, and the engine completes it as raw text.
         Yields chat-completion chunks like create_chat_completion does. Runs on the worker thread."""
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
         llm = self._llm
-        formatter = Jinja2ChatFormatter(
-            template=llm.metadata["tokenizer.chat_template"],
-            eos_token=llm.detokenize([llm.token_eos()]).decode("utf-8", "replace"),
-            bos_token=llm.detokenize([llm.token_bos()]).decode("utf-8", "replace"),
-            stop_token_ids=[llm.token_eos()],
-        )
-        rendered = formatter(messages=kwargs["messages"])
+        rendered = _formatter(llm)(messages=kwargs["messages"])
         options = {k: v for k, v in kwargs.items() if k not in ("messages", "response_format", "stop")}
         stops = [s for s in (rendered.stop if isinstance(rendered.stop, list) else [rendered.stop]) if s]
         user_stop = kwargs.get("stop")
@@ -383,3 +389,15 @@ class LlamaCppProvider:
             # Hold the engine until the worker has really stopped, so the next generation never overlaps.
             with contextlib.suppress(Exception):  # the worker's own failure was reported above
                 await asyncio.shield(future)
+
+
+def _formatter(llm: Any) -> Any:
+    """The model's own chat template, as llama-cpp-python renders it for a chat completion."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    return Jinja2ChatFormatter(
+        template=llm.metadata["tokenizer.chat_template"],
+        eos_token=llm.detokenize([llm.token_eos()]).decode("utf-8", "replace"),
+        bos_token=llm.detokenize([llm.token_bos()]).decode("utf-8", "replace"),
+        stop_token_ids=[llm.token_eos()],
+    )

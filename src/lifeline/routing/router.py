@@ -126,6 +126,13 @@ class Router:
             )
         return alias
 
+    def first_choice(self, alias_name: str, call: ChatCall) -> str | None:
+        """The target a request to the alias would try first now (of those that can serve `call`), for what
+        needs an answer from one target without routing: a token count."""
+        needs = needs_of(call.request, call.body)
+        names = order_targets(self.alias(alias_name), self.permitted[alias_name], self.health, self.prices, self.rng)
+        return next((name for name in names if why_not(needs, self.abilities[name]) is None), None)
+
     def fallbacks(self, fallbacks: Fallbacks, kind: str) -> tuple[str, ...]:
         """The further aliases a request named (OpenRouter's `models`, LiteLLM's `fallbacks`), each a known alias
         of `kind`: else a 400 naming the field (an unknown requested model stays a 404)."""

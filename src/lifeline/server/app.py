@@ -34,11 +34,12 @@ from lifeline.server.routes.admin import (
     usage,
 )
 from lifeline.server.routes.chat import chat_completions
+from lifeline.server.routes.completions import completions
 from lifeline.server.routes.control import failovers, reload_config, set_target_state
 from lifeline.server.routes.embeddings import embeddings
 from lifeline.server.routes.info import get_model, healthz, list_models, metrics, readyz
-from lifeline.server.routes.messages import messages
-from lifeline.server.routes.responses import create_response, delete_response, get_response
+from lifeline.server.routes.messages import count_tokens, messages
+from lifeline.server.routes.responses import create_response, delete_response, get_response, list_input_items
 
 
 def create_app(
@@ -66,11 +67,14 @@ def create_app(
     app = Starlette(
         routes=[
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/v1/completions", completions, methods=["POST"]),
             Route("/v1/messages", messages, methods=["POST"]),
+            Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
             Route("/v1/embeddings", embeddings, methods=["POST"]),
             Route("/v1/responses", create_response, methods=["POST"]),
             Route("/v1/responses/{response_id}", get_response, methods=["GET"]),
             Route("/v1/responses/{response_id}", delete_response, methods=["DELETE"]),
+            Route("/v1/responses/{response_id}/input_items", list_input_items, methods=["GET"]),
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/v1/models/{model:path}", get_model, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),

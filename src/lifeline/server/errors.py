@@ -1,5 +1,6 @@
 """Rendering errors, one renderer per wire format: OpenAI's error envelope for every route (the app's exception
-handlers), and Anthropic's error shape for /v1/messages (`anthropic_errors`)."""
+handlers), and Anthropic's error shape for /v1/messages (`anthropic_errors`) and for unknown paths and wrong
+methods under it."""
 
 from __future__ import annotations
 
@@ -87,7 +88,14 @@ async def http_error(request: Request, exc: Exception) -> Response:
         error = RouteNotFound(f"Unknown path {request.url.path}.{_slash_hint(request)}", status=exc.status_code)
     if exc.headers:
         error.headers.update(exc.headers)  # Allow, on a 405
+    if speaks_anthropic(request.url.path):
+        return anthropic_error_response(error, request.state.request_id)
     return error_response(error)
+
+
+def speaks_anthropic(path: str) -> bool:
+    """Whether a path is under Anthropic's /v1/messages, whose clients parse only Anthropic's error shape."""
+    return path == "/v1/messages" or path.startswith("/v1/messages/")
 
 
 def _slash_hint(request: Request) -> str:

@@ -18,6 +18,7 @@ sent (server/shadow.py, through the after-response hook of server/middleware.py)
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
@@ -34,8 +35,8 @@ from lifeline.protocol.chat import ChatCompletionRequest
 from lifeline.protocol.embeddings import EmbeddingRequest
 from lifeline.protocol.fallbacks import NO_FALLBACKS, take_fallbacks
 from lifeline.protocol.parse import parse_json_object
-from lifeline.protocol.usage import answer_usage, delta_chars
-from lifeline.providers.base import ChatCall, Completion, Deadline, EmbeddingCall
+from lifeline.protocol.usage import answer_usage, delta_chars, estimate_usage
+from lifeline.providers.base import ChatCall, Completion, Deadline, EmbeddingCall, TokenCounter
 from lifeline.routing.router import OpenStream, Routed
 from lifeline.routing.streaming import Content, End, StreamEvent, relay
 from lifeline.server.body import read_body
@@ -43,6 +44,8 @@ from lifeline.server.gateway import Gateway, gateway_of
 from lifeline.server.middleware import after_response
 
 T = TypeVar("T")
+
+log = logging.getLogger("lifeline.server")
 
 
 @dataclass(slots=True)
@@ -57,6 +60,15 @@ class Answer:
     headers: dict[str, str]
     #: what the answer cost, in nano-USD
     cost_nusd: int = 0
+
+
+@dataclass(slots=True)
+class TokenCount:
+    """A request's prompt tokens: counted by the target a request would try first, or estimated."""
+
+    tokens: int
+    estimated: bool
+    headers: dict[str, str]
 
 
 @dataclass(slots=True)
@@ -140,6 +152,27 @@ class Exchange:
                     param=self.fallbacks.field,
                 )
         return names
+    async def count_tokens(self, data: dict[str, Any], chat: ChatCompletionRequest) -> TokenCount:
+        """The prompt tokens of a chat request (`data`, validated as `chat`), generating nothing: counted by
+        the target the alias would try first when it can count (Anthropic's endpoint, the embedded model's
+        tokenizer), else estimated. Not admitted against budgets or rate limits and not in the ledger; a
+        target that fails to count leaves the estimate."""
+        router = self.gateway.router
+        router.alias(chat.model, "chat")
+        self.gateway.accounting.permit(self.key, chat.model)
+        call = ChatCall(body=data, request=chat, request_id=self.request_id, deadline=self.deadline)
+        target = router.first_choice(chat.model, call)
+        provider = self.gateway.providers.get(target) if target is not None else None
+        if target is not None and isinstance(provider, TokenCounter):
+            try:
+                tokens = await until_disconnect(self.request, provider.count_tokens(call))
+            except Exception as exc:
+                if isinstance(exc, LifelineError) and exc.status == 499:
+                    raise  # the client left
+                log.warning("target %s could not count tokens (%s); estimating", target, type(exc).__name__)
+            else:
+                return TokenCount(tokens, False, {"x-lifeline-target": target})
+        return TokenCount(estimate_usage(data, 0)["prompt_tokens"], True, {"x-lifeline-estimate": "true"})
 
     def _shadow(self, plan: Plan) -> Callable[[], None]:
         shadows = self.gateway.shadows

@@ -14,6 +14,8 @@
 Each takes `cost` when the client asked for the answer's cost (`x-lifeline-include-cost: true`): the final
 usage then carries `cost` in USD — the chat usage chunk, message_delta's usage, response.completed's usage —
 as the ledger records it. A stream's headers go out before its answer is known, so they cannot carry it.
+- `CompletionsEncoder`: legacy `text_completion` chunks (protocol/completions.py) from the relayed chat chunks,
+  the usage chunk when asked for, `[DONE]` only after a complete answer, an OpenAI error event otherwise.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import orjson
 from starlette.responses import StreamingResponse
 
 from lifeline.protocol.anthropic import StreamTranslator, error_event
+from lifeline.protocol.completions import CompletionChunks
 from lifeline.protocol.response_objects import ResponseStream
 from lifeline.protocol.usage import estimate_usage
 from lifeline.routing.streaming import Broken, Content, Continued, End, StreamEvent
@@ -175,6 +178,31 @@ class ResponsesEncoder:
             response = last["response"]
             events[-1] = {**last, "response": {**response, "usage": with_cost(response["usage"], self.cost, event)}}
         return _events(events)
+
+
+class CompletionsEncoder:
+    """Legacy text completion chunks from the relayed chat chunks. The upstream's usage chunk is not passed
+    on: the answer's usage (the whole answer's, of every target a continuation used) ends the stream when
+    the client asked for it."""
+
+    def __init__(self, chunks: CompletionChunks, wants_usage: bool) -> None:
+        self.chunks = chunks
+        self.wants_usage = wants_usage
+
+    def start(self) -> bytes:
+        return b""
+
+    def encode(self, event: StreamEvent) -> bytes:
+        if isinstance(event, Content):
+            chunk = self.chunks.chunk(event.data)
+            return b"" if chunk is None else sse(orjson.dumps(chunk))
+        if isinstance(event, Continued):
+            return b""
+        if isinstance(event, Broken):
+            return sse(orjson.dumps(event.error.envelope()))
+        if self.wants_usage:
+            return sse(orjson.dumps(self.chunks.usage(event.usage, event.usage_estimated))) + DONE
+        return DONE
 
 
 def _events(events: list[dict[str, Any]]) -> bytes:

@@ -1,11 +1,11 @@
 """The fault wall's Anthropic face: a real HTTP server on loopback that speaks Anthropic's Messages API.
 
 It is the fault wall (same server, attempt log and behaviour specs chosen through ``model``) answering
-``POST /v1/messages`` in Anthropic's formats: a message object, or the event stream (message_start,
-content_block_*, ping, message_delta, message_stop) with ``event:`` names, and errors in Anthropic's
-envelope, 529 overloaded_error included. Requests are checked the way Anthropic checks them (max_tokens,
-alternating turns opening with the user, every tool_use answered by a tool_result in the next turn), so a
-translation mistake meets the 400 Anthropic itself would send.
+``POST /v1/messages`` (and ``/v1/messages/count_tokens``, the prompt's words) in Anthropic's formats: a
+message object, or the event stream (message_start, content_block_*, ping, message_delta, message_stop) with
+``event:`` names, and errors in Anthropic's envelope, 529 overloaded_error included. Requests are checked
+the way Anthropic checks them (max_tokens, alternating turns opening with the user, every tool_use answered
+by a tool_result in the next turn), so a translation mistake meets the 400 Anthropic itself would send.
 
 Behaviours: ok, status?code=N, rate_limit?retry_after=S, fail_once?code=N&times=K, cut?after=N,
 error_event?after=N&type=T, tool_call, context_length?limit=L. With tool_call, a request whose last turn
@@ -30,6 +30,7 @@ from lifeline.testing.wire import send as _send
 from lifeline.testing.wire import send_json as _send_json
 
 MESSAGES_PATH = "/v1/messages"
+COUNT_PATH = "/v1/messages/count_tokens"
 TOOL_CALL_TOKENS = 8
 AFTER_DEFAULTS = {"cut": 3, "error_event": 2}
 
@@ -66,13 +67,17 @@ class AnthropicFace(FaultWall):
         if request.path.startswith("/_wall/"):
             return await super()._dispatch(request, reader, writer)
         keep = request.keep_alive
-        if (request.method, request.path) != ("POST", MESSAGES_PATH):
+        # count_tokens takes a Messages request without max_tokens: it answers the prompt's words
+        counting = (request.method, request.path) == ("POST", COUNT_PATH)
+        if (request.method, request.path) != ("POST", MESSAGES_PATH) and not counting:
             return await _send_error(writer, 404, "not_found_error", f"Not found: {request.path}", keep)
         body = _json_object(request.body)
+        if counting:
+            body = body or {}
         model = body.get("model") if body and isinstance(body.get("model"), str) else None
         behaviour = parse_behaviour(model)
         stream = bool(body and body.get("stream") is True)
-        problem = _check(body, request.headers)
+        problem = None if counting else _check(body, request.headers)
         error = problem or self._error_for_anthropic(behaviour, model or "", body or {})
         outcome = f"status:{error[0]}" if error else behaviour.name
         self._record(
@@ -93,6 +98,8 @@ class AnthropicFace(FaultWall):
             status, etype, message, headers = error
             return await _send_error(writer, status, etype, message, keep, headers)
         assert body is not None
+        if counting:
+            return await _send_json(writer, 200, {"input_tokens": _prompt_words(body)}, keep)
         reply = _Reply(self, behaviour, model or "claude-wall", body)
         if stream:
             return await _stream(writer, behaviour, reply, keep)

@@ -53,3 +53,16 @@ async def messages(request: Request) -> Response:
     if wants_cost(request):
         message["usage"] = {**message["usage"], "cost": result.cost_nusd / 1e9}
     return Response(orjson.dumps(message), media_type="application/json", headers=headers)
+
+
+@anthropic_errors
+async def count_tokens(request: Request) -> Response:
+    """POST /v1/messages/count_tokens: `{"input_tokens": N}`, counted by the target the alias would try first
+    when it can, else estimated and marked `x-lifeline-estimate: true`."""
+    exchange = await Exchange.begin(request, authorization(request))
+    # The endpoint takes a Messages request without max_tokens, which nothing here needs.
+    anthropic = validate_messages_request({"max_tokens": 1, **exchange.body})
+    data = to_chat_body(anthropic)
+    counted = await exchange.count_tokens(data, validate_chat_request(data))
+    headers = {**counted.headers, "request-id": exchange.request_id}
+    return Response(orjson.dumps({"input_tokens": counted.tokens}), media_type="application/json", headers=headers)

@@ -5,7 +5,8 @@ POST validates the body as a Responses request and translates it once into a cha
 admitted, routed (with failover and continuation over any chat target) and accounted exactly once as on
 /v1/chat/completions (server/exchange.py). The answer is translated back: a `response` object, or the
 Responses event stream (server/sse.py). Unless `store` is false, the response is kept in the accounting
-database for its key (accounting/responses.py); GET and DELETE /v1/responses/{id} read and remove it.
+database for its key (accounting/responses.py); GET and DELETE /v1/responses/{id} read and remove it, and
+GET /v1/responses/{id}/input_items lists the conversation it answered (protocol/response_items.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from lifeline.accounting.responses import ResponseStore
 from lifeline.attempts import Outcome
 from lifeline.errors import ResponseNotFound
 from lifeline.protocol.parse import validate_chat_request
+from lifeline.protocol.response_items import input_item_list, list_query
 from lifeline.protocol.response_objects import ResponseStream, Shell, output_as_input, to_response
 from lifeline.protocol.responses import to_chat_body, validate_request
 from lifeline.routing.streaming import End, StreamEvent
@@ -113,6 +115,16 @@ async def get_response(request: Request) -> Response:
     if stored is None:
         raise ResponseNotFound(f"Response with id '{response_id}' not found.")
     return Response(orjson.dumps(stored.response), media_type="application/json")
+
+
+async def list_input_items(request: Request) -> Response:
+    """GET /v1/responses/{id}/input_items: the stored conversation the response answered, a page at a time."""
+    store, key_id, response_id = await _stored(request)
+    query = list_query(request.query_params)
+    stored = await asyncio.to_thread(store.load, response_id, key_id)
+    if stored is None:
+        raise ResponseNotFound(f"Response with id '{response_id}' not found.")
+    return Response(orjson.dumps(input_item_list(response_id, stored.input, query)), media_type="application/json")
 
 
 async def delete_response(request: Request) -> Response:
