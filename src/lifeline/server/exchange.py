@@ -87,11 +87,16 @@ class Exchange:
         body = parse_json_object(await read_body(request, settings.max_body_bytes, deadline))
         return cls(request, gateway, key, deadline, body)
 
-    async def chat(self, data: dict[str, Any], chat: ChatCompletionRequest) -> Answer | Stream:
-        """A chat request (`data`, validated as `chat`): a whole answer, or a stream when it asked for one."""
+    async def chat(
+        self, data: dict[str, Any], chat: ChatCompletionRequest, responses: dict[str, Any] | None = None
+    ) -> Answer | Stream:
+        """A chat request (`data`, validated as `chat`): a whole answer, or a stream when it asked for one.
+        `responses`: a /v1/responses request's body for native Responses targets (`data` is its translation)."""
         router = self.gateway.router
         router.alias(chat.model, "chat")  # an unknown alias is a 404 before anything else
-        call = ChatCall(body=data, request=chat, request_id=self.request_id, deadline=self.deadline)
+        call = ChatCall(
+            body=data, request=chat, request_id=self.request_id, deadline=self.deadline, responses=responses
+        )
         admission = await self.gateway.accounting.admit(self.key, chat.model, data, chat.token_limit, self.request_id)
         plan = admission.capture
         if plan is not None and plan.shadow:

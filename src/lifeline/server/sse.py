@@ -9,7 +9,8 @@
   protocol/anthropic.py; a broken answer ends with an `error` event.
 - `ResponsesEncoder`: the Responses API's events (response.created … response.completed, each with its
   `sequence_number`), translated by protocol/responses.py; a broken answer that could not be continued ends
-  with response.failed, never a completed truncated answer.
+  with response.failed, never a completed truncated answer. `EitherResponsesEncoder` picks it, or passes a
+  native Responses target's own events through (protocol/native_responses.py), by what the stream carries.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import orjson
 from starlette.responses import StreamingResponse
 
 from lifeline.protocol.anthropic import StreamTranslator, error_event
+from lifeline.protocol.native_responses import NativeStream
 from lifeline.protocol.response_objects import ResponseStream
 from lifeline.protocol.usage import estimate_usage
 from lifeline.routing.streaming import Broken, Content, Continued, End, StreamEvent
@@ -148,6 +150,38 @@ class ResponsesEncoder:
         if isinstance(event, Broken):
             return _events(self.translator.failed(event.error.message))
         return _events(self.translator.completed(event.usage, event.usage_estimated))
+
+
+class EitherResponsesEncoder:
+    """A Responses stream from whichever target answered: a native target's events pass through (under
+    Lifeline's response id; a break ends with response.failed), a chat target's chunks are translated by
+    `translated`. The first event says which: nothing is sent before it."""
+
+    def __init__(self, translated: ResponsesEncoder, native: NativeStream) -> None:
+        self.translated = translated
+        self.native = native
+        self.passthrough: bool | None = None
+
+    def start(self) -> bytes:
+        return b""
+
+    def encode(self, event: StreamEvent) -> bytes:
+        opening = b""
+        if self.passthrough is None:
+            self.passthrough = isinstance(event, Content) and is_native_event(event.data)
+            opening = b"" if self.passthrough else self.translated.start()
+        if not self.passthrough:
+            return opening + self.translated.encode(event)
+        if isinstance(event, Content):
+            return anthropic_event(self.native.feed(event.data))
+        if isinstance(event, Broken):
+            return _events(self.native.failed(event.error.message))
+        return b""  # the upstream's response.completed went by already; a native stream is never continued
+
+
+def is_native_event(data: dict[str, Any]) -> bool:
+    """A Responses stream event (a native target's), not a chat completion chunk."""
+    return isinstance(data.get("type"), str) and "choices" not in data
 
 
 def _events(events: list[dict[str, Any]]) -> bytes:
