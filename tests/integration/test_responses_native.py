@@ -81,9 +81,7 @@ def test_a_native_target_answers_through_its_own_responses_endpoint(
     assert [a["outcome"] for a in json.loads(attempts)] == ["ok"]
 
 
-def test_a_native_stream_passes_the_upstreams_events_through_in_order(
-    wall: FaultWall, gateway: GatewayFactory
-) -> None:
+def test_a_native_stream_passes_the_upstreams_events_through_in_order(wall: FaultWall, gateway: GatewayFactory) -> None:
     config = make_config({"gpt": wall_target(wall, "ok?t=native", **NATIVE)})
     with gateway(config) as gw:
         client = sdk(gw)
@@ -118,9 +116,7 @@ def test_a_native_stream_passes_the_upstreams_events_through_in_order(
 def test_a_cut_off_native_target_fails_over_to_a_translated_chat_target(
     wall: FaultWall, gateway: GatewayFactory
 ) -> None:
-    config = make_config(
-        {"gpt": wall_target(wall, "status?code=403", **NATIVE), "backup": wall_target(wall, "ok?t=b")}
-    )
+    config = make_config({"gpt": wall_target(wall, "status?code=403", **NATIVE), "backup": wall_target(wall, "ok?t=b")})
     with gateway(config) as gw:
         client = sdk(gw)
         raw = client.responses.with_raw_response.create(model="chat", input="Hi")
@@ -263,3 +259,20 @@ def test_previous_response_id_carries_the_conversation_across_native_and_transla
         ("assistant", "blue"),
         ("user", "SAY: green"),
     ]
+
+
+@pytest.mark.embedded
+def test_a_native_target_that_is_cut_off_fails_over_to_the_embedded_model(
+    wall: FaultWall, gateway: GatewayFactory
+) -> None:
+    local = {"kind": "llamacpp", "model": "builtin:smollm2", "n_ctx": 512, "n_threads": 2}
+    config = make_config({"gpt": wall_target(wall, "status?code=401", **NATIVE), "local": local})
+    with gateway(config) as gw:
+        client = sdk(gw)
+        raw = client.responses.with_raw_response.create(model="chat", input="Say hello.", max_output_tokens=8)
+        streamed = list(client.responses.create(model="chat", input="Say hi.", max_output_tokens=8, stream=True))
+    answer = raw.parse()
+    assert raw.headers["x-lifeline-target"] == "local" and answer.output_text.strip()
+    assert [a.path for a in wall.attempts_for("status?code=401")] == ["/v1/responses"]  # then its circuit is open
+    assert streamed[0].type == "response.created"
+    assert streamed[-1].type in ("response.completed", "response.incomplete")
