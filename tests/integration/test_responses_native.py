@@ -217,6 +217,13 @@ def test_a_built_in_tool_goes_only_to_the_native_target_that_runs_it(
             kinds = [e.type for e in stream]
             streamed = stream.get_final_response()
         rows = ledger_rows(gw, "target, attempts")
+        for _ in range(100):  # both requests' records
+            if len(rows) == 2:
+                break
+            rows = ledger_rows(gw, "target, attempts")
+        tokens = gw.gateway.accounting.db.query(
+            "SELECT prompt_tokens, completion_tokens FROM ledger ORDER BY started_at"
+        )
     answer = raw.parse()
     assert [o.type for o in answer.output] == ["web_search_call", "message"]
     assert [o.type for o in streamed.output] == ["web_search_call", "message"]
@@ -225,6 +232,9 @@ def test_a_built_in_tool_goes_only_to_the_native_target_that_runs_it(
     assert wall.attempts_for("ok?t=chat") == []
     sent = wall.attempts_for("ok?t=native")[0].body
     assert sent is not None and sent["tools"] == tools
+    assert streamed.usage is not None and answer.usage is not None
+    # the upstream's own usage, streamed or not (the streamed one from its response.completed)
+    assert tokens == [(u.input_tokens, u.output_tokens) for u in (answer.usage, streamed.usage)]
     target, attempts = rows[0]
     assert target == "gpt"
     assert [(a["target"], a["outcome"]) for a in json.loads(attempts)] == [
