@@ -76,17 +76,13 @@ class OpenAICompatProvider(HttpProvider[OpenAITarget]):
     # --- the Responses API, natively (providers/openai_responses.py) -------------------------------
 
     async def _respond(self, call: ChatCall) -> Completion:
-        data = await self._post_json(self._responses_url, responses.request_body(call, self.model, False), call)
-        if not isinstance(data, dict) or not isinstance(data.get("output"), list):
-            if isinstance(data, dict) and isinstance(data.get("error"), dict):
-                raise self._error(None, data["error"], None)
-            raise UpstreamUnavailable("the upstream's answer is not a response object", target=self.name)
-        error = responses.failure(data)
+        body = responses.request_body(call, self.model, False)
+        done = await self._post(self._responses_url, body, call, expect="output")
+        error = responses.failure(done.body)
         if error is not None:
             raise self._error(None, error, None)
-        return Completion(
-            body=data, model=str(data.get("model") or self.model), usage=responses.chat_usage(data.get("usage"))
-        )
+        done.usage = responses.chat_usage(done.body.get("usage"))
+        return done
 
     async def _response_events(self, events: TimedEvents) -> AsyncIterator[Chunk]:
         async for data in events:

@@ -173,7 +173,10 @@ class EitherResponsesEncoder:
         if not self.passthrough:
             return opening + self.translated.encode(event)
         if isinstance(event, Content):
-            return anthropic_event(self.native.feed(event.data))
+            fed = self.native.feed(event.data)
+            # re-sent as the upstream wrote it unless it carried the response (now under Lifeline's id)
+            raw = event.raw if fed is event.data else orjson.dumps(fed)
+            return b"event: " + str(fed["type"]).encode() + b"\ndata: " + raw + b"\n\n"
         if isinstance(event, Broken):
             return _events(self.native.failed(event.error.message))
         return b""  # the upstream's response.completed went by already; a native stream is never continued
