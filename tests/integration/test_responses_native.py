@@ -161,11 +161,25 @@ def test_a_native_stream_that_breaks_after_content_ends_with_response_failed(
 def test_an_error_event_mid_stream_from_a_native_target_ends_with_response_failed(
     wall: FaultWall, gateway: GatewayFactory
 ) -> None:
-    config = make_config({"gpt": wall_target(wall, "error_event?after=2", **NATIVE)})
+    config = make_config(
+        {
+            "early": wall_target(wall, "error_event?after=0", **NATIVE),
+            "gpt": wall_target(wall, "error_event?after=2", **NATIVE),
+            "backup": wall_target(wall, "ok?t=b"),
+        },
+        {"chat": ["gpt"], "early": ["early", "backup"]},
+    )
     with gateway(config) as gw:
         events = list(sdk(gw).responses.create(model="chat", input="Hi", stream=True))
-    assert [e.type for e in events][-1] == "response.failed"
-    assert "error" not in [e.type for e in events]
+        # an error event before anything of the answer was sent: the next target answers, unseen
+        recovered = list(sdk(gw).responses.create(model="early", input="Hi", stream=True))
+    kinds = [e.type for e in events]
+    assert kinds[-1] == "response.failed" and "error" not in kinds
+    assert kinds.count("response.output_text.delta") == 2
+    again = [e.type for e in recovered]
+    assert again.count("response.created") == 1 and again[-1] == "response.completed" and "error" not in again
+    assert recovered[-1].response.output_text == wall_text(12)  # type: ignore[union-attr]
+    assert [a.path for a in wall.attempts_for("ok?t=b")] == ["/v1/chat/completions"]
 
 
 def test_a_rate_limited_native_target_is_retried_then_failed_over(wall: FaultWall, gateway: GatewayFactory) -> None:
@@ -179,9 +193,15 @@ def test_a_rate_limited_native_target_is_retried_then_failed_over(wall: FaultWal
 
 
 def test_a_built_in_tool_is_refused_when_no_target_runs_it(wall: FaultWall, gateway: GatewayFactory) -> None:
+    files = {"responses": "native", "responses_tools": ["file_search"]}
     config = make_config(
-        {"chat1": wall_target(wall, "ok?t=chat"), "native": wall_target(wall, "ok?t=n", **NATIVE)},
-        {"chat": ["chat1"], "plain": ["native"]},
+        {
+            "chat1": wall_target(wall, "ok?t=chat"),
+            "native": wall_target(wall, "ok?t=n", **NATIVE),
+            "searches": wall_target(wall, "ok?t=s", **SEARCH),
+            "files": wall_target(wall, "ok?t=f", **files),
+        },
+        {"chat": ["chat1"], "plain": ["native"], "split": ["searches", "files"]},
     )
     with gateway(config) as gw:
         client = sdk(gw)
@@ -190,6 +210,13 @@ def test_a_built_in_tool_is_refused_when_no_target_runs_it(wall: FaultWall, gate
                 client.responses.create(model=alias, input="News?", tools=[{"type": "web_search"}])
             assert raised.value.code == "unsupported_tool"
             assert raised.value.body["param"] == "tools[0].type"  # type: ignore[index]
+        # each tool runs somewhere, but no one target runs both: every target skipped, saying which it lacks
+        with pytest.raises(openai.BadRequestError) as raised:
+            both: Any = [{"type": "web_search"}, {"type": "file_search", "vector_store_ids": ["vs_1"]}]
+            client.responses.create(model="split", input="News?", tools=both)
+        assert (raised.value.code, raised.value.body["param"]) == ("unsupported_tool", "tools")  # type: ignore[index]
+        assert "searches: no built-in Responses tool: file_search" in raised.value.message
+        assert "files: no built-in Responses tool: web_search" in raised.value.message
     assert wall.attempts == []
 
 
