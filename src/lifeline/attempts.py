@@ -76,6 +76,9 @@ class SkipReason(enum.Enum):
     CONTEXT_TOO_SMALL = "context window too small"
     #: the request asks for several choices (n > 1) and the target returns one
     ONE_CHOICE = "one choice only (n=1)"
+    #: a Responses request offers a built-in tool (web_search …) the target does not run: only a target that
+    #: passes Responses through natively and lists the tool (responses_tools) can serve it
+    NO_BUILTIN_TOOLS = "no built-in Responses tool:"
 
 
 _SKIPPED = Outcome.SKIPPED.value + ": "

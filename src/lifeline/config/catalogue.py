@@ -223,6 +223,9 @@ def _target_for(
     if row.prefill and preset.kind == "openai" and preset.name in PREFILL_MODES:
         # each host family continues a partial assistant message in its own dialect
         target["prefill_mode"] = PREFILL_MODES[preset.name]
+    if preset.responses == "native":
+        target["responses"] = "native"
+        target["responses_tools"] = list(preset.responses_tools)
     target["meta"] = {
         "open_weights": model.open_weights,
         "licence": model.licence,

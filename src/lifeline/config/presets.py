@@ -48,6 +48,10 @@ class Preset(BaseModel):
     source: str
     #: when they were read
     date: datetime.date
+    #: how /v1/responses reaches a target at this host by default (kind openai): "native" for a host that
+    #: serves the Responses API itself, with the built-in tools it runs (docs/responses.md)
+    responses: Literal["translated", "native"] = "translated"
+    responses_tools: tuple[str, ...] = ()
 
     @field_validator("base_url")
     @classmethod
@@ -119,7 +123,8 @@ def key_from_env(preset: Preset, env: Variables, path: str) -> str | None:
 
 
 def expand_target_presets(data: dict[str, Any], env: Variables) -> dict[str, Any]:
-    """Fill in every `targets.X` that names a preset: kind, base_url, api_key and meta.self_hosted.
+    """Fill in every `targets.X` that names a preset: kind, base_url, api_key, meta.self_hosted, and for a host
+    that serves the Responses API natively `responses` and `responses_tools`.
 
     The target's own fields win, including an explicit `api_key: null` (no key sent). Returns a new mapping;
     `data` is not changed.
@@ -135,6 +140,9 @@ def expand_target_presets(data: dict[str, Any], env: Variables) -> dict[str, Any
         own = {k: v for k, v in spec.items() if k != "preset"}
         preset = resolve_preset(spec["preset"], f"targets.{name}.preset")
         target: dict[str, Any] = {"kind": preset.kind, "base_url": preset.base_url}
+        if preset.responses == "native" and own.get("responses", "native") == "native":
+            target["responses"] = "native"
+            target["responses_tools"] = list(preset.responses_tools)
         if "api_key" not in own:
             key = key_from_env(preset, env, f"targets.{name}.api_key")
             if key is not None:

@@ -141,6 +141,18 @@ class OpenAITarget(HttpTarget):
     prefill_mode: Literal["prefix", "partial", "continue_final_message"] | None = None
     #: ask the upstream for usage in streams (stream_options.include_usage) whatever the client asked
     stream_usage: bool = True
+    #: how /v1/responses reaches this target: "translated" — as a chat completion, like every chat target;
+    #: "native" — passed through to the upstream's own `{base_url}/responses` (docs/responses.md)
+    responses: Literal["translated", "native"] = "translated"
+    #: the Responses API's built-in tools (web_search, file_search, code_interpreter …) a native target runs:
+    #: a request offering one goes only to native targets that list it
+    responses_tools: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _tools_need_native(self) -> OpenAITarget:
+        if self.responses_tools and self.responses != "native":
+            raise ValueError("responses_tools needs responses: native (a translated target runs no built-in tool)")
+        return self
 
 
 class AnthropicTarget(HttpTarget):

@@ -9,8 +9,10 @@ Translated: `input` (a string, or message / function_call / function_call_output
 (a system message first), function tools (flat ↔ nested) and `tool_choice`, `text.format` (json_schema,
 json_object), `max_output_tokens`, `temperature`, `top_p`, `parallel_tool_calls`, `user`; `metadata` and
 `store` are the gateway's own. `reasoning` items in the input are dropped (nothing a chat target can read).
-Refused with a 400: built-in tools (web search, file search, code interpreter, computer use …), items and
-parts no chat target can carry (file inputs, item references), `background`, `conversation` and `prompt`.
+Refused with a 400: items and parts no chat target can carry (file inputs, item references), `background`,
+`conversation` and `prompt`. Built-in tools (web search, file search, code interpreter …) are kept aside
+(`builtin_tools`): only a target that speaks the Responses API natively can run them, so such a request goes
+only to those (routing/capabilities.py), as the body `native_body` makes.
 """
 
 from __future__ import annotations
@@ -71,6 +73,8 @@ class ResponsesRequest:
     echo: dict[str, Any] = field(default_factory=dict)
     #: chat parameters translated from the Responses ones
     chat: dict[str, Any] = field(default_factory=dict)
+    #: the built-in tools offered (as sent), which only a native Responses target runs
+    builtin_tools: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _bad(param: str, message: str, code: str = "invalid_value") -> InvalidRequest:
@@ -130,7 +134,7 @@ def validate_request(data: dict[str, Any]) -> ResponsesRequest:
     if previous == "":
         raise _bad("previous_response_id", "expected a response id, got an empty string")
     metadata = _metadata(data.get("metadata"))
-    tools = _tools(data.get("tools"))
+    tools, builtin = _tools(data.get("tools"))
     chat, echo = _parameters(data, tools)
     return ResponsesRequest(
         model=model,
@@ -143,6 +147,7 @@ def validate_request(data: dict[str, Any]) -> ResponsesRequest:
         metadata=metadata,
         echo=echo,
         chat=chat,
+        builtin_tools=builtin,
     )
 
 
@@ -169,7 +174,9 @@ def _parameters(data: dict[str, Any], tools: list[dict[str, Any]]) -> tuple[dict
     if user is not None:
         chat["user"] = user
     choice = data.get("tool_choice")
-    if choice is not None:
+    if isinstance(choice, dict) and choice.get("type") in BUILT_IN_TOOLS:
+        pass  # a built-in tool forced: only a native target serves the request, and reads it there
+    elif choice is not None:
         chat["tool_choice"] = _tool_choice(choice, tools)
     echo["tool_choice"] = "auto" if choice is None else choice
     text = _optional(data, "text", dict, "an object") or {}
@@ -279,27 +286,27 @@ def _parts_text(parts: list[Any], param: str) -> str:
 # --- tools and formats ------------------------------------------------------------------------------
 
 
-def _tools(value: Any) -> list[dict[str, Any]]:
+def _tools(value: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The function tools, checked and in their normal form, and the built-in tools as they were sent."""
     if value is None:
-        return []
+        return [], []
     if not isinstance(value, list):
         raise _bad("tools", f"expected an array, got {_type_name(value)}", "invalid_type")
-    tools = []
+    tools, builtin = [], []
     for i, tool in enumerate(value):
         param = f"tools[{i}]"
         if not isinstance(tool, dict):
             raise _bad(param, "expected a tool (an object)", "invalid_type")
         kind = tool.get("type")
         if kind in BUILT_IN_TOOLS:
-            raise InvalidRequest(
-                f"Unsupported tool: '{param}.type' is {kind!r}, a built-in tool of OpenAI's Responses API; "
-                "the gateway serves Responses over chat targets, which cannot run it. Only function tools are "
-                "supported.",
-                param=f"{param}.type",
-                code="unsupported_tool",
-            )
+            builtin.append(tool)
+            continue
         if kind != "function":
-            raise _bad(f"{param}.type", f"unsupported tool type {kind!r} (supported: function)")
+            raise _bad(
+                f"{param}.type",
+                f"unsupported tool type {kind!r} (supported: function, and on native Responses targets the "
+                f"built-in tools {', '.join(sorted(BUILT_IN_TOOLS))})",
+            )
         name = tool.get("name")
         if not isinstance(name, str) or not name:
             raise _bad(f"{param}.name", "expected the function's name")
@@ -309,7 +316,7 @@ def _tools(value: Any) -> list[dict[str, Any]]:
         _optional(tool, "description", str, "a string", param)
         _optional(tool, "strict", bool, "a boolean", param)
         tools.append({k: tool[k] for k in ("type", "name", "description", "parameters", "strict") if k in tool})
-    return tools
+    return tools, builtin
 
 
 def _tool_choice(choice: Any, tools: list[dict[str, Any]]) -> Any:
@@ -400,3 +407,25 @@ def _chat_content(content: str | list[dict[str, Any]], role: str) -> str | list[
         else:
             parts.append({"type": "text", "text": p.get("text") or p.get("refusal") or ""})
     return parts
+
+
+# --- natively ---------------------------------------------------------------------------------------
+
+#: request fields the gateway answers itself, never sent to a native target: the conversation is resolved
+#: here (previous_response_id) and stored here (store); models / fallbacks name further aliases to try
+_GATEWAY_FIELDS = frozenset({"previous_response_id", "store", "models", "fallbacks"})
+
+
+def native_body(data: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, Any]:
+    """The Responses body for a target that speaks the API natively: the client's own (unknown fields, built-in
+    tools and `include`, `reasoning` … included) with the conversation so far (`history`, from
+    previous_response_id) before its input, and `store: false` — Lifeline keeps the response, so that the
+    next turn can go to any target, native or translated."""
+    body = {k: v for k, v in data.items() if k not in _GATEWAY_FIELDS}
+    if history:
+        raw = data["input"]
+        items = [{"type": "message", "role": "user", "content": raw}] if isinstance(raw, str) else list(raw)
+        # a stored reasoning item is only its type: nothing an upstream could read
+        body["input"] = [item for item in history if item["type"] != "reasoning"] + items
+    body["store"] = False
+    return body

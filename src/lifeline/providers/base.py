@@ -51,6 +51,9 @@ class ChatCall:
     #: mid-stream continuation: the assistant text already sent to the client, which the target must
     #: continue rather than repeat (a prefix / prefill); None for an ordinary request
     prefill: str | None = None
+    #: a /v1/responses request: the Responses body a target that speaks that API natively is sent instead of
+    #: `body` (the chat translation every other target gets); None for a chat request
+    responses: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)

@@ -162,12 +162,22 @@ class HttpProvider(ABC, Generic[TargetT]):
         except orjson.JSONDecodeError:
             raise UpstreamUnavailable("the upstream's answer is not valid JSON", target=self.name) from None
 
-    async def stream(self, call: ChatCall) -> AsyncIterator[Chunk]:
+    def stream(self, call: ChatCall) -> AsyncIterator[Chunk]:
+        return self._stream(call, self._stream_url, lambda: self._body(call, stream=True), self._chunks)
+
+    async def _stream(
+        self,
+        call: ChatCall,
+        url: str,
+        body: Callable[[], bytes],
+        chunks: Callable[[TimedEvents], AsyncIterator[Chunk]],
+    ) -> AsyncIterator[Chunk]:
+        """One streaming request to `url`, its events read by `chunks` (a wire format's reader)."""
         phase = Connecting(call.deadline, self._timeouts.first_byte, self._traced)
         request = self.client.build_request(
             "POST",
-            self._stream_url,
-            content=self._body(call, stream=True),
+            url,
+            content=body(),
             headers=self._headers_for(call),
             extensions=phase.extensions,
         )
@@ -186,7 +196,7 @@ class HttpProvider(ABC, Generic[TargetT]):
                 started=phase.sent_at or phase.created_at,
                 target=self.name,
             )
-            async for chunk in self._chunks(events):
+            async for chunk in chunks(events):
                 yield chunk
         finally:
             await response.aclose()

@@ -9,6 +9,7 @@ holds the request body, the answer's checks and `from_upstream_status` as the cl
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,8 +19,10 @@ import orjson
 
 from lifeline.config.schema import OpenAITarget
 from lifeline.errors import UpstreamError, UpstreamUnavailable, from_upstream_status
+from lifeline.providers import openai_responses as responses
 from lifeline.providers.base import ChatCall, Chunk, Completion, EmbeddingCall, inspect_chunk
 from lifeline.providers.http import JSON, HttpProvider, TimedEvents
+from lifeline.providers.openai_responses import speaks_natively
 
 log = logging.getLogger("lifeline.providers.openai")
 
@@ -32,6 +35,8 @@ class OpenAICompatProvider(HttpProvider[OpenAITarget]):
         self.supports_n = config.supports_n
         self._url = self._stream_url = config.base_url.rstrip("/") + "/chat/completions"
         self._embeddings_url = config.base_url.rstrip("/") + "/embeddings"
+        self._responses_url = config.base_url.rstrip("/") + "/responses"
+        self._native = config.responses == "native"
 
     # --- one attempt -----------------------------------------------------------------------------
 
@@ -58,7 +63,42 @@ class OpenAICompatProvider(HttpProvider[OpenAITarget]):
         return orjson.dumps(body)
 
     async def complete(self, call: ChatCall) -> Completion:
+        if speaks_natively(call, self._native):
+            return await self._respond(call)
         return await self._post(self._url, self._body(call, stream=False), call, expect="choices")
+
+    def stream(self, call: ChatCall) -> AsyncIterator[Chunk]:
+        if speaks_natively(call, self._native):
+            body = functools.partial(responses.request_body, call, self.model, True)
+            return self._stream(call, self._responses_url, body, self._response_events)
+        return super().stream(call)
+
+    # --- the Responses API, natively (providers/openai_responses.py) -------------------------------
+
+    async def _respond(self, call: ChatCall) -> Completion:
+        body = responses.request_body(call, self.model, False)
+        done = await self._post(self._responses_url, body, call, expect="output")
+        error = responses.failure(done.body)
+        if error is not None:
+            raise self._error(None, error, None)
+        done.usage = responses.chat_usage(done.body.get("usage"))
+        return done
+
+    async def _response_events(self, events: TimedEvents) -> AsyncIterator[Chunk]:
+        async for data in events:
+            try:
+                event = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                log.warning("skipped a malformed stream event from target %s", self.name)
+                continue
+            if not isinstance(event, dict):
+                continue
+            error = responses.failure(event)
+            if error is not None:
+                raise self._error(None, error, None)
+            yield events.seen(responses.event_chunk(event, data))
+            if events.finished:
+                return  # the response is whole: nothing of the answer follows response.completed
 
     async def embed(self, call: EmbeddingCall) -> Completion:
         body = orjson.dumps({**call.body, "model": self.model})

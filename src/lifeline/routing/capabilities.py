@@ -30,16 +30,22 @@ class TargetAbilities:
     vision: bool
     prefill: bool
     context_window: int | None
+    #: the built-in Responses tools the target runs (a native Responses target's `responses_tools`)
+    builtin_tools: frozenset[str] = frozenset()
 
 
-def abilities(kind: str, declared: Capabilities, context_window: int | None) -> TargetAbilities:
+def abilities(
+    kind: str, declared: Capabilities, context_window: int | None, builtin_tools: frozenset[str] = frozenset()
+) -> TargetAbilities:
     base = KIND_DEFAULTS[kind]
 
     def pick(name: str) -> bool:
         value = getattr(declared, name)
         return bool(getattr(base, name) if value is None else value)
 
-    return TargetAbilities(pick("tools"), pick("json_schema"), pick("vision"), pick("prefill"), context_window)
+    return TargetAbilities(
+        pick("tools"), pick("json_schema"), pick("vision"), pick("prefill"), context_window, builtin_tools
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +55,13 @@ class Needs:
     vision: bool
     #: estimated prompt tokens plus the tokens asked for
     tokens: int
+    #: the built-in tools a Responses request offers (web_search …), which only native targets run
+    builtin_tools: frozenset[str] = frozenset()
 
 
-def needs_of(request: ChatCompletionRequest, body: dict[str, Any]) -> Needs:
+def needs_of(request: ChatCompletionRequest, body: dict[str, Any], responses: dict[str, Any] | None = None) -> Needs:
+    """What a chat request needs; `responses`, a Responses request's own body (ChatCall.responses), adds the
+    built-in tools it offers."""
     vision = any(
         isinstance(m.content, list) and any(p.type in ("image_url", "input_image", "image") for p in m.content)
         for m in request.messages
@@ -59,11 +69,22 @@ def needs_of(request: ChatCompletionRequest, body: dict[str, Any]) -> Needs:
     json_schema = request.response_format is not None and request.response_format.type == "json_schema"
     tools = bool(request.tools) or bool(body.get("functions"))
     tokens = estimate_usage(body, 0)["prompt_tokens"] + (request.token_limit or 0)
-    return Needs(tools=tools, json_schema=json_schema, vision=vision, tokens=tokens)
+    builtin = builtin_tools_of(responses) if responses is not None else frozenset()
+    return Needs(tools=tools, json_schema=json_schema, vision=vision, tokens=tokens, builtin_tools=builtin)
+
+
+def builtin_tools_of(responses: dict[str, Any]) -> frozenset[str]:
+    """The types of the tools in a Responses body that are not function tools: the API's built-in ones."""
+    tools = responses.get("tools")
+    return frozenset(str(t.get("type")) for t in (tools if isinstance(tools, list) else []) if isinstance(t, dict)) - {
+        "function"
+    }
 
 
 def why_not(needs: Needs, target: TargetAbilities) -> tuple[SkipReason, str] | None:
     """None when the target can serve the request; else the reason it is skipped, with its particulars."""
+    if needs.builtin_tools and not needs.builtin_tools <= target.builtin_tools:
+        return SkipReason.NO_BUILTIN_TOOLS, ", ".join(sorted(needs.builtin_tools - target.builtin_tools))
     if needs.tools and not target.tools:
         return SkipReason.NO_TOOLS, ""
     if needs.json_schema and not target.json_schema:

@@ -19,7 +19,7 @@ from typing import Any, Generic, TypeVar, cast
 
 from lifeline.accounting.pricing import PriceBook
 from lifeline.attempts import Attempt, AttemptLog, Outcome, SkipReason
-from lifeline.config.schema import Alias, Config, TracingSettings
+from lifeline.config.schema import Alias, Config, OpenAITarget, Target, TracingSettings
 from lifeline.errors import (
     AllTargetsBusy,
     AllTargetsFailed,
@@ -104,7 +104,12 @@ class Router:
             if not allowed:
                 log.warning("alias %s: its constraints exclude every target; its requests will fail", name)
         self.abilities = {
-            name: abilities(t.kind, t.capabilities, providers[name].context_window if name in providers else None)
+            name: abilities(
+                t.kind,
+                t.capabilities,
+                providers[name].context_window if name in providers else None,
+                _builtin_tools(t),
+            )
             for name, t in config.targets.items()
         }
         self.prices = prices or PriceBook(config)
@@ -241,7 +246,7 @@ class Router:
         names = order_targets(alias, self.permitted[alias_name], self.health, self.prices, self.rng)
         if not isinstance(call, ChatCall):
             return names
-        needs = needs_of(call.request, call.body)
+        needs = needs_of(call.request, call.body, call.responses)
         wants_choices = call.request.n is not None and call.request.n > 1
         usable: list[str] = []
         skipped: list[Attempt] = []
@@ -262,6 +267,13 @@ class Router:
                 f"No target of '{alias_name}' can return more than one choice; send n=1.",
                 param="n",
                 code="unsupported_parameter",
+            )
+        if all(a.skip is SkipReason.NO_BUILTIN_TOOLS for a in skipped):
+            raise InvalidRequest(
+                f"No target of '{alias_name}' runs the built-in tools this request offers ({summary}): they run "
+                "only on targets that pass the Responses API through natively and list them (responses_tools).",
+                param="tools",
+                code="unsupported_tool",
             )
         if all(a.skip is SkipReason.CONTEXT_WINDOW for a in skipped):
             raise InvalidRequest(
@@ -628,6 +640,13 @@ async def _read_head(rest: AsyncIterator[Chunk], hold_tokens: int, hold_seconds:
         await rest.aclose()  # type: ignore[attr-defined]
         raise
     return OpenStream(head, rest)
+
+
+def _builtin_tools(target: Target) -> frozenset[str]:
+    """The built-in Responses tools a target runs: those a native Responses target lists."""
+    if isinstance(target, OpenAITarget) and target.responses == "native":
+        return frozenset(target.responses_tools)
+    return frozenset()
 
 
 def _operation(call: Call) -> str:

@@ -110,12 +110,17 @@ class Exchange:
         exchange.fallbacks = take_fallbacks(body)  # before the body is validated: never passed upstream
         return exchange
 
-    async def chat(self, data: dict[str, Any], chat: ChatCompletionRequest) -> Answer | Stream:
-        """A chat request (`data`, validated as `chat`): a whole answer, or a stream when it asked for one."""
+    async def chat(
+        self, data: dict[str, Any], chat: ChatCompletionRequest, responses: dict[str, Any] | None = None
+    ) -> Answer | Stream:
+        """A chat request (`data`, validated as `chat`): a whole answer, or a stream when it asked for one.
+        `responses`: a /v1/responses request's body for native Responses targets (`data` is its translation)."""
         router = self.gateway.router
         router.alias(chat.model, "chat")  # an unknown alias is a 404 before anything else
         fallbacks = self._fallbacks("chat")
-        call = ChatCall(body=data, request=chat, request_id=self.request_id, deadline=self.deadline)
+        call = ChatCall(
+            body=data, request=chat, request_id=self.request_id, deadline=self.deadline, responses=responses
+        )
         admission = await self.gateway.accounting.admit(
             self.key, chat.model, data, chat.token_limit, self.request_id, fallbacks=fallbacks
         )

@@ -9,13 +9,14 @@
   protocol/anthropic.py; a broken answer ends with an `error` event.
 - `ResponsesEncoder`: the Responses API's events (response.created … response.completed, each with its
   `sequence_number`), translated by protocol/responses.py; a broken answer that could not be continued ends
-  with response.failed, never a completed truncated answer.
+  with response.failed, never a completed truncated answer. `EitherResponsesEncoder` picks it, or passes a
+  native Responses target's own events through (protocol/native_responses.py), by what the stream carries.
+- `CompletionsEncoder`: legacy `text_completion` chunks (protocol/completions.py) from the relayed chat chunks,
+  the usage chunk when asked for, `[DONE]` only after a complete answer, an OpenAI error event otherwise.
 
 Each takes `cost` when the client asked for the answer's cost (`x-lifeline-include-cost: true`): the final
 usage then carries `cost` in USD — the chat usage chunk, message_delta's usage, response.completed's usage —
 as the ledger records it. A stream's headers go out before its answer is known, so they cannot carry it.
-- `CompletionsEncoder`: legacy `text_completion` chunks (protocol/completions.py) from the relayed chat chunks,
-  the usage chunk when asked for, `[DONE]` only after a complete answer, an OpenAI error event otherwise.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from starlette.responses import StreamingResponse
 
 from lifeline.protocol.anthropic import StreamTranslator, error_event
 from lifeline.protocol.completions import CompletionChunks
+from lifeline.protocol.native_responses import NativeStream
 from lifeline.protocol.response_objects import ResponseStream
 from lifeline.protocol.usage import estimate_usage
 from lifeline.routing.streaming import Broken, Content, Continued, End, StreamEvent
@@ -203,6 +205,41 @@ class CompletionsEncoder:
         if self.wants_usage:
             return sse(orjson.dumps(self.chunks.usage(event.usage, event.usage_estimated))) + DONE
         return DONE
+
+
+class EitherResponsesEncoder:
+    """A Responses stream from whichever target answered: a native target's events pass through (under
+    Lifeline's response id; a break ends with response.failed), a chat target's chunks are translated by
+    `translated`. The first event says which: nothing is sent before it."""
+
+    def __init__(self, translated: ResponsesEncoder, native: NativeStream) -> None:
+        self.translated = translated
+        self.native = native
+        self.passthrough: bool | None = None
+
+    def start(self) -> bytes:
+        return b""
+
+    def encode(self, event: StreamEvent) -> bytes:
+        opening = b""
+        if self.passthrough is None:
+            self.passthrough = isinstance(event, Content) and is_native_event(event.data)
+            opening = b"" if self.passthrough else self.translated.start()
+        if not self.passthrough:
+            return opening + self.translated.encode(event)
+        if isinstance(event, Content):
+            fed = self.native.feed(event.data)
+            # re-sent as the upstream wrote it unless it carried the response (now under Lifeline's id)
+            raw = event.raw if fed is event.data else orjson.dumps(fed)
+            return b"event: " + str(fed["type"]).encode() + b"\ndata: " + raw + b"\n\n"
+        if isinstance(event, Broken):
+            return _events(self.native.failed(event.error.message))
+        return b""  # the upstream's response.completed went by already; a native stream is never continued
+
+
+def is_native_event(data: dict[str, Any]) -> bool:
+    """A Responses stream event (a native target's), not a chat completion chunk."""
+    return isinstance(data.get("type"), str) and "choices" not in data
 
 
 def _events(events: list[dict[str, Any]]) -> bytes:

@@ -49,10 +49,12 @@ from lifeline.testing.payloads import (
     tool_call_message,
     tool_name,
 )
+from lifeline.testing.responses_payloads import RESPONSES_PATH, ResponsesReply, error_event
 from lifeline.testing.wire import (
     CHUNK_END,
     MAX_HEAD_BYTES,
     Request,
+    chunk,
     fixed_response,
     read_request,
     sse,
@@ -176,6 +178,13 @@ async def _wait_for_peer(reader: asyncio.StreamReader, timeout: float | None) ->
 
 async def _event(writer: asyncio.StreamWriter, payload: dict[str, Any]) -> None:
     await _send(writer, sse(orjson.dumps(payload)))
+
+
+async def _named_event(writer: asyncio.StreamWriter, payload: dict[str, Any]) -> None:
+    """A server-sent event named by its type, as the Responses API streams them."""
+    await _send(
+        writer, chunk(b"event: " + str(payload["type"]).encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n")
+    )
 
 
 class FaultWall:
@@ -314,6 +323,8 @@ class FaultWall:
             return await self._chat(request, reader, writer)
         if route == ("POST", "/v1/embeddings"):
             return await self._embeddings(request, writer)
+        if route == ("POST", RESPONSES_PATH):
+            return await self._responses(request, reader, writer)
         if route == ("GET", "/v1/models"):
             models = [{"id": n, "object": "model", "created": 0, "owned_by": "lifeline-wall"} for n in KNOWN_BEHAVIOURS]
             return await _send_json(writer, 200, {"object": "list", "data": models}, keep)
@@ -363,6 +374,64 @@ class FaultWall:
         tokens = sum(len(str(item).split()) for item in inputs)
         usage = {"prompt_tokens": tokens, "total_tokens": tokens}
         return await _send_json(writer, 200, {"object": "list", "data": data, "model": served, "usage": usage}, keep)
+
+    # -- the Responses API (testing/responses_payloads.py) ---------------------------------------
+
+    async def _responses(self, request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """OpenAI's Responses API, misbehaving as chat does: the error behaviours, reset, hang, and in a stream
+        cut?after=N (the connection closes after N deltas) and error_event?after=N (an `error` event)."""
+        keep = request.keep_alive
+        body = _json_object(request.body)
+        if body is None:
+            self._record(self._attempt(request, None, "invalid_json", False, None, "status:400"))
+            return await _send_json(writer, 400, envelope("Invalid JSON body.", "invalid_request_error"), keep)
+        model = body.get("model") if isinstance(body.get("model"), str) else None
+        spec = request.headers.get(BEHAVIOUR_HEADER) or model
+        behaviour = parse_behaviour(spec)
+        stream = body.get("stream") is True
+        reply = ResponsesReply.of(
+            next(self._ids),
+            int(time.time()),
+            behaviour.get_opt_str("served_model") or model or "wall",
+            body,
+            behaviour.tokens,
+            scripted=behaviour.name == "scripted",
+        )
+        reply.tool_call = behaviour.name in ("tool_call", "scripted") and any(
+            isinstance(t, dict) and t.get("type") == "function" for t in body.get("tools") or []
+        )
+        error = self._error_for(behaviour, spec or "", model, self._reply({"messages": []}, behaviour, model, False))
+        outcome = f"status:{error.status}" if error else _outcome(behaviour, stream, reply.tokens)
+        self._record(self._attempt(request, model, behaviour.name, stream, body, outcome))
+        if behaviour.latency_s > 0:
+            await asyncio.sleep(behaviour.latency_s)
+        if error is not None:
+            return await _send_json(writer, error.status, error.envelope, keep, error.headers)
+        name = behaviour.name
+        if name == "reset":
+            _reset(writer)
+            return False
+        if name == "hang":
+            await _wait_for_peer(reader, None)
+            return False
+        if not stream:
+            if name == "cut":
+                return False
+            return await _send_json(writer, 200, reply.whole(), keep)
+        strike = _strike_at(behaviour, reply.tokens) if name in ("cut", "error_event") else -1
+        writer.write(stream_head(keep_alive=keep))
+        deltas = 0
+        for is_delta, event in reply.events():
+            if is_delta and deltas == strike:
+                if name == "cut":
+                    return False  # the chunked body ends without its terminator
+                await _named_event(writer, error_event(event["sequence_number"]))
+                await _send(writer, CHUNK_END)
+                return keep
+            deltas += is_delta
+            await _named_event(writer, event)
+        await _send(writer, CHUNK_END)
+        return keep
 
     # -- chat completions ------------------------------------------------------------------------
 

@@ -3,8 +3,10 @@
 POST validates the body as a Responses request and translates it once into a chat body
 (protocol/responses.py) — after the stored conversation when it names a `previous_response_id` — so it is
 admitted, routed (with failover and continuation over any chat target) and accounted exactly once as on
-/v1/chat/completions (server/exchange.py). The answer is translated back: a `response` object, or the
-Responses event stream (server/sse.py). Unless `store` is false, the response is kept in the accounting
+/v1/chat/completions (server/exchange.py). Beside it goes the body for targets that speak the Responses API
+natively (`native_body`), which they are sent instead. The answer is translated back — a `response` object,
+or the Responses event stream (server/sse.py) — or, from a native target, passed through under Lifeline's
+response id (protocol/native_responses.py). Unless `store` is false, the response is kept in the accounting
 database for its key (accounting/responses.py); GET and DELETE /v1/responses/{id} read and remove it, and
 GET /v1/responses/{id}/input_items lists the conversation it answered (protocol/response_items.py).
 """
@@ -24,15 +26,17 @@ from starlette.responses import Response
 from lifeline.accounting.keys import VirtualKey
 from lifeline.accounting.responses import ResponseStore
 from lifeline.attempts import Outcome
-from lifeline.errors import ResponseNotFound
+from lifeline.errors import InvalidRequest, ResponseNotFound
+from lifeline.protocol.native_responses import NativeStream, native_response
 from lifeline.protocol.parse import validate_chat_request
 from lifeline.protocol.response_items import input_item_list, list_query
 from lifeline.protocol.response_objects import ResponseStream, Shell, output_as_input, to_response
-from lifeline.protocol.responses import to_chat_body, validate_request
-from lifeline.routing.streaming import End, StreamEvent
+from lifeline.protocol.responses import BUILT_IN_TOOLS, native_body, to_chat_body, validate_request
+from lifeline.providers.openai_responses import FINISHED
+from lifeline.routing.streaming import Content, End, StreamEvent
 from lifeline.server.exchange import Exchange, Stream, wants_cost
 from lifeline.server.gateway import gateway_of
-from lifeline.server.sse import ResponsesEncoder, event_stream
+from lifeline.server.sse import EitherResponsesEncoder, ResponsesEncoder, event_stream, is_native_event
 
 log = logging.getLogger("lifeline.server")
 
@@ -57,26 +61,52 @@ async def create_response(request: Request) -> Response:
                 f"Previous response with id '{parsed.previous_response_id}' not found.", param="previous_response_id"
             )
         history = previous.input + output_as_input(previous.response.get("output") or [])
+    _check_builtin_tools(exchange, parsed.model)
     data = to_chat_body(parsed, history)
-    result = await exchange.chat(data, validate_chat_request(data))
+    result = await exchange.chat(data, validate_chat_request(data), native_body(exchange.body, history))
     conversation = history + parsed.items
 
     async def save(response: dict[str, Any]) -> None:
         if parsed.store:
             await _save(store, key_id, conversation, response)
 
+    shell = Shell.of(parsed, result.model)
     if isinstance(result, Stream):
-        translator = ResponseStream(Shell.of(parsed, result.model))
-        events = _storing(result.events, translator, save)
+        translator = ResponseStream(shell)
+        events = _storing(result.events, translator, shell, save)
         cost = result.cost if wants_cost(request) else None
-        return event_stream(events, ResponsesEncoder(translator, cost), result.headers)
-    response = to_response(Shell.of(parsed, result.model), result.body, result.usage)
+        encoder = EitherResponsesEncoder(ResponsesEncoder(translator, cost), NativeStream(shell))
+        return event_stream(events, encoder, result.headers)
+    if result.body.get("object") == "response":  # a native target's own response object
+        response = native_response(result.body, shell)
+    else:
+        response = to_response(shell, result.body, result.usage)
     if result.usage_estimated:
         response["x_lifeline"] = {"usage_estimated": True}
     await save(response)
     if wants_cost(request):  # in the answer only, not in the stored response
         response = {**response, "usage": {**response["usage"], "cost": result.cost_nusd / 1e9}}
     return Response(orjson.dumps(response), media_type="application/json", headers=result.headers)
+
+
+def _check_builtin_tools(exchange: Exchange, model: str) -> None:
+    """A built-in tool (web_search …) no target of the alias runs is a 400 before anything is admitted: only
+    native Responses targets that list it (responses_tools) can. (With a mixed chain the router skips the
+    others, each skip recorded.)"""
+    tools = exchange.body.get("tools") or []
+    router = exchange.gateway.router
+    router.alias(model, "chat")  # an unknown alias is a 404 first
+    runs = [router.abilities[t].builtin_tools for t in router.permitted.get(model, [])]
+    for i, tool in enumerate(tools):
+        kind = tool.get("type")
+        if kind in BUILT_IN_TOOLS and not any(kind in tools_run for tools_run in runs):
+            raise InvalidRequest(
+                f"Unsupported tool: 'tools[{i}].type' is {kind!r}, a built-in tool of OpenAI's Responses API. No "
+                f"target of '{model}' runs it: only targets that pass the Responses API through natively and "
+                "list it in responses_tools can; over chat targets only function tools are supported.",
+                param=f"tools[{i}].type",
+                code="unsupported_tool",
+            )
 
 
 async def _save(
@@ -92,13 +122,19 @@ async def _save(
 
 
 async def _storing(
-    events: AsyncGenerator[StreamEvent, None], translator: ResponseStream, save: Save
+    events: AsyncGenerator[StreamEvent, None], translator: ResponseStream, shell: Shell, save: Save
 ) -> AsyncGenerator[StreamEvent, None]:
     """The stream's events; a complete answer is stored before response.completed goes out, so that a client
-    that continues from it at once finds it."""
+    that continues from it at once finds it (a native target's own response.completed, or the end of a
+    translated answer)."""
+    native = False
     async with contextlib.aclosing(events):
         async for event in events:
-            if isinstance(event, End) and event.outcome is Outcome.OK:
+            if isinstance(event, Content) and is_native_event(event.data):
+                native = True
+                if event.data["type"] in FINISHED and isinstance(event.data.get("response"), dict):
+                    await save(native_response(event.data["response"], shell))
+            elif isinstance(event, End) and event.outcome is Outcome.OK and not native:
                 await save(translator.finalize(event.usage, event.usage_estimated))
             yield event
 
