@@ -51,6 +51,9 @@ class ChatCall:
     #: mid-stream continuation: the assistant text already sent to the client, which the target must
     #: continue rather than repeat (a prefix / prefill); None for an ordinary request
     prefill: str | None = None
+    #: this attempt's limit on the time to first content (seconds; math.inf: only the deadline), set by the
+    #: router from the alias and the target's place in the chain; None: the target's own timeouts.ttft
+    ttft: float | None = None
 
 
 @dataclass(slots=True)
@@ -98,6 +101,7 @@ def inspect_chunk(data: dict[str, Any], raw: bytes) -> Chunk:
                 or delta.get("tool_calls")
                 or delta.get("refusal")
                 or delta.get("reasoning_content")
+                or delta.get("reasoning")
                 or delta.get("function_call")
             ):
                 chunk.content = True

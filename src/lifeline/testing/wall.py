@@ -495,6 +495,7 @@ class FaultWall:
             prompt_tokens=prompt_words(body),
             include_usage=stream and behaviour.name != "no_usage" and _include_usage(body),
             start=min(len(prefill.split()), tokens) if prefill is not None else 0,
+            offset=max(behaviour.get_int("offset", 0), 0),
         )
 
     def _error_for(self, behaviour: Behaviour, spec: str, model: str | None, reply: Reply) -> ErrorReply | None:
@@ -582,7 +583,7 @@ class FaultWall:
                 break
             if tps is not None and i > 0:
                 await asyncio.sleep(1.0 / tps)
-            await _event(writer, reply.chunk({"content": stream_piece(i)}))
+            await _event(writer, reply.chunk({"content": stream_piece(i, reply.offset)}))
 
         await self._finish_stream(writer, reply, done=name != "no_done")
         return keep
