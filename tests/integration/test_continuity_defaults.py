@@ -153,3 +153,24 @@ def test_a_stalled_first_token_fails_over_and_the_last_target_gets_the_rest_of_t
     assert raw.headers["x-lifeline-target"] == "late"
     assert attempts[0] == [("stalls", "silent"), ("late", "ok")]
     assert len(wall.attempts_for("stall?after=0")) == 1  # silence is not retried
+
+
+def test_a_fallback_that_ignores_the_prefix_and_starts_again_is_cut_to_the_remainder(
+    wall: FaultWall, gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    config = make_config(
+        {"primary": plain(wall, "cut?after=3"), "fallback": plain(wall, "ok?prefill=ignore")},
+        accounting={"data_dir": str(tmp_path)},
+    )
+    with gateway(config) as gw:
+        first, events, _ = stream(gw)
+        second, _, _ = stream(gw)
+        support = prefill_support(gw)
+        attempts = ledger_attempts(gw, 2)
+    # never the answer's opening twice: the restarted text is checked, then only what follows is sent
+    assert first == second == wall_text(12)
+    assert finish_extension(events)["continued"][0]["mode"] == "replay"
+    assert support["fallback"] == "no"
+    asked = [a.body is not None and prefill_of(a.body) is not None for a in wall.attempts_for("ok?prefill=ignore")]
+    assert asked == [True, False]  # asked to continue once; restarted directly the next time
+    assert attempts == [[("primary", "ok"), ("fallback", "replayed")], [("primary", "ok"), ("fallback", "replayed")]]

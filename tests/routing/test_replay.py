@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from lifeline.providers.base import Chunk, inspect_chunk
-from lifeline.routing.replay import DIVERGED, NEED_MORE, Verdict, compare, read_replay
+from lifeline.routing.replay import DIVERGED, NEED_MORE, Verdict, compare, read_continuation, read_replay
 
 
 @pytest.mark.parametrize(
@@ -91,3 +91,38 @@ def test_a_tool_call_in_a_restart_is_never_matched() -> None:
         yield _chunk("Hello world")
 
     assert asyncio.run(read_replay(chunks(), "Hello")) is None
+
+
+def test_a_continuation_that_goes_on_from_the_prefix_is_passed_through() -> None:
+    async def main() -> tuple[list[Chunk], list[Chunk], bool] | None:
+        async def chunks() -> AsyncIterator[Chunk]:
+            for chunk in (_chunk(None), _chunk(" world"), _chunk(" again", "stop")):
+                yield chunk
+
+        read = await read_continuation(chunks(), "Hello")
+        if read is None:
+            return None
+        head, rest, restarted = read
+        return head, [c async for c in rest], restarted
+
+    read = asyncio.run(main())
+    assert read is not None
+    head, rest, restarted = read
+    assert not restarted
+    texts = [c.data["choices"][0]["delta"].get("content") for c in [*head, *rest]]
+    assert texts == [None, " world", " again"]
+
+
+def test_a_continuation_that_starts_the_answer_again_is_checked_and_cut() -> None:
+    async def main() -> tuple[list[str | None], bool] | None:
+        async def chunks() -> AsyncIterator[Chunk]:
+            for chunk in (_chunk("Hello"), _chunk(" world"), _chunk(" again", "stop")):
+                yield chunk
+
+        read = await read_continuation(chunks(), "Hello wor")
+        if read is None:
+            return None
+        head, rest, restarted = read
+        return [c.data["choices"][0]["delta"].get("content") for c in [*head, *[c async for c in rest]]], restarted
+
+    assert asyncio.run(main()) == (["ld", " again"], True)

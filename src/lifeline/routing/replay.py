@@ -134,3 +134,46 @@ async def read_replay(stream: AsyncIterator[Chunk], sent: str) -> list[Chunk] | 
         raise
     await stream.aclose()  # type: ignore[attr-defined]
     return None
+
+
+#: characters of a continuation compared with the start of the text sent, to tell a target that ignored the
+#: prefix (and began the answer again) from one that continued it
+RESTART_PROBE = 24
+
+
+async def read_continuation(
+    stream: AsyncIterator[Chunk], sent: str
+) -> tuple[list[Chunk], AsyncIterator[Chunk], bool] | None:
+    """Read the start of a continuation from a target whose prefill support is unknown. A server that ignores
+    the prefix marker answers afresh: its text begins as `sent` did. Then the answer is checked as a replay
+    (`read_replay`). Returns the chunks to send first, the rest of the stream and whether it had restarted;
+    None when it restarted and differs (the stream is closed)."""
+    held: list[Chunk] = []
+    text, probe = "", " ".join(sent.split())[:RESTART_PROBE]
+    try:
+        async for chunk in stream:
+            held.append(chunk)
+            piece, foreign = _delta_text(chunk)
+            text += piece
+            said = " ".join(text.split())
+            if foreign or chunk.finish or len(said) >= len(probe) or not probe.startswith(said):
+                break
+    except BaseException:
+        await stream.aclose()  # type: ignore[attr-defined]
+        raise
+    if not probe or not " ".join(text.split()).startswith(probe):
+        return held, stream, False
+    rest = _chain(held, stream)
+    head = await read_replay(rest, sent)
+    return None if head is None else (head, rest, True)
+
+
+async def _chain(held: list[Chunk], stream: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+    """The chunks already read, then the rest of `stream`; closing it closes `stream`."""
+    try:
+        for chunk in held:
+            yield chunk
+        async for chunk in stream:
+            yield chunk
+    finally:
+        await stream.aclose()  # type: ignore[attr-defined]

@@ -37,7 +37,7 @@ from lifeline.providers.http import MAX_RETRY_AFTER
 from lifeline.routing.capabilities import abilities, needs_of, why_not
 from lifeline.routing.health import Health, State
 from lifeline.routing.policy import Step, decide, order_targets
-from lifeline.routing.replay import read_replay
+from lifeline.routing.replay import read_continuation, read_replay
 from lifeline.tracing import Tracing
 
 log = logging.getLogger("lifeline.router")
@@ -66,6 +66,9 @@ class OpenStream:
 
     head: list[Chunk]
     rest: AsyncIterator[Chunk]
+    #: a continuation that turned out to be the answer started again, verified against the text sent and
+    #: cut to what follows it (the target ignored the prefix)
+    restarted: bool = False
 
 
 class Router:
@@ -165,8 +168,13 @@ class Router:
         needs = needs_of(call.request, call.body)
         attempts = AttemptLog()
 
-        async def first_content(provider: Provider, sent: Call) -> OpenStream:
-            return await _read_head(provider.stream(cast(ChatCall, sent)), 0, 0.0)
+        async def first_content(provider: Provider, sent: Call) -> OpenStream | None:
+            stream = provider.stream(cast(ChatCall, sent))
+            if self.health.prefill_support(provider.name) is not None:
+                return await _read_head(stream, 0, 0.0)
+            # unknown support: a server that ignores the prefix starts the answer again — checked as a replay
+            read = await read_continuation(stream, prefill)
+            return None if read is None else OpenStream(*read)
 
         order = order_targets(alias, self.permitted[alias_name], self.health, self.prices, self.rng)
         for index, name in enumerate(order):
@@ -193,6 +201,13 @@ class Router:
                         "target refused an assistant prefix; it will not be asked to continue again",
                         extra={"request_id": call.request_id, "target": name},
                     )
+                continue
+            if opened is None or opened.restarted:
+                # it ignored the prefix: from now on it is only restarted, never asked to continue
+                self.health.refuse_prefill(name)
+                attempts.relabel_last(Outcome.REPLAYED if opened else Outcome.DIVERGED)
+            if opened is None:
+                self.health.release(name)  # it answered, differently: no verdict
                 continue
             return Routed(name, self.providers[name].model, opened, attempts), attempts
         if attempts:

@@ -156,6 +156,8 @@ async def relay(
                 if state.continuations < limit and _continuable(state, call):
                     follow, made = await router.continue_stream(alias, call, state.text, tried)
                     routed.attempts.extend(made)
+                    if follow is not None and follow.result.restarted:
+                        mode = "replay"
                     if follow is None and replay:
                         follow, made = await router.replay_stream(alias, call, state.text, tried)
                         routed.attempts.extend(made)

@@ -485,7 +485,8 @@ class FaultWall:
             limit = _token_limit(body)
             if limit is not None and limit < tokens:
                 tokens, finish = limit, "length"
-        prefill = prefill_of(body)
+        # `prefill=ignore`: a server that takes no notice of the prefix marker and answers afresh
+        prefill = prefill_of(body) if behaviour.get_str("prefill", "") != "ignore" else None
         return Reply(
             id=f"chatcmpl-wall-{next(self._ids)}",
             created=int(time.time()),
