@@ -14,7 +14,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, cast
 
@@ -165,7 +165,6 @@ class Router:
         unknown support that answers the prefix with a 400 has refused it: it is remembered as unable (here
         and, through the shared state, by other replicas) and stays free for a replay-verified restart."""
         alias = self.alias(alias_name)
-        needs = needs_of(call.request, call.body)
         attempts = AttemptLog()
 
         async def first_content(provider: Provider, sent: Call) -> OpenStream | None:
@@ -176,20 +175,12 @@ class Router:
             read = await read_continuation(stream, prefill)
             return None if read is None else OpenStream(*read)
 
-        order = order_targets(alias, self.permitted[alias_name], self.health, self.prices, self.rng)
-        for index, name in enumerate(order):
+        def can_continue(name: str) -> bool:
+            return self.health.prefill_support(name) is not False
+
+        for name, later in self._takers(alias_name, call, tried, attempts, can_continue):
             support = self.health.prefill_support(name)
-            if name in tried or support is False or why_not(needs, self.abilities[name]) is not None:
-                continue
-            if call.deadline.expired:
-                break
-            if not self.health.acquire(name):
-                attempts.append(Attempt.skipped(name, self.health.why_unavailable(name)))
-                continue
-            tried.add(name)
-            continuation = dataclasses.replace(
-                call, prefill=prefill, ttft=self._first_token_limit(name, alias, order[index + 1 :])
-            )
+            continuation = dataclasses.replace(call, prefill=prefill, ttft=self._first_token_limit(name, alias, later))
             try:
                 opened = await self._attempt_once(name, continuation, first_content, attempts, Outcome.CONTINUED)
             except UpstreamError as err:
@@ -223,7 +214,6 @@ class Router:
         be asked, or the first whose regeneration was read differed (recorded as diverged) — another model
         would not reproduce the text either, and nothing different may be spliced."""
         alias = self.alias(alias_name)
-        needs = needs_of(call.request, call.body)
         attempts = AttemptLog()
 
         async def regenerate(provider: Provider, restarted: Call) -> OpenStream | None:
@@ -231,17 +221,8 @@ class Router:
             head = await read_replay(stream, sent)
             return None if head is None else OpenStream(head, stream)
 
-        order = order_targets(alias, self.permitted[alias_name], self.health, self.prices, self.rng)
-        for index, name in enumerate(order):
-            if name in tried or why_not(needs, self.abilities[name]) is not None:
-                continue
-            if call.deadline.expired:
-                break
-            if not self.health.acquire(name):
-                attempts.append(Attempt.skipped(name, self.health.why_unavailable(name)))
-                continue
-            tried.add(name)
-            restarted = dataclasses.replace(call, ttft=self._first_token_limit(name, alias, order[index + 1 :]))
+        for name, later in self._takers(alias_name, call, tried, attempts, lambda _: True):
+            restarted = dataclasses.replace(call, ttft=self._first_token_limit(name, alias, later))
             try:
                 opened = await self._attempt_once(name, restarted, regenerate, attempts, Outcome.REPLAYED)
             except UpstreamError:
@@ -253,6 +234,26 @@ class Router:
                 return None, attempts
             return Routed(name, self.providers[name].model, opened, attempts), attempts
         return None, attempts
+
+    def _takers(
+        self, alias_name: str, call: ChatCall, tried: set[str], attempts: AttemptLog, usable: Callable[[str], bool]
+    ) -> Iterator[tuple[str, list[str]]]:
+        """The targets that may take over a broken stream, in the alias's order: not tried in this request,
+        `usable`, able to serve it and available (a skip is recorded in `attempts`) — each claimed for one
+        attempt and counted as tried, with the targets after it. None once the deadline has passed."""
+        alias = self.alias(alias_name)
+        needs = needs_of(call.request, call.body)
+        order = order_targets(alias, self.permitted[alias_name], self.health, self.prices, self.rng)
+        for index, name in enumerate(order):
+            if name in tried or not usable(name) or why_not(needs, self.abilities[name]) is not None:
+                continue
+            if call.deadline.expired:
+                return
+            if not self.health.acquire(name):
+                attempts.append(Attempt.skipped(name, self.health.why_unavailable(name)))
+                continue
+            tried.add(name)
+            yield name, order[index + 1 :]
 
     async def embed(self, alias_name: str, call: EmbeddingCall) -> Routed[Completion]:
         # The config allows only embedding-capable kinds in an embeddings alias (checked at load).
