@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 from openai import OpenAI
 
 from lifeline.testing import FaultWall, wall_text
@@ -174,3 +175,46 @@ def test_a_fallback_that_ignores_the_prefix_and_starts_again_is_cut_to_the_remai
     asked = [a.body is not None and prefill_of(a.body) is not None for a in wall.attempts_for("ok?prefill=ignore")]
     assert asked == [True, False]  # asked to continue once; restarted directly the next time
     assert attempts == [[("primary", "ok"), ("fallback", "replayed")], [("primary", "ok"), ("fallback", "replayed")]]
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        "reset",  # the connection reset before any byte
+        "status?code=500",
+        "status?code=503",
+        "status?code=429",  # rate-limited, no Retry-After
+        "status?code=401",  # cut off: a bad key
+        "status?code=402",  # cut off: billing
+        "status?code=403",  # cut off: region
+        "status?code=404",  # the model is gone
+        "context_length",  # the prompt is too long for this one; the fallback's window is larger
+        "cut?after=0",  # the stream ends before its first content
+        "cut?after=5",  # ... or after content reached the client
+        "error_event?after=4",  # an error event mid-stream
+        "malformed?after=3",  # a broken event mid-stream (skipped)
+        "no_done",  # a complete stream without [DONE]
+        "stall?after=0",  # headers, then nothing before the first token
+        "no_prefill?t=p",  # the primary answers (its refusals are for continuations only)
+    ],
+)
+def test_every_scenario_is_rescued_with_default_settings(wall: FaultWall, gateway: GatewayFactory, fault: str) -> None:
+    primary = {**plain(wall, fault), "context_window": 4096}
+    fallback = {**plain(wall, "no_prefill?t=fallback"), "context_window": 32768}  # even one that refuses prefixes
+    config = make_config(
+        {"primary": primary, "fallback": fallback},
+        # the defaults, except a first-token limit a test can wait for (10 s by default)
+        aliases={"chat": {"targets": ["primary", "fallback"], "first_token_failover_ms": 200}},
+    )
+    with gateway(config) as gw:
+        text, events, headers = stream(gw)
+    assert text == wall_text(12)
+    assert not any("error" in e for e in events)
+    seams = finish_extension(events).get("continued") or []  # exactly one finishing chunk
+    finished_by = seams[-1]["to"] if seams else headers["x-lifeline-target"]
+    assert finished_by == ("primary" if fault in PRIMARY_FINISHES else "fallback")
+    assert wall.attempts_for(fault), "the primary was tried first"
+
+
+#: faults after which the primary still finishes its own answer
+PRIMARY_FINISHES = {"malformed?after=3", "no_done", "no_prefill?t=p"}
