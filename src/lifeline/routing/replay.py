@@ -20,6 +20,8 @@ from lifeline.providers.base import Chunk
 
 #: characters a regeneration may run beyond the sent text's length before a verdict (whitespace may differ)
 MARGIN = 64
+#: before a regeneration could have reproduced the sent text, it is compared every this many characters
+CHECK_EVERY = 256
 _WORD = re.compile(r"\S+")
 
 
@@ -113,6 +115,10 @@ async def read_replay(stream: AsyncIterator[Chunk], sent: str) -> list[Chunk] | 
     the regeneration differs, with `stream` closed. An upstream failure while reading is raised."""
     regenerated = ""
     bound = len(sent) + MARGIN + len(sent) // 10
+    # Comparing is linear in the text: before the regeneration is long enough to have reproduced the sent
+    # text (whitespace runs collapsed), it is compared only every CHECK_EVERY characters, to stop early on a
+    # divergence without comparing the whole prefix again at every chunk.
+    needed, checked = len(" ".join(sent.split())), 0
     try:
         async for chunk in stream:
             text, foreign = _delta_text(chunk)
@@ -121,6 +127,9 @@ async def read_replay(stream: AsyncIterator[Chunk], sent: str) -> list[Chunk] | 
                 break
             if not (text or chunk.finish):
                 continue
+            if len(regenerated) < needed and len(regenerated) - checked < CHECK_EVERY and not chunk.finish:
+                continue
+            checked = len(regenerated)
             verdict = compare(sent, regenerated, chunk.finish)
             if verdict.matched:
                 rest = regenerated[verdict.at :]
