@@ -240,8 +240,12 @@ class Health:
     # --- prefill support, learnt -------------------------------------------------------------------
 
     def prefill_support(self, target: str) -> bool | None:
-        """Whether the target continues an assistant prefix: as configured, unless it refused one."""
-        return False if target in self.prefill_refused else self.prefill_declared.get(target)
+        """Whether the target continues an assistant prefix: as configured; when the config leaves it unknown,
+        no once the target has refused one (here or on another replica)."""
+        declared = self.prefill_declared.get(target)
+        if declared is not None:
+            return declared
+        return False if target in self.prefill_refused else None
 
     def refuse_prefill(self, target: str, *, announce: bool = True) -> None:
         """The target refused an assistant prefix: it is not asked to continue again (by this process, and
