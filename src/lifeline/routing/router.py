@@ -159,11 +159,12 @@ class Router:
         self, alias_name: str, call: ChatCall, prefill: str, tried: set[str]
     ) -> tuple[Routed[OpenStream] | None, AttemptLog]:
         """After a stream broke mid-answer: the same answer continued from `prefill` on another target that
-        accepts an assistant prefix — or whose support is unknown — or None when none can; with the
-        attempts made either way. Every error of a
-        candidate only moves on to the next: the client must see the original failure, not that. A target of
-        unknown support that answers the prefix with a 400 has refused it: it is remembered as unable (here
-        and, through the shared state, by other replicas) and stays free for a replay-verified restart."""
+        accepts an assistant prefix — or whose support is unknown — or None when none can; with the attempts
+        made either way. Every error of a candidate only moves on to the next: the client must see the
+        original failure, not that. A target of unknown support that answers the prefix with a 400 has
+        refused it: it is remembered as unable (here and, through the shared state, by other replicas) and
+        stays free for a replay-verified restart. One that ignored the prefix and began the answer again is
+        held to it as a replay (routing/replay.py) and remembered as unable too."""
         alias = self.alias(alias_name)
         attempts = AttemptLog()
 
@@ -334,6 +335,12 @@ class Router:
         hedge = alias.hedge_after_ms / 1000 if alias.hedge_after_ms is not None else None
         raced: set[str] = set()  # targets already tried as a hedge partner
 
+        def call_for(who: str, later: list[str]) -> Call:
+            # a streaming attempt's first-token limit depends on what is left after it
+            if isinstance(call, ChatCall) and not settle_on_return:
+                return dataclasses.replace(call, ttft=self._first_token_limit(who, alias, later))
+            return call
+
         while index < len(candidates):
             name = candidates[index]
             provider = self.providers[name]
@@ -348,12 +355,6 @@ class Router:
             if call.deadline.expired:
                 health.release(name)
                 raise self._deadline_error(attempts)
-
-            def call_for(who: str, later: list[str]) -> Call:
-                # a streaming attempt's first-token limit depends on what is left after it
-                if isinstance(call, ChatCall) and not settle_on_return:
-                    return dataclasses.replace(call, ttft=self._first_token_limit(who, alias, later))
-                return call
 
             later = [t for t in candidates[index + 1 :] if t not in raced]
             try:
