@@ -22,6 +22,15 @@ class Outcome(enum.Enum):
     OK = "ok"
     #: a stream that broke elsewhere was continued here (mid-stream continuation)
     CONTINUED = "continued"
+    #: a stream that broke elsewhere was restarted here, and its regenerated text matched what the client
+    #: had: only the remainder was sent (replay-verified restart)
+    REPLAYED = "replayed"
+    #: a replay-verified restart whose regenerated text differed from what the client had: nothing of it
+    #: was sent (no verdict on the target: it answered, differently)
+    DIVERGED = "diverged"
+    #: a target of unknown prefill support refused to continue an assistant prefix (a 400): from then on
+    #: it is not asked to continue
+    PREFILL_REFUSED = "prefill_refused"
     #: a hedged attempt cancelled because its rival answered first: no verdict on the target
     HEDGE_LOST = "hedge_lost"
     #: not tried at all; the attempt's `skip` says why
@@ -56,7 +65,7 @@ class Outcome(enum.Enum):
         return self in _BUSY
 
 
-_ANSWERED = frozenset({Outcome.OK, Outcome.CONTINUED})
+_ANSWERED = frozenset({Outcome.OK, Outcome.CONTINUED, Outcome.REPLAYED})
 _BUSY = frozenset({Outcome.RATE_LIMITED, Outcome.OVERLOADED, Outcome.POOL_FULL})
 
 
@@ -181,6 +190,12 @@ class AttemptLog:
         """Whether the attempts say which alias each was made for (a request that named fallbacks)."""
         return any(a.alias for a in self.attempts)
 
+    def relabel_last(self, outcome: Outcome) -> None:
+        """Say what the last attempt turned out to be, once the router knows more than its status (a 400
+        that refused a prefix, a replay that diverged)."""
+        if self.attempts:
+            self.attempts[-1] = replace(self.attempts[-1], outcome=outcome)
+
     def __iter__(self) -> Iterator[Attempt]:
         return iter(self.attempts)
 
@@ -223,11 +238,15 @@ class AttemptLog:
         )
 
     def ended(self, outcome: Outcome) -> AttemptLog:
-        """This log with the answering (last) attempt's outcome replaced by how its relayed stream ended
-        (broken, the client gone); the same log when the stream ended well."""
+        """This log with the answering attempt's outcome replaced by how its relayed stream ended (broken,
+        the client gone); the same log when the stream ended well. The answering attempt is the last that
+        answered: attempts after it found no way to continue the answer."""
         if outcome is Outcome.OK or not self.attempts:
             return self
-        return AttemptLog([*self.attempts[:-1], replace(self.attempts[-1], outcome=outcome)])
+        at = next((i for i in range(len(self.attempts) - 1, -1, -1) if self.attempts[i].outcome.answered), -1)
+        attempts = list(self.attempts)
+        attempts[at] = replace(attempts[at], outcome=outcome)
+        return AttemptLog(attempts)
 
     def as_ledger(self) -> list[dict[str, Any]]:
         """The ledger's form: [{"target", "outcome", "status", "latency"}], a skip as "skipped: <reason>"; in a

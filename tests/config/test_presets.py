@@ -165,3 +165,21 @@ def test_expansion_leaves_other_targets_and_the_input_alone() -> None:
     assert out["targets"]["b"] == {"kind": "llamacpp"}
     assert data["targets"]["a"] == {"preset": "vllm", "model": "m"}
     assert "preset" not in out["targets"]["a"]
+
+
+def test_a_preset_sets_the_prefill_support_and_dialect_it_knows() -> None:
+    def target(**spec: Any) -> OpenAITarget:
+        made = parse_config(config(model="m", api_key=None, **spec), env={}).targets["main"]
+        assert isinstance(made, OpenAITarget)
+        return made
+
+    vllm = target(preset="vllm")
+    assert (vllm.capabilities.prefill, vllm.prefill_mode) == (True, "continue_final_message")
+    qwen = target(preset="dashscope")
+    assert (qwen.capabilities.prefill, qwen.prefill_mode) == (None, "partial")  # unknown: asked in its dialect
+    plain = target(preset="openrouter")
+    assert (plain.capabilities.prefill, plain.prefill_mode) == (None, None)
+    # the target's own capabilities keep the preset's prefill unless they say otherwise
+    assert target(preset="vllm", capabilities={"tools": False}).capabilities.prefill is True
+    assert target(preset="vllm", capabilities={"prefill": False}).capabilities.prefill is False
+    assert target(preset="vllm", prefill_mode="prefix").prefill_mode == "prefix"

@@ -269,9 +269,12 @@ def test_a_stream_cut_after_content_ends_with_an_error_the_sdk_raises(
     faces: dict[str, FaultWall], gateway: GatewayFactory, kind: str
 ) -> None:
     backup = other(kind)
-    # a backup that cannot take a prefix: nothing can continue the answer
+    # a backup that cannot take a prefix, and no restart: nothing can continue the answer
     no_prefill = {**target(faces, backup, "ok"), "capabilities": {"prefill": False}}
-    config = make_config({"primary": target(faces, kind, "cut?after=3"), "backup": no_prefill})
+    config = make_config(
+        {"primary": target(faces, kind, "cut?after=3"), "backup": no_prefill},
+        aliases={"chat": {"targets": ["primary", "backup"], "replay": False}},
+    )
     with gateway(config) as gw:
         received: list[str] = []
         with pytest.raises(openai.APIError) as raised:
@@ -281,7 +284,7 @@ def test_a_stream_cut_after_content_ends_with_an_error_the_sdk_raises(
                     assert chunk.choices[0].finish_reason is None
     assert "".join(received) == wall_text(3)
     assert "incomplete" in str(raised.value.message)
-    # a stream that already reached the client is not silently restarted elsewhere
+    # with `replay: false`, a stream that already reached the client is not restarted elsewhere
     assert faces[backup].attempts == []
 
 

@@ -15,6 +15,7 @@ from openai import OpenAI
 
 from lifeline.testing import FaultWall, wall_text
 from lifeline.testing.gateway import RunningGateway
+from lifeline.testing.wall import prefill_of
 from tests.conftest import GatewayFactory, make_config, wall_target
 
 MESSAGES = [{"role": "user", "content": "hello there"}]
@@ -50,7 +51,15 @@ def test_a_cut_stream_is_continued_and_the_client_gets_the_whole_answer(
     finish = [c for c in chunks if c.choices and c.choices[0].finish_reason]
     assert [c.choices[0].finish_reason for c in finish] == ["stop"]
     continued = (finish[0].model_extra or {})["x_lifeline"]["continued"]
-    assert continued == [{"from": "primary", "to": "backup", "after_chars": len(wall_text(3)), "reason": "unavailable"}]
+    assert continued == [
+        {
+            "from": "primary",
+            "to": "backup",
+            "after_chars": len(wall_text(3)),
+            "reason": "unavailable",
+            "mode": "prefill",
+        }
+    ]
     usage = chunks[-1].usage
     assert usage is not None and usage.completion_tokens >= 9
     assert (chunks[-1].model_extra or {})["x_lifeline"] == {"usage_estimated": True}
@@ -96,7 +105,8 @@ def test_when_no_target_can_continue_the_stream_ends_with_the_original_failure(
         {
             "primary": wall_target(wall, "cut?after=3"),
             "refuses": wall_target(wall, "no_prefill", capabilities=PREFILL),
-            "cannot": wall_target(wall, "ok?t=cannot"),  # no prefill capability: never asked
+            # cannot continue, and restarted it says something else: nothing of it is spliced
+            "cannot": wall_target(wall, "ok?t=cannot&offset=2", capabilities={"prefill": False}),
         }
     )
     with gateway(config) as gw:
@@ -109,7 +119,8 @@ def test_when_no_target_can_continue_the_stream_ends_with_the_original_failure(
     assert error["code"] == "upstream_stream_broken"
     assert "primary" in error["message"] and "Assistant prefill" not in error["message"]
     assert "incomplete" in str(raised.value.message)
-    assert wall.attempts_for("ok?t=cannot") == []
+    asked = [a.body for a in wall.attempts_for("ok?t=cannot&offset=2")]
+    assert len(asked) == 2 and not any(b is not None and prefill_of(b) is not None for b in asked)
     assert not any(e.get("choices") and e["choices"][0].get("finish_reason") for e in events)
 
 

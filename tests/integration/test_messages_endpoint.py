@@ -210,7 +210,8 @@ def test_failover_before_content_is_invisible(wall: FaultWall, gateway: GatewayF
 def test_a_stream_cut_after_content_ends_with_an_error_the_sdk_raises(
     wall: FaultWall, gateway: GatewayFactory, tmp_path: Path
 ) -> None:
-    with gateway(config(wall, tmp_path, "cut?after=3", "ok")) as gw:
+    # the second target fails too, asked to continue the answer: nothing can finish it
+    with gateway(config(wall, tmp_path, "cut?after=3", "status?code=503")) as gw:
         seen: list[str] = []
         with pytest.raises(anthropic.APIStatusError) as raised:
             for event in client(gw).messages.create(model="chat", max_tokens=100, messages=HELLO, stream=True):
@@ -224,7 +225,8 @@ def test_a_stream_cut_after_content_ends_with_an_error_the_sdk_raises(
     assert not any(n in ("message_delta", "message_stop") for n, _ in events)
     text = "".join(d["delta"]["text"] for n, d in events if n == "content_block_delta")
     assert text == wall_text(3)
-    assert wall.attempts_for("ok") == []  # a stream the client already saw is not restarted elsewhere
+    asked = [a.outcome for a in wall.attempts_for("status?code=503")]
+    assert asked == ["status:503", "status:503"]  # one continuation per request, never a restart spliced in
     assert [r["outcome"] for r in rows] == ["broken", "broken"]
 
 

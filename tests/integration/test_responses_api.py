@@ -217,7 +217,9 @@ def test_a_broken_stream_is_continued_on_a_prefix_capable_target(wall: FaultWall
 def test_a_broken_stream_that_cannot_be_continued_ends_with_response_failed(
     wall: FaultWall, gateway: GatewayFactory
 ) -> None:
-    config = make_config({"primary": wall_target(wall, "cut?after=3"), "backup": wall_target(wall, "ok?t=b")})
+    # the backup fails too, asked to continue the answer: nothing can finish it
+    backup = wall_target(wall, "status?code=503&t=b")
+    config = make_config({"primary": wall_target(wall, "cut?after=3"), "backup": backup})
     with gateway(config) as gw:
         client = sdk(gw)
         events = list(client.responses.create(model="chat", input="Hi", stream=True))

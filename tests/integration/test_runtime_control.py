@@ -157,7 +157,10 @@ def test_cut_timeout_waits_for_the_targets_own_timeout(wall: FaultWall, gateway:
 
 
 def test_cut_stream_cut_breaks_a_stream_after_n_chunks(wall: FaultWall, gateway: GatewayFactory) -> None:
-    with gateway(two_targets(wall)) as gw:
+    config = two_targets(wall)
+    # the break itself is what is shown here: nothing continues or restarts the answer
+    alias = config.aliases["chat"].model_copy(update={"max_continuations": 0})
+    with gateway(config.model_copy(update={"aliases": {"chat": alias}})) as gw:
         control(gw, "primary", state="cut", fault="stream_cut", after=2)
         pieces: list[str] = []
         with pytest.raises(openai.APIError, match=r"stream cut \(injected\)"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -394,3 +395,27 @@ def test_stream_silent_before_first_token() -> None:
 
     with pytest.raises(UpstreamSilent, match="ttft"):
         run(lambda r: httpx.Response(200, content=silent()), collect, timeouts={"ttft": 0.05})
+
+
+def test_the_routers_first_token_limit_wins_over_the_targets_and_reasoning_counts_as_first_content() -> None:
+    async def thinking_first() -> AsyncIterator[bytes]:
+        yield sse({"choices": [{"index": 0, "delta": {"reasoning": "hmm"}, "finish_reason": None}]})
+        await asyncio.sleep(0.3)  # past the limit below, but the first content (reasoning) has come
+        yield sse(delta("answer", "stop"))
+
+    async def silent() -> AsyncIterator[bytes]:
+        yield b": waiting\n\n"
+        await asyncio.sleep(1)
+        yield sse(delta("late", "stop"))
+
+    def collect(limit: float) -> Callable[[OpenAICompatProvider], Any]:
+        async def run_it(provider: OpenAICompatProvider) -> list[Chunk]:
+            call = dataclasses.replace(make_call(stream=True), ttft=limit)
+            return [c async for c in provider.stream(call)]
+
+        return run_it
+
+    chunks = run(lambda r: httpx.Response(200, content=thinking_first()), collect(0.05), timeouts={"ttft": 30})
+    assert [c.content for c in chunks] == [True, True]
+    with pytest.raises(UpstreamSilent, match="ttft"):  # the target allows 30 s; this attempt only 0.05
+        run(lambda r: httpx.Response(200, content=silent()), collect(0.05), timeouts={"ttft": 30})

@@ -231,3 +231,17 @@ def test_snapshot() -> None:
     assert snap["open_for_seconds"] == pytest.approx(5.002)
     assert snap["times_opened"] == 1
     assert snap["last_error"] == "unavailable 503"
+
+
+def test_a_refused_prefix_marks_only_a_target_of_unknown_support() -> None:
+    h = health()
+    h.prefill_declared.update({"unknown": None, "declared": True})
+    told: list[str] = []
+    h.prefill_listeners.append(told.append)
+    for target in ("unknown", "declared"):
+        h.refuse_prefill(target)
+        h.refuse_prefill(target)  # told once
+    assert told == ["unknown", "declared"]
+    assert h.prefill_support("unknown") is False
+    assert h.prefill_support("declared") is True  # the config's word wins over what was learnt
+    assert [row["prefill"] for row in h.snapshot(["unknown", "declared", "other"])] == ["no", "yes", "unknown"]

@@ -560,7 +560,7 @@ def test_a_continuation_is_recorded_as_continued_after_the_failures_before_it() 
     for name in ("b", "c"):
         router.abilities[name] = dataclasses.replace(router.abilities[name], prefill=True)
     tried = {"a"}
-    follow = asyncio.run(router.continue_stream("chat", make_call(stream=True), "partial", tried))
+    follow, _ = asyncio.run(router.continue_stream("chat", make_call(stream=True), "partial", tried))
     assert follow is not None and follow.target == "c"
     assert outcomes(follow) == [("b", Outcome.UNAVAILABLE), ("c", Outcome.CONTINUED)]
     assert tried == {"a", "b", "c"}

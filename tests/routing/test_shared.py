@@ -165,3 +165,21 @@ def test_redis_down_leaves_circuits_local_and_sharing_resumes_when_it_is_back(ow
             await eventually(lambda: h2.circuit("v").state is State.OPEN)
 
     run(main)
+
+
+def test_a_refused_prefix_reaches_the_other_replicas_and_those_started_later(shared_url: str) -> None:
+    async def main() -> None:
+        async with replica(shared_url) as (h1, s1), replica(shared_url) as (h2, _):
+            h1.prefill_declared["t"] = h2.prefill_declared["t"] = None  # unknown support
+            told: list[str] = []
+            h2.prefill_listeners.append(told.append)
+            h1.refuse_prefill("t")
+            await eventually(lambda: h2.prefill_support("t") is False)
+            assert h2.prefill_support("other") is None, "only the target that refused"
+            assert told == [], "a refusal learnt from another replica is not announced again"
+            await published(s1)
+            async with replica(shared_url) as (late, _):
+                assert late.prefill_support("t") is False  # read from Redis at start
+                assert late.snapshot(["t"])[0]["prefill"] == "no"
+
+    run(main)

@@ -164,7 +164,9 @@ def test_a_continued_stream_is_one_answer_and_one_record() -> None:
     assert roles == ["assistant"]  # the continuation's own opening is not repeated
     finish = events[-2]
     assert finish["choices"][0]["finish_reason"] == "stop"
-    assert finish["x_lifeline"]["continued"] == [{"from": "t1", "to": "t2", "after_chars": 5, "reason": "cut_off"}]
+    assert finish["x_lifeline"]["continued"] == [
+        {"from": "t1", "to": "t2", "after_chars": 5, "reason": "cut_off", "mode": "prefill"}
+    ]
     record = served.record
     assert (record.outcome, record.target) == ("ok", "t2")
     assert outcomes(served) == ["ok", "continued"]

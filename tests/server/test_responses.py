@@ -244,7 +244,9 @@ def test_a_stream_broken_after_content_is_continued_on_a_prefix_capable_target()
     assert "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta") == "Hello there"
     completed = events[-1]["response"]
     assert completed["output"][0]["content"][0]["text"] == "Hello there"
-    assert completed["x_lifeline"]["continued"] == [{"from": "t1", "to": "t2", "after_chars": 5, "reason": "cut_off"}]
+    assert completed["x_lifeline"]["continued"] == [
+        {"from": "t1", "to": "t2", "after_chars": 5, "reason": "cut_off", "mode": "prefill"}
+    ]
     assert completed["x_lifeline"]["usage_estimated"] is True
     # the stored copy is the response as OpenAI words it, without the gateway's notes
     assert stored.status_code == 200 and stored.json() == {k: v for k, v in completed.items() if k != "x_lifeline"}
@@ -252,7 +254,8 @@ def test_a_stream_broken_after_content_is_continued_on_a_prefix_capable_target()
 
 
 def test_a_stream_that_cannot_be_continued_ends_with_response_failed_and_is_not_stored() -> None:
-    (response, stored), served = run(make_config("cut", "ok"), stream({"input": "Hi"}))
+    # the second target fails too, whether asked to continue or to restart
+    (response, stored), served = run(make_config("cut", "down"), stream({"input": "Hi"}))
     events = events_of(response)
     kinds = [e["type"] for e in events]
     assert kinds[-1] == "response.failed" and "response.completed" not in kinds

@@ -34,15 +34,6 @@ _CAPABILITY_FIELDS = {
 
 Usd = Annotated[float, Field(ge=0)]
 
-#: how the OpenAI-compatible hosts that can continue a partial assistant message are asked to
-PREFILL_MODES = {
-    "deepseek": "prefix",
-    "dashscope": "partial",
-    "dashscope-cn": "partial",
-    "vllm": "continue_final_message",
-    "sglang": "continue_final_message",
-}
-
 
 class HostRow(BaseModel):
     """One host serving a model: its id there and what it supports there (None = unknown)."""
@@ -220,9 +211,9 @@ def _target_for(
             target[field] = spec[field]
     capabilities = {"tools": row.tools, "json_schema": row.json_mode, "vision": row.vision, "prefill": row.prefill}
     target["capabilities"] = {k: v for k, v in capabilities.items() if v is not None}
-    if row.prefill and preset.kind == "openai" and preset.name in PREFILL_MODES:
-        # each host family continues a partial assistant message in its own dialect
-        target["prefill_mode"] = PREFILL_MODES[preset.name]
+    if row.prefill is not False and preset.kind == "openai" and preset.prefill_mode is not None:
+        # each host family continues a partial assistant message in its own dialect (presets.yaml)
+        target["prefill_mode"] = preset.prefill_mode
     if preset.responses == "native":
         target["responses"] = "native"
         target["responses_tools"] = list(preset.responses_tools)

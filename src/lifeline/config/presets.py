@@ -42,6 +42,11 @@ class Preset(BaseModel):
     self_hosted: bool
     region: str | None = None
     notes: str | None = None
+    #: whether the host continues a partial assistant message (None: unknown — a target is asked, and a
+    #: refusal is remembered); OpenAI-compatible hosts only
+    prefill: bool | None = None
+    #: the dialect it is asked in (OpenAITarget.prefill_mode)
+    prefill_mode: Literal["prefix", "partial", "continue_final_message"] | None = None
     #: false when a value in the row could not be confirmed from a document (the notes say which)
     verified: bool
     #: the page the values were read from
@@ -123,8 +128,9 @@ def key_from_env(preset: Preset, env: Variables, path: str) -> str | None:
 
 
 def expand_target_presets(data: dict[str, Any], env: Variables) -> dict[str, Any]:
-    """Fill in every `targets.X` that names a preset: kind, base_url, api_key, meta.self_hosted, and for a host
-    that serves the Responses API natively `responses` and `responses_tools`.
+    """Fill in every `targets.X` that names a preset: kind, base_url, api_key, meta.self_hosted, the prefill
+    support and dialect the preset knows, and for a host that serves the Responses API natively `responses`
+    and `responses_tools`.
 
     The target's own fields win, including an explicit `api_key: null` (no key sent). Returns a new mapping;
     `data` is not changed.
@@ -147,7 +153,14 @@ def expand_target_presets(data: dict[str, Any], env: Variables) -> dict[str, Any
             key = key_from_env(preset, env, f"targets.{name}.api_key")
             if key is not None:
                 target["api_key"] = key
+        if preset.prefill_mode is not None:
+            target["prefill_mode"] = preset.prefill_mode
+        if preset.prefill is not None:
+            target["capabilities"] = {"prefill": preset.prefill}
         target.update(own)
+        capabilities = own.get("capabilities")
+        if preset.prefill is not None and isinstance(capabilities, dict) and "prefill" not in capabilities:
+            target["capabilities"] = {**capabilities, "prefill": preset.prefill}
         meta = target.get("meta")
         if meta is None:
             target["meta"] = {"self_hosted": preset.self_hosted}

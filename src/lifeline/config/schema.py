@@ -40,10 +40,17 @@ class Timeouts(Strict):
     first_byte: PositiveSeconds = 15.0
     #: non-streaming: until the whole answer has arrived (an upstream sends headers only with the answer)
     response: PositiveSeconds = 120.0
-    #: streaming: from the request until the first content token
+    #: streaming: from the request until the first content token. Unset on an HTTP target: the alias's
+    #: `first_token_failover_ms` while another target remains, the rest of the deadline on the last one
+    #: (the embedded engine keeps this default, which also bounds the wait for it)
     ttft: PositiveSeconds = 30.0
     #: streaming: the longest gap between two events once the stream has started
     idle: PositiveSeconds = 30.0
+
+    @property
+    def ttft_set(self) -> bool:
+        """Whether the config set `ttft` (then it applies wherever the target is in a chain)."""
+        return "ttft" in self.model_fields_set
 
 
 class RetryPolicy(Strict):
@@ -329,6 +336,14 @@ class Alias(Strict):
     #: releasing anything, so that an early failure is still retried invisibly
     hold_back_tokens: Annotated[int, Field(ge=0)] = 0
     hold_back_ms: Annotated[float, Field(ge=0)] = 0
+    #: streaming: a target (without its own timeouts.ttft) that has sent no first content — text, reasoning,
+    #: a tool call — after this long is left for the next available target; the last one gets the rest of
+    #: the deadline. None: the targets' own ttft everywhere
+    first_token_failover_ms: Annotated[float, Field(gt=0)] | None = 10_000
+    #: when a stream breaks after content and no target can continue it, restart the request on the next
+    #: target and send only what follows the text the client already has, if the regenerated answer starts
+    #: with exactly that text (whitespace aside); else the stream ends with the error (docs/continuity.md)
+    replay: bool = True
     #: streaming: when the first target has sent no content after this long, start the next one in
     #: parallel, keep whichever answers first and cancel the other
     hedge_after_ms: Annotated[float, Field(gt=0)] | None = None

@@ -54,6 +54,9 @@ class ChatCall:
     #: a /v1/responses request: the Responses body a target that speaks that API natively is sent instead of
     #: `body` (the chat translation every other target gets); None for a chat request
     responses: dict[str, Any] | None = None
+    #: this attempt's limit on the time to first content (seconds; math.inf: only the deadline), set by the
+    #: router from the alias and the target's place in the chain; None: the target's own timeouts.ttft
+    ttft: float | None = None
 
 
 @dataclass(slots=True)
@@ -101,6 +104,7 @@ def inspect_chunk(data: dict[str, Any], raw: bytes) -> Chunk:
                 or delta.get("tool_calls")
                 or delta.get("refusal")
                 or delta.get("reasoning_content")
+                or delta.get("reasoning")
                 or delta.get("function_call")
             ):
                 chunk.content = True

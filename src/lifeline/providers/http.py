@@ -195,6 +195,7 @@ class HttpProvider(ABC, Generic[TargetT]):
                 deadline=call.deadline,
                 started=phase.sent_at or phase.created_at,
                 target=self.name,
+                ttft=call.ttft,
             )
             async for chunk in chunks(events):
                 yield chunk
@@ -312,8 +313,11 @@ class TimedEvents:
         deadline: Deadline,
         started: float,
         target: str,
+        ttft: float | None = None,
     ) -> None:
         self._payloads = iter_sse_data(raw)
+        #: the first-content limit: the router's for this attempt, else the target's own
+        self._ttft = timeouts.ttft if ttft is None else ttft
         self._boundary = boundary
         self._timeouts = timeouts
         self._deadline = deadline
@@ -337,7 +341,7 @@ class TimedEvents:
             phase, limit = "idle", self._deadline.bound(self._timeouts.idle)
         else:
             phase = "ttft"
-            limit = self._deadline.bound(self._timeouts.ttft - (time.monotonic() - self._started))
+            limit = self._deadline.bound(self._ttft - (time.monotonic() - self._started))
         try:
             with self._boundary(phase):
                 async with asyncio.timeout(limit):

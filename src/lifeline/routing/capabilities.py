@@ -14,9 +14,10 @@ from lifeline.protocol.chat import ChatCompletionRequest
 from lifeline.protocol.usage import estimate_usage
 
 #: what each kind can do when the config does not say (OpenAI-compatible servers vary: assume they can,
-#: and let the upstream's own 400 say otherwise)
+#: and let the upstream's own 400 say otherwise). Prefill None: unknown — an OpenAI-compatible server is
+#: asked to continue a broken stream, and its refusal (a 400) is remembered (`Health.refuse_prefill`).
 KIND_DEFAULTS: dict[str, Capabilities] = {
-    "openai": Capabilities(tools=True, json_schema=True, vision=True, prefill=False),
+    "openai": Capabilities(tools=True, json_schema=True, vision=True, prefill=None),
     "anthropic": Capabilities(tools=True, json_schema=False, vision=True, prefill=True),
     "gemini": Capabilities(tools=True, json_schema=True, vision=True, prefill=False),
     "llamacpp": Capabilities(tools=False, json_schema=True, vision=False, prefill=True),
@@ -28,7 +29,8 @@ class TargetAbilities:
     tools: bool
     json_schema: bool
     vision: bool
-    prefill: bool
+    #: continuing an assistant prefix: True yes, False no, None unknown (tried, and learnt from its answer)
+    prefill: bool | None
     context_window: int | None
     #: the built-in Responses tools the target runs (a native Responses target's `responses_tools`)
     builtin_tools: frozenset[str] = frozenset()
@@ -43,9 +45,8 @@ def abilities(
         value = getattr(declared, name)
         return bool(getattr(base, name) if value is None else value)
 
-    return TargetAbilities(
-        pick("tools"), pick("json_schema"), pick("vision"), pick("prefill"), context_window, builtin_tools
-    )
+    prefill = base.prefill if declared.prefill is None else declared.prefill
+    return TargetAbilities(pick("tools"), pick("json_schema"), pick("vision"), prefill, context_window, builtin_tools)
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,6 +84,13 @@ class Health:
     #: faults an operator injected in front of targets; read by each target's FaultInjector, which holds
     #: this very dict (so change it in place, never replace it)
     faults: dict[str, Fault] = field(default_factory=dict)
+    #: each target's configured prefill support (True, False, or None: unknown), set by the router
+    prefill_declared: dict[str, bool | None] = field(default_factory=dict)
+    #: targets of unknown support that refused an assistant prefix (a 400): not asked again by this process
+    prefill_refused: set[str] = field(default_factory=set)
+    #: called as listener(target) when a target refuses a prefix here (lifeline.routing.shared tells the
+    #: other replicas); never called for a refusal learnt from elsewhere
+    prefill_listeners: list[Callable[[str], None]] = field(default_factory=list)
 
     def circuit(self, target: str) -> Circuit:
         circuit = self.circuits.get(target)
@@ -230,6 +237,33 @@ class Health:
     def note_failover(self, event: dict[str, Any]) -> None:
         self.recent_failovers.append(event)
 
+    # --- prefill support, learnt -------------------------------------------------------------------
+
+    def prefill_support(self, target: str) -> bool | None:
+        """Whether the target continues an assistant prefix: as configured; when the config leaves it unknown,
+        no once the target has refused one (here or on another replica)."""
+        declared = self.prefill_declared.get(target)
+        if declared is not None:
+            return declared
+        return False if target in self.prefill_refused else None
+
+    def refuse_prefill(self, target: str, *, announce: bool = True) -> None:
+        """The target refused an assistant prefix: it is not asked to continue again (by this process, and
+        by the other replicas when they are told)."""
+        if target in self.prefill_refused:
+            return
+        self.prefill_refused.add(target)
+        if announce:
+            for listener in self.prefill_listeners:
+                listener(target)
+
     def snapshot(self, targets: list[str]) -> list[dict[str, Any]]:
         now = time.monotonic()
-        return [{**self.circuit(t).snapshot(now), "override": self.override(t)} for t in targets]
+        return [
+            {**self.circuit(t).snapshot(now), "override": self.override(t), "prefill": _word(self.prefill_support(t))}
+            for t in targets
+        ]
+
+
+def _word(support: bool | None) -> str:
+    return "unknown" if support is None else "yes" if support else "no"

@@ -9,11 +9,12 @@ its record in the request's AttemptLog (lifeline.attempts).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, cast
 
@@ -38,14 +39,17 @@ from lifeline.providers.http import MAX_RETRY_AFTER
 from lifeline.routing.capabilities import abilities, needs_of, why_not
 from lifeline.routing.health import Health, State
 from lifeline.routing.policy import Step, decide, order_targets
+from lifeline.routing.replay import read_continuation, read_replay
 from lifeline.tracing import Tracing
 
 log = logging.getLogger("lifeline.router")
 
 T = TypeVar("T")
 Call = ChatCall | EmbeddingCall
+#: one attempt's work at one provider, given the call as sent to that target
+Work = Callable[[Provider, Call], Awaitable[T]]
 #: what an alias's attempt at one target does (the alias gives e.g. a stream's hold-back window)
-Work = Callable[[Alias], Callable[[Provider], Awaitable[T]]]
+AliasWork = Callable[[Alias], Work[T]]
 
 #: how an alias that could not answer ends, besides AllTargetsFailed and AllTargetsBusy: a request's next
 #: fallback alias is tried after these (every target drained; none could serve this request)
@@ -74,6 +78,9 @@ class OpenStream:
 
     head: list[Chunk]
     rest: AsyncIterator[Chunk]
+    #: a continuation that turned out to be the answer started again, verified against the text sent and
+    #: cut to what follows it (the target ignored the prefix)
+    restarted: bool = False
 
 
 class Router:
@@ -113,6 +120,8 @@ class Router:
             for name, t in config.targets.items()
         }
         self.prices = prices or PriceBook(config)
+        for name, ability in self.abilities.items():
+            health.prefill_declared[name] = ability.prefill
 
     def alias(self, name: str, kind: str | None = None) -> Alias:
         """The alias a client named; with `kind`, it must be of that kind (chat or embeddings)."""
@@ -160,9 +169,7 @@ class Router:
         return fallbacks.names
 
     async def complete(self, alias_name: str, call: ChatCall, fallbacks: tuple[str, ...] = ()) -> Routed[Completion]:
-        return await self._route(
-            alias_name, call, lambda _: lambda p: p.complete(call), settle_on_return=True, fallbacks=fallbacks
-        )
+        return await self._route(alias_name, call, lambda _: _complete, settle_on_return=True, fallbacks=fallbacks)
 
     async def complete_on(self, target: str, call: ChatCall) -> Routed[Completion]:
         """A whole answer from `target` alone: one attempt, no retry, no failover (a shadow call, so that what
@@ -177,16 +184,17 @@ class Router:
             why_unavailable = self.health.why_unavailable(target).value
             raise AllTargetsBusy(f"The target '{target}' is not available ({why_unavailable}).")
         try:
-            result = await self._attempt_once(target, call, lambda p: p.complete(call), attempts, settle=True)
+            result = await self._attempt_once(target, call, _complete, attempts, settle=True)
         except LifelineError as err:
             err.attempts = attempts
             raise
         return Routed(target, self.providers[target].model, result, attempts)
 
     async def open_stream(self, alias_name: str, call: ChatCall, fallbacks: tuple[str, ...] = ()) -> Routed[OpenStream]:
-        def first_content(alias: Alias) -> Callable[[Provider], Awaitable[OpenStream]]:
-            async def read(provider: Provider) -> OpenStream:
-                return await _read_head(provider.stream(call), alias.hold_back_tokens, alias.hold_back_ms / 1000)
+        def first_content(alias: Alias) -> Work[OpenStream]:
+            async def read(provider: Provider, sent: Call) -> OpenStream:
+                stream = provider.stream(cast(ChatCall, sent))
+                return await _read_head(stream, alias.hold_back_tokens, alias.hold_back_ms / 1000)
 
             return read
 
@@ -195,48 +203,108 @@ class Router:
 
     async def continue_stream(
         self, alias_name: str, call: ChatCall, prefill: str, tried: set[str]
-    ) -> Routed[OpenStream] | None:
+    ) -> tuple[Routed[OpenStream] | None, AttemptLog]:
         """After a stream broke mid-answer: the same answer continued from `prefill` on another target that
-        accepts an assistant prefix, or None when none can. Every error of a candidate — a 400 refusing the
-        prefix included — only moves on to the next: the client must see the original failure, not that."""
+        accepts an assistant prefix — or whose support is unknown — or None when none can; with the attempts
+        made either way. Every error of a candidate only moves on to the next: the client must see the
+        original failure, not that. A target of unknown support that answers the prefix with a 400 has
+        refused it: it is remembered as unable (here and, through the shared state, by other replicas) and
+        stays free for a replay-verified restart. One that ignored the prefix and began the answer again is
+        held to it as a replay (routing/replay.py) and remembered as unable too."""
         alias = self.alias(alias_name)
-        continuation = ChatCall(
-            body=call.body, request=call.request, request_id=call.request_id, deadline=call.deadline, prefill=prefill
-        )
-        needs = needs_of(call.request, call.body)
         attempts = AttemptLog()
 
-        async def first_content(provider: Provider) -> OpenStream:
-            return await _read_head(provider.stream(continuation), 0, 0.0)
+        async def first_content(provider: Provider, sent: Call) -> OpenStream | None:
+            stream = provider.stream(cast(ChatCall, sent))
+            if self.health.prefill_support(provider.name) is not None:
+                return await _read_head(stream, 0, 0.0)
+            # unknown support: a server that ignores the prefix starts the answer again — checked as a replay
+            read = await read_continuation(stream, prefill)
+            return None if read is None else OpenStream(*read)
 
-        for name in order_targets(alias, self.permitted[alias_name], self.health, self.prices, self.rng):
-            ability = self.abilities[name]
-            if name in tried or not ability.prefill or why_not(needs, ability) is not None:
+        def can_continue(name: str) -> bool:
+            return self.health.prefill_support(name) is not False
+
+        for name, later in self._takers(alias_name, call, tried, attempts, can_continue):
+            support = self.health.prefill_support(name)
+            continuation = dataclasses.replace(call, prefill=prefill, ttft=self._first_token_limit(name, alias, later))
+            try:
+                opened = await self._attempt_once(name, continuation, first_content, attempts, Outcome.CONTINUED)
+            except UpstreamError as err:
+                if support is None and err.failover is Failover.CLIENT:
+                    attempts.relabel_last(Outcome.PREFILL_REFUSED)
+                    self.health.refuse_prefill(name)
+                    tried.discard(name)  # it may still restart the answer
+                    log.info(
+                        "target refused an assistant prefix; it will not be asked to continue again",
+                        extra={"request_id": call.request_id, "target": name},
+                    )
+                continue
+            if opened is None or opened.restarted:
+                # it ignored the prefix: from now on it is only restarted, never asked to continue
+                self.health.refuse_prefill(name)
+                attempts.relabel_last(Outcome.REPLAYED if opened else Outcome.DIVERGED)
+            if opened is None:
+                self.health.release(name)  # it answered, differently: no verdict
+                continue
+            return Routed(name, self.providers[name].model, opened, attempts), attempts
+        if attempts:
+            log.warning("no target could continue the stream", extra={"request_id": call.request_id})
+        return None, attempts
+
+    async def replay_stream(
+        self, alias_name: str, call: ChatCall, sent: str, tried: set[str]
+    ) -> tuple[Routed[OpenStream] | None, AttemptLog]:
+        """When no target could continue a broken stream: the request restarted on the next target that can
+        serve it, its output held back until it has reproduced `sent` (the text the client has). The
+        answer's remainder when it did (the attempt is recorded as replayed); None when no target could
+        be asked, or the first whose regeneration was read differed (recorded as diverged) — another model
+        would not reproduce the text either, and nothing different may be spliced."""
+        alias = self.alias(alias_name)
+        attempts = AttemptLog()
+
+        async def regenerate(provider: Provider, restarted: Call) -> OpenStream | None:
+            stream = provider.stream(cast(ChatCall, restarted))
+            head = await read_replay(stream, sent)
+            return None if head is None else OpenStream(head, stream)
+
+        for name, later in self._takers(alias_name, call, tried, attempts, lambda _: True):
+            restarted = dataclasses.replace(call, ttft=self._first_token_limit(name, alias, later))
+            try:
+                opened = await self._attempt_once(name, restarted, regenerate, attempts, Outcome.REPLAYED)
+            except UpstreamError:
+                continue
+            if opened is None:
+                attempts.relabel_last(Outcome.DIVERGED)
+                self.health.release(name)  # it answered, differently: no verdict
+                log.warning("the restarted answer differed from the text sent", extra={"request_id": call.request_id})
+                return None, attempts
+            return Routed(name, self.providers[name].model, opened, attempts), attempts
+        return None, attempts
+
+    def _takers(
+        self, alias_name: str, call: ChatCall, tried: set[str], attempts: AttemptLog, usable: Callable[[str], bool]
+    ) -> Iterator[tuple[str, list[str]]]:
+        """The targets that may take over a broken stream, in the alias's order: not tried in this request,
+        `usable`, able to serve it and available (a skip is recorded in `attempts`) — each claimed for one
+        attempt and counted as tried, with the targets after it. None once the deadline has passed."""
+        alias = self.alias(alias_name)
+        needs = needs_of(call.request, call.body)
+        order = order_targets(alias, self.permitted[alias_name], self.health, self.prices, self.rng)
+        for index, name in enumerate(order):
+            if name in tried or not usable(name) or why_not(needs, self.abilities[name]) is not None:
                 continue
             if call.deadline.expired:
-                break
+                return
             if not self.health.acquire(name):
                 attempts.append(Attempt.skipped(name, self.health.why_unavailable(name)))
                 continue
             tried.add(name)
-            try:
-                opened = await self._attempt_once(name, continuation, first_content, attempts, Outcome.CONTINUED)
-            except UpstreamError:
-                continue
-            return Routed(name, self.providers[name].model, opened, attempts)
-        if attempts:
-            log.warning("no target could continue the stream", extra={"request_id": call.request_id})
-        return None
+            yield name, order[index + 1 :]
 
     async def embed(self, alias_name: str, call: EmbeddingCall, fallbacks: tuple[str, ...] = ()) -> Routed[Completion]:
         # The config allows only embedding-capable kinds in an embeddings alias (checked at load).
-        return await self._route(
-            alias_name,
-            call,
-            lambda _: lambda p: cast(EmbeddingProvider, p).embed(call),
-            settle_on_return=True,
-            fallbacks=fallbacks,
-        )
+        return await self._route(alias_name, call, lambda _: _embed, settle_on_return=True, fallbacks=fallbacks)
 
     # --- the attempt loop --------------------------------------------------------------------------
 
@@ -289,7 +357,7 @@ class Router:
         self,
         alias_name: str,
         call: Call,
-        work: Work[T],
+        work: AliasWork[T],
         *,
         settle_on_return: bool,
         fallbacks: tuple[str, ...] = (),
@@ -335,7 +403,7 @@ class Router:
         self,
         alias_name: str,
         call: Call,
-        attempt: Callable[[Provider], Awaitable[T]],
+        attempt: Work[T],
         attempts: AttemptLog,
         *,
         settle_on_return: bool,
@@ -356,6 +424,12 @@ class Router:
         hedge = alias.hedge_after_ms / 1000 if alias.hedge_after_ms is not None else None
         raced: set[str] = set()  # targets already tried as a hedge partner
 
+        def call_for(who: str, later: list[str]) -> Call:
+            # a streaming attempt's first-token limit depends on what is left after it
+            if isinstance(call, ChatCall) and not settle_on_return:
+                return dataclasses.replace(call, ttft=self._first_token_limit(who, alias, later))
+            return call
+
         while index < len(candidates):
             name = candidates[index]
             provider = self.providers[name]
@@ -371,14 +445,24 @@ class Router:
                 health.release(name)
                 raise self._deadline_error(attempts)
 
+            later = [t for t in candidates[index + 1 :] if t not in raced]
             try:
                 if hedge is not None and not retrying and name != forced:
-                    partner = next((t for t in candidates[index + 1 :] if t not in raced), None)
+                    partner = next(iter(later), None)
                     result, name = await self._race(
-                        name, partner, call, attempt, hedge, attempts, raced, settle_on_return
+                        name,
+                        partner,
+                        {name: call_for(name, later), **({partner: call_for(partner, later[1:])} if partner else {})},
+                        attempt,
+                        hedge,
+                        attempts,
+                        raced,
+                        settle_on_return,
                     )
                 else:
-                    result = await self._attempt_once(name, call, attempt, attempts, settle=settle_on_return)
+                    result = await self._attempt_once(
+                        name, call_for(name, later), attempt, attempts, settle=settle_on_return
+                    )
             except UpstreamError as err:
                 last_error = err
                 if call.deadline.expired:
@@ -416,11 +500,22 @@ class Router:
             return self.health.why_unavailable(name)
         return None
 
+    def _first_token_limit(self, name: str, alias: Alias, later: list[str]) -> float | None:
+        """How long a streaming attempt at `name` may take to its first content: the target's own `ttft`
+        when its config sets one (None); the alias's first-token failover while another of `later` is
+        available; else the rest of the deadline (math.inf) — the last target is not cut short."""
+        if self.config.targets[name].timeouts.ttft_set:
+            return None
+        limit = alias.first_token_failover_ms
+        if limit is not None and any(self.health.available(t) for t in later if t != name):
+            return limit / 1000
+        return math.inf
+
     async def _attempt_once(
         self,
         name: str,
         call: Call,
-        work: Callable[[Provider], Awaitable[T]],
+        work: Work[T],
         attempts: AttemptLog,
         answered: Outcome = Outcome.OK,
         *,
@@ -441,7 +536,7 @@ class Router:
         span = scope.__enter__()
         produced: list[T] = []  # the answer, once there: let go of if the attempt is cancelled after all
         try:
-            produced.append(await work(provider))
+            produced.append(await work(provider, call))
             if claim is not None:
                 await claim()
             self.tracing.attempt_outcome(span, answered, 200)
@@ -483,8 +578,8 @@ class Router:
         self,
         name: str,
         partner: str | None,
-        call: Call,
-        work: Callable[[Provider], Awaitable[T]],
+        calls: dict[str, Call],
+        work: Work[T],
         hedge: float,
         attempts: AttemptLog,
         raced: set[str],
@@ -505,7 +600,7 @@ class Router:
                         attempts.append(Attempt(rival, Outcome.HEDGE_LOST))
 
             entrants[who] = asyncio.ensure_future(
-                self._attempt_once(who, call, work, attempts, settle=settle, claim=claim)
+                self._attempt_once(who, calls[who], work, attempts, settle=settle, claim=claim)
             )
             return entrants[who]
 
@@ -647,6 +742,14 @@ def _builtin_tools(target: Target) -> frozenset[str]:
     if isinstance(target, OpenAITarget) and target.responses == "native":
         return frozenset(target.responses_tools)
     return frozenset()
+
+
+async def _complete(provider: Provider, call: Call) -> Completion:
+    return await provider.complete(cast(ChatCall, call))
+
+
+async def _embed(provider: Provider, call: Call) -> Completion:
+    return await cast(EmbeddingProvider, provider).embed(cast(EmbeddingCall, call))
 
 
 def _operation(call: Call) -> str:

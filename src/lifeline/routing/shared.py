@@ -7,6 +7,10 @@ replicas that start later or were disconnected), and as a message on ``<prefix>c
 running now). Every replica applies what others report through ``Health.apply_remote_open``, which opens
 the circuit locally without announcing it again, so opens do not echo between replicas.
 
+Targets that refused an assistant prefix (their prefill support was unknown, routing/router.py) travel the
+same way: a key ``<prefix>prefill:<target>`` kept for ``PREFILL_TTL`` and a message on ``<prefix>prefill``;
+each replica marks the target unable with ``Health.refuse_prefill`` (without announcing it again).
+
 Sharing is an optimisation: each replica still keeps its own circuits, so while Redis is unreachable
 everything carries on with local knowledge only, and the subscriber reconnects with backoff.
 """
@@ -20,6 +24,7 @@ import math
 import os
 import time
 import uuid
+from collections.abc import Coroutine
 from typing import Any, Literal
 
 import orjson
@@ -35,6 +40,8 @@ log = logging.getLogger(__name__)
 
 #: at most one "Redis unreachable" warning per this many seconds
 WARN_EVERY = 10.0
+#: how long Redis remembers that a target refused a prefix, for replicas that start later (seconds)
+PREFILL_TTL = 24 * 3600
 
 # Keep the longer open: a replica's ordinary 30 s open must not shorten another's 10 min cut-off in the key
 # that later replicas read. ARGV: the message, its open-until (ms), its cooldown (ms), the channel.
@@ -73,6 +80,7 @@ class SharedCircuits:
         self.failure = failure
         self.prefix = prefix
         self.channel = f"{prefix}circuits"
+        self.prefill_channel = f"{prefix}prefill"
         #: Redis calls that failed (unreachable, timed out)
         self.redis_errors = 0
         #: opens received from other replicas (applied unless the circuit here was already open for longer)
@@ -99,6 +107,9 @@ class SharedCircuits:
     def _key(self, target: str) -> str:
         return f"{self.prefix}circuit:{target}"
 
+    def _prefill_key(self, target: str) -> str:
+        return f"{self.prefix}prefill:{target}"
+
     async def start(self, wait: float = 2.0) -> None:
         """Start listening, and wait (up to ``wait`` seconds) until the opens already in Redis are applied,
         so that a replica starting now does not send its first requests to a target others have given up on.
@@ -106,6 +117,7 @@ class SharedCircuits:
         if self._subscriber is not None:
             return
         self.health.open_listeners.append(self._on_open)
+        self.health.prefill_listeners.append(self._on_prefill_refused)
         self._subscriber = asyncio.create_task(self._subscribe_forever(), name="lifeline-shared-circuits")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._first_attempt.wait(), wait)
@@ -113,6 +125,8 @@ class SharedCircuits:
     async def close(self) -> None:
         with contextlib.suppress(ValueError):
             self.health.open_listeners.remove(self._on_open)
+        with contextlib.suppress(ValueError):
+            self.health.prefill_listeners.remove(self._on_prefill_refused)
         if self._subscriber is not None:
             self._subscriber.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -128,14 +142,31 @@ class SharedCircuits:
     # --- telling the others --------------------------------------------------------------------------
 
     def _on_open(self, target: str, cooldown: float, reason: str) -> None:
+        self._in_background(self._publish(target, cooldown, reason))
+
+    def _on_prefill_refused(self, target: str) -> None:
+        self._in_background(self._publish_prefill_refused(target))
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             # Health driven outside an event loop (a script, a unit test): nobody to publish for.
+            work.close()
             return
-        task = loop.create_task(self._publish(target, cooldown, reason))
+        task = loop.create_task(work)
         self._publishing.add(task)
         task.add_done_callback(self._publishing.discard)
+
+    async def _publish_prefill_refused(self, target: str) -> None:
+        message = orjson.dumps({"origin": self.origin, "target": target}).decode()
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.set(self._prefill_key(target), message, ex=PREFILL_TTL)
+            pipe.publish(self.prefill_channel, message)
+            await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._unreachable("publishing a refused prefix", exc)
 
     async def _publish(self, target: str, cooldown: float, reason: str) -> None:
         if cooldown <= 0:
@@ -164,7 +195,7 @@ class SharedCircuits:
             try:
                 async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                     # Subscribed before reading the keys, so an open published in between is not missed.
-                    await pubsub.subscribe(self.channel)
+                    await pubsub.subscribe(self.channel, self.prefill_channel)
                     await self._apply_existing()
                     self._first_attempt.set()
                     delay = self._backoff_min
@@ -181,7 +212,10 @@ class SharedCircuits:
             # taken for a dead connection.
             message = await pubsub.get_message(timeout=1.0)
             if message is not None and message.get("type") == "message":
-                self._apply(message["data"], seconds_left=None)
+                if message.get("channel") == self.prefill_channel:
+                    self._apply_prefill_refused(message["data"])
+                else:
+                    self._apply(message["data"], seconds_left=None)
 
     async def _apply_existing(self) -> None:
         """Apply every open circuit another replica left in Redis: on start, and after a reconnect, which may
@@ -195,6 +229,20 @@ class SharedCircuits:
             if value is not None and isinstance(pttl, int) and pttl > 0:
                 # PTTL is measured by Redis itself: no clock of any replica comes into it.
                 self._apply(value, seconds_left=pttl / 1000)
+        async for key in self._redis.scan_iter(match=f"{_glob_escape(self.prefix)}prefill:*", count=100):
+            refused = await self._redis.get(key)
+            if isinstance(refused, str):
+                self._apply_prefill_refused(refused)
+
+    def _apply_prefill_refused(self, raw: str) -> None:
+        try:
+            refused: dict[str, Any] = orjson.loads(raw)
+            origin, target = str(refused["origin"]), str(refused["target"])
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignored a malformed shared prefill message")
+            return
+        if origin != self.origin:
+            self.health.refuse_prefill(target, announce=False)
 
     def _apply(self, raw: str, *, seconds_left: float | None) -> None:
         try:

@@ -3,9 +3,11 @@
 - Chunks pass through as the upstream sent them (parsed once; `Content.raw` is the upstream's JSON).
 - If the upstream fails after content reached the client, the same answer is continued on the next target
   that accepts an assistant prefix (mid-stream continuation, `Router.continue_stream`): a `Continued` event,
-  then the next target's chunks, and the client sees one uninterrupted answer. A tool call already partly
-  sent is never spliced from two models, and when no target can continue, the stream ends with `Broken` —
-  never a truncated answer that looks complete.
+  then the next target's chunks, and the client sees one uninterrupted answer. When no target can continue
+  it, the request is restarted on the next target and only what follows the text already sent goes out, if
+  the regenerated answer reproduces that text (`Router.replay_stream`, routing/replay.py). A tool call
+  already partly sent is never spliced from two models, and when nothing can finish the answer, the stream
+  ends with `Broken` — never a truncated answer that looks complete.
 - A complete answer ends with `End`, carrying its usage: the upstream's own when one target answered and
   reported it; otherwise estimated (and marked so).
 - Each target's verdict (success, failure, or none when the client left) reaches the circuits, and `on_end`
@@ -18,9 +20,9 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from lifeline.attempts import Outcome
+from lifeline.attempts import AttemptLog, Outcome
 from lifeline.errors import UpstreamBroken, UpstreamError
 from lifeline.protocol.usage import answer_usage, delta_chars
 from lifeline.providers.base import ChatCall, Chunk
@@ -30,6 +32,9 @@ if TYPE_CHECKING:
     from lifeline.routing.router import Router
 
 log = logging.getLogger("lifeline.stream")
+
+#: how an answer went on after a break: continued from the text sent, or restarted and verified against it
+Mode = Literal["prefill", "replay"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,16 +50,24 @@ class Content:
 
 @dataclass(frozen=True, slots=True)
 class Continued:
-    """The answer broke on `source` after `after_chars` characters of text and goes on on `target`."""
+    """The answer broke on `source` after `after_chars` characters of text and goes on on `target`:
+    continued from those characters ("prefill"), or restarted and found to reproduce them ("replay")."""
 
     source: str
     target: str
     after_chars: int
     #: the broken target's outcome
     reason: Outcome
+    mode: Mode = "prefill"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"from": self.source, "to": self.target, "after_chars": self.after_chars, "reason": self.reason.value}
+        return {
+            "from": self.source,
+            "to": self.target,
+            "after_chars": self.after_chars,
+            "reason": self.reason.value,
+            "mode": self.mode,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +132,7 @@ async def relay(
     tried = {target, *routed.attempts.tried_targets}
     verdict: bool | None = None  # None: the client left before the end
     limit = router.alias(alias).max_continuations
+    replay = router.alias(alias).replay
     try:
         while True:
             try:
@@ -138,23 +152,30 @@ async def relay(
                     extra={"request_id": call.request_id, "target": target, "outcome": err.outcome.value},
                 )
                 await rest.aclose()  # type: ignore[attr-defined]
-                follow = None
+                follow: Routed[OpenStream] | None = None
+                mode: Mode = "prefill"
                 if state.continuations < limit and _continuable(state, call):
-                    follow = await router.continue_stream(alias, call, state.text, tried)
+                    follow, made = await router.continue_stream(alias, call, state.text, tried)
+                    _extend(routed.attempts, made, alias)
+                    if follow is not None and follow.result.restarted:
+                        mode = "replay"
+                    if follow is None and replay:
+                        follow, made = await router.replay_stream(alias, call, state.text, tried)
+                        _extend(routed.attempts, made, alias)
+                        mode = "replay"
                 if follow is None:
                     verdict = False
                     yield Broken(_broken(target, err, state))
                     return
-                if routed.attempts.aliased:  # a request with fallbacks: the continuation's alias too
-                    follow.attempts.for_alias(alias)
-                routed.attempts.extend(follow.attempts)
                 state.continuations += 1
                 log.info(
-                    "stream continued on another target", extra={"request_id": call.request_id, "target": follow.target}
+                    "stream continued on another target",
+                    extra={"request_id": call.request_id, "target": follow.target, "mode": mode},
                 )
-                continued = Continued(target, follow.target, len(state.text), err.outcome)
+                continued = Continued(target, follow.target, len(state.text), err.outcome, mode)
                 target, head, rest = follow.target, list(follow.result.head), follow.result.rest
-                parts.append(Part(target))
+                # a replay produced the sent text again: its share of the answer includes it
+                parts.append(Part(target, chars=len(state.text) if mode == "replay" else 0))
                 yield continued
         usage, estimated = _usage(call, parts)
         yield End(Outcome.OK, usage, estimated, target, parts)
@@ -202,7 +223,7 @@ def _continuable(state: _State, call: ChatCall) -> bool:
 
 
 def _broken(target: str, err: UpstreamError, state: _State) -> UpstreamBroken:
-    why = "a tool call had started" if state.tool_sent else "no other target could continue it"
+    why = "a tool call had started" if state.tool_sent else "no other target could continue or reproduce it"
     return UpstreamBroken(
         f"The upstream ({target}) failed after the answer had started: {err.message} The answer is incomplete ({why}).",
         code="upstream_stream_broken",
@@ -217,3 +238,10 @@ def _usage(call: ChatCall, parts: list[Part]) -> tuple[dict[str, Any], bool]:
     prompt = parts[0].tokens(call.body)[0]
     completion = sum(part.tokens(call.body)[1] for part in parts)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}, True
+
+
+def _extend(attempts: AttemptLog, made: AttemptLog, alias: str) -> None:
+    """Add a continuation's attempts to the answer's; in a request with fallbacks, each says its alias."""
+    if attempts.aliased:
+        made.for_alias(alias)
+    attempts.extend(made)

@@ -74,6 +74,12 @@ def carry_over(old: Gateway, new: Gateway) -> list[str]:
     new.health.drained.update(old.health.drained & new.config.targets.keys())
     new.health.faults.update((t, f) for t, f in old.health.faults.items() if t in new.config.targets)
     new.health.recent_failovers = old.health.recent_failovers
+    # A refused prefix is about the target's settings: remembered while they are unchanged.
+    new.health.prefill_refused.update(
+        t
+        for t in old.health.prefill_refused
+        if t in new.config.targets and old.config.targets.get(t) == new.config.targets[t]
+    )
     # Requests running on the old gateway settle their budget reservations there: one store for both, or
     # the new gateway would admit spending the old one has reserved. (Redis stores are shared anyway.)
     if isinstance(old.accounting.limits, InProcessLimits) and isinstance(new.accounting.limits, InProcessLimits):

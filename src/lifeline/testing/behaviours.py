@@ -71,14 +71,15 @@ def wall_word(i: int) -> str:
     return WALL_WORDS[i % len(WALL_WORDS)]
 
 
-def wall_text(n: int) -> str:
-    """The first ``n`` wall words joined by single spaces."""
-    return " ".join(wall_word(i) for i in range(max(n, 0)))
+def wall_text(n: int, offset: int = 0) -> str:
+    """The first ``n`` wall words joined by single spaces (from word ``offset`` on: ``offset=K`` in a
+    behaviour makes another model's different answer)."""
+    return " ".join(wall_word(offset + i) for i in range(max(n, 0)))
 
 
-def stream_piece(i: int) -> str:
-    """Content of the i-th streamed token; concatenating pieces 0..n-1 gives ``wall_text(n)``."""
-    word = wall_word(i)
+def stream_piece(i: int, offset: int = 0) -> str:
+    """Content of the i-th streamed token; concatenating pieces 0..n-1 gives ``wall_text(n, offset)``."""
+    word = wall_word(offset + i)
     return word if i == 0 else " " + word
 
 

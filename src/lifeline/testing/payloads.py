@@ -155,6 +155,8 @@ class Reply:
     include_usage: bool
     #: a continuation (prefill): the words of the answer already given, which are not repeated
     start: int = 0
+    #: the answer starts at this wall word (a behaviour's `offset`): a different text
+    offset: int = 0
 
     def usage(self) -> dict[str, int]:
         return usage(self.prompt_tokens, self.tokens - self.start)
@@ -180,9 +182,9 @@ class Reply:
 
     def text_message(self) -> dict[str, Any]:
         if self.start:
-            rest = wall_text(self.tokens)[len(wall_text(self.start)) :]
+            rest = wall_text(self.tokens, self.offset)[len(wall_text(self.start, self.offset)) :]
             return {"role": "assistant", "content": rest, "refusal": None}
-        return {"role": "assistant", "content": wall_text(self.tokens), "refusal": None}
+        return {"role": "assistant", "content": wall_text(self.tokens, self.offset), "refusal": None}
 
     def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {

@@ -554,7 +554,8 @@ class FaultWall:
             limit = _token_limit(body)
             if limit is not None and limit < tokens:
                 tokens, finish = limit, "length"
-        prefill = prefill_of(body)
+        # `prefill=ignore`: a server that takes no notice of the prefix marker and answers afresh
+        prefill = prefill_of(body) if behaviour.get_str("prefill", "") != "ignore" else None
         return Reply(
             id=f"chatcmpl-wall-{next(self._ids)}",
             created=int(time.time()),
@@ -564,6 +565,7 @@ class FaultWall:
             prompt_tokens=prompt_words(body),
             include_usage=stream and behaviour.name != "no_usage" and _include_usage(body),
             start=min(len(prefill.split()), tokens) if prefill is not None else 0,
+            offset=max(behaviour.get_int("offset", 0), 0),
         )
 
     def _error_for(self, behaviour: Behaviour, spec: str, model: str | None, reply: Reply) -> ErrorReply | None:
@@ -651,7 +653,7 @@ class FaultWall:
                 break
             if tps is not None and i > 0:
                 await asyncio.sleep(1.0 / tps)
-            await _event(writer, reply.chunk({"content": stream_piece(i)}))
+            await _event(writer, reply.chunk({"content": stream_piece(i, reply.offset)}))
 
         await self._finish_stream(writer, reply, done=name != "no_done")
         return keep
