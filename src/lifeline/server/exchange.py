@@ -6,6 +6,10 @@ relay a stream, and account it exactly once — whatever happened: an answer, an
 a stream that broke. What comes back is an `Answer` (accounted already) or a `Stream` of typed events
 (accounted when it ends), for the route to render in its own wire format.
 
+An alias with a response cache (accounting/cache.py) may answer a chat request from it: a deterministic repeat
+before any target is asked (`x-lifeline-cache: hit`), or the last good answer when every target failed
+(`x-lifeline-cache: stale`); an answer that ended normally is kept for next time.
+
 A chat request chosen for capture at admission hands its answer to `finish` (a stream's assembled from the
 chunks the client received); one chosen for shadowing starts its shadow calls once the response has been
 sent (server/shadow.py, through the after-response hook of server/middleware.py).
@@ -21,9 +25,11 @@ from typing import Any, TypeVar
 
 from starlette.requests import Request
 
+from lifeline.accounting.cache import Cached, Lookup
 from lifeline.accounting.captures import Plan
 from lifeline.accounting.keys import VirtualKey
 from lifeline.accounting.service import Admission, Finish
+from lifeline.attempts import AttemptLog, CacheUse, Outcome
 from lifeline.errors import InvalidRequest, LifelineError
 from lifeline.protocol.assemble import Assembler
 from lifeline.protocol.chat import ChatCompletionRequest
@@ -31,6 +37,7 @@ from lifeline.protocol.embeddings import EmbeddingRequest
 from lifeline.protocol.parse import parse_json_object
 from lifeline.protocol.usage import answer_usage, delta_chars
 from lifeline.providers.base import ChatCall, Completion, Deadline, EmbeddingCall
+from lifeline.routing.replay import replay
 from lifeline.routing.router import OpenStream, Routed
 from lifeline.routing.streaming import Content, End, StreamEvent, relay
 from lifeline.server.body import read_body
@@ -93,14 +100,22 @@ class Exchange:
         router.alias(chat.model, "chat")  # an unknown alias is a 404 before anything else
         call = ChatCall(body=data, request=chat, request_id=self.request_id, deadline=self.deadline)
         admission = await self.gateway.accounting.admit(self.key, chat.model, data, chat.token_limit, self.request_id)
+        cache = self.gateway.accounting.cache.lookup(chat.model, self.key, data, chat)
+        if cache is not None and (hit := await cache.hit()) is not None:
+            return await self._cached(admission, hit, chat, CacheUse.HIT, AttemptLog())
         plan = admission.capture
         if plan is not None and plan.shadow:
             after_response(self.request, self._shadow(plan))
-        if chat.stream:
-            routed = await self._routed(admission, router.open_stream(chat.model, call), streamed=True)
-            return self._stream(admission, routed, call)
-        done = await self._routed(admission, router.complete(chat.model, call), streamed=False)
-        return await self._answer(admission, done, data, embedding=False)
+        try:
+            if chat.stream:
+                routed = await self._routed(admission, router.open_stream(chat.model, call), streamed=True, cache=cache)
+                return self._stream(admission, routed, call, cache)
+            done = await self._routed(admission, router.complete(chat.model, call), streamed=False, cache=cache)
+            return await self._answer(admission, done, data, embedding=False, cache=cache)
+        except LifelineError as exc:
+            if cache is None or cache.stale is None:
+                raise
+            return await self._cached(admission, cache.stale, chat, CacheUse.STALE, exc.attempts)
 
     async def embed(self, embedding: EmbeddingRequest) -> Answer:
         """The embeddings request the body holds (validated as `embedding`)."""
@@ -122,18 +137,43 @@ class Exchange:
 
         return start
 
-    async def _routed(self, admission: Admission, work: Awaitable[T], *, streamed: bool) -> T:
+    async def _routed(
+        self, admission: Admission, work: Awaitable[T], *, streamed: bool, cache: Lookup | None = None
+    ) -> T:
         """The router's work, cancelled if the client leaves. If it fails, the request is accounted here as
-        unanswered, and the error goes on to be rendered."""
+        unanswered, and the error goes on to be rendered — unless the alias's cache answers it instead."""
         try:
             result: T = await until_disconnect(self.request, work)
         except BaseException as exc:
-            await self.gateway.accounting.finish(admission, _failed(exc, streamed))
+            if cache is None or not await cache.rescue(exc):
+                await self.gateway.accounting.finish(admission, _failed(exc, streamed))
             raise
         return result
 
+    async def _cached(
+        self, admission: Admission, cached: Cached, chat: ChatCompletionRequest, use: CacheUse, attempts: AttemptLog
+    ) -> Answer | Stream:
+        """An answer from the alias's cache, accounted at no upstream cost and marked `x-lifeline-cache`."""
+        streamed = bool(chat.stream)
+        await self.gateway.accounting.finish(
+            admission,
+            Finish(200, "ok", streamed, model=cached.model, attempts=attempts, usage=cached.usage, cache=use),
+        )
+        headers = {"x-lifeline-cache": use.value, "x-lifeline-attempts": str(attempts.tries)}
+        body = {**cached.body, "id": f"chatcmpl-{self.request_id}"}
+        if streamed:
+            return Stream(cached.model, replay(body, cached.usage, cached.usage_estimated), headers)
+        headers["x-lifeline-cost-usd"] = "0"
+        return Answer(body, cached.model, cached.usage, cached.usage_estimated, headers)
+
     async def _answer(
-        self, admission: Admission, done: Routed[Completion], data: dict[str, Any], *, embedding: bool
+        self,
+        admission: Admission,
+        done: Routed[Completion],
+        data: dict[str, Any],
+        *,
+        embedding: bool,
+        cache: Lookup | None = None,
     ) -> Answer:
         usage, estimated = answer_usage(data, done.result.usage, delta_chars(done.result.body))
         if embedding:  # all prompt
@@ -152,24 +192,32 @@ class Exchange:
                 answer=None if embedding or admission.capture is None else {**done.result.body, "usage": usage},
             ),
         )
+        if cache is not None:
+            await cache.keep({**done.result.body, "usage": usage}, done.result.model, usage, estimated)
         headers = _headers(done)
         # The answer's cost at its target's price, as the ledger records it (the ledger stays the source of truth).
         cost = self.gateway.accounting.prices.cost(done.target, usage["prompt_tokens"], usage["completion_tokens"])
         headers["x-lifeline-cost-usd"] = usd_text(cost)
         return Answer(done.result.body, done.result.model, usage, estimated, headers, cost)
 
-    def _stream(self, admission: Admission, routed: Routed[OpenStream], call: ChatCall) -> Stream:
+    def _stream(
+        self, admission: Admission, routed: Routed[OpenStream], call: ChatCall, cache: Lookup | None = None
+    ) -> Stream:
         model = next((str(c.data["model"]) for c in routed.result.head if c.data.get("model")), routed.model)
         ttft = time.monotonic() - admission.started
         headers = _headers(routed)  # before a continuation adds its attempts
 
-        assembler = Assembler() if admission.capture is not None else None
+        assembler = Assembler() if admission.capture is not None or cache is not None else None
 
         async def on_end(end: End) -> None:
             finish = _stream_finish(routed, end, call.body, model, ttft)
-            if assembler is not None:
-                finish.answer = {"usage": end.usage, **assembler.completion()}
+            answer = {"usage": end.usage, **assembler.completion()} if assembler is not None else None
+            if admission.capture is not None:
+                finish.answer = answer
             await self.gateway.accounting.finish(admission, finish)
+            # Only an answer one target finished normally is kept: never a broken or a continued (spliced) one.
+            if cache is not None and answer is not None and end.outcome is Outcome.OK and len(end.parts) == 1:
+                await cache.keep(answer, model, end.usage, end.usage_estimated)
 
         events = relay(routed, call, self.gateway.router, admission.alias, on_end)
         return Stream(model, events if assembler is None else _assembled(events, assembler), headers)
