@@ -24,7 +24,6 @@ from lifeline.config import parse_config
 from lifeline.config.schema import CacheSettings
 from lifeline.metrics import Metrics
 from lifeline.protocol.assemble import Assembler, chunks_of
-from tests.fixtures.redis import fresh_redis_url, redis_session_server, redis_url  # noqa: F401
 
 BODY = {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "temperature": 0}
 
