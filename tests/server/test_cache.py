@@ -11,10 +11,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
+import pytest
 
 from lifeline.config import Config, parse_config
+from lifeline.errors import ConfigError
+from lifeline.providers.registry import ProviderRegistry
 from lifeline.server.gateway import Gateway
-from tests.server.fakes import PROMPT, USAGE, InProcess, in_process
+from lifeline.server.reload import carry_over
+from tests.server.fakes import PROMPT, USAGE, FakeProvider, InProcess, in_process
 from tests.server.test_exchange import data_events, text_of
 
 DETERMINISTIC = {"model": "chat", "messages": PROMPT, "temperature": 0}
@@ -306,3 +310,44 @@ def test_messages_and_responses_are_served_from_the_cache_in_their_own_formats()
     output = whole_response.json()["output"]
     assert [part["text"] for item in output for part in item["content"]] == ["Hello there"]
     assert "event: response.completed" in streamed_response.text and "response.failed" not in streamed_response.text
+
+
+# --- configuration and reloads ----------------------------------------------------------------------------
+
+
+def test_the_config_checks_the_cache_settings() -> None:
+    target = {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "ok"}
+
+    def problem(alias: dict[str, Any]) -> str:
+        with pytest.raises(ConfigError) as refused:
+            parse_config({"targets": {"t": target}, "aliases": {"a": {"targets": ["t"], **alias}}}, env={})
+        return str(refused.value)
+
+    assert "response cache is for chat aliases" in problem({"kind": "embeddings", "cache": {}})
+    assert "aliases.a.cache.mode" in problem({"cache": {"mode": "always"}})
+    assert "aliases.a.cache.ttl" in problem({"cache": {"ttl": 0}})
+    assert "aliases.a.cache.max_entries" in problem({"cache": {"max_entries": 0}})
+    assert "aliases.a.cache.sharing" in problem({"cache": {"sharing": True}})  # a typo is an error
+
+
+def test_a_reload_keeps_the_answers_kept_in_memory() -> None:
+    cfg = config("ok", mode="hit")
+    seen: list[httpx.Response] = []
+
+    async def scenario(served: InProcess, client: httpx.AsyncClient) -> None:
+        await chat(client, DETERMINISTIC)
+        old = gateway(served)
+        registry = ProviderRegistry()
+        registry.register("openai", lambda name, target: FakeProvider(name, "down"))
+        new = Gateway.build(cfg, registry)
+        carry_over(old, new)
+        served.app.state.gateway = new
+        await new.start()
+        try:
+            seen.append(await chat(client, DETERMINISTIC))
+        finally:
+            served.app.state.gateway = old
+            await new.close()
+
+    serve(cfg, scenario)
+    assert seen[0].headers["x-lifeline-cache"] == "hit"
