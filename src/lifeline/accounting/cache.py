@@ -266,7 +266,15 @@ class RedisStore:
     async def put(self, space: str, digest: str, value: bytes, now: float, settings: CacheSettings) -> int:
         now_ms = math.floor(now * 1000)
         ttl_ms = math.ceil(settings.ttl * 1000)
-        args: list[bytes | str | int] = [digest, value, now_ms, now_ms + ttl_ms, settings.max_entries, settings.max_bytes, ttl_ms]
+        args: list[bytes | str | int] = [
+            digest,
+            value,
+            now_ms,
+            now_ms + ttl_ms,
+            settings.max_entries,
+            settings.max_bytes,
+            ttl_ms,
+        ]
         return int(await self._put(keys=[self._base(space)], args=args))
 
     async def close(self) -> None:
