@@ -1,5 +1,6 @@
 """What became of each attempt at a target, as types: an `Outcome`, a `SkipReason` for a target that was not
-tried, an `Attempt` per target in the order they happened, and one request's `AttemptLog`.
+tried, an `Attempt` per target in the order they happened, and one request's `AttemptLog`; and `CacheUse`, for
+an answer that came from the response cache instead.
 
 The router writes the log; the request path reads its counts (`tries` for the x-lifeline-attempts header,
 `summary` for error messages); the ledger stores it as `as_ledger()` words it. Nothing matches an outcome or
@@ -88,6 +89,16 @@ class SkipReason(enum.Enum):
     #: a Responses request offers a built-in tool (web_search …) the target does not run: only a target that
     #: passes Responses through natively and lists the tool (responses_tools) can serve it
     NO_BUILTIN_TOOLS = "no built-in Responses tool:"
+
+
+class CacheUse(enum.Enum):
+    """How an answer came from an alias's response cache instead of a target (accounting/cache.py). The value is
+    its word in the ledger's `cache` column and the `x-lifeline-cache` response header."""
+
+    #: a deterministic request answered from the cache, no target asked
+    HIT = "hit"
+    #: every target failed, and the last good answer to this exact request was served
+    STALE = "stale"
 
 
 _SKIPPED = Outcome.SKIPPED.value + ": "

@@ -155,7 +155,7 @@ def test_records_are_written_with_every_column(db_location: DbLocation, ledgers:
     ledger = Ledger(settings(), db_location.open)
     ledgers.append(ledger)
     ledger.start()
-    plain = make_record(request_id="plain")
+    plain = make_record(request_id="plain", cache="hit")
     streamed = make_record(
         request_id="streamed",
         key_id=None,
@@ -190,6 +190,7 @@ def test_records_are_written_with_every_column(db_location: DbLocation, ledgers:
         assert (got["usage_estimated"], got["streamed"]) == (True, True)
         assert rows["plain"]["usage_estimated"] is False
     assert rows["plain"]["cost_nusd"] == plain.cost_nusd and rows["plain"]["started_at"] == plain.started_at
+    assert (rows["plain"]["cache"], got["cache"]) == ("hit", None)
 
 
 def test_group_commit_writes_many_records_in_few_transactions(db_location: DbLocation, ledgers: list[Ledger]) -> None:

@@ -49,8 +49,8 @@ _INSERT_REJECTED = (
     "INSERT INTO ledger_rejected (id, rejected_at, error, record) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
 )
 # Columns declared NOT NULL: a record missing one would fail its whole batch on every retry, forever.
-_REQUIRED = frozenset(LedgerRecord.COLUMNS) - {"key_id", "target", "model", "ttft_ms"}
-_TEXT = frozenset({"id", "request_id", "key_id", "alias", "target", "model", "outcome"})
+_REQUIRED = frozenset(LedgerRecord.COLUMNS) - {"key_id", "target", "model", "ttft_ms", "cache"}
+_TEXT = frozenset({"id", "request_id", "key_id", "alias", "target", "model", "outcome", "cache"})
 #: integer columns and their bounds (INTEGER and BIGINT on PostgreSQL)
 _INTEGER = {
     "status": 2**31 - 1,

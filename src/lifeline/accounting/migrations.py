@@ -184,6 +184,11 @@ def _m006_audit_gaps(db: Database) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS audit_gaps_target_at ON audit_gaps (target, audited_at)")
 
 
+def _m007_ledger_cache(db: Database) -> None:
+    """The ledger's mark for answers served from the response cache: NULL, 'hit' or 'stale' (a CacheUse)."""
+    db.execute("ALTER TABLE ledger ADD COLUMN cache TEXT")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("001_keys", _m001_keys),
     Migration("002_ledger", _m002_ledger),
@@ -191,6 +196,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("004_captures", _m004_captures),
     Migration("005_responses", _m005_responses),
     Migration("006_audit_gaps", _m006_audit_gaps),
+    Migration("007_ledger_cache", _m007_ledger_cache),
 )
 
 

@@ -43,10 +43,12 @@ class LedgerRecord:
     finished_at: float
     #: a shadow call (a candidate sent a copy of a client's request; docs/eval.md), not a client request
     shadow: bool = False
+    #: answered from the response cache ("hit" or "stale", a `CacheUse` value; no upstream cost); None otherwise
+    cache: str | None = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     COLUMNS = (
         "id", "request_id", "key_id", "alias", "target", "model", "outcome", "status", "attempts",
         "prompt_tokens", "completion_tokens", "usage_estimated", "cost_nusd", "ttft_ms", "latency_ms",
-        "streamed", "started_at", "finished_at", "shadow",
+        "streamed", "started_at", "finished_at", "shadow", "cache",
     )  # fmt: skip

@@ -20,6 +20,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
+from lifeline.accounting.cache import ResponseCache
 from lifeline.accounting.captures import CaptureStore, Plan
 from lifeline.accounting.db import Database
 from lifeline.accounting.keys import KeyCache, KeyStore, VirtualKey
@@ -29,7 +30,7 @@ from lifeline.accounting.migrations import migrate
 from lifeline.accounting.pricing import PriceBook
 from lifeline.accounting.records import LedgerRecord, nusd, usd
 from lifeline.accounting.responses import ResponseStore
-from lifeline.attempts import AttemptLog
+from lifeline.attempts import AttemptLog, CacheUse
 from lifeline.config.schema import Config
 from lifeline.errors import AccountingUnavailable, DatabaseUnavailable, LifelineError, PermissionDenied
 from lifeline.metrics import Metrics
@@ -104,6 +105,8 @@ class Finish:
     answer: dict[str, Any] | None = None
     #: the alias that answered, when it was one of the request's fallbacks (the ledger records it)
     alias: str | None = None
+    #: answered from the response cache (no target, no upstream cost): how
+    cache: CacheUse | None = None
 
 
 class Accounting:
@@ -120,6 +123,8 @@ class Accounting:
             Ledger(self.settings.ledger, self.open_db) if self.settings.ledger.enabled else None
         )
         self.captures = CaptureStore(config, self.open_db)
+        #: the aliases' response caches (accounting/cache.py)
+        self.cache = ResponseCache(config, metrics)
         self._db: Database | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._pruner: asyncio.Task[None] | None = None
@@ -176,6 +181,7 @@ class Accounting:
         if self.captures.active:
             await asyncio.to_thread(self.captures.writer.close)
         await self.limits.close()
+        await self.cache.close()
         if self._db is not None:
             self._db.close()
 
@@ -395,6 +401,7 @@ class Accounting:
                     streamed=streamed,
                     started_at=admission.started_at,
                     finished_at=admission.started_at + latency,
+                    cache=end.cache.value if end.cache is not None else None,
                 )
             )
         log.info(

@@ -314,6 +314,33 @@ class ShadowSettings(Strict):
     max_concurrency: Annotated[int, Field(gt=0)] = 4
 
 
+class CacheSettings(Strict):
+    """An alias's opt-in response cache (docs/continuity.md "Response cache"): complete answers kept under
+    their normalised request, in memory or in Redis when `accounting.redis_url` is set (shared by replicas)."""
+
+    #: "hit": a deterministic request (temperature 0, or a seed) is answered from the cache when it holds the
+    #: answer; "stale_on_failure": only when every target failed is the last good answer served (marked
+    #: stale); "both": either
+    mode: Literal["hit", "stale_on_failure", "both"] = "stale_on_failure"
+    #: seconds an answer may be served after it was stored
+    ttl: PositiveSeconds = 3600.0
+    #: answers kept for this alias at most; the least recently used are evicted first
+    max_entries: Annotated[int, Field(gt=0)] = 1000
+    #: bytes of stored answers for this alias at most; the least recently used are evicted first
+    max_bytes: Annotated[int, Field(gt=0)] = 16 * 1024 * 1024
+    #: answers are kept per virtual key; true shares them between keys, so that one key may receive an answer
+    #: first given to another (whatever its prompt held)
+    shared_across_keys: bool = False
+
+    @property
+    def hits(self) -> bool:
+        return self.mode in ("hit", "both")
+
+    @property
+    def stale(self) -> bool:
+        return self.mode in ("stale_on_failure", "both")
+
+
 class Alias(Strict):
     #: "chat" aliases serve /v1/chat/completions (and /v1/messages); "embeddings" aliases serve /v1/embeddings
     kind: Literal["chat", "embeddings"] = "chat"
@@ -351,6 +378,8 @@ class Alias(Strict):
     capture: CaptureSettings | None = None
     #: shadow traffic to candidates (chat aliases); shadowed requests are captured
     shadow: ShadowSettings | None = None
+    #: opt-in response cache (chat aliases): exact repeats answered from it, or only when every target failed
+    cache: CacheSettings | None = None
 
 
 class ServerSettings(Strict):
@@ -591,6 +620,8 @@ class Config(Strict):
     def _check_capture(self, name: str, alias: Alias) -> None:
         if alias.kind == "embeddings" and (alias.capture is not None or alias.shadow is not None):
             raise ValueError(f"embeddings alias {name!r}: capture and shadow are for chat aliases")
+        if alias.kind == "embeddings" and alias.cache is not None:
+            raise ValueError(f"embeddings alias {name!r}: the response cache is for chat aliases")
         if alias.shadow is None:
             return
         for candidate in alias.shadow.candidates:

@@ -2,7 +2,9 @@
 
 Fed the chunks a client received, in order (continuations included), it concatenates each choice's text
 and each tool call's arguments by their indexes, keeps the last finish reason and usage, and builds the
-body a non-streamed request would have returned. Used to capture streamed answers (accounting/captures.py).
+body a non-streamed request would have returned. Used to capture streamed answers (accounting/captures.py)
+and to keep them in the response cache (accounting/cache.py); `chunks_of` goes the other way, for a cached
+answer served to a streaming client.
 """
 
 from __future__ import annotations
@@ -103,6 +105,37 @@ class Assembler:
         if self.usage is not None:
             body["usage"] = self.usage
         return body
+
+
+def chunks_of(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """A whole `chat.completion` body as the chunks of a stream that carries the same answer: per choice its
+    role, its text (reasoning, refusal, content), its tool calls, then its finish reason. Usage is not among
+    them (the stream's encoder sends it at the end when the client asked for it)."""
+    head: dict[str, Any] = {"id": body.get("id", ""), "object": "chat.completion.chunk"}
+    head["created"] = body.get("created", 0)
+    head["model"] = body.get("model", "")
+    if body.get("system_fingerprint") is not None:
+        head["system_fingerprint"] = body["system_fingerprint"]
+    chunks = []
+    for position, choice in enumerate(body.get("choices") or []):
+        if not isinstance(choice, dict):
+            continue
+        index = choice.get("index", position)
+        found = choice.get("message")
+        message: dict[str, Any] = found if isinstance(found, dict) else {}
+        deltas: list[dict[str, Any]] = [{"role": message.get("role") or "assistant", "content": ""}]
+        for field_name in ("reasoning_content", "refusal", "content"):
+            if isinstance(message.get(field_name), str) and message[field_name]:
+                deltas.append({field_name: message[field_name]})
+        calls = [c for c in message.get("tool_calls") or [] if isinstance(c, dict)]
+        if calls:
+            deltas.append({"tool_calls": [{"index": at, **call} for at, call in enumerate(calls)]})
+        for delta in deltas:
+            chunks.append({**head, "choices": [{"index": index, "delta": delta, "finish_reason": None}]})
+        chunks.append(
+            {**head, "choices": [{"index": index, "delta": {}, "finish_reason": choice.get("finish_reason")}]}
+        )
+    return chunks
 
 
 def _text(value: object) -> str | None:

@@ -10,6 +10,10 @@ A request may name further aliases to try when its own cannot answer (OpenRouter
 `fallbacks`): `begin` takes them off the body (protocol/fallbacks.py); each must be a known alias of the right
 kind that the key may use, or the request is refused before anything is sent.
 
+An alias with a response cache (accounting/cache.py) may answer a chat request from it: a deterministic repeat
+before any target is asked (`x-lifeline-cache: hit`), or the last good answer when every target failed
+(`x-lifeline-cache: stale`); an answer that ended normally is kept for next time.
+
 A chat request chosen for capture at admission hands its answer to `finish` (a stream's assembled from the
 chunks the client received); one chosen for shadowing starts its shadow calls once the response has been
 sent (server/shadow.py, through the after-response hook of server/middleware.py).
@@ -26,9 +30,11 @@ from typing import Any, TypeVar
 
 from starlette.requests import Request
 
+from lifeline.accounting.cache import Cached, Lookup
 from lifeline.accounting.captures import Plan
 from lifeline.accounting.keys import VirtualKey
 from lifeline.accounting.service import Admission, Finish
+from lifeline.attempts import AttemptLog, CacheUse, Outcome
 from lifeline.errors import InvalidRequest, LifelineError, PermissionDenied
 from lifeline.protocol.assemble import Assembler
 from lifeline.protocol.chat import ChatCompletionRequest
@@ -37,6 +43,7 @@ from lifeline.protocol.fallbacks import NO_FALLBACKS, take_fallbacks
 from lifeline.protocol.parse import parse_json_object
 from lifeline.protocol.usage import answer_usage, delta_chars, estimate_usage
 from lifeline.providers.base import ChatCall, Completion, Deadline, EmbeddingCall, TokenCounter
+from lifeline.routing.cached import replay
 from lifeline.routing.router import OpenStream, Routed
 from lifeline.routing.streaming import Content, End, StreamEvent, relay
 from lifeline.server.body import read_body
@@ -124,14 +131,28 @@ class Exchange:
         admission = await self.gateway.accounting.admit(
             self.key, chat.model, data, chat.token_limit, self.request_id, fallbacks=fallbacks
         )
+        # A native Responses target's answer is not a chat completion: a Responses request to an alias with
+        # one is not cached.
+        native = responses is not None and self._has_native(chat.model, fallbacks)
+        cache = None if native else self.gateway.accounting.cache.lookup(chat.model, self.key, data, chat)
+        if cache is not None and (hit := await cache.hit()) is not None:
+            return await self._cached(admission, hit, chat, CacheUse.HIT, AttemptLog())
         plan = admission.capture
         if plan is not None and plan.shadow:
             after_response(self.request, self._shadow(plan))
-        if chat.stream:
-            routed = await self._routed(admission, router.open_stream(chat.model, call, fallbacks), streamed=True)
-            return self._stream(admission, routed, call)
-        done = await self._routed(admission, router.complete(chat.model, call, fallbacks), streamed=False)
-        return await self._answer(admission, done, data, embedding=False)
+        try:
+            if chat.stream:
+                opening = router.open_stream(chat.model, call, fallbacks)
+                routed = await self._routed(admission, opening, streamed=True, cache=cache)
+                return self._stream(admission, routed, call, cache)
+            done = await self._routed(
+                admission, router.complete(chat.model, call, fallbacks), streamed=False, cache=cache
+            )
+            return await self._answer(admission, done, data, embedding=False, cache=cache)
+        except LifelineError as exc:
+            if cache is None or cache.stale is None:
+                raise
+            return await self._cached(admission, cache.stale, chat, CacheUse.STALE, exc.attempts)
 
     async def embed(self, embedding: EmbeddingRequest) -> Answer:
         """The embeddings request the body holds (validated as `embedding`)."""
@@ -146,6 +167,15 @@ class Exchange:
         done = await self._routed(admission, router.embed(embedding.model, call, fallbacks), streamed=False)
         return await self._answer(admission, done, data, embedding=True)
 
+    def _has_native(self, alias: str, fallbacks: tuple[str, ...]) -> bool:
+        """Whether a target of `alias` or of the request's fallbacks speaks the Responses API natively."""
+        config = self.gateway.config
+        return any(
+            getattr(config.targets[name], "responses", None) == "native"
+            for each in (alias, *fallbacks)
+            for name in config.aliases[each].targets
+        )
+
     def _fallbacks(self, kind: str) -> tuple[str, ...]:
         """The body's fallback aliases: each known, of `kind`, and one the key may use — a forbidden one is
         refused (403), not skipped, so that a client learns at once that its safety net is not there."""
@@ -157,6 +187,7 @@ class Exchange:
                     param=self.fallbacks.field,
                 )
         return names
+
     async def count_tokens(self, data: dict[str, Any], chat: ChatCompletionRequest) -> TokenCount:
         """The prompt tokens of a chat request (`data`, validated as `chat`), generating nothing: counted by
         the target the alias would try first when it can count (Anthropic's endpoint, the embedded model's
@@ -187,18 +218,43 @@ class Exchange:
 
         return start
 
-    async def _routed(self, admission: Admission, work: Awaitable[T], *, streamed: bool) -> T:
+    async def _routed(
+        self, admission: Admission, work: Awaitable[T], *, streamed: bool, cache: Lookup | None = None
+    ) -> T:
         """The router's work, cancelled if the client leaves. If it fails, the request is accounted here as
-        unanswered, and the error goes on to be rendered."""
+        unanswered, and the error goes on to be rendered — unless the alias's cache answers it instead."""
         try:
             result: T = await until_disconnect(self.request, work)
         except BaseException as exc:
-            await self.gateway.accounting.finish(admission, _failed(exc, streamed))
+            if cache is None or not await cache.rescue(exc):
+                await self.gateway.accounting.finish(admission, _failed(exc, streamed))
             raise
         return result
 
+    async def _cached(
+        self, admission: Admission, cached: Cached, chat: ChatCompletionRequest, use: CacheUse, attempts: AttemptLog
+    ) -> Answer | Stream:
+        """An answer from the alias's cache, accounted at no upstream cost and marked `x-lifeline-cache`."""
+        streamed = bool(chat.stream)
+        await self.gateway.accounting.finish(
+            admission,
+            Finish(200, "ok", streamed, model=cached.model, attempts=attempts, usage=cached.usage, cache=use),
+        )
+        headers = {"x-lifeline-cache": use.value, "x-lifeline-attempts": str(attempts.tries)}
+        body = {**cached.body, "id": f"chatcmpl-{self.request_id}"}
+        if streamed:
+            return Stream(cached.model, replay(body, cached.usage, cached.usage_estimated), headers)
+        headers["x-lifeline-cost-usd"] = "0"
+        return Answer(body, cached.model, cached.usage, cached.usage_estimated, headers)
+
     async def _answer(
-        self, admission: Admission, done: Routed[Completion], data: dict[str, Any], *, embedding: bool
+        self,
+        admission: Admission,
+        done: Routed[Completion],
+        data: dict[str, Any],
+        *,
+        embedding: bool,
+        cache: Lookup | None = None,
     ) -> Answer:
         usage, estimated = answer_usage(data, done.result.usage, delta_chars(done.result.body))
         if embedding:  # all prompt
@@ -218,24 +274,32 @@ class Exchange:
                 alias=done.alias or None,
             ),
         )
+        if cache is not None:
+            await cache.keep({**done.result.body, "usage": usage}, done.result.model, usage, estimated)
         headers = _headers(done)
         # The answer's cost at its target's price, as the ledger records it (the ledger stays the source of truth).
         cost = self.gateway.accounting.prices.cost(done.target, usage["prompt_tokens"], usage["completion_tokens"])
         headers["x-lifeline-cost-usd"] = usd_text(cost)
         return Answer(done.result.body, done.result.model, usage, estimated, headers, cost)
 
-    def _stream(self, admission: Admission, routed: Routed[OpenStream], call: ChatCall) -> Stream:
+    def _stream(
+        self, admission: Admission, routed: Routed[OpenStream], call: ChatCall, cache: Lookup | None = None
+    ) -> Stream:
         model = next((str(c.data["model"]) for c in routed.result.head if c.data.get("model")), routed.model)
         ttft = time.monotonic() - admission.started
         headers = _headers(routed)  # before a continuation adds its attempts
 
-        assembler = Assembler() if admission.capture is not None else None
+        assembler = Assembler() if admission.capture is not None or cache is not None else None
 
         async def on_end(end: End) -> None:
             finish = _stream_finish(routed, end, call.body, model, ttft)
-            if assembler is not None:
-                finish.answer = {"usage": end.usage, **assembler.completion()}
+            answer = {"usage": end.usage, **assembler.completion()} if assembler is not None else None
+            if admission.capture is not None:
+                finish.answer = answer
             await self.gateway.accounting.finish(admission, finish)
+            # Only an answer one target finished normally is kept: never a broken or a continued (spliced) one.
+            if cache is not None and answer is not None and end.outcome is Outcome.OK and len(end.parts) == 1:
+                await cache.keep(answer, model, end.usage, end.usage_estimated)
 
         def cost(end: End) -> int:  # the ledger's own sum, from the same Finish
             return self.gateway.accounting.cost_of(_stream_finish(routed, end, call.body, model, ttft))

@@ -10,8 +10,8 @@ so every request that finished on it is recorded. An invalid file changes nothin
 What carries over to the new gateway: the circuit of every target whose name and settings are unchanged
 (the very object, so what requests still running on the old gateway learn about the target counts on the
 new one too), the operator's overrides of targets that still exist, the recent failovers, the metrics'
-counters, and in-process rate-limit and budget counters. Host, port, logging and `insecure_admin` are fixed at
-start.
+counters, in-process rate-limit and budget counters, and the answers of in-memory response caches. Host,
+port, logging and `insecure_admin` are fixed at start.
 """
 
 from __future__ import annotations
@@ -84,6 +84,7 @@ def carry_over(old: Gateway, new: Gateway) -> list[str]:
     # the new gateway would admit spending the old one has reserved. (Redis stores are shared anyway.)
     if isinstance(old.accounting.limits, InProcessLimits) and isinstance(new.accounting.limits, InProcessLimits):
         new.accounting.limits = old.accounting.limits
+    new.accounting.cache.carry_from(old.accounting.cache)  # answers kept in memory stay servable
     return carried
 
 
