@@ -39,6 +39,7 @@ from lifeline.errors import (
 )
 from lifeline.protocol.assemble import Assembler
 from lifeline.providers.base import ChatCall, Chunk, Completion, Deadline, EmbeddingCall, inspect_chunk
+from lifeline.providers.ggufmeta import gguf_header, lora_misfit
 from lifeline.providers.llamalog import QUIET_LOADS
 from lifeline.providers.llamatools import CallReader, ToolPlan, plan, render_history
 
@@ -117,6 +118,30 @@ def _with_instructions(messages: list[dict[str, Any]], instructions: str) -> lis
     return [{"role": "system", "content": instructions}, *messages]
 
 
+def check_adapter(target: str, lora_path: str, model: Path) -> Path:
+    """The adapter's path, once its header shows a LoRA adapter whose tensors fit the model's: a wrong path
+    stops start-up with one line, before any model loads."""
+    path = Path(lora_path).expanduser()
+    if not path.is_file():
+        raise ModelResolutionError(f"target {target}: lora_path: no LoRA adapter at {path}")
+    try:
+        meta, tensors = gguf_header(path, {"general.type", "adapter.type", "general.architecture"})
+        base, shapes = gguf_header(model, {"general.architecture"})
+    except ModelResolutionError as exc:
+        raise ModelResolutionError(f"target {target}: lora_path: {exc}") from None
+    if meta.get("general.type") != "adapter" or meta.get("adapter.type") != "lora":
+        raise ModelResolutionError(f"target {target}: lora_path: {path} is a GGUF file but not a LoRA adapter")
+    if meta.get("general.architecture") != base.get("general.architecture"):
+        raise ModelResolutionError(
+            f"target {target}: lora_path: {path} adapts {meta.get('general.architecture')} models, "
+            f"and {model.name} is {base.get('general.architecture')}"
+        )
+    misfit = lora_misfit(tensors, shapes)
+    if misfit is not None:
+        raise ModelResolutionError(f"target {target}: lora_path: {path} does not fit {model.name}: {misfit}")
+    return path
+
+
 class LlamaCppProvider:
     def __init__(self, name: str, config: LlamaCppTarget, fetch: HubFetch = _hub_fetch):
         self.name = name
@@ -125,6 +150,7 @@ class LlamaCppProvider:
         self.supports_n = False
         self._fetch = fetch
         self._path, served = resolve_model(config.model, fetch)
+        self._lora = check_adapter(name, config.lora_path, self._path) if config.lora_path else None
         self.model = config.served_name or served
         self._llm: Any = None
         # One thread per model: llama.cpp contexts are not thread-safe.
@@ -149,13 +175,23 @@ class LlamaCppProvider:
             if self.config.embedding:
                 # one vector per input: the mean over its tokens
                 extra = {"embedding": True, "pooling_type": llama_cpp.LLAMA_POOLING_TYPE_MEAN}
-            llm = llama_cpp.Llama(
-                model_path=str(self._path),
-                n_ctx=self.config.n_ctx,
-                n_threads=self.config.n_threads or os.cpu_count() or 1,
-                verbose=True,
-                **extra,
-            )
+            if self._lora is not None:
+                extra |= {"lora_path": str(self._lora), "lora_scale": self.config.lora_scale}
+            try:
+                llm = llama_cpp.Llama(
+                    model_path=str(self._path),
+                    n_ctx=self.config.n_ctx,
+                    n_threads=self.config.n_threads or os.cpu_count() or 1,
+                    verbose=True,
+                    **extra,
+                )
+            except RuntimeError:
+                if self._lora is None:
+                    raise
+                # llama.cpp says why on its log (lifeline.llama, DEBUG): mostly tensors of another model size
+                raise ModelResolutionError(
+                    f"target {self.name}: lora_path: the adapter {self._lora} does not fit {self._path.name}"
+                ) from None
         llm.verbose = False  # no timings or cache notes printed for each request
         return llm
 
