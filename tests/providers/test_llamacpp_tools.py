@@ -19,7 +19,7 @@ from lifeline.errors import Untranslatable, UpstreamRejected
 from lifeline.protocol.parse import validate_chat_request
 from lifeline.providers.base import ChatCall, Chunk, Completion, Deadline
 from lifeline.providers.llamacpp import LlamaCppProvider
-from lifeline.providers.llamatools import CallReader, _numeric_rule, plan, render_history
+from lifeline.providers.llamatools import CallReader, _numeric_rule, call_key, plan, render_history
 from tests.providers.support import make_call
 
 
@@ -250,12 +250,11 @@ def test_the_history_renders_calls_and_results_as_text_turns() -> None:
     assert [m["role"] for m in history] == ["system", "user", "assistant", "user"]
     assert history[1]["content"] == "Weather?"
     assert history[2]["content"] == (
-        '<tool_call>{"name":"get_weather","arguments":{"city":"Oslo"}}</tool_call>\n'
-        '<tool_call>{"name":"get_weather","arguments":{"city":"Rome"}}</tool_call>'
+        '<tool_call>[{"name":"get_weather","arguments":{"city":"Oslo"}},'
+        '{"name":"get_weather","arguments":{"city":"Rome"}}]</tool_call>'
     )
     assert history[3]["content"] == (
-        '<tool_response name="get_weather">\nsnow\n</tool_response>\n'
-        '<tool_response name="get_weather">\nsun\n</tool_response>'
+        "<tool_response>\nget_weather: snow\n</tool_response>\n<tool_response>\nget_weather: sun\n</tool_response>"
     )
 
 
@@ -294,9 +293,35 @@ def test_unbounded_numbers_are_left_to_the_converter() -> None:
 def test_a_call_the_grammar_let_through_invalid_is_never_sent() -> None:
     schema = {"type": "object", "properties": {"n": {"type": "number", "multipleOf": 2}}}
     reader = CallReader(forced=True, schemas={"f": schema})
-    assert reader.feed('<tool_call>{"name": "f", "arguments": {"n": 4}}</tool_call>')
+    assert reader.feed('<tool_call>[{"name": "f", "arguments": {"n": 4}}]</tool_call>')
     with pytest.raises(jsonschema.ValidationError):
-        reader.feed('<tool_call>{"name": "f", "arguments": {"n": 3}}</tool_call>')
+        reader.feed('<tool_call>[{"name": "f", "arguments": {"n": 3}}]</tool_call>')
+
+
+def test_under_auto_a_call_the_conversation_already_answered_is_dropped() -> None:
+    history = [
+        {"role": "user", "content": "Weather?"},
+        {
+            "role": "assistant",
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": OSLO}},
+                {"id": "c2", "type": "function", "function": {"name": "get_weather", "arguments": ROME}},
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "snow"},
+    ]
+    auto = plan(validate_chat_request({"model": "chat", "messages": history, "tools": [WEATHER]}))
+    assert auto is not None and auto.answer_grammar is not None
+    assert auto.answered == {call_key("get_weather", {"city": "Oslo"})}  # c2 has no result yet
+    reader = CallReader(forced=False, schemas={}, answered=auto.answered)
+    assert reader.feed('<tool_call>[{"name": "get_weather", "arguments": {"city": "Oslo"}}]</tool_call>') == []
+    assert reader.repeated and reader.calls == 0
+    [again] = reader.feed('<tool_call>[{"name": "get_weather", "arguments": {"city": "Rome"}}]</tool_call>')
+    assert again["tool_calls"][0]["function"]["arguments"] == '{"city":"Rome"}'
+    required = plan(
+        validate_chat_request({"model": "chat", "messages": history, "tools": [WEATHER], "tool_choice": "required"})
+    )
+    assert required is not None and not required.answered and required.answer_grammar is None
 
 
 def test_the_reader_sends_text_through_and_each_call_whole() -> None:
@@ -304,14 +329,19 @@ def test_the_reader_sends_text_through_and_each_call_whole() -> None:
     assert text.feed("Hel") == [{"content": "Hel"}] and text.feed("lo <x>") == [{"content": "lo <x>"}]
     assert text.finish_reason("stop") == "stop"
     calls = CallReader(forced=False, schemas={})
-    assert calls.feed('<tool_call>{"name": "f", "argu') == []
-    [delta] = calls.feed('ments": {"a": [1, 2]}}</tool_call>')
+    assert calls.feed('<tool_call>[\n{"name": "f", "argu') == []
+    [delta] = calls.feed('ments": {"a": [1, 2]}}\n]</tool_call>')
     [call] = delta["tool_calls"]
     assert call["index"] == 0 and call["id"].startswith("call_") and call["type"] == "function"
     assert call["function"] == {"name": "f", "arguments": '{"a":[1,2]}'}
     assert calls.finish_reason("stop") == "tool_calls"
+    two = CallReader(forced=True, schemas={})
+    deltas = two.feed('<tool_call>[{"name": "f", "arguments": {}}, {"name": "g", "arguments": {"b": 1}}]</tool_call>')
+    assert [d["tool_calls"][0]["index"] for d in deltas] == [0, 1]
+    assert [d["tool_calls"][0]["function"]["name"] for d in deltas] == ["f", "g"]
+    assert deltas[0]["tool_calls"][0]["id"] != deltas[1]["tool_calls"][0]["id"]
     cut = CallReader(forced=True, schemas={})
-    assert cut.feed('<tool_call>{"name": "f", "arguments": {"a": ') == []
+    assert cut.feed('<tool_call>[{"name": "f", "arguments": {"a": ') == []
     assert cut.finish_reason("length") == "length" and cut.calls == 0
 
 
@@ -448,6 +478,28 @@ def test_a_conversation_with_calls_and_results_is_answered(engine: Engine) -> No
     answer = engine.complete(history, tools=[WEATHER], tool_choice="none", max_tokens=24)
     assert answer.body["choices"][0]["message"]["content"]
     assert answer.usage is not None and answer.usage["prompt_tokens"] > 20
+
+
+@pytest.mark.embedded
+def test_under_auto_a_repeated_call_gives_way_to_an_answer(engine: Engine) -> None:
+    lisbon = '{"city": "Lisbon", "unit": "celsius"}'
+    history = [
+        *user("What is the weather in Lisbon?"),
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": lisbon}}],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "Sunny, 24 degrees."},
+    ]
+    # SmolLM2 asks for the Lisbon weather again here; that call is dropped, and it answers in text
+    chunks = engine.stream(history, tools=[WEATHER], max_tokens=64)
+    text = "".join(c.data["choices"][0]["delta"].get("content") or "" for c in chunks if c.data["choices"])
+    assert "24" in text
+    assert not any("tool_calls" in c.data["choices"][0]["delta"] for c in chunks if c.data["choices"])
+    assert [c.data["choices"][0]["finish_reason"] for c in chunks if c.data["choices"]][-1] == "stop"
+    usage = chunks[-1].usage
+    assert usage is not None and usage["completion_tokens"] > 30  # the dropped call's tokens, then the answer's
 
 
 @pytest.mark.embedded

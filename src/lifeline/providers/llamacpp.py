@@ -327,8 +327,9 @@ class LlamaCppProvider:
 
         prompt, stops, options = self._render(kwargs, _with_instructions(kwargs["messages"], tool_plan.instructions))
         grammar = LlamaGrammar.from_string(tool_plan.grammar)
-        reader = CallReader(tool_plan.forced, tool_plan.schemas)
+        reader = CallReader(tool_plan.forced, tool_plan.schemas, tool_plan.answered)
         reason: str | None = None
+        used = 0
         first = True
         for piece in self._llm.create_completion(prompt=prompt, stream=True, stop=stops, grammar=grammar, **options):
             if first:
@@ -338,10 +339,24 @@ class LlamaCppProvider:
             choice = piece["choices"][0]
             reason = choice.get("finish_reason") or reason
             deltas = reader.feed(choice.get("text") or "")
+            used += 1
             # the tokens a piece carries, counted even while a call is held back
             yield {"choices": [{"index": 0, "delta": d, "finish_reason": None} for d in deltas[:1]], "_tokens": 1}
             for delta in deltas[1:]:
                 yield {"choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+        left = options["max_tokens"] - used
+        if reader.repeated and not reader.calls and tool_plan.answer_grammar is not None and left > 0:
+            # the model only asked again for what the conversation already answers: answer instead
+            answer = LlamaGrammar.from_string(tool_plan.answer_grammar)
+            pieces = self._llm.create_completion(
+                prompt=prompt, stream=True, stop=stops, grammar=answer, **{**options, "max_tokens": left}
+            )
+            reason = None
+            for piece in pieces:
+                choice = piece["choices"][0]
+                reason = choice.get("finish_reason") or reason
+                text = [{"index": 0, "delta": {"content": choice["text"]}, "finish_reason": None}]
+                yield {"choices": text if choice.get("text") else [], "_tokens": 1}
         yield {"choices": [{"index": 0, "delta": {}, "finish_reason": reader.finish_reason(reason)}]}
 
     async def _generate(

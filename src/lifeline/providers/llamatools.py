@@ -1,12 +1,13 @@
 """Tool calls and schema-bound answers on the embedded engine, by grammar-constrained decoding.
 
-The engine is told about the tools in a system message and answers a call as
-`<tool_call>{"name": …, "arguments": {…}}</tool_call>`. A GBNF grammar built from the tools' JSON schemas
+The engine is told about the tools in a system message and answers calls as
+`<tool_call>[{"name": …, "arguments": {…}}]</tool_call>` (the form SmolLM2 was tuned on; tool results come
+back as `<tool_response>` user turns). A GBNF grammar built from the tools' JSON schemas
 (llama-cpp-python's JSON-schema converter) constrains the sampling, so every call that completes names an
 offered tool and carries arguments valid for its schema: with `tool_choice` auto the grammar's root is a
 call OR a text answer (text that does not start with `<`), `required` allows calls only, a named function
 only that one. `CallReader` turns the generated text back into OpenAI deltas: text as content, each call —
-once its closing tag is out and its arguments are checked against the schema, so that no half or invalid
+once the closing tag is out and its arguments are checked against the schema, so that no half or invalid
 call is ever sent — as one tool-call delta. One call per answer unless the client sets
 `parallel_tool_calls: true` (a small model tends to repeat a call until it runs out of tokens). How well the model
 chooses (whether to call, which tool, which values) is the model's own quality.
@@ -38,6 +39,28 @@ class ToolPlan:
     forced: bool
     #: each callable tool's parameters schema, by name, to check a call against before it is sent
     schemas: dict[str, dict[str, Any]]
+    #: under `auto`: the calls the conversation already holds with their results (`call_key`), and the
+    #: grammar of a text (or JSON) answer alone — a small model tends to repeat the call it has just seen
+    #: answered; such a repeat is dropped and the engine answers instead
+    answered: frozenset[str] = frozenset()
+    answer_grammar: str | None = None
+
+
+def call_key(name: str, arguments: Any) -> str:
+    return name + "\n" + orjson.dumps(arguments, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def _answered(request: ChatCompletionRequest) -> frozenset[str]:
+    results = {m.tool_call_id for m in request.messages if m.role == "tool"}
+    keys = set()
+    for message in request.messages:
+        for call in message.tool_calls or ():
+            if call.id in results:
+                try:
+                    keys.add(call_key(call.function.name, orjson.loads(call.function.arguments or "{}")))
+                except orjson.JSONDecodeError:
+                    continue
+    return frozenset(keys)
 
 
 def _text(content: Any) -> str:
@@ -47,14 +70,17 @@ def _text(content: Any) -> str:
     return "".join(part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text")
 
 
-def _call_text(call: dict[str, Any]) -> str:
-    function = call.get("function") or {}
-    raw = function.get("arguments") or "{}"
-    try:
-        arguments = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        arguments = raw
-    return OPEN + orjson.dumps({"name": function.get("name", ""), "arguments": arguments}).decode() + CLOSE
+def _calls_text(calls: list[Any]) -> str:
+    written = []
+    for call in calls:
+        function = (call.get("function") if isinstance(call, dict) else None) or {}
+        raw = function.get("arguments") or "{}"
+        try:
+            arguments = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            arguments = raw
+        written.append({"name": function.get("name", ""), "arguments": arguments})
+    return OPEN + orjson.dumps(written).decode() + CLOSE
 
 
 def render_history(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -73,14 +99,18 @@ def render_history(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         text = _text(message.get("content"))
         if role in ("tool", "function"):
             name = message.get("name") or names.get(message.get("tool_call_id"), "")
-            response = f'<tool_response name="{name}">\n{text}\n</tool_response>'
+            response = (
+                f"<tool_response>\n{name}: {text}\n</tool_response>"
+                if name
+                else f"<tool_response>\n{text}\n</tool_response>"
+            )
             if out and out[-1].get("tool_results"):
                 out[-1]["content"] += "\n" + response
             else:
                 out.append({"role": "user", "content": response, "tool_results": True})
             continue
         if role == "assistant" and message.get("tool_calls"):
-            calls = "\n".join(_call_text(c) for c in message["tool_calls"] if isinstance(c, dict))
+            calls = _calls_text(message["tool_calls"])
             text = f"{text}\n{calls}" if text else calls
         entry: dict[str, Any] = {"role": "system" if role == "developer" else role, "content": text}
         if message.get("name"):
@@ -139,20 +169,29 @@ def plan(request: ChatCompletionRequest) -> ToolPlan | None:
         grammar=_grammar(functions, forced, request.parallel_tool_calls is True, answer),
         forced=forced,
         schemas={f["name"]: f.get("parameters") or {} for f in functions},
+        answered=frozenset() if forced else _answered(request),
+        answer_grammar=None if forced else _grammar([], forced=False, parallel=False, answer_schema=answer),
     )
 
 
 def _instructions(functions: list[dict[str, Any]], forced: bool, json_answer: bool) -> str:
     listed = "\n".join(orjson.dumps(f).decode() for f in functions)
-    how = f'{OPEN}{{"name": "<tool name>", "arguments": {{<arguments>}}}}{CLOSE}'
+    how = f'{OPEN}[\n{{"name": "tool name", "arguments": {{"argument": "value"}}}}\n]{CLOSE}'
     if forced and len(functions) == 1:
-        ask = f"Call the tool {functions[0]['name']} now. Answer only with the call: {how}"
+        ask = f"Answer the question by calling the function {functions[0]['name']}."
     elif forced:
-        ask = f"Call one of the tools now. Answer only with the call: {how}"
+        ask = "Answer the question by calling one of these functions."
     else:
-        alternative = "a JSON answer" if json_answer else "a plain text answer"
-        ask = f"To call a tool, answer only with {how}. If no tool is needed, give {alternative} instead."
-    return f"You can call these tools:\n<tools>\n{listed}\n</tools>\n{ask}"
+        alternative = "in JSON" if json_answer else "in plain text"
+        ask = (
+            "Decide whether one of these functions answers the question. If one does, call it; "
+            f"if none does, answer {alternative}."
+        )
+    return (
+        f"You are given a question and functions you can call.\n{ask}\n"
+        f"You can call these functions:\n<tools>{listed}</tools>\n"
+        f"A call is written exactly like this, with nothing else:\n{how}"
+    )
 
 
 def _grammar(
@@ -187,8 +226,8 @@ def _grammar(
         converter.visit(calls, "call")
     except Exception as exc:  # the converter asserts and raises on schemas it cannot express
         raise Untranslatable(f"a tool's parameters (or the response schema) cannot be followed: {exc}") from None
-    one = f'"{OPEN}" space call "{CLOSE}"'
-    rules = [f"lifeline-calls ::= {one}" + (f' ( "\\n" {one} )*' if parallel else "")]
+    more = ' ( "," "\\n"? call )*' if parallel else ""
+    rules = [f'lifeline-calls ::= "{OPEN}[" "\\n"? call{more} "\\n"? "]{CLOSE}"']
     rules.append("root ::= lifeline-calls" if forced else f"root ::= lifeline-calls | {text}")
     return "\n".join([converter.format_grammar(), *rules, ""])
 
@@ -267,9 +306,14 @@ class CallReader:
     """Generated text in, OpenAI deltas out: content passes straight through; a call is held back until its
     closing tag, then sent whole (its id, name and arguments) as one tool-call delta."""
 
-    def __init__(self, forced: bool, schemas: dict[str, dict[str, Any]]) -> None:
+    def __init__(
+        self, forced: bool, schemas: dict[str, dict[str, Any]], answered: frozenset[str] = frozenset()
+    ) -> None:
         self._mode: str | None = "calls" if forced else None
         self._schemas = schemas
+        self._answered = answered
+        #: a call already answered in the conversation was generated again (and dropped)
+        self.repeated = False
         self._buffer = ""
         self.calls = 0
 
@@ -282,22 +326,23 @@ class CallReader:
         deltas = []
         while CLOSE in self._buffer:
             raw, _, self._buffer = self._buffer.partition(CLOSE)
-            call = orjson.loads(raw[raw.index(OPEN) + len(OPEN) :])
-            self._check(call["name"], call["arguments"])
-            deltas.append(
-                {
-                    "tool_calls": [
-                        {
-                            "index": self.calls,
-                            "id": f"call_{uuid.uuid4().hex[:24]}",
-                            "type": "function",
-                            "function": {"name": call["name"], "arguments": orjson.dumps(call["arguments"]).decode()},
-                        }
-                    ]
-                }
-            )
-            self.calls += 1
+            for call in orjson.loads(raw[raw.index(OPEN) + len(OPEN) :]):
+                if call_key(call["name"], call["arguments"]) in self._answered:
+                    self.repeated = True
+                    continue
+                deltas.append(self._delta(call))
         return deltas
+
+    def _delta(self, call: dict[str, Any]) -> dict[str, Any]:
+        self._check(call["name"], call["arguments"])
+        arguments = orjson.dumps(call["arguments"]).decode()
+        at, self.calls = self.calls, self.calls + 1
+        function = {"name": call["name"], "arguments": arguments}
+        return {
+            "tool_calls": [
+                {"index": at, "id": f"call_{uuid.uuid4().hex[:24]}", "type": "function", "function": function}
+            ]
+        }
 
     def _check(self, name: str, arguments: Any) -> None:
         """The grammar follows most of a schema, not all of it (e.g. bounds on fractions, uniqueItems,
