@@ -1,5 +1,5 @@
 """The last resort serves agents: an alias whose hosted targets are all cut off (the fault wall answers 401
-and 403), so the embedded SmolLM2 answers — through the official openai SDK and LangChain — with tool
+and 403), so the embedded SmolLM2 answers — through the official openai SDK, LangChain and the anthropic SDK — with tool
 calls that validate against their tools' schemas and JSON that validates against the response schema."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
+import anthropic
 import jsonschema
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
@@ -188,3 +189,19 @@ def test_langchain_with_structured_output_gets_a_valid_object(
         person = structured.invoke("Invent a person who likes cats.")
     assert isinstance(person, Person)
     assert 0 <= person.age <= 120 and len(person.name) <= 20
+
+
+def test_an_anthropic_style_client_gets_a_valid_tool_use(wall: FaultWall, gateway: GatewayFactory) -> None:
+    weather: Any = {"name": "get_weather", "description": "The weather in a city", "input_schema": WEATHER_PARAMETERS}
+    with gateway(agent_config(wall)) as gw:
+        client = anthropic.Anthropic(base_url=gw.url, api_key="x", max_retries=0, timeout=90)
+        message = client.messages.create(
+            model="agent",
+            max_tokens=64,
+            messages=[{"role": "user", "content": "What is the weather in Lisbon?"}],
+            tools=[weather],
+            tool_choice={"type": "tool", "name": "get_weather"},
+        )
+    [block] = [b for b in message.content if b.type == "tool_use"]
+    assert message.stop_reason == "tool_use" and block.name == "get_weather"
+    jsonschema.validate(block.input, WEATHER_PARAMETERS)
