@@ -91,12 +91,22 @@ def test_the_embedded_engine_catches_what_it_can_and_skips_what_it_cannot(
         )
         with_tools = httpx.post(
             f"{gw.base_url}/chat/completions",
-            json={"model": "chat", "messages": messages, "max_tokens": 4, "tools": TOOLS},
+            json={"model": "chat", "messages": messages, "max_tokens": 40, "tools": TOOLS, "tool_choice": "required"},
+            timeout=30,
+        )
+        image = [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]
+        with_image = httpx.post(
+            f"{gw.base_url}/chat/completions",
+            json={"model": "chat", "messages": [{"role": "user", "content": image}], "max_tokens": 4},
             timeout=30,
         )
     assert plain.status_code == 200
     assert plain.headers["x-lifeline-target"] == "embedded"
     assert plain.json()["model"] == "smollm2-135m-instruct"
-    # nobody left who can call tools: the embedded engine is skipped, and the client is told why
-    assert with_tools.status_code == 502
-    assert "embedded: skipped: no tool calls" in with_tools.json()["error"]["message"]
+    # the embedded engine calls tools too
+    assert with_tools.status_code == 200 and with_tools.headers["x-lifeline-target"] == "embedded"
+    [call] = with_tools.json()["choices"][0]["message"]["tool_calls"]
+    assert call["function"]["name"] == "lookup"
+    # nobody left who reads images: the embedded engine is skipped, and the client is told why
+    assert with_image.status_code == 502
+    assert "embedded: skipped: " in with_image.json()["error"]["message"]

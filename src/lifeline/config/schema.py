@@ -206,6 +206,10 @@ class LlamaCppTarget(TargetCommon):
     price: Price = Field(default_factory=lambda: Price(input=0, output=0))
     #: load the model for embeddings (/v1/embeddings) instead of chat
     embedding: bool = False
+    #: a LoRA adapter (GGUF, for this model's architecture) applied to the model when it loads
+    lora_path: str | None = None
+    #: how strongly the adapter applies (1.0: as trained; 0: not at all)
+    lora_scale: Annotated[float, Field(allow_inf_nan=False)] = 1.0
     timeouts: Timeouts = Field(default_factory=Timeouts)
     retry: RetryPolicy | None = None
 

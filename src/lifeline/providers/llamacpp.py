@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -31,13 +31,17 @@ from lifeline.config.schema import LlamaCppTarget
 from lifeline.errors import (
     ContextLengthExceeded,
     ModelResolutionError,
+    Untranslatable,
     UpstreamOverloaded,
     UpstreamRejected,
     UpstreamSilent,
     UpstreamUnavailable,
 )
+from lifeline.protocol.assemble import Assembler
 from lifeline.providers.base import ChatCall, Chunk, Completion, Deadline, EmbeddingCall, inspect_chunk
+from lifeline.providers.ggufmeta import gguf_header, lora_misfit
 from lifeline.providers.llamalog import QUIET_LOADS
+from lifeline.providers.llamatools import CallReader, ToolPlan, plan, render_history
 
 log = logging.getLogger("lifeline.providers.llamacpp")
 
@@ -95,30 +99,47 @@ def resolve_model(spec: str, fetch: HubFetch = _hub_fetch) -> tuple[Path, str]:
     return path, path.stem.lower()
 
 
-def _text(content: Any) -> str:
-    """Content-part arrays become plain text: the embedded models read text only."""
-    if content is None or isinstance(content, str):
-        return content or ""
-    return "".join(part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text")
-
-
 def _engine_kwargs(call: ChatCall, default_max_tokens: int) -> dict[str, Any]:
     request = call.request
-    messages = []
-    for message in call.body["messages"]:
-        out: dict[str, Any] = {"role": message["role"], "content": _text(message.get("content"))}
-        if message.get("name"):
-            out["name"] = message["name"]
-        messages.append(out)
+    messages = render_history(call.body["messages"])
     kwargs: dict[str, Any] = {"messages": messages, "max_tokens": request.token_limit or default_max_tokens}
     for name in ("temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty"):
         value = getattr(request, name)
         if value is not None:
             kwargs[name] = value
-    if request.response_format is not None and request.response_format.type != "text":
-        schema = (request.response_format.json_schema or {}).get("schema")
-        kwargs["response_format"] = {"type": "json_object", **({"schema": schema} if schema else {})}
     return kwargs
+
+
+def _with_instructions(messages: list[dict[str, Any]], instructions: str) -> list[dict[str, Any]]:
+    """The plan's instructions at the end of the system message (one is added when there is none)."""
+    if messages and messages[0]["role"] == "system":
+        first = {**messages[0], "content": f"{messages[0]['content']}\n\n{instructions}".strip()}
+        return [first, *messages[1:]]
+    return [{"role": "system", "content": instructions}, *messages]
+
+
+def check_adapter(target: str, lora_path: str, model: Path) -> Path:
+    """The adapter's path, once its header shows a LoRA adapter whose tensors fit the model's: a wrong path
+    stops start-up with one line, before any model loads."""
+    path = Path(lora_path).expanduser()
+    if not path.is_file():
+        raise ModelResolutionError(f"target {target}: lora_path: no LoRA adapter at {path}")
+    try:
+        meta, tensors = gguf_header(path, {"general.type", "adapter.type", "general.architecture"})
+        base, shapes = gguf_header(model, {"general.architecture"})
+    except ModelResolutionError as exc:
+        raise ModelResolutionError(f"target {target}: lora_path: {exc}") from None
+    if meta.get("general.type") != "adapter" or meta.get("adapter.type") != "lora":
+        raise ModelResolutionError(f"target {target}: lora_path: {path} is a GGUF file but not a LoRA adapter")
+    if meta.get("general.architecture") != base.get("general.architecture"):
+        raise ModelResolutionError(
+            f"target {target}: lora_path: {path} adapts {meta.get('general.architecture')} models, "
+            f"and {model.name} is {base.get('general.architecture')}"
+        )
+    misfit = lora_misfit(tensors, shapes)
+    if misfit is not None:
+        raise ModelResolutionError(f"target {target}: lora_path: {path} does not fit {model.name}: {misfit}")
+    return path
 
 
 class LlamaCppProvider:
@@ -129,6 +150,7 @@ class LlamaCppProvider:
         self.supports_n = False
         self._fetch = fetch
         self._path, served = resolve_model(config.model, fetch)
+        self._lora = check_adapter(name, config.lora_path, self._path) if config.lora_path else None
         self.model = config.served_name or served
         self._llm: Any = None
         # One thread per model: llama.cpp contexts are not thread-safe.
@@ -153,13 +175,23 @@ class LlamaCppProvider:
             if self.config.embedding:
                 # one vector per input: the mean over its tokens
                 extra = {"embedding": True, "pooling_type": llama_cpp.LLAMA_POOLING_TYPE_MEAN}
-            llm = llama_cpp.Llama(
-                model_path=str(self._path),
-                n_ctx=self.config.n_ctx,
-                n_threads=self.config.n_threads or os.cpu_count() or 1,
-                verbose=True,
-                **extra,
-            )
+            if self._lora is not None:
+                extra |= {"lora_path": str(self._lora), "lora_scale": self.config.lora_scale}
+            try:
+                llm = llama_cpp.Llama(
+                    model_path=str(self._path),
+                    n_ctx=self.config.n_ctx,
+                    n_threads=self.config.n_threads or os.cpu_count() or 1,
+                    verbose=True,
+                    **extra,
+                )
+            except RuntimeError:
+                if self._lora is None:
+                    raise
+                # llama.cpp says why on its log (lifeline.llama, DEBUG): mostly tensors of another model size
+                raise ModelResolutionError(
+                    f"target {self.name}: lora_path: the adapter {self._lora} does not fit {self._path.name}"
+                ) from None
         llm.verbose = False  # no timings or cache notes printed for each request
         return llm
 
@@ -172,36 +204,17 @@ class LlamaCppProvider:
         return max(0, self._admitted - 1)
 
     async def complete(self, call: ChatCall) -> Completion:
-        content: list[str] = []
-        finish_reason: str | None = None
-        usage: dict[str, Any] | None = None
-        first: dict[str, Any] | None = None
+        assembler = Assembler()
         async for chunk in self.stream(call):
-            if first is None:
-                first = chunk.data
-            if chunk.usage is not None:
-                usage = chunk.usage
-            for choice in chunk.data.get("choices") or ():
-                delta = choice.get("delta") or {}
-                if delta.get("content"):
-                    content.append(delta["content"])
-                finish_reason = choice.get("finish_reason") or finish_reason
-        assert first is not None
-        body = {
-            "id": first["id"],
-            "object": "chat.completion",
-            "created": first["created"],
-            "model": self.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": "".join(content)},
-                    "logprobs": None,
-                    "finish_reason": finish_reason or "stop",
-                }
-            ],
-            "usage": usage,
-        }
+            assembler.add(chunk.data)
+        body = assembler.completion()
+        body["model"] = self.model
+        for choice in body["choices"]:
+            choice["logprobs"] = None
+            choice["finish_reason"] = choice["finish_reason"] or "stop"
+            if "tool_calls" not in choice["message"] and choice["message"]["content"] is None:
+                choice["message"]["content"] = ""
+        usage = body.setdefault("usage", None)
         return Completion(body=body, model=self.model, usage=usage)
 
     @contextlib.asynccontextmanager
@@ -236,8 +249,13 @@ class LlamaCppProvider:
         if call.request.n not in (None, 1):
             raise UpstreamRejected("the embedded engine answers with one choice only (n=1)", target=self.name)
         started = time.monotonic()
+        kwargs = _engine_kwargs(call, self.config.default_max_tokens)
+        try:
+            tool_plan = plan(call.request)
+        except Untranslatable as exc:
+            raise UpstreamRejected(f"target {self.name}: {exc}", target=self.name) from None
         async with self._engine(call.deadline):
-            async for chunk in self._generate(call, started):
+            async for chunk in self._generate(call, started, kwargs, tool_plan):
                 yield chunk
 
     async def embed(self, call: EmbeddingCall) -> Completion:
@@ -272,6 +290,12 @@ class LlamaCppProvider:
         """The prompt tokens of `call` on this model: its conversation through the model's chat template, then
         its tokenizer. Off the engine's thread, which a generation may hold: tokenizing only reads the vocabulary."""
         messages = _engine_kwargs(call, 1)["messages"]
+        try:
+            tool_plan = plan(call.request)
+        except Untranslatable:
+            tool_plan = None
+        if tool_plan is not None:  # the tools' instructions are part of the prompt the model reads
+            messages = _with_instructions(messages, tool_plan.instructions)
         llm = self._llm
         if llm is None:
             raise UpstreamUnavailable(f"target {self.name} is not loaded", target=self.name)
@@ -282,18 +306,23 @@ class LlamaCppProvider:
 
         return await asyncio.to_thread(count)
 
+    def _render(self, kwargs: dict[str, Any], messages: list[dict[str, Any]]) -> tuple[str, list[str], dict[str, Any]]:
+        """The prompt the model's chat template makes of `messages` up to the assistant's turn, the stop
+        strings (the template's and the client's), and the other engine options."""
+        rendered = _formatter(self._llm)(messages=cast(Any, messages))
+        options = {k: v for k, v in kwargs.items() if k not in ("messages", "stop")}
+        stops = [s for s in (rendered.stop if isinstance(rendered.stop, list) else [rendered.stop]) if s]
+        user_stop = kwargs.get("stop")
+        stops += [user_stop] if isinstance(user_stop, str) else list(user_stop or [])
+        return rendered.prompt, stops, options
+
     def _continue(self, kwargs: dict[str, Any], prefill: str) -> Iterator[dict[str, Any]]:
         """Continue a partial assistant message: the chat template renders the conversation up to the
         assistant's turn, the partial text follows verbatim, and the engine completes it as raw text.
         Yields chat-completion chunks like create_chat_completion does. Runs on the worker thread."""
-        llm = self._llm
-        rendered = _formatter(llm)(messages=kwargs["messages"])
-        options = {k: v for k, v in kwargs.items() if k not in ("messages", "response_format", "stop")}
-        stops = [s for s in (rendered.stop if isinstance(rendered.stop, list) else [rendered.stop]) if s]
-        user_stop = kwargs.get("stop")
-        stops += [user_stop] if isinstance(user_stop, str) else list(user_stop or [])
+        prompt, stops, options = self._render(kwargs, kwargs["messages"])
         first = True
-        for piece in llm.create_completion(prompt=rendered.prompt + prefill, stream=True, stop=stops, **options):
+        for piece in self._llm.create_completion(prompt=prompt + prefill, stream=True, stop=stops, **options):
             if first:
                 # After the first piece the prompt has been evaluated: the caller reads its length then.
                 first = False
@@ -302,20 +331,62 @@ class LlamaCppProvider:
             delta = {"content": choice["text"]} if choice.get("text") else {}
             yield {"choices": [{"index": 0, "delta": delta, "finish_reason": choice.get("finish_reason")}]}
 
-    async def _generate(self, call: ChatCall, started: float) -> AsyncIterator[Chunk]:
+    def _constrained(self, kwargs: dict[str, Any], tool_plan: ToolPlan) -> Iterator[dict[str, Any]]:
+        """Generate under the plan's grammar (tool calls, a JSON answer); yields chat-completion chunks with
+        text as content and each finished call as a tool-call delta. Runs on the worker thread."""
+        from llama_cpp.llama_grammar import LlamaGrammar
+
+        prompt, stops, options = self._render(kwargs, _with_instructions(kwargs["messages"], tool_plan.instructions))
+        grammar = LlamaGrammar.from_string(tool_plan.grammar)
+        reader = CallReader(tool_plan.forced, tool_plan.schemas, tool_plan.answered)
+        reason: str | None = None
+        used = 0
+        first = True
+        for piece in self._llm.create_completion(prompt=prompt, stream=True, stop=stops, grammar=grammar, **options):
+            if first:
+                # After the first piece the prompt has been evaluated: the caller reads its length then.
+                first = False
+                yield {"choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]}
+            choice = piece["choices"][0]
+            reason = choice.get("finish_reason") or reason
+            deltas = reader.feed(choice.get("text") or "")
+            used += 1
+            # the tokens a piece carries, counted even while a call is held back
+            yield {"choices": [{"index": 0, "delta": d, "finish_reason": None} for d in deltas[:1]], "_tokens": 1}
+            for delta in deltas[1:]:
+                yield {"choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+        left = options["max_tokens"] - used
+        if reader.repeated and not reader.calls and tool_plan.answer_grammar is not None and left > 0:
+            # the model only asked again for what the conversation already answers: answer instead
+            answer = LlamaGrammar.from_string(tool_plan.answer_grammar)
+            pieces = self._llm.create_completion(
+                prompt=prompt, stream=True, stop=stops, grammar=answer, **{**options, "max_tokens": left}
+            )
+            reason = None
+            for piece in pieces:
+                choice = piece["choices"][0]
+                reason = choice.get("finish_reason") or reason
+                text = [{"index": 0, "delta": {"content": choice["text"]}, "finish_reason": None}]
+                yield {"choices": text if choice.get("text") else [], "_tokens": 1}
+        yield {"choices": [{"index": 0, "delta": {}, "finish_reason": reader.finish_reason(reason)}]}
+
+    async def _generate(
+        self, call: ChatCall, started: float, kwargs: dict[str, Any], tool_plan: ToolPlan | None
+    ) -> AsyncIterator[Chunk]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         stop = threading.Event()
-        kwargs = _engine_kwargs(call, self.config.default_max_tokens)
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
 
         def put(kind: str, item: Any) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, (kind, item))
 
         def chunks() -> Any:
-            if call.prefill is None:
-                return self._llm.create_chat_completion(stream=True, **kwargs)
-            return self._continue(kwargs, call.prefill)
+            if call.prefill is not None:
+                return self._continue(kwargs, call.prefill)
+            if tool_plan is not None:
+                return self._constrained(kwargs, tool_plan)
+            return self._llm.create_chat_completion(stream=True, **kwargs)
 
         def work() -> None:
             try:
@@ -327,7 +398,12 @@ class LlamaCppProvider:
                     if index == 0:
                         # The prompt has been evaluated and no answer token yet: this is its length.
                         prompt_tokens = int(self._llm.n_tokens)
-                    if any(c.get("delta", {}).get("content") for c in chunk.get("choices", ())):
+                    if "_tokens" in chunk:  # constrained generation counts its tokens itself
+                        completion_tokens += chunk.pop("_tokens")
+                        if not chunk["choices"]:
+                            put("tick", None)  # a call being held back: the engine is still producing
+                            continue
+                    elif any(c.get("delta", {}).get("content") for c in chunk.get("choices", ())):
                         completion_tokens += 1
                     put("chunk", chunk)
                 put("end", (prompt_tokens, completion_tokens))
@@ -360,6 +436,9 @@ class LlamaCppProvider:
                         )
                     log.error("target %s: engine failed: %s", self.name, type(item).__name__)
                     raise UpstreamUnavailable(f"target {self.name}: the engine failed", target=self.name)
+                if kind == "tick":
+                    seen_content = True
+                    continue
                 if kind == "end":
                     prompt_tokens, completion_tokens = item
                     usage = {

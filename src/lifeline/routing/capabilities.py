@@ -20,7 +20,7 @@ KIND_DEFAULTS: dict[str, Capabilities] = {
     "openai": Capabilities(tools=True, json_schema=True, vision=True, prefill=None),
     "anthropic": Capabilities(tools=True, json_schema=False, vision=True, prefill=True),
     "gemini": Capabilities(tools=True, json_schema=True, vision=True, prefill=False),
-    "llamacpp": Capabilities(tools=False, json_schema=True, vision=False, prefill=True),
+    "llamacpp": Capabilities(tools=True, json_schema=True, vision=False, prefill=True),
 }
 
 
