@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,10 @@ import httpx
 import openai
 import pytest
 
+from lifeline.config import parse_config
+from lifeline.errors import ModelResolutionError
 from lifeline.inprocess import Lifeline
+from lifeline.providers.registry import ProviderRegistry
 from lifeline.testing import FaultWall
 from tests.conftest import FAST_RETRY, wall_target
 
@@ -118,3 +122,30 @@ def test_requests_before_start_are_refused_plainly(wall: FaultWall, tmp_path: Pa
     with pytest.raises(RuntimeError, match="not running"):
         gateway.transport().handle_request(httpx.Request("GET", "http://localhost/healthz"))
     gateway.close()  # never started: nothing to do
+
+
+class _Unstartable:
+    """A target that cannot start (a model that does not load, say)."""
+
+    supports_n = True
+    context_window = None
+
+    def __init__(self, name: str, target: Any) -> None:
+        self.name = name
+
+    async def start(self) -> None:
+        raise ModelResolutionError("no such model file")
+
+    async def close(self) -> None:
+        pass
+
+
+def test_a_gateway_that_cannot_start_raises_as_its_startup_did(wall: FaultWall, tmp_path: Path) -> None:
+    registry = ProviderRegistry()
+    registry.register("openai", _Unstartable)
+    gateway = Lifeline(parse_config(config(wall, tmp_path, "ok"), env={}), registry=registry)
+    with pytest.raises(ModelResolutionError, match="no such model file"):
+        gateway.start()
+    assert not [t for t in threading.enumerate() if t.name == "lifeline-inprocess"]  # its loop is gone too
+    with pytest.raises(RuntimeError, match="not running"):
+        gateway.transport().handle_request(httpx.Request("GET", "http://localhost/healthz"))

@@ -313,6 +313,8 @@ class Lifeline:
             try:
                 loop.run(self._startup())
             except BaseException:
+                with contextlib.suppress(Exception):  # what did start (the database, say) is released
+                    loop.run(self.gateway.close())
                 loop.stop()
                 raise
             self._loop = loop
@@ -376,10 +378,11 @@ class Lifeline:
         async def lifespan() -> None:
             try:
                 await self.app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send)
-            except BaseException as exc:
+            except Exception as exc:
                 if not started.done():
-                    started.set_exception(exc)
-                raise
+                    started.set_exception(exc)  # raised to the caller of start()
+                else:
+                    log.exception("the gateway's shutdown failed")
             finally:
                 if not started.done():
                     started.set_exception(RuntimeError("the app's lifespan ended before it started"))

@@ -344,3 +344,22 @@ def test_a_config_of_which_nothing_can_be_carried_says_why_for_each_entry() -> N
     assert first.startswith("nothing to carry over")
     assert [line.split(": ")[1] for line in rest] == ["model_list[0]", "model_list[1]"]
     assert "no provider prefix" in rest[1]
+
+
+def test_an_openai_compatible_server_is_not_sent_the_openai_key() -> None:
+    out = convert("""
+        model_list:
+          - model_name: local
+            litellm_params: {model: openai/facebook/opt-125m, api_base: "http://0.0.0.0:4000/v1"}
+          - model_name: direct
+            litellm_params: {model: openai/gpt-4o, api_base: "https://api.openai.com/v1/", api_key: null}
+        """)
+    assert out.config["targets"] == {
+        "local": {"kind": "openai", "base_url": "http://0.0.0.0:4000/v1", "model": "facebook/opt-125m"},
+        "direct": {"preset": "openai", "model": "gpt-4o"},  # OpenAI itself: the preset, and its key variable
+    }
+    assert lines(out) == [
+        "carried with a difference: model_list[0].litellm_params.api_base: LiteLLM would send OPENAI_API_KEY to "
+        "this server; Lifeline sends it no key (add api_key to the target if it needs one)"
+    ]
+    assert out.variables == ["OPENAI_API_KEY"]

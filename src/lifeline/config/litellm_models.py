@@ -173,11 +173,17 @@ def _target(conv: Converter, where: str, params: dict[str, Any]) -> tuple[str, d
         conv.drop(where, why)
         return None
     target: dict[str, Any] = {"preset": preset, "model": model}
-    if api_base is not None:
+    if api_base is not None and not (preset == "openai" and api_base.rstrip("/") == PRESETS["openai"].base_url):
         target["base_url"] = _base_url(preset, api_base)
         if preset == "openai":  # an OpenAI-compatible server of the user's: not OpenAI, no preset key
             target = {"kind": "openai", "base_url": target["base_url"], "model": model}
-    if "api_key" in params:
+            if params.get("api_key") is None:
+                conv.differs(
+                    f"{where}.litellm_params.api_base",
+                    "LiteLLM would send OPENAI_API_KEY to this server; Lifeline sends it no key (add api_key to "
+                    "the target if it needs one)",
+                )
+    if params.get("api_key") is not None:
         variable = PRESETS[preset].api_key_env if preset in PRESETS and "kind" not in target else None
         target["api_key"] = conv.secret(params["api_key"], key_path, variable or _variable_for(model))
     return provider, target
