@@ -40,6 +40,7 @@ FLOORS: dict[str, int] = {
     "routing": 4,
     "server": 5,
     "testing": 6,
+    "inprocess": 6,  # the gateway as a library: the app in this process, clients through httpx transports
     "drill": 7,
     "audit": 7,
     "eval": 7,

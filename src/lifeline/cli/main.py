@@ -64,6 +64,9 @@ def _register_subcommands() -> None:
     from lifeline.cli.capture import register as register_capture
 
     register_capture(app)
+    from lifeline.cli.imports import register as register_import
+
+    register_import(app)
 
 
 @app.command()
