@@ -244,9 +244,27 @@ class ResponseStream:
         assert self.open is not None
         return self._event(kind, item_id=self.open.item_id, output_index=self.open.index, content_index=0, part=part)
 
+    def _call_index(self, call: dict[str, Any]) -> int:
+        """Which call a tool-call delta belongs to. Some upstreams (Gemini's OpenAI-compatible endpoint) leave
+        out `index`, or give every call index 0: a new call id then starts a new call, and a delta without an
+        id goes on with the latest call."""
+        index = call.get("index")
+        call_id = call.get("id")
+        latest = max(self.calls, default=None)
+        if isinstance(index, int) and not isinstance(index, bool):
+            known = self.calls.get(index)
+            if known is None or not call_id or call_id == known.call_id:
+                return index
+        elif not call_id or latest is None:
+            return 0 if latest is None else latest
+        for i, known in self.calls.items():
+            if known.call_id == call_id:
+                return i
+        return 0 if latest is None else latest + 1
+
     def _call(self, call: dict[str, Any]) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
-        index = int(call.get("index") or 0)
+        index = self._call_index(call)
         function = call.get("function") or {}
         current = self.calls.get(index)
         if current is None:
