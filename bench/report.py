@@ -812,6 +812,28 @@ def responses_section(results: dict[str, Any]) -> list[str]:
                 f"| {'yes' if kind == 'stream' else 'no'} | {name} | {f(d['p50'], 2)} | {f(d['p90'], 2)} | "
                 f"{f(d['p99'], 2)} | {' | '.join(adds)} | {f(d.get('cpu_s_per_1k'), 3)} | {d['errors']} |"
             )
+    return [*lines, "", *responses_profile(system.get("profile") or {}, phase["rate"])]
+
+
+def responses_profile(profile: dict[str, Any], rate: int) -> list[str]:
+    """Where the time goes: py-spy's inclusive shares of the GIL-holding samples under chat and Responses
+    load, for the functions with the largest share under Responses."""
+    runs = {api: (profile.get(api) or {}).get("by_rate", {}).get(str(rate)) for api in ("chat", "responses")}
+    chat, resp = runs["chat"], runs["responses"]
+    if not chat or not resp or "error" in chat or "error" in resp:
+        return []
+    lines = [
+        f"Where the time goes (py-spy `--gil`, {rate} req/s non-streaming, separate runs under the profiler): "
+        f"the process used {f(chat['process_cpu_pct'])}% of a core under chat and {f(resp['process_cpu_pct'])}% "
+        f"under Responses; the GIL was held in {f(chat['gil_held_pct'])}% and {f(resp['gil_held_pct'])}% of the "
+        "samples. Inclusive share of the GIL-holding samples per function (a function and what it calls):",
+        "",
+        "| function | chat | Responses |",
+        "|---|---:|---:|",
+    ]
+    chat_share = dict(chat["inclusive_top"])
+    for name, share in resp["inclusive_top"][:25]:
+        lines.append(f"| `{name}` | {f(chat_share.get(name))} | {f(share)} |")
     return [*lines, ""]
 
 

@@ -651,7 +651,16 @@ def responses_summary(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[
     return out
 
 
-def phase_profile(system: System, plan: Plan, rates: list[int], stream_rates: list[int] = ()) -> dict[str, Any]:  # type: ignore[assignment]
+def phase_profile(
+    system: System,
+    plan: Plan,
+    rates: list[int],
+    stream_rates: list[int] = (),  # type: ignore[assignment]
+    *,
+    path: str = CHAT_PATH,
+    tag: str = "",
+    flamegraph: bool = True,
+) -> dict[str, Any]:
     """py-spy on the system under load at each rate (separate runs: sampling slows the process, so no figure
     above uses them): collapsed stacks for the tables, and a flame graph at the highest rate. Samples are
     taken only while a thread holds the GIL (``--gil``): uvloop releases it while it waits in epoll, so
@@ -660,10 +669,12 @@ def phase_profile(system: System, plan: Plan, rates: list[int], stream_rates: li
     if not spy.exists() or system.pid is None:
         return {"error": "py-spy not available"}
     out: dict[str, Any] = {"seconds": plan.profile_seconds, "by_rate": {}, "stream_by_rate": {}}
-    jobs = [(rate, False, "raw", OUT / f"profile-{system.key}-{rate}.txt") for rate in rates]
-    jobs += [(rate, True, "raw", OUT / f"profile-{system.key}-stream-{rate}.txt") for rate in stream_rates]
-    svg = PLOTS / f"profile-{system.key}.svg"
-    jobs.append((max(rates), False, "flamegraph", svg))
+    name = f"{system.key}-{tag}" if tag else system.key
+    jobs = [(rate, False, "raw", OUT / f"profile-{name}-{rate}.txt") for rate in rates]
+    jobs += [(rate, True, "raw", OUT / f"profile-{name}-stream-{rate}.txt") for rate in stream_rates]
+    svg = PLOTS / f"profile-{name}.svg"
+    if flamegraph:
+        jobs.append((max(rates), False, "flamegraph", svg))
     for rate, stream, fmt, path in jobs:
         path.unlink(missing_ok=True)
         cmd = [
@@ -694,7 +705,8 @@ def phase_profile(system: System, plan: Plan, rates: list[int], stream_rates: li
                     duration=plan.profile_seconds,
                     warmup=0.5,
                     timeout=plan.timeout,
-                    tag=f"profile-{fmt}",
+                    tag=f"profile-{tag}-{fmt}" if tag else f"profile-{fmt}",
+                    path=path,
                 )
                 run_seconds = time.monotonic() - run_started
             finally:
@@ -718,7 +730,7 @@ def phase_profile(system: System, plan: Plan, rates: list[int], stream_rates: li
                 out["stream_by_rate" if stream else "by_rate"][str(rate)] = {
                     "error": f"py-spy wrote nothing (see {OUT / 'py-spy.log'})"
                 }
-    out["flamegraph"] = str(svg.relative_to(HERE)) if svg.exists() else None
+    out["flamegraph"] = str(svg.relative_to(HERE)) if flamegraph and svg.exists() else None
     return out
 
 
@@ -805,6 +817,12 @@ def bench_system(key: str, wall_port: int, plan: Plan, profile: bool) -> dict[st
     if key == "lifeline-responses":
         try:
             result["responses"] = phase_responses(system, start_system("direct", wall_port, plan), plan)
+            if profile:  # where the time goes: the same Lifeline under chat and under Responses load
+                rate = [plan.responses_rate]
+                result["profile"] = {
+                    api: phase_profile(system, plan, rate, rate, path=path, tag=api, flamegraph=False)
+                    for api, path in (("chat", CHAT_PATH), ("responses", RESPONSES_PATH))
+                }
         finally:
             system.stop()
         return result
