@@ -822,6 +822,8 @@ def responses_profile(profile: dict[str, Any], rate: int) -> list[str]:
     chat, resp = runs["chat"], runs["responses"]
     if not chat or not resp or "error" in chat or "error" in resp:
         return []
+    if chat.get("errors_under_profiler") or resp.get("errors_under_profiler"):
+        return ["The profile runs had errors, so their figures are left out (see results.json).", ""]
     lines = [
         f"Where the time goes (py-spy `--gil`, {rate} req/s non-streaming, separate runs under the profiler): "
         f"the process used {f(chat['process_cpu_pct'])}% of a core under chat and {f(resp['process_cpu_pct'])}% "

@@ -657,7 +657,7 @@ def phase_profile(
     rates: list[int],
     stream_rates: list[int] = (),  # type: ignore[assignment]
     *,
-    path: str = CHAT_PATH,
+    api_path: str = CHAT_PATH,
     tag: str = "",
     flamegraph: bool = True,
 ) -> dict[str, Any]:
@@ -706,7 +706,7 @@ def phase_profile(
                     warmup=0.5,
                     timeout=plan.timeout,
                     tag=f"profile-{tag}-{fmt}" if tag else f"profile-{fmt}",
-                    path=path,
+                    path=api_path,
                 )
                 run_seconds = time.monotonic() - run_started
             finally:
@@ -820,7 +820,7 @@ def bench_system(key: str, wall_port: int, plan: Plan, profile: bool) -> dict[st
             if profile:  # where the time goes: the same Lifeline under chat and under Responses load
                 rate = [plan.responses_rate]
                 result["profile"] = {
-                    api: phase_profile(system, plan, rate, rate, path=path, tag=api, flamegraph=False)
+                    api: phase_profile(system, plan, rate, rate, api_path=path, tag=api, flamegraph=False)
                     for api, path in (("chat", CHAT_PATH), ("responses", RESPONSES_PATH))
                 }
         finally:
