@@ -816,8 +816,8 @@ def responses_section(results: dict[str, Any]) -> list[str]:
 
 
 def responses_profile(profile: dict[str, Any], rate: int) -> list[str]:
-    """Where the time goes: py-spy's inclusive shares of the GIL-holding samples under chat and Responses
-    load, for the functions with the largest share under Responses."""
+    """Where the time goes: py-spy's self shares of the GIL-holding samples by component under chat and under
+    Responses load, and the hand-written reading (findings-responses.md) when there is one."""
     runs = {api: (profile.get(api) or {}).get("by_rate", {}).get(str(rate)) for api in ("chat", "responses")}
     chat, resp = runs["chat"], runs["responses"]
     if not chat or not resp or "error" in chat or "error" in resp:
@@ -825,18 +825,23 @@ def responses_profile(profile: dict[str, Any], rate: int) -> list[str]:
     if chat.get("errors_under_profiler") or resp.get("errors_under_profiler"):
         return ["The profile runs had errors, so their figures are left out (see results.json).", ""]
     lines = [
-        f"Where the time goes (py-spy `--gil`, {rate} req/s non-streaming, separate runs under the profiler): "
-        f"the process used {f(chat['process_cpu_pct'])}% of a core under chat and {f(resp['process_cpu_pct'])}% "
-        f"under Responses; the GIL was held in {f(chat['gil_held_pct'])}% and {f(resp['gil_held_pct'])}% of the "
-        "samples. Inclusive share of the GIL-holding samples per function (a function and what it calls):",
+        f"Where the time goes (py-spy `--gil` at 200 samples/s, {rate} req/s non-streaming, separate runs under "
+        f"the profiler): the process used {f(chat['process_cpu_pct'])}% of a core under chat and "
+        f"{f(resp['process_cpu_pct'])}% under Responses, holding the GIL in {chat['samples']} and "
+        f"{resp['samples']} samples. Self samples by component (the share of each run's samples, and the count):",
         "",
-        "| function | chat | Responses |",
+        "| component | chat | Responses |",
         "|---|---:|---:|",
     ]
-    chat_share = dict(chat["inclusive_top"])
-    for name, share in resp["inclusive_top"][:25]:
-        lines.append(f"| `{name}` | {f(chat_share.get(name))} | {f(share)} |")
-    return [*lines, ""]
+    chat_share = dict(chat["component_self"])
+    for name, share in resp["component_self"][:12]:
+        mine = chat_share.get(name)
+        lines.append(
+            f"| {name} | {f(mine, 1, '%')} ({round((mine or 0) * chat['samples'] / 100)}) | "
+            f"{f(share, 1, '%')} ({round(share * resp['samples'] / 100)}) |"
+        )
+    notes = HERE / "findings-responses.md"
+    return [*lines, "", *([notes.read_text().strip(), ""] if notes.exists() else [])]
 
 
 def render(results: dict[str, Any], baseline_path: Path | None = None) -> str:
