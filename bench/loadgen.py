@@ -15,7 +15,9 @@ Three modes, each bounded in count and time:
 Recorded per request: scheduled time, send time, first response byte, first streamed content token (the
 first SSE payload whose delta has non-empty ``content``), end time, status, error kind. The summary (JSON)
 has percentiles of latency (end - scheduled), TTFB and TTFT, the generator's own send lag, error counts and
-the achieved throughput. Standard library only (uses uvloop when importable).
+the achieved throughput. With ``--api responses`` the body is a Responses API request (``input``,
+``max_output_tokens``) and a streamed token is a ``response.output_text.delta`` event. Standard library only
+(uses uvloop when importable).
 
     python bench/loadgen.py --url http://127.0.0.1:4000/v1/chat/completions --model bench --rate 200 --duration 10
 """
@@ -45,6 +47,9 @@ now = time.perf_counter
 # A streamed chunk whose delta carries text: `"content":"x` (JSON may put a space after the colon).
 _CONTENT = re.compile(rb'"content":\s?"(?:[^"\\]|\\.)')
 _ERROR_EVENT = re.compile(rb'data:\s?\{"error"')
+# The same for the Responses API's stream (--api responses): a text delta event, or a failure event.
+_RESPONSES_CONTENT = re.compile(rb'"type":\s?"response\.output_text\.delta"')
+_RESPONSES_ERROR = re.compile(rb'"type":\s?"(?:response\.failed|error)"')
 IDLE_DROP_S = 2.0  # pooled connections idle longer than this are closed rather than reused
 
 
@@ -93,11 +98,11 @@ class Conn(asyncio.Protocol):
         if req is None:
             return
         scan = self.tail + data
-        if not req.first_content and _CONTENT.search(scan):
+        if not req.first_content and self.gen.content_event.search(scan):
             req.first_content = now()
-        if _ERROR_EVENT.search(scan):
+        if self.gen.error_event.search(scan):
             req.error = "stream_error"
-        self.tail = scan[-48:]
+        self.tail = scan[-64:]
 
     def data_received(self, data: bytes) -> None:
         req = self.req
@@ -168,6 +173,7 @@ class Generator:
         max_conns: int,
         want_target: bool = False,
         prompt: str = "Say hello to the benchmark.",
+        api: str = "chat",
     ) -> None:
         parts = urlsplit(url)
         self.host = parts.hostname or "127.0.0.1"
@@ -177,6 +183,10 @@ class Generator:
         self.headers = headers
         self.max_tokens = max_tokens
         self.prompt = prompt
+        self.api = api
+        responses = api == "responses"
+        self.content_event = _RESPONSES_CONTENT if responses else _CONTENT
+        self.error_event = _RESPONSES_ERROR if responses else _ERROR_EVENT
         self.payload = b""
         self.set_model(model)
         self.timeout = timeout
@@ -195,11 +205,11 @@ class Generator:
         self._tasks: set[asyncio.Task[None]] = set()  # connection attempts in flight (referenced until done)
 
     def set_model(self, model: str) -> None:
-        body: dict[str, Any] = {
-            "model": model,
-            "messages": [{"role": "user", "content": self.prompt}],
-            "max_tokens": self.max_tokens,
-        }
+        body: dict[str, Any] = (
+            {"model": model, "input": self.prompt, "max_output_tokens": self.max_tokens}
+            if self.api == "responses"
+            else {"model": model, "messages": [{"role": "user", "content": self.prompt}], "max_tokens": self.max_tokens}
+        )
         if self.stream:
             body["stream"] = True
         self.payload = chat_request(
@@ -479,7 +489,8 @@ def summarize(reqs: list[Req], stream: bool) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--url", required=True, help="full URL of the chat-completions endpoint")
+    p.add_argument("--url", required=True, help="full URL of the chat-completions (or responses) endpoint")
+    p.add_argument("--api", choices=("chat", "responses"), default="chat", help="the body and stream events to expect")
     p.add_argument("--model", default="bench")
     p.add_argument("--models", default="", help="sequence mode: comma-separated models, one request each")
     p.add_argument("--mode", choices=("open", "closed", "sequence"), default="open")
@@ -516,6 +527,7 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
         timeout=args.timeout,
         max_conns=args.max_conns,
         want_target=args.mode == "sequence",
+        api=args.api,
     )
     if args.mode == "open":
         result = await open_loop(gen, args.rate, args.duration, args.warmup)

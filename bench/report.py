@@ -161,6 +161,7 @@ def evaluate_targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                 verdict(all(oks) if oks else None),
             )
         )
+    rows += responses_targets(results)
     soak = results["systems"].get("lifeline", {}).get("soak")
     if soak:
         g = soak["rss_growth_mb"]
@@ -170,6 +171,34 @@ def evaluate_targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                 f"RSS within ±{t['rss_growth_mb']:g} MB over 100,000 requests",
                 f"{signed(g, 1)} MB over {soak['requests']:,} requests{note}",
                 verdict(abs(g) <= t["rss_growth_mb"] and soak["complete"]),
+            )
+        )
+    return rows
+
+
+def responses_summary(results: dict[str, Any]) -> dict[str, Any] | None:
+    system = results["systems"].get("lifeline-responses", {})
+    return None if "error" in system else system.get("responses", {}).get("summary")
+
+
+def responses_targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """Responses' added latency over the direct call against chat's, at p50 and p99 (non-streaming)."""
+    summary = responses_summary(results)
+    if not summary:
+        return []
+    bound = results["targets"].get("responses_added_vs_chat", 1.10)
+    rate = results["systems"]["lifeline-responses"]["responses"]["rate"]
+    rows = []
+    for q in ("p50", "p99"):
+        chat, resp = summary["json"]["chat"]["added"][q], summary["json"]["responses"]["added"][q]
+        ok = None if chat is None or resp is None or chat <= 0 else resp <= bound * chat
+        ratio = f" ({resp / chat:.2f}×)" if ok is not None else ""
+        rows.append(
+            (
+                f"Responses API: {q} added latency at {rate} req/s (non-streaming) within "
+                f"{round((bound - 1) * 100):d}% of chat's",
+                f"{signed(resp)} vs {signed(chat)} ms{ratio}",
+                "n/a" if ok is None else ("**met**" if ok else "**missed**"),
             )
         )
     return rows
@@ -745,6 +774,76 @@ def findings_section(results: dict[str, Any]) -> list[str]:
     return [*lines, text, ""]
 
 
+def responses_section(results: dict[str, Any]) -> list[str]:
+    summary = responses_summary(results)
+    if not summary:
+        return []
+    system = results["systems"]["lifeline-responses"]
+    phase, run = system["responses"], system.get("run")
+    lines = [
+        "## 12. The Responses API against chat",
+        "",
+        f"The same Lifeline answering `/v1/chat/completions` and `/v1/responses` (translated onto the same chat "
+        f"target; the response stored, as by default) at {phase['rate']} req/s, open loop, in {phase['rounds']} "
+        "rounds of the direct call, a chat run and a Responses run (the order turning each round, so that a "
+        "drifting load on a shared machine falls on all three alike); each figure is the median over the rounds. "
+        "Added latency is over the direct call of the same round set (ms); when streaming, the metric is the "
+        "time to the first content token (a `response.output_text.delta` event for Responses).",
+        "",
+    ]
+    if run:
+        foreign = system.get("foreign_cpu_pct")
+        lines += [
+            f"Measured apart from the run above: {run['date']}, `{run['command']}`, commit `{run['git']['commit']}`"
+            f"{' (src modified)' if run['git'].get('src_dirty') else ''}, on the same kind of machine "
+            f"({run['machine'].get('model_name', '?')}, {run['machine'].get('cores')} cores). The machine was "
+            f"shared: processes outside the benchmark used {f(foreign)}% of one core on average meanwhile.",
+            "",
+        ]
+    lines += [
+        "| stream | API | p50 | p90 | p99 | added p50 | added p90 | added p99 | CPU s / 1k | errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for kind, row in summary.items():
+        for name in ("direct", "chat", "responses"):
+            d = row[name]
+            adds = [signed(d["added"][q]) if "added" in d else "" for q in PERCENTILES]
+            lines.append(
+                f"| {'yes' if kind == 'stream' else 'no'} | {name} | {f(d['p50'], 2)} | {f(d['p90'], 2)} | "
+                f"{f(d['p99'], 2)} | {' | '.join(adds)} | {f(d.get('cpu_s_per_1k'), 3)} | {d['errors']} |"
+            )
+    return [*lines, "", *responses_profile(system.get("profile") or {}, phase["rate"])]
+
+
+def responses_profile(profile: dict[str, Any], rate: int) -> list[str]:
+    """Where the time goes: py-spy's self shares of the GIL-holding samples by component under chat and under
+    Responses load, and the hand-written reading (findings-responses.md) when there is one."""
+    runs = {api: (profile.get(api) or {}).get("by_rate", {}).get(str(rate)) for api in ("chat", "responses")}
+    chat, resp = runs["chat"], runs["responses"]
+    if not chat or not resp or "error" in chat or "error" in resp:
+        return []
+    if chat.get("errors_under_profiler") or resp.get("errors_under_profiler"):
+        return ["The profile runs had errors, so their figures are left out (see results.json).", ""]
+    lines = [
+        f"Where the time goes (py-spy `--gil` at 200 samples/s, {rate} req/s non-streaming, separate runs under "
+        f"the profiler): the process used {f(chat['process_cpu_pct'])}% of a core under chat and "
+        f"{f(resp['process_cpu_pct'])}% under Responses, holding the GIL in {chat['samples']} and "
+        f"{resp['samples']} samples. Self samples by component (the share of each run's samples, and the count):",
+        "",
+        "| component | chat | Responses |",
+        "|---|---:|---:|",
+    ]
+    chat_share = dict(chat["component_self"])
+    for name, share in resp["component_self"][:12]:
+        mine = chat_share.get(name)
+        lines.append(
+            f"| {name} | {f(mine, 1, '%')} ({round((mine or 0) * chat['samples'] / 100)}) | "
+            f"{f(share, 1, '%')} ({round(share * resp['samples'] / 100)}) |"
+        )
+    notes = HERE / "findings-responses.md"
+    return [*lines, "", *([notes.read_text().strip(), ""] if notes.exists() else [])]
+
+
 def render(results: dict[str, Any], baseline_path: Path | None = None) -> str:
     lines: list[str] = []
     lines += header(results)
@@ -762,6 +861,7 @@ def render(results: dict[str, Any], baseline_path: Path | None = None) -> str:
     lines += baseline_section(results, baseline_path)
     lines += findings_section(results)
     lines += experiment_section(results)
+    lines += responses_section(results)
     lines += ["---", "", "Raw figures: [results.json](results.json). How to rerun: [README.md](README.md).", ""]
     return "\n".join(lines)
 

@@ -54,6 +54,7 @@ CUT_SPEC = "status?code=401"  # a cut-off primary
 MAX_TOKENS = 16
 P99_BOUND_MS = 100.0  # "sustained": every request answered, none failed, p99 at most this (the upstream takes 20)
 CHAT_PATH = "/v1/chat/completions"
+RESPONSES_PATH = "/v1/responses"
 
 # The targets the issue sets; checked in report.py.
 TARGETS = {
@@ -63,6 +64,7 @@ TARGETS = {
     "overhead_vs_floor": 1.5,
     "engine_tps_ratio": 0.95,
     "rss_growth_mb": 10.0,
+    "responses_added_vs_chat": 1.10,
 }
 
 
@@ -92,6 +94,8 @@ class Plan:
     engine_runs: int = 7
     engine_max_tokens: int = 128
     wait_quiet: float = 300.0  # seconds to wait, at most, for other processes to leave the cores alone
+    responses_rate: int = 200
+    responses_rounds: int = 3  # rounds of direct, chat and Responses runs, alternated on one Lifeline
 
     @classmethod
     def quick(cls) -> Plan:
@@ -113,6 +117,7 @@ class Plan:
             engine_runs=3,
             engine_max_tokens=48,
             wait_quiet=0.0,
+            responses_rounds=1,
         )
 
 
@@ -177,7 +182,7 @@ def start_system(key: str, wall_port: int, plan: Plan) -> System:
         cmd = [str(MAIN_PY), str(HERE / "floor_proxy.py"), "--port", str(port), "--upstream", f"127.0.0.1:{wall_port}"]
         system = System(key, "floor proxy", port, OK_SPEC)
         system.proc = Proc(key, pinned(cmd, SUT_CORE), OUT / "floor.log")
-    elif key in ("lifeline", "lifeline-noledger", "lifeline-lean"):
+    elif key in ("lifeline", "lifeline-noledger", "lifeline-lean", "lifeline-responses"):
         ledger = ledger_switchable()
         if key == "lifeline-noledger" and not ledger:
             raise RuntimeError("this Lifeline has no ledger setting to switch off")
@@ -191,6 +196,7 @@ def start_system(key: str, wall_port: int, plan: Plan) -> System:
             "lifeline": "Lifeline",
             "lifeline-noledger": "Lifeline, ledger off",
             "lifeline-lean": "Lifeline + lean transport (experiment)",
+            "lifeline-responses": "Lifeline, Responses API",
         }
         system = System(
             key,
@@ -229,10 +235,11 @@ def start_system(key: str, wall_port: int, plan: Plan) -> System:
 # -- the load generator ----------------------------------------------------------------------------------------
 
 
-def loadgen(system: System, name: str, args: list[str], limit: float) -> dict[str, Any]:
+def loadgen(system: System, name: str, args: list[str], limit: float, path: str = CHAT_PATH) -> dict[str, Any]:
     out = OUT / "raw" / f"{system.key}-{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [str(MAIN_PY), str(HERE / "loadgen.py"), "--url", system.url, "--out", str(out), *args]
+    url = f"http://127.0.0.1:{system.port}{path}"
+    cmd = [str(MAIN_PY), str(HERE / "loadgen.py"), "--url", url, "--out", str(out), *args]
     for k, v in system.headers.items():
         cmd += ["--header", f"{k}: {v}"]
     subprocess.run(pinned(cmd, GEN_CORE), check=True, timeout=limit + 60, stdout=subprocess.DEVNULL)
@@ -249,6 +256,7 @@ def open_run(
     timeout: float,
     model: str | None = None,
     tag: str = "",
+    path: str = CHAT_PATH,
 ) -> dict[str, Any]:
     args = [
         "--mode",
@@ -268,9 +276,11 @@ def open_run(
     ]
     if stream:
         args.append("--stream")
+    if path == RESPONSES_PATH:
+        args += ["--api", "responses"]
     cpu0 = cpu_seconds(system.pid) if system.pid else None
     result = loadgen(
-        system, f"{tag or 'open'}-{'stream' if stream else 'json'}-{rate:g}", args, warmup + duration + timeout
+        system, f"{tag or 'open'}-{'stream' if stream else 'json'}-{rate:g}", args, warmup + duration + timeout, path
     )
     if cpu0 is not None and system.pid:
         used = cpu_seconds(system.pid) - cpu0
@@ -577,7 +587,80 @@ def phase_failover(system: System, plan: Plan) -> dict[str, Any]:
     return out
 
 
-def phase_profile(system: System, plan: Plan, rates: list[int], stream_rates: list[int] = ()) -> dict[str, Any]:  # type: ignore[assignment]
+def phase_responses(system: System, direct: System, plan: Plan) -> dict[str, Any]:
+    """The Responses API against chat on the same Lifeline at one rate: rounds of the direct call, a chat run
+    and a Responses run (the order turning each round), so that a shared machine's drifting load falls on
+    all three alike. Each figure is the median over the rounds."""
+    rate = plan.responses_rate
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for stream in (False, True):
+        kind = "stream" if stream else "json"
+        runs[kind] = {"direct": [], "chat": [], "responses": []}
+        order = [("direct", direct, CHAT_PATH), ("chat", system, CHAT_PATH), ("responses", system, RESPONSES_PATH)]
+        for n in range(plan.responses_rounds):
+            for name, target, path in order[n % 3 :] + order[: n % 3]:
+                run = open_run(
+                    target,
+                    rate,
+                    stream=stream,
+                    duration=plan.duration,
+                    warmup=plan.warmup,
+                    timeout=plan.timeout,
+                    tag=f"{name}-{n}",
+                    path=path,
+                )
+                runs[kind][name].append(slim(run))
+                lat = run["ttft_ms"] if stream else run["latency_ms"]
+                log(
+                    f"  {name} {kind} @{rate}/s round {n + 1}: p50 {lat['p50']} p99 {lat['p99']} ms, "
+                    f"errors {run['errors']}"
+                )
+                if not passes(run):
+                    settle(system)
+    return {"rate": rate, "rounds": plan.responses_rounds, "runs": runs, "summary": responses_summary(runs)}
+
+
+def _median(values: list[float | None]) -> float | None:
+    known = sorted(v for v in values if v is not None)
+    if not known:
+        return None
+    mid = len(known) // 2
+    return round(known[mid] if len(known) % 2 else (known[mid - 1] + known[mid]) / 2, 3)
+
+
+def responses_summary(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any]:
+    """Per kind: the median p50/p90/p99 of each (latency, or TTFT when streaming), the added latency over the
+    direct call of chat and of Responses, and CPU seconds per 1,000 requests."""
+    out: dict[str, Any] = {}
+    for kind, by_name in runs.items():
+        metric = "ttft_ms" if kind == "stream" else "latency_ms"
+        row: dict[str, Any] = {}
+        for name, rs in by_name.items():
+            row[name] = {q: _median([r[metric][q] for r in rs if r.get(metric)]) for q in ("p50", "p90", "p99")}
+            row[name]["errors"] = sum(r.get("errors", 0) for r in rs)
+            if name != "direct":
+                row[name]["cpu_s_per_1k"] = _median([r.get("sut_cpu_s_per_1k") for r in rs])
+        for name in ("chat", "responses"):
+            row[name]["added"] = {
+                q: None
+                if row[name][q] is None or row["direct"][q] is None
+                else round(row[name][q] - row["direct"][q], 3)
+                for q in ("p50", "p90", "p99")
+            }
+        out[kind] = row
+    return out
+
+
+def phase_profile(
+    system: System,
+    plan: Plan,
+    rates: list[int],
+    stream_rates: list[int] = (),  # type: ignore[assignment]
+    *,
+    api_path: str = CHAT_PATH,
+    tag: str = "",
+    flamegraph: bool = True,
+) -> dict[str, Any]:
     """py-spy on the system under load at each rate (separate runs: sampling slows the process, so no figure
     above uses them): collapsed stacks for the tables, and a flame graph at the highest rate. Samples are
     taken only while a thread holds the GIL (``--gil``): uvloop releases it while it waits in epoll, so
@@ -586,10 +669,12 @@ def phase_profile(system: System, plan: Plan, rates: list[int], stream_rates: li
     if not spy.exists() or system.pid is None:
         return {"error": "py-spy not available"}
     out: dict[str, Any] = {"seconds": plan.profile_seconds, "by_rate": {}, "stream_by_rate": {}}
-    jobs = [(rate, False, "raw", OUT / f"profile-{system.key}-{rate}.txt") for rate in rates]
-    jobs += [(rate, True, "raw", OUT / f"profile-{system.key}-stream-{rate}.txt") for rate in stream_rates]
-    svg = PLOTS / f"profile-{system.key}.svg"
-    jobs.append((max(rates), False, "flamegraph", svg))
+    name = f"{system.key}-{tag}" if tag else system.key
+    jobs = [(rate, False, "raw", OUT / f"profile-{name}-{rate}.txt") for rate in rates]
+    jobs += [(rate, True, "raw", OUT / f"profile-{name}-stream-{rate}.txt") for rate in stream_rates]
+    svg = PLOTS / f"profile-{name}.svg"
+    if flamegraph:
+        jobs.append((max(rates), False, "flamegraph", svg))
     for rate, stream, fmt, path in jobs:
         path.unlink(missing_ok=True)
         cmd = [
@@ -620,7 +705,8 @@ def phase_profile(system: System, plan: Plan, rates: list[int], stream_rates: li
                     duration=plan.profile_seconds,
                     warmup=0.5,
                     timeout=plan.timeout,
-                    tag=f"profile-{fmt}",
+                    tag=f"profile-{tag}-{fmt}" if tag else f"profile-{fmt}",
+                    path=api_path,
                 )
                 run_seconds = time.monotonic() - run_started
             finally:
@@ -644,7 +730,7 @@ def phase_profile(system: System, plan: Plan, rates: list[int], stream_rates: li
                 out["stream_by_rate" if stream else "by_rate"][str(rate)] = {
                     "error": f"py-spy wrote nothing (see {OUT / 'py-spy.log'})"
                 }
-    out["flamegraph"] = str(svg.relative_to(HERE)) if svg.exists() else None
+    out["flamegraph"] = str(svg.relative_to(HERE)) if flamegraph and svg.exists() else None
     return out
 
 
@@ -728,6 +814,18 @@ def bench_system(key: str, wall_port: int, plan: Plan, profile: bool) -> dict[st
     log(f"{key}: starting")
     system = start_system(key, wall_port, plan)
     result: dict[str, Any] = {"label": system.label, "ready_s": system.ready_s}
+    if key == "lifeline-responses":
+        try:
+            result["responses"] = phase_responses(system, start_system("direct", wall_port, plan), plan)
+            if profile:  # where the time goes: the same Lifeline under chat and under Responses load
+                rate = [plan.responses_rate]
+                result["profile"] = {
+                    api: phase_profile(system, plan, rate, rate, api_path=path, tag=api, flamegraph=False)
+                    for api, path in (("chat", CHAT_PATH), ("responses", RESPONSES_PATH))
+                }
+        finally:
+            system.stop()
+        return result
     try:
         if system.pid:
             time.sleep(2.0)
@@ -938,9 +1036,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a short smoke run (a couple of minutes)")
     parser.add_argument(
         "--systems",
-        default="direct,floor,lifeline,litellm,lifeline-noledger,lifeline-lean",
-        help="comma-separated subset (default: the four systems, then Lifeline with its ledger off, then the "
-        "lean-transport experiment)",
+        default="direct,floor,lifeline,litellm,lifeline-noledger,lifeline-lean,lifeline-responses",
+        help="comma-separated subset (default: the four systems, then Lifeline with its ledger off, the "
+        "lean-transport experiment, and the Responses API against chat)",
+    )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other systems of the existing results file and replace only those run now (each "
+        "then records its own date, command and foreign load)",
     )
     parser.add_argument("--wait-quiet", type=float, help="max seconds to wait for other processes to go quiet")
     parser.add_argument(
@@ -1024,8 +1128,20 @@ def main() -> None:
         "systems": {},
     }
 
+    merged_into: dict[str, Any] | None = None
+    if args.merge and Path(args.results).exists():
+        merged_into = json.loads(Path(args.results).read_text())
+
     def save() -> None:
-        Path(args.results).write_text(json.dumps(results, indent=1))
+        if merged_into is None:
+            Path(args.results).write_text(json.dumps(results, indent=1))
+            return
+        run = {k: results[k] for k in ("date", "command", "machine", "git", "quick")}
+        run["waited_for_quiet_s"] = results["setup"].get("waited_for_quiet_s")
+        run["niceness"] = nice
+        for key, value in results["systems"].items():
+            merged_into["systems"][key] = {**value, "run": run}
+        Path(args.results).write_text(json.dumps(merged_into, indent=1))
 
     foreign = ForeignLoad().start()
     quiet_limit = plan.wait_quiet if args.wait_quiet is None else args.wait_quiet
@@ -1101,7 +1217,9 @@ def main() -> None:
         log(f"plotting failed:\n{plot.stderr[-2000:]}")
     import report
 
-    report.write(results, HERE / "RESULTS.md", baseline_path=HERE / "baseline.json")
+    report.write(
+        merged_into if merged_into is not None else results, HERE / "RESULTS.md", baseline_path=HERE / "baseline.json"
+    )
     log(f"done in {results['elapsed_s']:.0f} s: {HERE / 'RESULTS.md'}")
 
 

@@ -14,8 +14,9 @@ from lifeline.config import Config, parse_config
 from lifeline.testing import FaultWall
 from lifeline.testing.gateway import RunningGateway, run_gateway
 
-# Real PostgreSQL and Redis servers, and a headless Chromium, started on demand by the tests that ask for them.
-pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.redis", "tests.fixtures.browser"]
+# Real PostgreSQL and Redis servers, a headless Chromium and Node.js with the openai npm package, set up on demand
+# for the tests that ask for them.
+pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.redis", "tests.fixtures.browser", "tests.fixtures.node"]
 
 # Every gateway a test starts keeps its SQLite ledger in a throw-away directory, never in the home directory.
 os.environ["LIFELINE_DATA_DIR"] = tempfile.mkdtemp(prefix="lifeline-test-data-")

@@ -676,6 +676,17 @@ def test_scripted_calls_the_first_offered_tool_unless_it_never_does(http: httpx.
     assert words["finish_reason"] == "stop" and "tool_calls" not in words["message"]
 
 
+def test_scripted_with_tools_once_answers_after_the_tool_result(http: httpx.Client, wall: FaultWall) -> None:
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+    asked = [{"role": "user", "content": "Weather? SAY: Sunny."}]
+    first = chat(http, wall, "scripted?tools=once", messages=asked, tools=tools).json()["choices"][0]
+    assert first["finish_reason"] == "tool_calls"
+    call = first["message"]["tool_calls"][0]
+    answered = [*asked, first["message"], {"role": "tool", "tool_call_id": call["id"], "content": "sunny"}]
+    second = chat(http, wall, "scripted?tools=once", messages=answered, tools=tools).json()["choices"][0]
+    assert second["finish_reason"] == "stop" and second["message"]["content"] == "Sunny."
+
+
 @pytest.mark.parametrize(("prefer", "verdict"), [("longer", "B"), ("shorter", "A"), ("first", "A"), ("none", "TIE")])
 def test_judge_picks_by_its_preference(http: httpx.Client, wall: FaultWall, prefer: str, verdict: str) -> None:
     prompt = "<answer_a>\nshort\n</answer_a>\n<answer_b>\na longer answer\n</answer_b>"

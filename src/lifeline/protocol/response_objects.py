@@ -9,7 +9,7 @@ into the Responses events in order, each with its `sequence_number`, for server/
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -24,21 +24,32 @@ def usage_of(usage: dict[str, Any] | None) -> dict[str, Any]:
     usage = usage or {}
     prompt = int(usage.get("prompt_tokens") or 0)
     completion = int(usage.get("completion_tokens") or 0)
-    cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+    details = usage.get("prompt_tokens_details") or {}
+    cached = int(details.get("cached_tokens") or 0)
+    written = int(details.get("cache_write_tokens") or 0)
     reasoning = int((usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0)
     return {
         "input_tokens": prompt,
-        "input_tokens_details": {"cached_tokens": cached},
+        "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": written},
         "output_tokens": completion,
         "output_tokens_details": {"reasoning_tokens": reasoning},
         "total_tokens": prompt + completion,
     }
 
 
-def message_item(text: str, item_id: str, status: str = "completed") -> dict[str, Any]:
-    content = (
-        [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}] if status != "in_progress" else []
-    )
+def text_part(text: str) -> dict[str, Any]:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def refusal_part(refusal: str) -> dict[str, Any]:
+    return {"type": "refusal", "refusal": refusal}
+
+
+def message_item(text: str, item_id: str, status: str = "completed", refusal: str = "") -> dict[str, Any]:
+    """A message item: its text, then the model's refusal (chat's `message.refusal`) when there is one."""
+    content = []
+    if status != "in_progress":
+        content = ([text_part(text)] if text or not refusal else []) + ([refusal_part(refusal)] if refusal else [])
     return {"type": "message", "id": item_id, "status": status, "role": "assistant", "content": content}
 
 
@@ -116,10 +127,13 @@ def to_response(shell: Shell, completion: dict[str, Any], usage: dict[str, Any])
     message = choice.get("message") or {}
     output: list[dict[str, Any]] = []
     text = message.get("content")
+    text = text if isinstance(text, str) else ""
+    refusal = message.get("refusal")
+    refusal = refusal if isinstance(refusal, str) else ""
     incomplete = _incomplete(choice.get("finish_reason"))
-    if isinstance(text, str) and text:
+    if text or refusal:
         # a text cut by max_output_tokens (or a filter) is an incomplete item, as the response is
-        output.append(message_item(text, new_id("msg"), "incomplete" if incomplete else "completed"))
+        output.append(message_item(text, new_id("msg"), "incomplete" if incomplete else "completed", refusal))
     for call in message.get("tool_calls") or []:
         function = call.get("function") or {}
         output.append(
@@ -171,6 +185,12 @@ class _Open:
     text: str = ""
     call_id: str = ""
     name: str = ""
+    refusal: str = ""
+    #: a message's content parts in the order they opened ("output_text", "refusal")
+    parts: list[str] = field(default_factory=list)
+
+    def content(self) -> list[dict[str, Any]]:
+        return [text_part(self.text) if part == "output_text" else refusal_part(self.refusal) for part in self.parts]
 
 
 class ResponseStream:
@@ -210,7 +230,10 @@ class ResponseStream:
             delta = choice.get("delta") or {}
             text = delta.get("content")
             if isinstance(text, str) and text:
-                events += self._text(text)
+                events += self._text(text, "output_text")
+            refusal = delta.get("refusal")
+            if isinstance(refusal, str) and refusal:
+                events += self._text(refusal, "refusal")
             for call in delta.get("tool_calls") or []:
                 if isinstance(call, dict):
                     events += self._call(call)
@@ -218,35 +241,55 @@ class ResponseStream:
                 self.finish_reason = choice["finish_reason"]
         return events
 
-    def _text(self, text: str) -> list[dict[str, Any]]:
+    def _text(self, text: str, part: str) -> list[dict[str, Any]]:
+        """A piece of the message's text (`output_text`) or of its refusal (`refusal`), each its own part."""
         events: list[dict[str, Any]] = []
         if self.open is None or self.open.kind != "message":
             events += self._close()
             self.open = _Open(len(self.output), new_id("msg"), "message")
             self.output.append(message_item("", self.open.item_id, "in_progress"))
             events.append(self._event("response.output_item.added", output_index=self.open.index, item=self.output[-1]))
-            part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-            events.append(self._part("response.content_part.added", part))
-        self.open.text += text
-        events.append(
-            self._event(
-                "response.output_text.delta",
-                item_id=self.open.item_id,
-                output_index=self.open.index,
-                content_index=0,
-                delta=text,
-                logprobs=[],
-            )
-        )
+        item = self.open
+        if part not in item.parts:
+            item.parts.append(part)
+            empty = text_part("") if part == "output_text" else refusal_part("")
+            events.append(self._part("response.content_part.added", item.parts.index(part), empty))
+        where = {"item_id": item.item_id, "output_index": item.index, "content_index": item.parts.index(part)}
+        if part == "refusal":
+            item.refusal += text
+            events.append(self._event("response.refusal.delta", **where, delta=text))
+        else:
+            item.text += text
+            events.append(self._event("response.output_text.delta", **where, delta=text, logprobs=[]))
         return events
 
-    def _part(self, kind: str, part: dict[str, Any]) -> dict[str, Any]:
+    def _part(self, kind: str, content_index: int, part: dict[str, Any]) -> dict[str, Any]:
         assert self.open is not None
-        return self._event(kind, item_id=self.open.item_id, output_index=self.open.index, content_index=0, part=part)
+        return self._event(
+            kind, item_id=self.open.item_id, output_index=self.open.index, content_index=content_index, part=part
+        )
+
+    def _call_index(self, call: dict[str, Any]) -> int:
+        """Which call a tool-call delta belongs to. Some upstreams (Gemini's OpenAI-compatible endpoint) leave
+        out `index`, or give every call index 0: a new call id then starts a new call, and a delta without an
+        id goes on with the latest call."""
+        index = call.get("index")
+        call_id = call.get("id")
+        latest = max(self.calls, default=None)
+        if isinstance(index, int) and not isinstance(index, bool):
+            known = self.calls.get(index)
+            if known is None or not call_id or call_id == known.call_id:
+                return index
+        elif not call_id or latest is None:
+            return 0 if latest is None else latest
+        for i, known in self.calls.items():
+            if known.call_id == call_id:
+                return i
+        return 0 if latest is None else latest + 1
 
     def _call(self, call: dict[str, Any]) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
-        index = int(call.get("index") or 0)
+        index = self._call_index(call)
         function = call.get("function") or {}
         current = self.calls.get(index)
         if current is None:
@@ -280,27 +323,17 @@ class ResponseStream:
         if item is None:
             return []
         if item.kind == "message":
-            done = message_item(item.text, item.item_id, status)
+            done = message_item("", item.item_id, status) | {"content": item.content()}
             self.output[item.index] = done
-            part = done["content"][0]
-            return [
-                self._event(
-                    "response.output_text.done",
-                    item_id=item.item_id,
-                    output_index=item.index,
-                    content_index=0,
-                    text=item.text,
-                    logprobs=[],
-                ),
-                self._event(
-                    "response.content_part.done",
-                    item_id=item.item_id,
-                    output_index=item.index,
-                    content_index=0,
-                    part=part,
-                ),
-                self._event("response.output_item.done", output_index=item.index, item=done),
-            ]
+            events = []
+            for content_index, part in enumerate(done["content"]):
+                where = {"item_id": item.item_id, "output_index": item.index, "content_index": content_index}
+                if part["type"] == "refusal":
+                    events.append(self._event("response.refusal.done", **where, refusal=item.refusal))
+                else:
+                    events.append(self._event("response.output_text.done", **where, text=item.text, logprobs=[]))
+                events.append(self._event("response.content_part.done", **where, part=part))
+            return [*events, self._event("response.output_item.done", output_index=item.index, item=done)]
         done = function_call_item(item.call_id, item.name, item.text, item.item_id)
         self.output[item.index] = done
         return [
@@ -345,8 +378,6 @@ class ResponseStream:
         """The answer broke and could not be continued: response.failed, never a completed truncated answer."""
         output = [dict(item, status="incomplete") for item in self.output]
         if self.open is not None and self.open.kind == "message":
-            output[self.open.index]["content"] = [
-                {"type": "output_text", "text": self.open.text, "annotations": [], "logprobs": []}
-            ]
+            output[self.open.index]["content"] = self.open.content()
         error = {"code": "server_error", "message": message}
         return [self._event("response.failed", response=self.shell.response("failed", output, error=error))]

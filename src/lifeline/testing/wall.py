@@ -490,7 +490,7 @@ class FaultWall:
             return _say(reply, text)
         if behaviour.name == "speech":
             return _say(reply, speech_answer(behaviour.get_str("style", "open"), body))
-        if body.get("tools") and behaviour.get_str("tools", "") != "never":
+        if body.get("tools") and _calls_tool(behaviour.get_str("tools", ""), body):
             call_id = f"call_wall_{reply.id.rsplit('-', 1)[-1]}"
             called = replace(reply, tokens=TOOL_CALL_TOKENS, finish_reason="tool_calls")
             return called.completion(tool_call_message(call_id, tool_name(body)))
@@ -690,6 +690,18 @@ class FaultWall:
             await _event(writer, reply.chunk(delta))
         await self._finish_stream(writer, reply)
         return keep
+
+
+def _calls_tool(mode: str, body: dict[str, Any]) -> bool:
+    """Whether `scripted` calls a tool it is offered: always, `never`, or `once` (not when the last message
+    is a tool's result, so an agent's loop calls the tool and then gets its answer)."""
+    if mode == "never":
+        return False
+    if mode == "once":
+        messages = body.get("messages")
+        last = messages[-1] if isinstance(messages, list) and messages else None
+        return not (isinstance(last, dict) and last.get("role") == "tool")
+    return True
 
 
 def _say(reply: Reply, text: str) -> dict[str, Any]:
