@@ -1,6 +1,7 @@
 """Stored responses written in batches (accounting/responses.py `StoredResponses`), on SQLite and PostgreSQL:
 readable at once from memory until written, for their key only and within retention; written at close; a
-database that is down keeps them queued (and readable) until it is back, as the ledger keeps its records;
+database that is down keeps them queued (and readable) until it is back, as the ledger keeps its records,
+and one it refuses is dropped and counted without holding up the rest;
 deleted only once written, so the writer never brings a deleted one back; a full buffer writes through."""
 
 from __future__ import annotations
@@ -9,11 +10,13 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from lifeline.accounting.db import Database
+from lifeline.accounting.migrations import migrate
 from lifeline.accounting.responses import ResponseStore, StoredResponses
 from lifeline.config.schema import ResponseWritesSettings
 from lifeline.errors import DatabaseUnavailable
@@ -202,3 +205,25 @@ def test_a_database_down_keeps_responses_queued_and_readable_until_it_is_back(
     down.clear()
     assert stored.flush(10)
     assert rows(db) == [("resp_1", "key-a")] and stored.pending == {}
+
+
+def test_a_response_the_database_refuses_is_dropped_counted_and_the_rest_written(
+    tmp_path: Path, made: list[StoredResponses]
+) -> None:
+    location = DbLocation(url=None, data_dir=tmp_path)
+    db = location.open()
+    migrate(db)
+    stored = batched(db, location.open, made)
+
+    async def scenario() -> None:
+        await stored.save("", [], response("resp_good"))
+        await stored.save("", [], response("resp_bad", float("nan")))  # SQLite stores NaN as NULL: refused
+
+    asyncio.run(scenario())
+    stored.start()
+    assert stored.flush(10)
+    writer = stored.writer
+    assert writer is not None and writer.rejected == 1 and writer.written == 1
+    assert rows(db) == [("resp_good", "")] and stored.pending == {}  # nothing left behind in memory
+    assert asyncio.run(stored.load("resp_bad", "")) is None
+    db.close()
