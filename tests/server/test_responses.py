@@ -137,7 +137,7 @@ def test_a_response_not_yet_written_is_found_at_once_and_written_at_shutdown() -
         first = await client.post("/v1/responses", json={"model": "chat", "input": "Say hello."})
         rid = first.json()["id"]
         db = served.app.state.gateway.accounting.db
-        written = await asyncio.to_thread(db.query, "SELECT id FROM responses")
+        written = await asyncio.to_thread(db.query, "SELECT id FROM responses WHERE id = ?", (rid,))
         got = await client.get(f"/v1/responses/{rid}")
         items = await client.get(f"/v1/responses/{rid}/input_items")
         second = await client.post(
@@ -162,7 +162,7 @@ def test_a_response_not_yet_written_is_found_at_once_and_written_at_shutdown() -
         ids = {row[0] for row in db.query("SELECT id FROM responses")}
     finally:
         db.close()
-    assert ids == {first.json()["id"], second.json()["id"]}
+    assert {first.json()["id"], second.json()["id"]} <= ids
 
 
 def test_store_false_keeps_nothing_and_cannot_be_continued() -> None:

@@ -12,6 +12,7 @@ so storing costs no thread hand-off per request; until its row is committed, rea
 in-memory copy, so a stored response is readable as soon as its answer is returned. Immediate writes (the
 default on PostgreSQL, shared by replicas) store each response through a thread before the answer goes out.
 """
+
 from __future__ import annotations
 
 import asyncio
