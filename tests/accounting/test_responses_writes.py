@@ -227,3 +227,24 @@ def test_a_response_the_database_refuses_is_dropped_counted_and_the_rest_written
     assert rows(db) == [("resp_good", "")] and stored.pending == {}  # nothing left behind in memory
     assert asyncio.run(stored.load("resp_bad", "")) is None
     db.close()
+
+
+def test_after_a_reload_the_replaced_stores_queued_responses_are_found_until_written(
+    db: Database, open_db: OpenDb, made: list[StoredResponses]
+) -> None:
+    old, new = batched(db, open_db, made), batched(db, open_db, made)  # old's writer not started yet
+    asyncio.run(old.save("key-a", ITEMS, response("resp_old")))
+    new.carry_from(old)
+
+    async def reads() -> list[Any]:
+        return [await new.load("resp_old", "key-a"), await new.load("resp_old", "key-b")]
+
+    found, other = asyncio.run(reads())
+    assert found is not None and found.response["id"] == "resp_old" and other is None
+    assert rows(db) == []
+    old.start()
+    assert asyncio.run(new.delete("resp_old", "key-a")) is True  # written by the old writer, then deleted
+    assert old.close() and rows(db) == [] and old.pending == {}
+    newer = batched(db, open_db, made)
+    newer.carry_from(new)
+    assert newer.earlier is new and new.earlier is None  # the written-out link is dropped

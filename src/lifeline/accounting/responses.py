@@ -149,6 +149,15 @@ class StoredResponses:
         self.writer: Writer[Row] | None = (
             Writer(settings, open_db, responses_table(self.pending), **writer) if batched else None
         )
+        #: the store of the gateway a reload replaced, whose queued responses are read through as well
+        self.earlier: StoredResponses | None = None
+
+    def carry_from(self, old: StoredResponses) -> None:
+        """After a reload: responses the replaced gateway still has queued (or queues while its requests
+        finish) are found through this one until they are written."""
+        self.earlier = old
+        if old.earlier is not None and not old.earlier.pending:
+            old.earlier = None  # written already: the chain stays short
 
     def start(self) -> None:
         if self.writer is not None:
@@ -176,24 +185,30 @@ class StoredResponses:
             self.pending.pop(row.id, None)
         await asyncio.to_thread(self.store.write, row)
 
-    def _pending(self, response_id: str, key_id: str) -> Row | None:
-        row = self.pending.get(response_id)
-        if row is None or row.key_id != key_id or row.created_at < self.store.cutoff():
-            return None
-        return row
+    def _queued(self, response_id: str) -> tuple[Writer[Row] | None, Row] | None:
+        """A response not yet written (here, or on a gateway a reload replaced), with its writer."""
+        stored: StoredResponses | None = self
+        while stored is not None:
+            row = stored.pending.get(response_id)
+            if row is not None:
+                return stored.writer, row
+            stored = stored.earlier
+        return None
+
+    def _mine(self, row: Row, key_id: str) -> bool:
+        return row.key_id == key_id and row.created_at >= self.store.cutoff()
 
     async def load(self, response_id: str, key_id: str) -> StoredResponse | None:
-        row = self._pending(response_id, key_id)
-        if row is not None:
-            return row.stored()
-        if response_id in self.pending:  # another key's, or past retention: none of this key's in the table
-            return None
+        queued = self._queued(response_id)
+        if queued is not None:  # another key's or past retention: none of this key's is in the table either
+            return queued[1].stored() if self._mine(queued[1], key_id) else None
         return await asyncio.to_thread(self.store.load, response_id, key_id)
 
     async def delete(self, response_id: str, key_id: str) -> bool:
-        if self._pending(response_id, key_id) is None:
+        queued = self._queued(response_id)
+        if queued is None or not self._mine(queued[1], key_id):
             return await asyncio.to_thread(self.store.delete, response_id, key_id)
-        writer = self.writer
+        writer = queued[0]
         assert writer is not None
 
         def written_then_deleted() -> bool:

@@ -153,6 +153,12 @@ class Accounting:
             raise RuntimeError("accounting used before start()")
         return self._responses
 
+    def carry_responses_from(self, old: Accounting) -> None:
+        """After a reload (both started): the stored responses `old` has not written yet are read through
+        here until they are."""
+        if self._responses is not None and old._responses is not None:
+            self._responses.carry_from(old._responses)
+
     # --- lifecycle ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
