@@ -263,6 +263,7 @@ def test_a_stored_response_past_retention_is_gone(wall: FaultWall, gateway: Gate
         client = sdk(gw)
         old, new = client.responses.create(model="chat", input="Hi"), client.responses.create(model="chat", input="Hi")
         db = gw.gateway.accounting.db
+        assert gw.gateway.accounting.responses.flush()  # written in the table, to age it there
         db.execute("UPDATE responses SET created_at = ? WHERE id = ?", (time.time() - 2 * 86400, old.id))
         with pytest.raises(openai.NotFoundError):
             client.responses.retrieve(old.id)

@@ -131,6 +131,40 @@ def test_previous_response_id_rebuilds_the_conversation_before_the_new_input() -
     ]
 
 
+def test_a_response_not_yet_written_is_found_at_once_and_written_at_shutdown() -> None:
+    async def scenario(served: InProcess, client: httpx.AsyncClient) -> list[Any]:
+        bodies = record_calls(served)
+        first = await client.post("/v1/responses", json={"model": "chat", "input": "Say hello."})
+        rid = first.json()["id"]
+        db = served.app.state.gateway.accounting.db
+        written = await asyncio.to_thread(db.query, "SELECT id FROM responses WHERE id = ?", (rid,))
+        got = await client.get(f"/v1/responses/{rid}")
+        items = await client.get(f"/v1/responses/{rid}/input_items")
+        second = await client.post(
+            "/v1/responses", json={"model": "chat", "input": "Again.", "previous_response_id": rid}
+        )
+        return [first, written, got, items, second, bodies]
+
+    config = make_config("ok")
+    writes = config.responses.writes.model_copy(update={"commit_interval": 3600.0})  # written only at shutdown
+    config = config.model_copy(update={"responses": config.responses.model_copy(update={"writes": writes})})
+    (first, written, got, items, second, bodies), served = run(config, scenario)
+    assert written == []  # answered before it was written …
+    assert got.json() == first.json()  # … and read back from memory all the same
+    assert [item["role"] for item in items.json()["data"]] == ["user"]
+    assert second.status_code == 200
+    assert bodies[1]["messages"][:2] == [
+        {"role": "user", "content": "Say hello."},
+        {"role": "assistant", "content": "Hello there"},
+    ]
+    db = served.app.state.gateway.accounting.open_db()
+    try:
+        ids = {row[0] for row in db.query("SELECT id FROM responses")}
+    finally:
+        db.close()
+    assert {first.json()["id"], second.json()["id"]} <= ids
+
+
 def test_store_false_keeps_nothing_and_cannot_be_continued() -> None:
     async def scenario(served: InProcess, client: httpx.AsyncClient) -> list[httpx.Response]:
         made = await client.post("/v1/responses", json={"model": "chat", "input": "Hi", "store": False})
@@ -170,6 +204,7 @@ def test_a_stored_response_past_retention_is_gone_and_pruned() -> None:
         fresh = await client.get(f"/v1/responses/{rid}")
         gateway: Gateway = served.app.state.gateway
         db = gateway.accounting.db
+        assert await asyncio.to_thread(gateway.accounting.responses.flush)  # written in the table, to age it there
         await asyncio.to_thread(
             db.execute, "UPDATE responses SET created_at = ? WHERE id = ?", (time.time() - 3 * 86400, rid)
         )
@@ -273,6 +308,7 @@ def test_a_client_that_leaves_a_stream_is_accounted_once_and_nothing_is_stored()
         sent = b"".join(pieces)
         rid = orjson.loads(sent.split(b"\n")[1].removeprefix(b"data: "))["response"]["id"]
         gateway: Gateway = served.app.state.gateway
+        assert await asyncio.to_thread(gateway.accounting.responses.flush)  # nothing queued for the writer either
         rows = await asyncio.to_thread(gateway.accounting.db.query, "SELECT id FROM responses WHERE id = ?", (rid,))
         return [status, sent, rows]
 

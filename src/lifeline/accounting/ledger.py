@@ -76,7 +76,8 @@ class Table(Generic[R]):
     unwritable, set aside); `write` inserts rows in one transaction, skipping ids already present; `reject`
     keeps refused items in a dead-letter table (None: they are only counted); `cutoff` is the retention
     cutoff for the wall-clock time given (None: keep everything) and `prune` deletes at most `limit` rows
-    before it."""
+    before it; `dead_letter` names the table `reject` writes to, for the log (None: refused items are
+    dropped)."""
 
     label: str
     row: Callable[[R], tuple[Any, ...]]
@@ -84,6 +85,7 @@ class Table(Generic[R]):
     reject: Callable[[Database, list[tuple[R, str]]], None] | None
     cutoff: Callable[[float], Any]
     prune: Callable[[Database, Any, int], int]
+    dead_letter: str | None = None
 
 
 class _FlushMarker:
@@ -241,7 +243,7 @@ def ledger_table(retention_days: float | None) -> Table[LedgerRecord]:
     def cutoff(now: float) -> float | None:
         return None if retention_days is None else now - retention_days * _DAY
 
-    return Table("ledger", record_row, write_batch, reject, cutoff, prune_step)
+    return Table("ledger", record_row, write_batch, reject, cutoff, prune_step, "ledger_rejected")
 
 
 class Writer(Generic[R]):
@@ -615,7 +617,7 @@ class Writer(Generic[R]):
         now = time.monotonic()
         if now - self._last_rejection_warning >= _WARN_EVERY:
             self._last_rejection_warning = now
-            kept = "kept in table ledger_rejected" if self.table.reject is not None else "dropped"
+            kept = f"kept in table {self.table.dead_letter}" if self.table.dead_letter else "dropped"
             log.error(
                 "%s: %d record(s) refused by the database, %s (%d so far): %s",
                 self._label,

@@ -29,7 +29,7 @@ from lifeline.accounting.limits import LimitStore, RateEntry, Reservation, make_
 from lifeline.accounting.migrations import migrate
 from lifeline.accounting.pricing import PriceBook
 from lifeline.accounting.records import LedgerRecord, nusd, usd
-from lifeline.accounting.responses import ResponseStore
+from lifeline.accounting.responses import ResponseStore, StoredResponses
 from lifeline.attempts import AttemptLog, CacheUse
 from lifeline.config.schema import Config
 from lifeline.errors import AccountingUnavailable, DatabaseUnavailable, LifelineError, PermissionDenied
@@ -126,6 +126,7 @@ class Accounting:
         #: the aliases' response caches (accounting/cache.py)
         self.cache = ResponseCache(config, metrics)
         self._db: Database | None = None
+        self._responses: StoredResponses | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._pruner: asyncio.Task[None] | None = None
         if self.ledger is not None:
@@ -146,9 +147,17 @@ class Accounting:
         return KeyStore(self.db)
 
     @property
-    def responses(self) -> ResponseStore:
-        """Stored Responses-API responses (use through asyncio.to_thread)."""
-        return ResponseStore(self.db, self.config.responses.retention_days)
+    def responses(self) -> StoredResponses:
+        """Stored Responses-API responses (accounting/responses.py)."""
+        if self._responses is None:
+            raise RuntimeError("accounting used before start()")
+        return self._responses
+
+    def carry_responses_from(self, old: Accounting) -> None:
+        """After a reload (both started): the stored responses `old` has not written yet are read through
+        here until they are."""
+        if self._responses is not None and old._responses is not None:
+            self._responses.carry_from(old._responses)
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -156,6 +165,10 @@ class Accounting:
         self._db = await asyncio.to_thread(self.open_db)
         await asyncio.to_thread(migrate, self._db)
         await self.refresh_keys()
+        settings = self.config.responses
+        store = ResponseStore(self._db, settings.retention_days)
+        self._responses = StoredResponses(store, settings.writes, self.open_db)
+        self._responses.start()
         if self.ledger is not None:
             # The writer thread counts refused records; counters are updated on the event loop.
             loop = asyncio.get_running_loop()
@@ -176,6 +189,8 @@ class Accounting:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        if self._responses is not None:
+            await asyncio.to_thread(self._responses.close)
         if self.ledger is not None:
             await asyncio.to_thread(self.ledger.close)
         if self.captures.active:

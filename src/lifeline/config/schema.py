@@ -521,11 +521,26 @@ class TracingSettings(Strict):
     headers: dict[str, str] = Field(default_factory=dict)
 
 
+class ResponseWritesSettings(WriterSettings):
+    """How stored responses reach the database (accounting/responses.py)."""
+
+    #: "batched": kept in memory, readable at once on this process, and written by a background writer in
+    #: group commits (after SIGKILL at most about commit_interval seconds of them are lost); "immediate": each
+    #: one written before its answer is returned (a thread hand-off per response); "auto": batched on
+    #: SQLite, immediate on PostgreSQL (where another replica may be asked for the next turn at once)
+    mode: Literal["auto", "batched", "immediate"] = "auto"
+    commit_interval: PositiveSeconds = 0.1
+    batch_size: Annotated[int, Field(gt=0)] = 500
+    #: responses waiting for the writer; beyond this each one is written immediately (never dropped)
+    buffer_size: Annotated[int, Field(gt=0)] = 10_000
+
+
 class ResponsesSettings(Strict):
-    """The Responses API (/v1/responses): how long stored responses are kept."""
+    """The Responses API (/v1/responses): how long stored responses are kept, and how they are written."""
 
     #: stored responses older than this many days are gone (unreadable at once, pruned hourly); None keeps them
     retention_days: Annotated[float, Field(gt=0)] | None = 30
+    writes: ResponseWritesSettings = Field(default_factory=ResponseWritesSettings)
 
 
 class AuthSettings(Strict):

@@ -85,6 +85,7 @@ def carry_over(old: Gateway, new: Gateway) -> list[str]:
     if isinstance(old.accounting.limits, InProcessLimits) and isinstance(new.accounting.limits, InProcessLimits):
         new.accounting.limits = old.accounting.limits
     new.accounting.cache.carry_from(old.accounting.cache)  # answers kept in memory stay servable
+    new.accounting.carry_responses_from(old.accounting)  # stored responses not yet written stay readable
     return carried
 
 

@@ -7,13 +7,14 @@ admitted, routed (with failover and continuation over any chat target) and accou
 natively (`native_body`), which they are sent instead. The answer is translated back — a `response` object,
 or the Responses event stream (server/sse.py) — or, from a native target, passed through under Lifeline's
 response id (protocol/native_responses.py). Unless `store` is false, the response is kept in the accounting
-database for its key (accounting/responses.py); GET and DELETE /v1/responses/{id} read and remove it, and
-GET /v1/responses/{id}/input_items lists the conversation it answered (protocol/response_items.py).
+database for its key (accounting/responses.py: by default batched with an in-memory read-through on SQLite,
+so storing costs the request no thread hand-off, and written through a thread on PostgreSQL); GET and DELETE
+/v1/responses/{id} read and remove it, and GET /v1/responses/{id}/input_items lists the conversation it
+answered (protocol/response_items.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -24,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from lifeline.accounting.keys import VirtualKey
-from lifeline.accounting.responses import ResponseStore
+from lifeline.accounting.responses import StoredResponses
 from lifeline.attempts import Outcome
 from lifeline.errors import InvalidRequest, ResponseNotFound
 from lifeline.protocol.native_responses import NativeStream, native_response
@@ -55,7 +56,7 @@ async def create_response(request: Request) -> Response:
     key_id = owner(exchange.key)
     history: list[dict[str, Any]] = []
     if parsed.previous_response_id is not None:
-        previous = await asyncio.to_thread(store.load, parsed.previous_response_id, key_id)
+        previous = await store.load(parsed.previous_response_id, key_id)
         if previous is None:
             raise ResponseNotFound(
                 f"Previous response with id '{parsed.previous_response_id}' not found.", param="previous_response_id"
@@ -110,13 +111,13 @@ def _check_builtin_tools(exchange: Exchange, model: str) -> None:
 
 
 async def _save(
-    store: ResponseStore, key_id: str, conversation: list[dict[str, Any]], response: dict[str, Any]
+    store: StoredResponses, key_id: str, conversation: list[dict[str, Any]], response: dict[str, Any]
 ) -> None:
     """Keep a response. The answer has been paid for: a database that fails now costs the client the stored
     copy (logged), not the answer."""
     stored = {k: v for k, v in response.items() if k != "x_lifeline"}
     try:
-        await asyncio.to_thread(store.save, key_id, conversation, stored)
+        await store.save(key_id, conversation, stored)
     except Exception as exc:
         log.warning("could not store response %s: %s", response["id"], type(exc).__name__)
 
@@ -139,7 +140,7 @@ async def _storing(
             yield event
 
 
-async def _stored(request: Request) -> tuple[ResponseStore, str, str]:
+async def _stored(request: Request) -> tuple[StoredResponses, str, str]:
     accounting = gateway_of(request).accounting
     key = accounting.authenticate(request.headers.get("authorization"))
     return accounting.responses, owner(key), request.path_params["response_id"]
@@ -147,7 +148,7 @@ async def _stored(request: Request) -> tuple[ResponseStore, str, str]:
 
 async def get_response(request: Request) -> Response:
     store, key_id, response_id = await _stored(request)
-    stored = await asyncio.to_thread(store.load, response_id, key_id)
+    stored = await store.load(response_id, key_id)
     if stored is None:
         raise ResponseNotFound(f"Response with id '{response_id}' not found.")
     return Response(orjson.dumps(stored.response), media_type="application/json")
@@ -157,7 +158,7 @@ async def list_input_items(request: Request) -> Response:
     """GET /v1/responses/{id}/input_items: the stored conversation the response answered, a page at a time."""
     store, key_id, response_id = await _stored(request)
     query = list_query(request.query_params)
-    stored = await asyncio.to_thread(store.load, response_id, key_id)
+    stored = await store.load(response_id, key_id)
     if stored is None:
         raise ResponseNotFound(f"Response with id '{response_id}' not found.")
     return Response(orjson.dumps(input_item_list(response_id, stored.input, query)), media_type="application/json")
@@ -165,7 +166,7 @@ async def list_input_items(request: Request) -> Response:
 
 async def delete_response(request: Request) -> Response:
     store, key_id, response_id = await _stored(request)
-    if not await asyncio.to_thread(store.delete, response_id, key_id):
+    if not await store.delete(response_id, key_id):
         raise ResponseNotFound(f"Response with id '{response_id}' not found.")
     body = {"id": response_id, "object": "response.deleted", "deleted": True}
     return Response(orjson.dumps(body), media_type="application/json")
