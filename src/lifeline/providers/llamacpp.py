@@ -118,19 +118,23 @@ def _with_instructions(messages: list[dict[str, Any]], instructions: str) -> lis
     return [{"role": "system", "content": instructions}, *messages]
 
 
-def check_adapter(target: str, lora_path: str, model: Path) -> Path:
+def check_adapter(target: str, lora_path: str, model: Path | None) -> Path:
     """The adapter's path, once its header shows a LoRA adapter whose tensors fit the model's: a wrong path
-    stops start-up with one line, before any model loads."""
+    stops start-up with one line, before any model loads. Without a model (a hub model `lifeline check`
+    does not fetch) only the adapter's own header is read."""
     path = Path(lora_path).expanduser()
     if not path.is_file():
         raise ModelResolutionError(f"target {target}: lora_path: no LoRA adapter at {path}")
     try:
         meta, tensors = gguf_header(path, {"general.type", "adapter.type", "general.architecture"})
-        base, shapes = gguf_header(model, {"general.architecture"})
+        if model is not None:
+            base, shapes = gguf_header(model, {"general.architecture"})
     except ModelResolutionError as exc:
         raise ModelResolutionError(f"target {target}: lora_path: {exc}") from None
     if meta.get("general.type") != "adapter" or meta.get("adapter.type") != "lora":
         raise ModelResolutionError(f"target {target}: lora_path: {path} is a GGUF file but not a LoRA adapter")
+    if model is None:
+        return path
     if meta.get("general.architecture") != base.get("general.architecture"):
         raise ModelResolutionError(
             f"target {target}: lora_path: {path} adapts {meta.get('general.architecture')} models, "
