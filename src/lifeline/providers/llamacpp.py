@@ -222,8 +222,10 @@ class LlamaCppProvider:
         return Completion(body=body, model=self.model, usage=usage)
 
     @contextlib.asynccontextmanager
-    async def _engine(self, deadline: Deadline) -> AsyncIterator[None]:
-        """Hold the engine: at most one user at a time, at most max_queue waiting, the wait bounded."""
+    async def _engine(self, deadline: Deadline, wait: float | None = None) -> AsyncIterator[_Hold]:
+        """Hold the engine: at most one user at a time, at most max_queue waiting, the wait bounded (by
+        `wait`, else the target's ttft). A holder that leaves while its worker still runs (`_Hold.worker`)
+        releases the engine when that worker stops, not before."""
         if self._admitted > self.config.max_queue:
             raise UpstreamOverloaded(
                 f"target {self.name} is busy: {self.queue_depth} requests already waiting",
@@ -232,22 +234,31 @@ class LlamaCppProvider:
                 headers={"retry-after": str(max(1, round(self.config.retry_after)))},
             )
         self._admitted += 1
+        hold = _Hold()
         try:
             try:
-                async with asyncio.timeout(deadline.bound(self.config.timeouts.ttft)):
+                async with asyncio.timeout(deadline.bound(self.config.timeouts.ttft if wait is None else wait)):
                     await self._lock.acquire()
             except TimeoutError:
                 raise UpstreamOverloaded(
-                    f"target {self.name} stayed busy past the time-to-first-token timeout",
+                    f"target {self.name} stayed busy past the time-to-first-token limit",
                     target=self.name,
                     retry_after=self.config.retry_after,
                 ) from None
             try:
-                yield
+                yield hold
             finally:
-                self._lock.release()
+                if hold.worker is not None and not hold.worker.done():
+                    self._admitted += 1  # still generating until the stop flag is seen
+                    hold.worker.add_done_callback(lambda _: self._release())
+                else:
+                    self._lock.release()
         finally:
             self._admitted -= 1
+
+    def _release(self) -> None:
+        self._admitted -= 1
+        self._lock.release()
 
     async def stream(self, call: ChatCall) -> AsyncIterator[Chunk]:
         if call.request.n not in (None, 1):
@@ -258,8 +269,11 @@ class LlamaCppProvider:
             tool_plan = plan(call.request)
         except Untranslatable as exc:
             raise UpstreamRejected(f"target {self.name}: {exc}", target=self.name) from None
-        async with self._engine(call.deadline):
-            async for chunk in self._generate(call, started, kwargs, tool_plan):
+        # the router's first-token limit for this attempt (the alias's failover while another target
+        # remains; math.inf on the last one), else the target's own; waiting for the engine counts in it
+        ttft = self.config.timeouts.ttft if call.ttft is None else call.ttft
+        async with self._engine(call.deadline, ttft) as hold:
+            async for chunk in self._generate(call, started, ttft, kwargs, tool_plan, hold):
                 yield chunk
 
     async def embed(self, call: EmbeddingCall) -> Completion:
@@ -375,7 +389,13 @@ class LlamaCppProvider:
         yield {"choices": [{"index": 0, "delta": {}, "finish_reason": reader.finish_reason(reason)}]}
 
     async def _generate(
-        self, call: ChatCall, started: float, kwargs: dict[str, Any], tool_plan: ToolPlan | None
+        self,
+        call: ChatCall,
+        started: float,
+        ttft: float,
+        kwargs: dict[str, Any],
+        tool_plan: ToolPlan | None,
+        hold: _Hold,
     ) -> AsyncIterator[Chunk]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
@@ -422,11 +442,15 @@ class LlamaCppProvider:
                     phase, limit = "idle", call.deadline.bound(self.config.timeouts.idle)
                 else:
                     phase = "ttft"
-                    limit = call.deadline.bound(self.config.timeouts.ttft - (time.monotonic() - started))
+                    limit = call.deadline.bound(ttft - (time.monotonic() - started))
                 try:
                     async with asyncio.timeout(limit):
                         kind, item = await queue.get()
                 except TimeoutError:
+                    if not seen_content:
+                        # the next target need not wait for the engine to notice the stop flag (a long
+                        # prompt is evaluated in one go): the engine is released when the worker stops
+                        hold.worker = future
                     raise UpstreamSilent(
                         f"target {self.name} produced nothing within the {phase} timeout", target=self.name
                     ) from None
@@ -470,8 +494,18 @@ class LlamaCppProvider:
         finally:
             stop.set()
             # Hold the engine until the worker has really stopped, so the next generation never overlaps.
-            with contextlib.suppress(Exception):  # the worker's own failure was reported above
-                await asyncio.shield(future)
+            if hold.worker is None:
+                with contextlib.suppress(Exception):  # the worker's own failure was reported above
+                    await asyncio.shield(future)
+
+
+class _Hold:
+    """One holder of the engine; `worker` is set when it leaves before its worker has stopped."""
+
+    __slots__ = ("worker",)
+
+    def __init__(self) -> None:
+        self.worker: asyncio.Future[None] | None = None
 
 
 def _formatter(llm: Any) -> Any:
