@@ -15,6 +15,7 @@ import asyncio
 import base64
 import concurrent.futures
 import contextlib
+import errno
 import importlib.util
 import logging
 import os
@@ -30,6 +31,9 @@ import orjson
 from lifeline.config.schema import LlamaCppTarget
 from lifeline.errors import (
     ContextLengthExceeded,
+    HubFileNotFound,
+    HubUnreachable,
+    ModelCacheUnwritable,
     ModelResolutionError,
     Untranslatable,
     UpstreamOverloaded,
@@ -53,15 +57,37 @@ BUILTIN_MODELS = {
 HubFetch = Callable[[str, str], str]
 
 
-def _hub_fetch(repo_id: str, filename: str) -> str:
-    """Download (or reuse from the local cache) a GGUF file from the Hugging Face hub."""
+def _hub_fetch(repo_id: str, filename: str, download: Callable[..., Any] | None = None) -> str:
+    """Download (or reuse from the local cache) a GGUF file from the Hugging Face hub. Its failures become
+    one of ModelResolutionError's kinds: the hub unreachable, no such file, the cache not writable."""
     try:
-        from huggingface_hub import hf_hub_download
+        from huggingface_hub import errors, hf_hub_download
     except ImportError:
         raise ModelResolutionError(
             "loading a model from a hub needs the huggingface-hub package: pip install huggingface-hub"
         ) from None
-    return str(hf_hub_download(repo_id=repo_id, filename=filename))
+    where = f"{repo_id}/{filename}"
+    try:
+        return str((download or hf_hub_download)(repo_id=repo_id, filename=filename))
+    except errors.LocalEntryNotFoundError:  # before OSError: it is a FileNotFoundError too
+        raise HubUnreachable(f"cannot reach the hub for {where}, and it is not in the local cache") from None
+    except errors.GatedRepoError:
+        raise HubFileNotFound(
+            f"{repo_id} is gated: log in to the hub (HF_TOKEN) with an account that accepted its terms"
+        ) from None
+    except (errors.RepositoryNotFoundError, errors.RevisionNotFoundError):
+        raise HubFileNotFound(f"the hub has no repository {repo_id}") from None
+    except errors.EntryNotFoundError:
+        raise HubFileNotFound(f"the hub repository {repo_id} has no file {filename}") from None
+    except errors.HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else "no"
+        raise HubUnreachable(f"the hub failed while sending {where} (HTTP status {status})") from None
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise ModelCacheUnwritable(f"no space left on the disk of the model cache for {where}") from None
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise ModelCacheUnwritable(f"the model cache is not writable: {exc.strerror}") from None
+        raise HubUnreachable(f"cannot download {where}: {exc.strerror or type(exc).__name__}") from None
 
 
 def resolve_model(spec: str, fetch: HubFetch = _hub_fetch) -> tuple[Path, str]:
