@@ -58,6 +58,9 @@ have no status of their own; they live here too, so that this module is the one 
     Exception
     ├── ConfigError                 the configuration cannot be read or is invalid: one problem a line
     ├── ModelResolutionError        an embedded model's spec names no GGUF file that can be found or fetched
+    │   ├── HubUnreachable          the model hub cannot be reached (no network) and the file is not cached
+    │   ├── HubFileNotFound         the hub has no such repository or file, or it is gated (needs a login)
+    │   └── ModelCacheUnwritable    the download cannot be written to the cache: disk full or not writable
     ├── DatabaseError               the database refused a statement (a value it cannot store, a constraint)
     │   └── DatabaseUnavailable     down, unreachable, busy, full or read-only: the same statement may work
     │                               later (a request meets it as AccountingUnavailable)
@@ -478,6 +481,18 @@ class ConfigError(Exception):
 
 class ModelResolutionError(Exception):
     """The configured model cannot be found or fetched."""
+
+
+class HubUnreachable(ModelResolutionError):
+    """The model hub could not be reached (no network, a proxy, a failing hub) and the file is not cached."""
+
+
+class HubFileNotFound(ModelResolutionError):
+    """The hub has no such repository, revision or file, or the repository needs a login (a gated model)."""
+
+
+class ModelCacheUnwritable(ModelResolutionError):
+    """A download could not be written to the local model cache: the disk is full or the cache not writable."""
 
 
 class DatabaseError(Exception):

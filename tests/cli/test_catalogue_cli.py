@@ -81,7 +81,7 @@ def test_catalogue_filters(app: typer.Typer) -> None:
     _, closed = run(app, "models", "catalogue", "--closed")
     assert set(table_models(closed)) == {"gpt-4o-mini", "claude-sonnet-4", "gemini-2.5-flash"}
     _, out = run(app, "models", "catalogue", "--open-weights", "--licence", "apache-2.0", "--country", "US")
-    assert set(table_models(out)) == {"gpt-oss-120b", "gpt-oss-20b", "smollm2-135m-instruct"}
+    assert set(table_models(out)) == {"gpt-oss-120b", "gpt-oss-20b", "smollm2-135m-instruct", "smollm2-1.7b-instruct"}
     _, out = run(app, "models", "catalogue", "--min-context", "1000000", "--open-weights")
     assert table_models(out) == ["deepseek-v4-flash"]
     _, out = run(app, "models", "catalogue", "--publisher", "meta", "--supports", "tools,prefill")

@@ -127,3 +127,32 @@ def test_a_shadow_candidate_is_a_used_target(tmp_path: Path) -> None:
     code, out = check("--config", str(path))
     assert code == 0, out
     assert "no alias uses target(s) idle;" in out  # the shadow candidate is not named as unused
+
+
+def test_check_reads_the_lora_adapter_as_serve_does(tmp_path: Path) -> None:
+    """A bad `lora_path` is reported by check, in serve's own line; a good one passes; a hub model (not
+    fetched by a check) still has its adapter's own header read."""
+    from tests.cli.support import invoke, write_config
+    from tests.providers.test_llamacpp_lora import write_adapter
+
+    def check_with(target: dict[str, object]) -> tuple[int, list[str]]:
+        path = write_config(tmp_path, {"targets": {"local": target}, "aliases": {"chat": {"targets": ["local"]}}})
+        result = invoke(app, "check", "--config", str(path))
+        return result.exit_code, result.output.splitlines()
+
+    missing = tmp_path / "absent.gguf"
+    assert check_with({"kind": "llamacpp", "lora_path": str(missing)}) == (
+        2,
+        [f"error: target local: lora_path: no LoRA adapter at {missing}"],
+    )
+    gemma = write_adapter(tmp_path / "gemma.gguf", arch="gemma3")
+    code, lines = check_with({"kind": "llamacpp", "lora_path": str(gemma)})
+    assert code == 2
+    assert re.fullmatch(r"error: target local: lora_path: .* adapts gemma3 models, and .* is llama", lines[0])
+    good = write_adapter(tmp_path / "good.gguf")
+    assert check_with({"kind": "llamacpp", "lora_path": str(good)}) == (0, ["ok: 1 target(s), 1 alias(es)"])
+    notes = tmp_path / "notes.gguf"
+    notes.write_text("not a model")
+    hub = {"kind": "llamacpp", "model": "hf:owner/repo/model.gguf", "lora_path": str(notes)}
+    assert check_with(hub) == (2, [f"error: target local: lora_path: {notes} is not a GGUF file"])
+    assert check_with({**hub, "lora_path": str(good)})[0] == 0

@@ -101,6 +101,7 @@ def test_filter_licence_country_publisher_ignore_case() -> None:
         "gpt-oss-120b",
         "gpt-oss-20b",
         "smollm2-135m-instruct",
+        "smollm2-1.7b-instruct",
     }
     assert set(ids(filter(publisher="deepseek"))) == {"deepseek-v3", "deepseek-r1", "deepseek-v4-flash"}
 

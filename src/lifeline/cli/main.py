@@ -223,15 +223,24 @@ def check(
         refuse(
             exc, "set them, or check the structure alone: lifeline check --no-env" if exc.missing_variables else None
         )
-    from lifeline.providers.llamacpp import resolve_model
+    from lifeline.providers.llamacpp import check_adapter, resolve_model
 
     for name, target in cfg.targets.items():
+        if target.kind != "llamacpp":
+            continue
         # hub models are fetched at serve time, not by a check; with --no-env a ${VAR} model is not read
-        if target.kind == "llamacpp" and not target.model.startswith("hf:") and not (no_env and "${" in target.model):
+        model = None
+        if not target.model.startswith("hf:") and not (no_env and "${" in target.model):
             try:
-                resolve_model(target.model)
+                model, _ = resolve_model(target.model)
             except ModelResolutionError as exc:
                 typer.echo(f"error: targets.{name}.model: {exc}", err=True)
+                raise typer.Exit(2) from None
+        if target.lora_path and not (no_env and "${" in target.lora_path):
+            try:  # the adapter's header, as serve reads it (against the model's when the model is local)
+                check_adapter(name, target.lora_path, model)
+            except ModelResolutionError as exc:
+                typer.echo(f"error: {exc}", err=True)
                 raise typer.Exit(2) from None
     used = {t for a in cfg.aliases.values() for t in a.targets}
     used |= {c for a in cfg.aliases.values() if a.shadow is not None for c in a.shadow.candidates}

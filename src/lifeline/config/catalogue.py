@@ -65,6 +65,43 @@ class HostRow(BaseModel):
         return getattr(self, _CAPABILITY_FIELDS[capability]) is True
 
 
+class LocalFile(BaseModel):
+    """The GGUF file `lifeline models pull` downloads for the embedded engine: a file of a hub repository."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: the hub repository, OWNER/NAME
+    repo: Annotated[str, Field(pattern=r"^[\w.-]+/[\w.-]+$")]
+    #: the file in it (a path inside the repository when it sits in a folder)
+    file: Annotated[str, Field(pattern=r"(?i)^[\w./-]+\.gguf$")]
+    quantisation: str
+    #: the file's size in megabytes (10^6 bytes), as the repository lists it
+    size_mb: Annotated[int, Field(gt=0)]
+    #: false when the file name or size could not be read on the repository's page (the note says which)
+    verified: bool
+    note: str | None = None
+    source: Annotated[str, Field(pattern=r"^https://")]
+
+    @property
+    def spec(self) -> str:
+        """The embedded engine's model spec for this file (`model:` of a `llamacpp` target)."""
+        return f"hf:{self.repo}/{self.file}"
+
+
+class QualityFigure(BaseModel):
+    """A benchmark figure the model's publisher reported, for the checkpoint it names."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    benchmark: str
+    #: percent
+    score: Annotated[float, Field(ge=0, le=100)]
+    #: how it was measured and on which checkpoint, as the publisher says (e.g. "5-shot, the base model")
+    setting: str
+    #: the model card or report the figure is read from
+    source: Annotated[str, Field(pattern=r"^https://")]
+
+
 class CatalogueModel(BaseModel):
     """A model and the facts a routing constraint may ask about."""
 
@@ -84,6 +121,10 @@ class CatalogueModel(BaseModel):
     status: Literal["active", "deprecated", "retired"] = "active"
     #: the embedded engine's model spec when Lifeline ships this model (kind llamacpp)
     embedded: str | None = None
+    #: a GGUF of the model that `lifeline models pull` downloads for the embedded engine
+    local: LocalFile | None = None
+    #: published benchmark figures (empty when none was found with a source)
+    quality: list[QualityFigure] = Field(default_factory=list)
     #: false when a value in the row could not be confirmed from a document (the note says which)
     verified: bool
     note: str | None = None
@@ -141,6 +182,20 @@ CATALOGUE: Mapping[str, CatalogueModel] = _read_shipped()
 def find(model_id: str) -> CatalogueModel | None:
     """The catalogued model with that id, or None."""
     return CATALOGUE.get(model_id)
+
+
+def local_models() -> list[CatalogueModel]:
+    """The models recommended for the embedded engine: the one Lifeline ships, then those it can pull."""
+    return [m for m in CATALOGUE.values() if m.embedded or m.local]
+
+
+def find_local(name: str) -> CatalogueModel:
+    """The recommended local model of that id; ValueError naming close matches otherwise."""
+    known = {m.id: m for m in local_models()}
+    if name in known:
+        return known[name]
+    hint = _suggest(name, known) or f" (known: {', '.join(known)})"
+    raise ValueError(f"no recommended local model {name!r}{hint}")
 
 
 def filter(

@@ -42,7 +42,7 @@ class Timeouts(Strict):
     response: PositiveSeconds = 120.0
     #: streaming: from the request until the first content token. Unset on an HTTP target: the alias's
     #: `first_token_failover_ms` while another target remains, the rest of the deadline on the last one
-    #: (the embedded engine keeps this default, which also bounds the wait for it)
+    #: (on the embedded engine too, where the wait for the engine counts in it)
     ttft: PositiveSeconds = 30.0
     #: streaming: the longest gap between two events once the stream has started
     idle: PositiveSeconds = 30.0

@@ -15,6 +15,7 @@ import asyncio
 import base64
 import concurrent.futures
 import contextlib
+import errno
 import importlib.util
 import logging
 import os
@@ -30,6 +31,9 @@ import orjson
 from lifeline.config.schema import LlamaCppTarget
 from lifeline.errors import (
     ContextLengthExceeded,
+    HubFileNotFound,
+    HubUnreachable,
+    ModelCacheUnwritable,
     ModelResolutionError,
     Untranslatable,
     UpstreamOverloaded,
@@ -53,15 +57,37 @@ BUILTIN_MODELS = {
 HubFetch = Callable[[str, str], str]
 
 
-def _hub_fetch(repo_id: str, filename: str) -> str:
-    """Download (or reuse from the local cache) a GGUF file from the Hugging Face hub."""
+def _hub_fetch(repo_id: str, filename: str, download: Callable[..., Any] | None = None) -> str:
+    """Download (or reuse from the local cache) a GGUF file from the Hugging Face hub. Its failures become
+    one of ModelResolutionError's kinds: the hub unreachable, no such file, the cache not writable."""
     try:
-        from huggingface_hub import hf_hub_download
+        from huggingface_hub import errors, hf_hub_download
     except ImportError:
         raise ModelResolutionError(
             "loading a model from a hub needs the huggingface-hub package: pip install huggingface-hub"
         ) from None
-    return str(hf_hub_download(repo_id=repo_id, filename=filename))
+    where = f"{repo_id}/{filename}"
+    try:
+        return str((download or hf_hub_download)(repo_id=repo_id, filename=filename))
+    except errors.LocalEntryNotFoundError:  # before OSError: it is a FileNotFoundError too
+        raise HubUnreachable(f"cannot reach the hub for {where}, and it is not in the local cache") from None
+    except errors.GatedRepoError:
+        raise HubFileNotFound(
+            f"{repo_id} is gated: log in to the hub (HF_TOKEN) with an account that accepted its terms"
+        ) from None
+    except (errors.RepositoryNotFoundError, errors.RevisionNotFoundError):
+        raise HubFileNotFound(f"the hub has no repository {repo_id}") from None
+    except errors.EntryNotFoundError:
+        raise HubFileNotFound(f"the hub repository {repo_id} has no file {filename}") from None
+    except errors.HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else "no"
+        raise HubUnreachable(f"the hub failed while sending {where} (HTTP status {status})") from None
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise ModelCacheUnwritable(f"no space left on the disk of the model cache for {where}") from None
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise ModelCacheUnwritable(f"the model cache is not writable: {exc.strerror}") from None
+        raise HubUnreachable(f"cannot download {where}: {exc.strerror or type(exc).__name__}") from None
 
 
 def resolve_model(spec: str, fetch: HubFetch = _hub_fetch) -> tuple[Path, str]:
@@ -118,19 +144,23 @@ def _with_instructions(messages: list[dict[str, Any]], instructions: str) -> lis
     return [{"role": "system", "content": instructions}, *messages]
 
 
-def check_adapter(target: str, lora_path: str, model: Path) -> Path:
+def check_adapter(target: str, lora_path: str, model: Path | None) -> Path:
     """The adapter's path, once its header shows a LoRA adapter whose tensors fit the model's: a wrong path
-    stops start-up with one line, before any model loads."""
+    stops start-up with one line, before any model loads. Without a model (a hub model `lifeline check`
+    does not fetch) only the adapter's own header is read."""
     path = Path(lora_path).expanduser()
     if not path.is_file():
         raise ModelResolutionError(f"target {target}: lora_path: no LoRA adapter at {path}")
     try:
         meta, tensors = gguf_header(path, {"general.type", "adapter.type", "general.architecture"})
-        base, shapes = gguf_header(model, {"general.architecture"})
+        if model is not None:
+            base, shapes = gguf_header(model, {"general.architecture"})
     except ModelResolutionError as exc:
         raise ModelResolutionError(f"target {target}: lora_path: {exc}") from None
     if meta.get("general.type") != "adapter" or meta.get("adapter.type") != "lora":
         raise ModelResolutionError(f"target {target}: lora_path: {path} is a GGUF file but not a LoRA adapter")
+    if model is None:
+        return path
     if meta.get("general.architecture") != base.get("general.architecture"):
         raise ModelResolutionError(
             f"target {target}: lora_path: {path} adapts {meta.get('general.architecture')} models, "
@@ -218,8 +248,10 @@ class LlamaCppProvider:
         return Completion(body=body, model=self.model, usage=usage)
 
     @contextlib.asynccontextmanager
-    async def _engine(self, deadline: Deadline) -> AsyncIterator[None]:
-        """Hold the engine: at most one user at a time, at most max_queue waiting, the wait bounded."""
+    async def _engine(self, deadline: Deadline, wait: float | None = None) -> AsyncIterator[_Hold]:
+        """Hold the engine: at most one user at a time, at most max_queue waiting, the wait bounded (by
+        `wait`, else the target's ttft). A holder that leaves while its worker still runs (`_Hold.worker`)
+        releases the engine when that worker stops, not before."""
         if self._admitted > self.config.max_queue:
             raise UpstreamOverloaded(
                 f"target {self.name} is busy: {self.queue_depth} requests already waiting",
@@ -228,22 +260,31 @@ class LlamaCppProvider:
                 headers={"retry-after": str(max(1, round(self.config.retry_after)))},
             )
         self._admitted += 1
+        hold = _Hold()
         try:
             try:
-                async with asyncio.timeout(deadline.bound(self.config.timeouts.ttft)):
+                async with asyncio.timeout(deadline.bound(self.config.timeouts.ttft if wait is None else wait)):
                     await self._lock.acquire()
             except TimeoutError:
                 raise UpstreamOverloaded(
-                    f"target {self.name} stayed busy past the time-to-first-token timeout",
+                    f"target {self.name} stayed busy past the time-to-first-token limit",
                     target=self.name,
                     retry_after=self.config.retry_after,
                 ) from None
             try:
-                yield
+                yield hold
             finally:
-                self._lock.release()
+                if hold.worker is not None and not hold.worker.done():
+                    self._admitted += 1  # still generating until the stop flag is seen
+                    hold.worker.add_done_callback(lambda _: self._release())
+                else:
+                    self._lock.release()
         finally:
             self._admitted -= 1
+
+    def _release(self) -> None:
+        self._admitted -= 1
+        self._lock.release()
 
     async def stream(self, call: ChatCall) -> AsyncIterator[Chunk]:
         if call.request.n not in (None, 1):
@@ -254,8 +295,11 @@ class LlamaCppProvider:
             tool_plan = plan(call.request)
         except Untranslatable as exc:
             raise UpstreamRejected(f"target {self.name}: {exc}", target=self.name) from None
-        async with self._engine(call.deadline):
-            async for chunk in self._generate(call, started, kwargs, tool_plan):
+        # the router's first-token limit for this attempt (the alias's failover while another target
+        # remains; math.inf on the last one), else the target's own; waiting for the engine counts in it
+        ttft = self.config.timeouts.ttft if call.ttft is None else call.ttft
+        async with self._engine(call.deadline, ttft) as hold:
+            async for chunk in self._generate(call, started, ttft, kwargs, tool_plan, hold):
                 yield chunk
 
     async def embed(self, call: EmbeddingCall) -> Completion:
@@ -371,7 +415,13 @@ class LlamaCppProvider:
         yield {"choices": [{"index": 0, "delta": {}, "finish_reason": reader.finish_reason(reason)}]}
 
     async def _generate(
-        self, call: ChatCall, started: float, kwargs: dict[str, Any], tool_plan: ToolPlan | None
+        self,
+        call: ChatCall,
+        started: float,
+        ttft: float,
+        kwargs: dict[str, Any],
+        tool_plan: ToolPlan | None,
+        hold: _Hold,
     ) -> AsyncIterator[Chunk]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
@@ -418,11 +468,15 @@ class LlamaCppProvider:
                     phase, limit = "idle", call.deadline.bound(self.config.timeouts.idle)
                 else:
                     phase = "ttft"
-                    limit = call.deadline.bound(self.config.timeouts.ttft - (time.monotonic() - started))
+                    limit = call.deadline.bound(ttft - (time.monotonic() - started))
                 try:
                     async with asyncio.timeout(limit):
                         kind, item = await queue.get()
                 except TimeoutError:
+                    if not seen_content:
+                        # the next target need not wait for the engine to notice the stop flag (a long
+                        # prompt is evaluated in one go): the engine is released when the worker stops
+                        hold.worker = future
                     raise UpstreamSilent(
                         f"target {self.name} produced nothing within the {phase} timeout", target=self.name
                     ) from None
@@ -466,8 +520,18 @@ class LlamaCppProvider:
         finally:
             stop.set()
             # Hold the engine until the worker has really stopped, so the next generation never overlaps.
-            with contextlib.suppress(Exception):  # the worker's own failure was reported above
-                await asyncio.shield(future)
+            if hold.worker is None:
+                with contextlib.suppress(Exception):  # the worker's own failure was reported above
+                    await asyncio.shield(future)
+
+
+class _Hold:
+    """One holder of the engine; `worker` is set when it leaves before its worker has stopped."""
+
+    __slots__ = ("worker",)
+
+    def __init__(self) -> None:
+        self.worker: asyncio.Future[None] | None = None
 
 
 def _formatter(llm: Any) -> Any:
