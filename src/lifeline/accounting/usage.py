@@ -228,3 +228,26 @@ def ledger_exists(db: Database) -> bool:
     if db.dialect == "postgres":
         return db.query("SELECT to_regclass('ledger') IS NOT NULL")[0][0] is True
     return bool(db.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ledger'"))
+
+
+def per_minute(db: Database, since: float, minutes: int = 60) -> list[tuple[int, int]]:
+    """Client requests and errors in each minute from `since` (for the console's sparklines): `minutes`
+    pairs (requests, errors), oldest first. Reads the ledger through its index on started_at."""
+    bucket = {
+        "sqlite": "CAST((started_at - ?) / 60 AS INTEGER)",
+        "postgres": "CAST(FLOOR((started_at - ?) / 60) AS INTEGER)",
+    }[db.dialect]
+    sql = (
+        f"SELECT {bucket}, COUNT(*), COALESCE(SUM(CASE WHEN outcome IN ('error', 'broken') THEN 1 ELSE 0 END), 0) "
+        "FROM ledger WHERE started_at >= ? AND started_at < ?"
+    )
+    params: list[Any] = [since, since, since + minutes * 60]
+    if _has_shadow_column(db):
+        sql += " AND shadow = ?"
+        params.append(False)
+    sql += " GROUP BY 1"
+    found = [(0, 0)] * minutes
+    for index, requests, errors in db.query(sql, params):
+        if 0 <= int(index) < minutes:
+            found[int(index)] = (int(requests), int(errors))
+    return found
