@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import tempfile
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -26,7 +27,12 @@ ACTIONS = ["/ui/logout", "/ui/targets/t", "/ui/reload", "/ui/keys", "/ui/keys/k1
 
 
 def make(host: str = "127.0.0.1", master_key: str | None = MASTER) -> Config:
-    data: dict[str, Any] = {"targets": {"t": TARGET}, "aliases": {"chat": {"targets": ["t"]}}, "server": {"host": host}}
+    data: dict[str, Any] = {
+        "targets": {"t": TARGET},
+        "aliases": {"chat": {"targets": ["t"]}},
+        "server": {"host": host},
+        "accounting": {"data_dir": tempfile.mkdtemp(prefix="lifeline-console-")},  # its own keys and ledger
+    }
     if master_key is not None:
         data["admin"] = {"master_key": master_key}
     return parse_config(data, env={})

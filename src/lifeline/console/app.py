@@ -109,7 +109,9 @@ class Console:
         rows = []
         for name in gateway.config.targets:
             row = gateway.target_row(name)
-            shown = row["override"] or row["state"]
+            # the operator's override ("drained", "cut:<fault>") comes before the circuit's state
+            override, _, fault = (row["override"] or "").partition(":")
+            shown = override or row["state"]
             seen = self._since.get(name)
             if seen is None or seen[0] != shown:
                 since = now
@@ -120,8 +122,7 @@ class Console:
             row["shown"] = shown
             row["since"] = seen[1]
             row["since_text"] = _when(seen[1])
-            fault = gateway.health.faults.get(name)
-            row["fault"] = fault.kind if fault is not None else None
+            row["fault"] = fault or None
             row["why"] = _why(row)
             rows.append(row)
         return rows
@@ -146,9 +147,9 @@ class Console:
 
 
 def _why(row: dict[str, Any]) -> str:
-    if row["override"] == "drained":
+    if row["shown"] == "drained":
         return "drained by the operator"
-    if row["override"] == "cut":
+    if row["shown"] == "cut":
         return f"cut by the operator ({row['fault']})"
     if row["state"] == "open":
         return f"{row['last_error'] or 'failures'}; reopens in {row['open_for_seconds']:.0f} s"
