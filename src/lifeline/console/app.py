@@ -113,13 +113,16 @@ class Console:
             override, _, fault = (row["override"] or "").partition(":")
             shown = override or row["state"]
             seen = self._since.get(name)
-            if seen is None or seen[0] != shown:
+            now_showing = f"{row['state']}|{override}"
+            if seen is None or seen[0] != now_showing:
                 since = now
                 if row["state"] == "open" and row["seconds_since_last_failure"] is not None and not row["override"]:
                     since = now - row["seconds_since_last_failure"]
-                seen = (shown, since)
+                seen = (now_showing, since)
                 self._since[name] = seen
             row["shown"] = shown
+            row["circuit"] = row["state"].replace("_", "-")
+            row["override_text"] = {"drained": "drained", "cut": f"cut ({fault})"}.get(override, "—")
             row["since"] = seen[1]
             row["since_text"] = _when(seen[1])
             row["fault"] = fault or None
@@ -201,7 +204,8 @@ def _render(request: Request, template: str, access: Access, status: int = 200, 
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; "
         "form-action 'self'; base-uri 'none'"
     )
-    response.headers["referrer-policy"] = "no-referrer"
+    # "no-referrer" would make a browser send `Origin: null` with a form, which the edge guard refuses
+    response.headers["referrer-policy"] = "same-origin"
     return response
 
 

@@ -19,12 +19,12 @@
     data.targets.forEach(function (t) {
       var row = document.querySelector('tr[data-target="' + CSS.escape(t.target) + '"]');
       if (!row) return;
-      var state = row.querySelector('[data-field="shown"]');
-      if (state && state.textContent !== t.shown.replace("_", "-")) {
-        state.textContent = t.shown.replace("_", "-");
-        state.className = "state state-" + t.shown;
+      var circuit = row.querySelector('[data-field="circuit"]');
+      if (circuit && circuit.textContent !== t.circuit) {
+        circuit.textContent = t.circuit;
+        circuit.className = "state state-" + t.state;
       }
-      ["since_text", "why"].forEach(function (name) {
+      ["override_text", "since_text", "why"].forEach(function (name) {
         var cell = row.querySelector('[data-field="' + name + '"]');
         if (cell && cell.textContent !== t[name]) cell.textContent = t[name];
       });
