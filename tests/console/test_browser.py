@@ -27,16 +27,18 @@ from typer.testing import CliRunner
 
 from lifeline.cli.usage import register
 from lifeline.config import load_config
+from lifeline.drill.report import write_reports
 from lifeline.testing import FaultWall
 from lifeline.testing.gateway import RunningGateway, run_gateway
 from tests.conftest import FAST_RETRY, wall_target
+from tests.drill.test_report import sample
 
 MASTER = "mk-console-browser-0123456789abcdef"
 AUTH = {"authorization": f"Bearer {MASTER}"}
 ARTEFACTS = Path(os.environ.get("LIFELINE_ARTEFACTS") or tempfile.mkdtemp(prefix="lifeline-artefacts-")) / "console"
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "console"
 #: the screenshots docs/console.md shows
-FOR_DOCS = ("overview", "targets", "keys", "failovers", "usage", "overview-phone-dark")
+FOR_DOCS = ("overview", "targets", "keys", "failovers", "usage", "reports", "overview-phone-dark")
 
 
 @pytest.fixture(scope="module")
@@ -45,16 +47,18 @@ def served(wall_server: FaultWall, tmp_path_factory: pytest.TempPathFactory) -> 
     # written as a file (secrets and all) for `lifeline usage --config` to read the same ledger
     config = {
         "targets": {
-            "primary": wall_target(wall_server, "ok?t=primary"),
-            "backup": wall_target(wall_server, "ok?t=backup"),
-            "local": wall_target(wall_server, "ok?t=local"),
+            "primary": wall_target(wall_server, "ok?t=primary", price={"input": 3000, "output": 15000}),
+            "backup": wall_target(wall_server, "ok?t=backup", price={"input": 5000, "output": 25000}),
+            "local": wall_target(wall_server, "ok?t=local", price={"input": 0, "output": 0}),
         },
         "aliases": {"chat": {"targets": ["primary", "backup"]}, "fast": {"targets": ["local", "backup"]}},
         "retry": FAST_RETRY,
         "admin": {"master_key": MASTER},
         "auth": {"enabled": True},
         "accounting": {"data_dir": str(directory / "data")},
+        "console": {"reports_dir": str(directory / "reports")},
     }
+    write_reports(sample(), directory / "reports" / "drill-sample")
     path = directory / "lifeline.yaml"
     path.write_text(yaml.safe_dump(config))
     wall_server.reset()
@@ -238,6 +242,7 @@ def test_failovers_and_usage_equal_lifeline_usage(page: Any, served: tuple[Runni
     assert shown == {r["target"] if r["target"] is not None else "—": r["requests"] for r in rows}
     assert costs == [str(r["cost_usd"]) if r["cost_usd"] is not None else "—" for r in rows]
     assert sum(shown.values()) >= 6
+    assert any(float(c or 0) > 0 for c in costs)
     # the CSV the page links to is the same report
     csv = page.request.get(f"{gw.url}/ui/usage.csv?by=target")
     assert csv.ok and csv.text().splitlines()[0].startswith("target,requests")
@@ -260,3 +265,14 @@ def test_the_overview_fits_a_phone_in_dark_mode(chromium: Any, served: tuple[Run
         shot(page, "overview-phone-dark")
     finally:
         context.close()
+
+
+def test_a_report_opens_in_the_page(page: Any, served: tuple[RunningGateway, Path]) -> None:
+    gw, _ = served
+    log_in(page, gw)
+    page.get_by_role("link", name="Reports").click()
+    page.get_by_role("link", name="drill-sample/report.html").click()
+    frame = page.frame_locator("iframe.report")
+    # the report's own page, drawn inside the console (its charts are inline SVG)
+    assert frame.locator("svg").count() > 0
+    shot(page, "reports")

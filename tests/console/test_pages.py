@@ -180,3 +180,39 @@ def test_the_overview_data_has_every_target_and_an_hour_of_minutes() -> None:
     data = run(make(), scenario)
     assert [t["target"] for t in data["targets"]] == ["t"] and data["targets"][0]["shown"] == "closed"
     assert {k: len(v) for k, v in data["sparks"].items()} == {"requests": 60, "error_rate": 60, "failovers": 60}
+
+
+def test_reports_are_listed_and_opened_sandboxed_from_the_reports_directory(tmp_path: Path) -> None:
+    reports = tmp_path / "reports"
+    (reports / "drill-1").mkdir(parents=True)
+    (reports / "drill-1" / "report.html").write_text("<h1>Drill one</h1>")
+    (reports / "drill-1" / "results.json").write_text("{}")
+    (reports / "eval-2" / "nested").mkdir(parents=True)
+    (reports / "eval-2" / "nested" / "report.html").write_text("<h1>Eval two</h1>")
+    (tmp_path / "secret.html").write_text("outside")
+    config = make().model_copy(update={"console": make().console.model_copy(update={"reports_dir": str(reports)})})
+
+    async def scenario(client: httpx.AsyncClient) -> None:
+        assert (await client.get("/ui/reports/file", params={"path": "drill-1/report.html"})).status_code == 403
+        await log_in(client)
+        page = (await client.get("/ui/reports")).text
+        assert "drill-1/report.html" in page and "eval-2/nested/report.html" in page
+        assert "results.json" in page
+        opened = await client.get("/ui/reports", params={"open": "drill-1/report.html"})
+        assert "<iframe" in opened.text and "sandbox" in opened.text
+        served = await client.get("/ui/reports/file", params={"path": "drill-1/report.html"})
+        assert served.text == "<h1>Drill one</h1>"
+        assert served.headers["content-security-policy"].startswith("sandbox;")
+        for path in ("../secret.html", "/etc/passwd", "drill-1/../../secret.html", "drill-1", ""):
+            assert (await client.get("/ui/reports/file", params={"path": path})).status_code == 404, path
+
+    run(config, scenario)
+
+
+def test_without_a_reports_directory_the_page_says_how_to_set_one() -> None:
+    async def scenario(client: httpx.AsyncClient) -> None:
+        await log_in(client)
+        assert "console.reports_dir" in (await client.get("/ui/reports")).text
+        assert (await client.get("/ui/reports/file", params={"path": "x.html"})).status_code == 404
+
+    run(make(), scenario)

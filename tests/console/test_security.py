@@ -21,7 +21,7 @@ MASTER = "mk-console-test-0123456789abcdef"
 TARGET = {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m"}
 
 #: every console route and its method (a page, the data endpoint, the CSV and every action)
-PAGES = ["/ui", "/ui/targets", "/ui/keys", "/ui/failovers", "/ui/usage"]
+PAGES = ["/ui", "/ui/targets", "/ui/keys", "/ui/failovers", "/ui/usage", "/ui/reports"]
 READS = [*PAGES, "/ui/data/overview", "/ui/usage.csv"]
 ACTIONS = ["/ui/logout", "/ui/targets/t", "/ui/reload", "/ui/keys", "/ui/keys/k1", "/ui/keys/k1/revoke"]
 
@@ -73,6 +73,7 @@ def test_every_route_refuses_without_a_session() -> None:
             assert response.status_code == 303 and response.headers["location"] == "/ui/login", path
         assert (await client.get("/ui/data/overview")).status_code == 401
         assert (await client.get("/ui/usage.csv")).status_code == 403
+        assert (await client.get("/ui/reports/file", params={"path": "x.html"})).status_code == 403
         for path in ACTIONS:
             response = await client.post(path, data={"state": "drained", "csrf": "x"})
             assert response.status_code == 403, path

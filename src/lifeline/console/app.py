@@ -17,6 +17,7 @@ import logging
 import time
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -45,7 +46,13 @@ _PAGES = (
     ("keys", "/ui/keys", "Keys"),
     ("failovers", "/ui/failovers", "Failovers"),
     ("usage", "/ui/usage", "Usage"),
+    ("reports", "/ui/reports", "Reports"),
 )
+#: the report files the Reports page lists and opens (what reports/ writes), and how each is served
+_REPORT_TYPES = {".html": "text/html; charset=utf-8", ".md": "text/plain; charset=utf-8", ".json": "application/json"}
+#: how deep under reports_dir the page looks (a run's --out directory, possibly one level of grouping)
+_REPORT_DEPTH = 3
+_MAX_REPORTS = 500
 
 _templates = jinja2.Environment(
     loader=jinja2.PackageLoader("lifeline.console", "templates"),
@@ -201,7 +208,8 @@ def _render(request: Request, template: str, access: Access, status: int = 200, 
     response.headers["cache-control"] = "no-store"
     response.headers["x-frame-options"] = "DENY"
     response.headers["content-security-policy"] = (
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; "
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; frame-src 'self'; "
+        "frame-ancestors 'none'; "
         "form-action 'self'; base-uri 'none'"
     )
     # "no-referrer" would make a browser send `Origin: null` with a form, which the edge guard refuses
@@ -497,6 +505,82 @@ async def usage_csv(request: Request) -> Response:
     )
 
 
+# --- reports -----------------------------------------------------------------------------------
+
+
+def _reports_dir(gateway: Gateway) -> Path | None:
+    configured = gateway.config.console.reports_dir
+    return Path(configured).expanduser().resolve() if configured else None
+
+
+def _list_reports(root: Path) -> list[dict[str, Any]]:
+    """The reports under `root`, newest first: each HTML page (with its Markdown and results.json beside it)."""
+    found: list[dict[str, Any]] = []
+    if not root.is_dir():
+        return found
+    for depth in range(1, _REPORT_DEPTH + 1):
+        for page in root.glob("/".join(["*"] * depth) + ".html"):
+            if not page.is_file() or len(found) >= _MAX_REPORTS:
+                continue
+            relative = page.relative_to(root).as_posix()
+            kind = next((k for k in ("drill", "eval", "audit") if k in relative.lower()), "report")
+            siblings = [p.relative_to(root).as_posix() for p in sorted(page.parent.glob("*")) if p != page]
+            found.append(
+                {
+                    "path": relative,
+                    "kind": kind,
+                    "modified": page.stat().st_mtime,
+                    "others": [o for o in siblings if Path(o).suffix in _REPORT_TYPES][:4],
+                }
+            )
+    return sorted(found, key=lambda r: r["modified"], reverse=True)
+
+
+def _report_file(root: Path, relative: str) -> Path | None:
+    """The file `relative` names under `root`, or None when it leaves it or is not a report's kind of file."""
+    if not relative or "\\" in relative or relative.startswith("/"):
+        return None
+    path = (root / relative).resolve()
+    if not path.is_relative_to(root) or path.suffix not in _REPORT_TYPES or not path.is_file():
+        return None
+    return path
+
+
+async def _reports(request: Request, access: Access) -> dict[str, Any]:
+    gateway: Gateway = request.app.state.gateway
+    root = _reports_dir(gateway)
+    reports = await asyncio.to_thread(_list_reports, root) if root is not None else None
+    opened = request.query_params.get("open", "")
+    if root is None or _report_file(root, opened) is None:
+        opened = ""
+    return {"reports": reports, "opened": opened}
+
+
+async def report_file(request: Request) -> Response:
+    """A report's file, served for the Reports page's frame: sandboxed, no script runs, nothing is fetched."""
+    console = console_of(request)
+    gateway: Gateway = request.app.state.gateway
+    if not console.served(gateway):
+        return _not_found()
+    if not console.access(request).read:
+        return PlainTextResponse("Forbidden: log in with the master key.", status_code=403)
+    root = _reports_dir(gateway)
+    path = _report_file(root, request.query_params.get("path", "")) if root is not None else None
+    if root is None or path is None:
+        return _not_found()
+    data = await asyncio.to_thread(path.read_bytes)
+    return Response(
+        data,
+        media_type=_REPORT_TYPES[path.suffix],
+        headers={
+            "content-security-policy": "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+            "frame-ancestors 'self'",
+            "x-content-type-options": "nosniff",
+            "cache-control": "no-store",
+        },
+    )
+
+
 async def static(request: Request) -> Response:
     name = request.path_params["name"]
     if name not in _STATIC or not console_of(request).served(request.app.state.gateway):
@@ -522,5 +606,7 @@ def console_routes() -> list[Route]:
         Route("/ui/failovers", _page("failovers.html", _failovers), methods=["GET"]),
         Route("/ui/usage", _page("usage.html", _usage), methods=["GET"]),
         Route("/ui/usage.csv", usage_csv, methods=["GET"]),
+        Route("/ui/reports", _page("reports.html", _reports), methods=["GET"]),
+        Route("/ui/reports/file", report_file, methods=["GET"]),
         Route("/ui/static/{name}", static, methods=["GET"]),
     ]
