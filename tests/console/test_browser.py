@@ -225,6 +225,10 @@ def test_failovers_and_usage_equal_lifeline_usage(page: Any, served: tuple[Runni
     shot(page, "failovers")
     page.goto(f"{gw.url}/ui/usage?by=target")
     shot(page, "usage")
+    # one stacked segment a target that cost something today, drawn with a size
+    segments = page.locator("#spend-chart rect").all()
+    assert {s.get_attribute("data-target") for s in segments} >= {"primary", "backup"}
+    assert all(s.bounding_box()["width"] > 0 for s in segments)
     shown = {
         row.locator('[data-column="target"]').text_content(): int(
             row.locator('[data-column="requests"]').text_content() or 0

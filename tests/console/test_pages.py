@@ -128,6 +128,9 @@ def test_the_usage_page_shows_the_admin_apis_report_and_its_csv() -> None:
         csv = await client.get("/ui/usage.csv", params={"by": "alias,target"})
         admin_csv = await client.get("/admin/usage", headers=ADMIN, params={"by": "alias,target", "format": "csv"})
         assert csv.text == admin_csv.text and "attachment" in csv.headers["content-disposition"]
+        # the charts: spend per day stacked by target, tokens per target
+        assert re.search(r'<rect [^>]*data-day="\d{4}-\d\d-\d\d" data-target="—"', page.text)  # no target answered
+        assert 'id="tokens-chart"' in page.text
         bad = await client.get("/ui/usage", params={"by": "colour"})
         assert bad.status_code == 200 and 'class="flash error"' in bad.text
 

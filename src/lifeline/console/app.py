@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import jinja2
 import orjson
@@ -468,21 +469,73 @@ async def _usage(request: Request, access: Access) -> dict[str, Any]:
     if "by" not in request.query_params:
         params["by"] = "day"
     if access.read_only_mode:
-        return {"report": None, "params": params, "groups": GROUPS, "error": None, "chart": None, "query": ""}
+        return {"report": None, "params": params, "groups": GROUPS, "error": None, "charts": None, "query": ""}
     error = None
     report = None
     try:
         report = await usage_of(gateway, params)
     except LifelineError as exc:
         error = str(exc)
-    query = "&".join(f"{k}={v}" for k, v in params.items() if v)
-    chart = None
-    if report is not None and report.rows and "cost_usd" in report.columns:
-        label = next((c for c in report.columns if c in GROUPS), None)
-        if label is not None:
-            top = max((r["cost_usd"] or 0) for r in report.rows) or 1.0
-            chart = [(str(r[label]), r["cost_usd"] or 0.0, (r["cost_usd"] or 0) / top) for r in report.rows[:40]]
-    return {"report": report, "params": params, "groups": GROUPS, "error": error, "chart": chart, "query": query}
+    query = urlencode({k: v for k, v in params.items() if v})
+    charts = None
+    if report is not None:
+        by_day = await usage_of(gateway, {**params, "by": "day,target"})
+        by_target = await usage_of(gateway, {**params, "by": "target"})
+        charts = {"spend": _stacked_spend(by_day.rows), "tokens": _token_bars(by_target.rows)}
+    return {"report": report, "params": params, "groups": GROUPS, "error": error, "charts": charts, "query": query}
+
+
+#: the stacked chart's geometry: plot height, bar width and gap, left margin for the axis labels
+_PLOT_H, _BAR_W, _GAP, _LEFT = 160.0, 28.0, 10.0, 56.0
+_PALETTE = 8
+
+
+def _stacked_spend(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Spend per day stacked by target: the rectangles of an SVG chart (oldest day first, the last 31)."""
+    days = sorted({str(r["day"]) for r in rows})[-31:]
+    if not days:
+        return None
+    targets = sorted({str(r["target"]) if r["target"] is not None else "—" for r in rows})
+    color = {t: i % _PALETTE for i, t in enumerate(targets)}
+    totals = dict.fromkeys(days, 0.0)
+    for r in rows:
+        if str(r["day"]) in totals:
+            totals[str(r["day"])] += r["cost_usd"] or 0.0
+    highest = max(totals.values())
+    top = highest or 1.0
+    bars = []
+    for i, day in enumerate(days):
+        x, y = _LEFT + i * (_BAR_W + _GAP), _PLOT_H
+        for r in (r for r in rows if str(r["day"]) == day):
+            height = (r["cost_usd"] or 0.0) / top * (_PLOT_H - 10)
+            y -= height
+            target = str(r["target"]) if r["target"] is not None else "—"
+            bars.append(
+                {
+                    "x": x,
+                    "y": y,
+                    "h": height,
+                    "day": day,
+                    "target": target,
+                    "cost": r["cost_usd"] or 0.0,
+                    "c": color[target],
+                }
+            )
+    width = max(400.0, _LEFT + len(days) * (_BAR_W + _GAP))  # a few days stay bars, not walls
+    labels = [{"x": _LEFT + i * (_BAR_W + _GAP) + _BAR_W / 2, "day": d[5:]} for i, d in enumerate(days)]
+    legend = [{"target": t, "c": color[t]} for t in targets]
+    return {"bars": bars, "width": width, "height": _PLOT_H + 24, "top": highest, "labels": labels, "legend": legend}
+
+
+def _token_bars(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tokens per target (prompt and completion), as horizontal bars scaled to the largest."""
+    totals = [
+        (str(r["target"]) if r["target"] is not None else "—", r["prompt_tokens"], r["completion_tokens"]) for r in rows
+    ]
+    top = max((p + c for _, p, c in totals), default=0) or 1
+    return [
+        {"target": t, "prompt": p, "completion": c, "pw": p / top * 200, "cw": c / top * 200} for t, p, c in totals
+    ][:40]
 
 
 async def usage_csv(request: Request) -> Response:
