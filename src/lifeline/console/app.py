@@ -190,6 +190,15 @@ def _not_found() -> Response:
     return PlainTextResponse("Not Found", status_code=404)
 
 
+def _gate(request: Request) -> tuple[Console, Gateway, Access] | None:
+    """The console, the gateway serving now and what this request may do; None when no console is served."""
+    console = console_of(request)
+    gateway: Gateway = request.app.state.gateway
+    if not console.served(gateway):
+        return None
+    return console, gateway, console.access(request)
+
+
 def _render(request: Request, template: str, access: Access, status: int = 200, **context: Any) -> HTMLResponse:
     gateway: Gateway = request.app.state.gateway
     session = access.session
@@ -218,17 +227,17 @@ def _render(request: Request, template: str, access: Access, status: int = 200, 
     return response
 
 
-def _page(template: str, handler: Any = None, *, write: bool = False) -> Any:
+def _page(template: str, handler: Any) -> Any:
     """A GET page: 404 when the console is not served, the login page's redirect without a session."""
 
     async def endpoint(request: Request) -> Response:
-        console = console_of(request)
-        if not console.served(request.app.state.gateway):
+        gate = _gate(request)
+        if gate is None:
             return _not_found()
-        access = console.access(request)
+        access = gate[2]
         if not access.read:
             return RedirectResponse("/ui/login", status_code=303)
-        context = await handler(request, access) if handler is not None else {}
+        context = await handler(request, access)
         if isinstance(context, Response):
             return context
         return _render(request, template, access, **context)
@@ -248,10 +257,10 @@ def _action(handler: Any) -> Any:
     """A POST: needs a session (so a master key) and the session's CSRF token, in the form or X-CSRF-Token."""
 
     async def endpoint(request: Request) -> Response:
-        console = console_of(request)
-        if not console.served(request.app.state.gateway):
+        gate = _gate(request)
+        if gate is None:
             return _not_found()
-        access = console.access(request)
+        access = gate[2]
         if not access.write or access.session is None:
             return PlainTextResponse(
                 "Forbidden: log in with the master key (a console without one is read-only).", status_code=403
@@ -282,11 +291,10 @@ def _back(request: Request) -> str:
 
 
 async def login_page(request: Request) -> Response:
-    console = console_of(request)
-    gateway: Gateway = request.app.state.gateway
-    if not console.served(gateway):
+    gate = _gate(request)
+    if gate is None:
         return _not_found()
-    access = console.access(request)
+    _console, _gateway, access = gate
     if access.read:
         return RedirectResponse("/ui", status_code=303)
     return _render(request, "login.html", access, error=None)
@@ -342,11 +350,11 @@ async def _overview(request: Request, access: Access) -> dict[str, Any]:
 
 
 async def overview_data(request: Request) -> Response:
-    console = console_of(request)
-    gateway: Gateway = request.app.state.gateway
-    if not console.served(gateway):
+    gate = _gate(request)
+    if gate is None:
         return _not_found()
-    if not console.access(request).read:
+    console, gateway, access = gate
+    if not access.read:
         return Response(b'{"error": "log in"}', status_code=401, media_type="application/json")
     data = {"targets": console.target_rows(gateway), "sparks": await console.sparklines(gateway)}
     return Response(orjson.dumps(data), media_type="application/json", headers={"cache-control": "no-store"})
@@ -539,11 +547,10 @@ def _token_bars(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 async def usage_csv(request: Request) -> Response:
-    console = console_of(request)
-    gateway: Gateway = request.app.state.gateway
-    if not console.served(gateway):
+    gate = _gate(request)
+    if gate is None:
         return _not_found()
-    access = console.access(request)
+    _console, gateway, access = gate
     if not access.read or access.read_only_mode:
         return PlainTextResponse("Forbidden: usage needs a master key and a session.", status_code=403)
     params = {name: request.query_params.get(name, "").strip() for name in _USAGE_PARAMS}
@@ -611,11 +618,11 @@ async def _reports(request: Request, access: Access) -> dict[str, Any]:
 
 async def report_file(request: Request) -> Response:
     """A report's file, served for the Reports page's frame: sandboxed, no script runs, nothing is fetched."""
-    console = console_of(request)
-    gateway: Gateway = request.app.state.gateway
-    if not console.served(gateway):
+    gate = _gate(request)
+    if gate is None:
         return _not_found()
-    if not console.access(request).read:
+    _console, gateway, access = gate
+    if not access.read:
         return PlainTextResponse("Forbidden: log in with the master key.", status_code=403)
     root = _reports_dir(gateway)
     path = _report_file(root, request.query_params.get("path", "")) if root is not None else None
