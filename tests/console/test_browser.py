@@ -152,6 +152,8 @@ def test_a_target_cut_in_the_page_opens_its_circuit_live(page: Any, served: tupl
     assert ask(sdk(gw, key)) != ""
     wait_text(page, "primary", "circuit", "open")
     assert page.evaluate("window.notReloaded") is True
+    # the alias's chain shows where traffic goes: primary struck through
+    assert page.locator('[data-chain-target="primary"]').get_attribute("class") == "chip chip-cut"
     assert "cut_off" in (cell(page, "primary", "why").text_content() or "") or "cut by" in (
         cell(page, "primary", "why").text_content() or ""
     )

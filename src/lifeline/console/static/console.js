@@ -24,6 +24,10 @@
         circuit.textContent = t.circuit;
         circuit.className = "state state-" + t.state;
       }
+      document.querySelectorAll('[data-chain-target="' + CSS.escape(t.target) + '"]').forEach(function (chip) {
+        chip.className = "chip chip-" + t.shown;
+        chip.title = t.target + ": " + t.shown.replace("_", "-");
+      });
       ["override_text", "since_text", "why"].forEach(function (name) {
         var cell = row.querySelector('[data-field="' + name + '"]');
         if (cell && cell.textContent !== t[name]) cell.textContent = t[name];
