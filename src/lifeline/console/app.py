@@ -274,7 +274,7 @@ def _action(handler: Any) -> Any:
             return result
         except LifelineError as exc:
             access.session.flash.append(("error", str(exc)))
-            return RedirectResponse(request.headers.get("x-back", _back(request)), status_code=303)
+            return RedirectResponse(_back(request), status_code=303)
 
     return endpoint
 
