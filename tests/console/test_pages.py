@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import re
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import yaml
 
 from lifeline.config import load_config
@@ -170,6 +172,39 @@ def test_the_failovers_page_filters_the_gateways_log() -> None:
         assert "req-one" in only and "req-two" not in only
         by_id = (await client.get("/ui/failovers", params={"request_id": "two"})).text
         assert "req-two" in by_id and "req-one" not in by_id
+
+    run(make(), scenario)
+
+
+def test_the_failovers_page_lists_streams_taken_over_from_the_ledger() -> None:
+    async def scenario(client: httpx.AsyncClient) -> None:
+        await log_in(client)
+        app = client._transport.app  # type: ignore[attr-defined]
+        db = app.state.gateway.accounting.db
+        now = time.time()
+        steps = {
+            "req-continued": [("t", "error", 500), ("u", "continued", 200)],
+            "req-replayed": [("t", "unavailable", 503), ("u", "replayed", 200)],
+            "req-plain": [("t", "error", 500), ("u", "ok", 200)],
+            "req-old": [("t", "error", 500), ("u", "continued", 200)],
+        }
+        for i, (request_id, attempts) in enumerate(steps.items()):
+            started = now - (48 * 3600 if request_id == "req-old" else i)
+            ledger_form = [{"target": t, "outcome": o, "status": st, "latency": 0.1} for t, o, st in attempts]
+            db.execute(
+                "INSERT INTO ledger (id, request_id, alias, target, outcome, status, attempts, prompt_tokens, "
+                "completion_tokens, usage_estimated, cost_nusd, latency_ms, streamed, started_at, finished_at) "
+                "VALUES (?, ?, 'chat', 'u', 'ok', 200, ?, 1, 1, ?, 0, 1.0, ?, ?, ?)",
+                (f"id-{i}", request_id, orjson.dumps(ledger_form).decode(), False, True, started, started + 1),
+            )
+        page = (await client.get("/ui/failovers")).text
+        table = page[page.index('id="takeovers"') :]
+        assert "req-continued" in table and "req-replayed" in table
+        assert "req-plain" not in table and "req-old" not in table  # no takeover; older than a day
+        assert table.index("req-continued") < table.index("req-replayed")  # newest first
+        assert "(continued 200)" in table
+        only = (await client.get("/ui/failovers", params={"request_id": "replayed"})).text
+        assert "req-replayed" in only and "req-continued" not in only
 
     run(make(), scenario)
 

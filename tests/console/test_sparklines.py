@@ -1,4 +1,5 @@
-"""The sparklines' query: client requests and errors per minute from the ledger, on SQLite and PostgreSQL."""
+"""The console's ledger queries, on SQLite and PostgreSQL: client requests and errors per minute (the
+sparklines), and the streams another target took over (the Failovers page)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 from lifeline.accounting.db import Database
 from lifeline.accounting.migrations import migrate
-from lifeline.accounting.usage import per_minute
+from lifeline.accounting.usage import per_minute, recent_takeovers
 
 SINCE = 1_800_000_000.0  # a whole minute
 
@@ -35,6 +36,18 @@ def check(db: Database) -> None:
     migrate(db)
     fill(db)
     assert per_minute(db, SINCE, 5) == [(2, 1), (1, 1), (0, 0), (1, 0), (0, 0)]
+    attempts = '[{"target":"a","outcome":"error","status":500},{"target":"b","outcome":"continued","status":200}]'
+    db.execute(
+        "INSERT INTO ledger (id, request_id, alias, target, outcome, status, attempts, prompt_tokens, "
+        "completion_tokens, usage_estimated, cost_nusd, latency_ms, streamed, started_at, finished_at) "
+        "VALUES ('c1', 'req-c', 'chat', 'b', 'ok', 200, ?, 1, 1, ?, 0, 1.0, ?, ?, ?)",
+        (attempts, False, True, SINCE + 10, SINCE + 11),
+    )
+    found = recent_takeovers(db, SINCE)
+    assert [(r["request_id"], [a["outcome"] for a in r["attempts"]]) for r in found] == [
+        ("req-c", ["error", "continued"])
+    ]
+    assert recent_takeovers(db, SINCE + 11) == []
 
 
 def test_per_minute_on_sqlite(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ import orjson
 
 from lifeline.accounting.db import Database, Dialect
 from lifeline.accounting.records import usd
+from lifeline.attempts import Outcome
 from lifeline.errors import DatabaseError, UsageQueryError
 
 #: what a report can be grouped by, and the SQL each name stands for
@@ -251,3 +252,32 @@ def per_minute(db: Database, since: float, minutes: int = 60) -> list[tuple[int,
         if 0 <= int(index) < minutes:
             found[int(index)] = (int(requests), int(errors))
     return found
+
+
+def recent_takeovers(db: Database, since: float, limit: int = 100) -> list[dict[str, Any]]:
+    """The latest client requests since `since` whose stream another target took over mid-answer (an attempt
+    continued or replayed), newest first: request id, key, alias, the target that finished it, when, and the
+    attempts in order (the ledger's form: target, outcome, status)."""
+    marks = [f'%"outcome":"{outcome.value}"%' for outcome in (Outcome.CONTINUED, Outcome.REPLAYED)]
+    sql = (
+        "SELECT request_id, key_id, alias, target, outcome, started_at, attempts FROM ledger "
+        "WHERE started_at >= ? AND (attempts LIKE ? OR attempts LIKE ?) ORDER BY started_at DESC LIMIT ?"
+    )
+    rows = []
+    for request_id, key_id, alias, target, outcome, started_at, attempts in db.query(sql, [since, *marks, limit]):
+        try:
+            steps = orjson.loads(attempts)
+        except orjson.JSONDecodeError:
+            steps = []
+        rows.append(
+            {
+                "request_id": request_id,
+                "key_id": key_id,
+                "alias": alias,
+                "target": target,
+                "outcome": outcome,
+                "at": float(started_at),
+                "attempts": [s for s in steps if isinstance(s, dict)],
+            }
+        )
+    return rows

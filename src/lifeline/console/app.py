@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from lifeline.accounting.usage import GROUPS, per_minute
+from lifeline.accounting.usage import GROUPS, per_minute, recent_takeovers
 from lifeline.console.sessions import COOKIE, IDLE_SECONDS, Session, Sessions
 from lifeline.errors import LifelineError
 from lifeline.providers.faults import FAULT_KINDS
@@ -40,6 +40,8 @@ from lifeline.server.routes.control import change_target
 log = logging.getLogger("lifeline.console")
 
 MAX_FORM = 64 * 1024
+#: how far back the Failovers page looks in the ledger for streams taken over mid-answer
+TAKEOVER_WINDOW = 24 * 3600.0
 _STATIC = {"console.css": "text/css; charset=utf-8", "console.js": "text/javascript; charset=utf-8"}
 _PAGES = (
     ("overview", "/ui", "Overview"),
@@ -465,7 +467,18 @@ async def _failovers(request: Request, access: Access) -> dict[str, Any]:
         if wanted["request_id"] and wanted["request_id"] not in str(event.get("request_id", "")):
             continue
         events.append(event)
-    return {"events": events, "wanted": wanted}
+    takeovers = []
+    if gateway.accounting.ledger is not None:
+        found = await asyncio.to_thread(recent_takeovers, gateway.accounting.db, time.time() - TAKEOVER_WINDOW)
+        for row in found:
+            if wanted["alias"] and row["alias"] != wanted["alias"]:
+                continue
+            if wanted["target"] and wanted["target"] not in {a.get("target") for a in row["attempts"]}:
+                continue
+            if wanted["request_id"] and wanted["request_id"] not in str(row["request_id"]):
+                continue
+            takeovers.append(row)
+    return {"events": events, "takeovers": takeovers, "wanted": wanted}
 
 
 _USAGE_PARAMS = ("by", "since", "until", "key", "alias", "target", "model")
