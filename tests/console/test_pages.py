@@ -68,8 +68,14 @@ def test_drain_cut_and_heal_show_in_the_admin_api() -> None:
             row: dict[str, Any] = (await client.get("/admin/targets", headers=ADMIN)).json()["targets"][0]
             return row
 
+        async def since() -> str:
+            text: str = (await client.get("/ui/data/overview")).json()["targets"][0]["since_text"]
+            return text
+
+        assert await since() == "—"  # closed before the console first looked: since it cannot know when
         await client.post("/ui/targets/t", data={"csrf": csrf, "state": "cut", "fault": "timeout"})
         assert (await admin_row())["override"] == "cut:timeout"
+        assert (await since()).endswith("UTC")  # a change it saw
         page = (await client.get("/ui/targets")).text
         assert "cut by the operator (timeout)" in page
         await client.post("/ui/targets/t", data={"csrf": csrf, "state": "drained"})

@@ -97,7 +97,7 @@ class Console:
     def __init__(self) -> None:
         self.sessions = Sessions()
         #: when each target's shown state (override or circuit) was first seen, for "since"
-        self._since: dict[str, tuple[str, float]] = {}
+        self._since: dict[str, tuple[str, float | None]] = {}
 
     # --- access ---------------------------------------------------------------------------------
 
@@ -125,8 +125,11 @@ class Console:
             seen = self._since.get(name)
             now_showing = f"{row['state']}|{override}"
             if seen is None or seen[0] != now_showing:
-                since = now
-                if row["state"] == "open" and row["seconds_since_last_failure"] is not None and not row["override"]:
+                # A change the console saw happened since its last look (every two seconds while a page is
+                # open); what it finds on its first look started at a time it cannot know — except an open
+                # circuit, which opened at its last failure.
+                since: float | None = now if seen is not None else None
+                if row["state"] == "open" and row["seconds_since_last_failure"] is not None:
                     since = now - row["seconds_since_last_failure"]
                 seen = (now_showing, since)
                 self._since[name] = seen
