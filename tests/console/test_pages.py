@@ -204,6 +204,7 @@ def test_the_failovers_page_lists_streams_taken_over_from_the_ledger() -> None:
                 (f"id-{i}", request_id, orjson.dumps(ledger_form).decode(), False, True, started, started + 1),
             )
         page = (await client.get("/ui/failovers")).text
+        assert "<title>Failovers · Lifeline console</title>" in page
         table = page[page.index('id="takeovers"') :]
         assert "req-continued" in table and "req-replayed" in table
         assert "req-plain" not in table and "req-old" not in table  # no takeover; older than a day

@@ -93,6 +93,8 @@ def test_a_session_opens_every_page_and_the_cookie_is_strict() -> None:
         assert "Secure" not in cookie  # served over plain HTTP here
         for path in READS:
             assert (await client.get(path)).status_code == 200, path
+        for path in PAGES:  # each page's own title, nothing else inside it
+            assert re.search(r"<title>[A-Z][a-z ]+ · Lifeline console</title>", (await client.get(path)).text), path
 
     run(make(), scenario)
 
