@@ -39,6 +39,7 @@ FLOORS: dict[str, int] = {
     "providers": 3,
     "routing": 4,
     "server": 5,
+    "console": 5,  # the web page at /ui: beside server/, reading the same services as /admin/*
     "testing": 6,
     "inprocess": 6,  # the gateway as a library: the app in this process, clients through httpx transports
     "drill": 7,

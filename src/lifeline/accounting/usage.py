@@ -18,6 +18,7 @@ import orjson
 
 from lifeline.accounting.db import Database, Dialect
 from lifeline.accounting.records import usd
+from lifeline.attempts import Outcome
 from lifeline.errors import DatabaseError, UsageQueryError
 
 #: what a report can be grouped by, and the SQL each name stands for
@@ -228,3 +229,55 @@ def ledger_exists(db: Database) -> bool:
     if db.dialect == "postgres":
         return db.query("SELECT to_regclass('ledger') IS NOT NULL")[0][0] is True
     return bool(db.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ledger'"))
+
+
+def per_minute(db: Database, since: float, minutes: int = 60) -> list[tuple[int, int]]:
+    """Client requests and errors in each minute from `since` (for the console's sparklines): `minutes`
+    pairs (requests, errors), oldest first. Reads the ledger through its index on started_at."""
+    bucket = {
+        "sqlite": "CAST((started_at - ?) / 60 AS INTEGER)",
+        "postgres": "CAST(FLOOR((started_at - ?) / 60) AS INTEGER)",
+    }[db.dialect]
+    sql = (
+        f"SELECT {bucket}, COUNT(*), COALESCE(SUM(CASE WHEN outcome IN ('error', 'broken') THEN 1 ELSE 0 END), 0) "
+        "FROM ledger WHERE started_at >= ? AND started_at < ?"
+    )
+    params: list[Any] = [since, since, since + minutes * 60]
+    if _has_shadow_column(db):
+        sql += " AND shadow = ?"
+        params.append(False)
+    sql += " GROUP BY 1"
+    found = [(0, 0)] * minutes
+    for index, requests, errors in db.query(sql, params):
+        if 0 <= int(index) < minutes:
+            found[int(index)] = (int(requests), int(errors))
+    return found
+
+
+def recent_takeovers(db: Database, since: float, limit: int = 100) -> list[dict[str, Any]]:
+    """The latest client requests since `since` whose stream another target took over mid-answer (an attempt
+    continued or replayed), newest first: request id, key, alias, the target that finished it, when, and the
+    attempts in order (the ledger's form: target, outcome, status)."""
+    marks = [f'%"outcome":"{outcome.value}"%' for outcome in (Outcome.CONTINUED, Outcome.REPLAYED)]
+    sql = (
+        "SELECT request_id, key_id, alias, target, outcome, started_at, attempts FROM ledger "
+        "WHERE started_at >= ? AND (attempts LIKE ? OR attempts LIKE ?) ORDER BY started_at DESC LIMIT ?"
+    )
+    rows = []
+    for request_id, key_id, alias, target, outcome, started_at, attempts in db.query(sql, [since, *marks, limit]):
+        try:
+            steps = orjson.loads(attempts)
+        except orjson.JSONDecodeError:
+            steps = []
+        rows.append(
+            {
+                "request_id": request_id,
+                "key_id": key_id,
+                "alias": alias,
+                "target": target,
+                "outcome": outcome,
+                "at": float(started_at),
+                "attempts": [s for s in steps if isinstance(s, dict)],
+            }
+        )
+    return rows

@@ -592,6 +592,13 @@ class EvalSettings(Strict):
     seed: int = 0
 
 
+class ConsoleSettings(Strict):
+    """The operator console at /ui (docs/console.md)."""
+
+    #: a directory of drill, eval and audit reports (each run's --out directory under it) for the Reports page
+    reports_dir: str | None = None
+
+
 class Config(Strict):
     server: ServerSettings = Field(default_factory=ServerSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
@@ -606,6 +613,7 @@ class Config(Strict):
     targets: dict[str, Target] = Field(default_factory=dict)
     aliases: dict[str, Alias]
     eval: EvalSettings = Field(default_factory=EvalSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
 
     @model_validator(mode="after")
     def _check_references(self) -> Config:

@@ -17,6 +17,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from lifeline.config.schema import Config
+from lifeline.console.app import Console, console_routes
 from lifeline.errors import DatabaseUnavailable, LifelineError
 from lifeline.providers.registry import ProviderRegistry
 from lifeline.server import errors
@@ -90,6 +91,7 @@ def create_app(
             Route("/admin/keys/{key_id}", update_key, methods=["PATCH"]),
             Route("/admin/keys/{key_id}", revoke_key, methods=["DELETE"]),
             Route("/admin/usage", usage, methods=["GET"]),
+            *console_routes(),
         ],
         middleware=[Middleware(RequestIdMiddleware), Middleware(EdgeGuardMiddleware), Middleware(GatewayMiddleware)],
         exception_handlers={
@@ -104,5 +106,6 @@ def create_app(
     app.router.redirect_slashes = False
     app.state.gateway = gateway
     app.state.span_exporter = span_exporter
+    app.state.console = Console()
     app.state.reloader = Reloader(app, Path(config_path) if config_path is not None else None, registry)
     return app

@@ -9,13 +9,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from lifeline.accounting.usage import make_query, usage_report
+from lifeline.accounting.keys import VirtualKey
+from lifeline.accounting.usage import UsageReport, make_query, usage_report
 from lifeline.config.presets import suggest
 from lifeline.errors import AuthenticationFailed, InvalidRequest, PermissionDenied, UsageQueryError
 from lifeline.protocol.parse import parse_json_object
@@ -77,16 +79,63 @@ async def admin_targets(request: Request) -> Response:
     return _json({"targets": targets, "recent_failovers": list(gateway.health.recent_failovers)})
 
 
-async def create_key(request: Request) -> Response:
-    gateway = gateway_of(request)
-    require_admin(request, gateway, strict=True)
-    fields = await _body(request)
+# --- the services the admin API and the console (lifeline/console) share ---------------------------------
+
+
+async def new_key(gateway: Gateway, fields: dict[str, Any]) -> tuple[VirtualKey, str]:
+    """Create a key from the admin API's fields; returns it and its secret (stored only as a hash)."""
+    fields = dict(fields)
     name = fields.pop("name", None)
     if name is None:
         raise InvalidRequest("Missing required parameter: 'name'.", param="name", code="missing_required_parameter")
     _check_aliases(fields, gateway)
     key, secret = await asyncio.to_thread(gateway.accounting.store.create, name, **fields)
     gateway.accounting.keys.put(key)
+    return key, secret
+
+
+async def change_key(gateway: Gateway, key_id: str, fields: dict[str, Any]) -> VirtualKey:
+    _check_aliases(fields, gateway)
+    key = await asyncio.to_thread(gateway.accounting.store.update, key_id, **fields)
+    gateway.accounting.keys.put(key)
+    return key
+
+
+async def end_key(gateway: Gateway, key_id: str) -> VirtualKey:
+    key = await asyncio.to_thread(gateway.accounting.store.revoke, key_id)
+    gateway.accounting.keys.put(key)
+    return key
+
+
+async def usage_of(gateway: Gateway, params: Mapping[str, str]) -> UsageReport:
+    """The usage report the query parameters ask for (by, since, until, key, alias, target, model, shadow):
+    the same query as `lifeline usage`, after the ledger's buffer is flushed."""
+    try:
+        query = make_query(
+            by=params.get("by") or None,
+            since=params.get("since") or None,
+            until=params.get("until") or None,
+            key_id=params.get("key") or None,
+            alias=params.get("alias") or None,
+            target=params.get("target") or None,
+            model=params.get("model") or None,
+            shadow=params.get("shadow") in ("1", "true"),
+        )
+    except UsageQueryError as exc:
+        raise InvalidRequest(str(exc), param="by") from None
+    ledger = gateway.accounting.ledger
+    if ledger is not None:
+        await asyncio.to_thread(ledger.flush, 5.0)
+    return await asyncio.to_thread(usage_report, gateway.accounting.db, query)
+
+
+# --- the routes -----------------------------------------------------------------------------------
+
+
+async def create_key(request: Request) -> Response:
+    gateway = gateway_of(request)
+    require_admin(request, gateway, strict=True)
+    key, secret = await new_key(gateway, await _body(request))
     # The secret is shown here once; it is stored only as a hash.
     return _json({"key": key.public(), "secret": secret}, status=201)
 
@@ -114,18 +163,14 @@ async def get_key(request: Request) -> Response:
 async def update_key(request: Request) -> Response:
     gateway = gateway_of(request)
     require_admin(request, gateway, strict=True)
-    fields = await _body(request)
-    _check_aliases(fields, gateway)
-    key = await asyncio.to_thread(gateway.accounting.store.update, request.path_params["key_id"], **fields)
-    gateway.accounting.keys.put(key)
+    key = await change_key(gateway, request.path_params["key_id"], await _body(request))
     return _json(key.public())
 
 
 async def revoke_key(request: Request) -> Response:
     gateway = gateway_of(request)
     require_admin(request, gateway, strict=True)
-    key = await asyncio.to_thread(gateway.accounting.store.revoke, request.path_params["key_id"])
-    gateway.accounting.keys.put(key)
+    key = await end_key(gateway, request.path_params["key_id"])
     return _json(key.public())
 
 
@@ -135,26 +180,10 @@ async def usage(request: Request) -> Response:
     gateway = gateway_of(request)
     require_admin(request, gateway, strict=True)
     params = request.query_params
-    try:
-        query = make_query(
-            by=params.get("by"),
-            since=params.get("since"),
-            until=params.get("until"),
-            key_id=params.get("key"),
-            alias=params.get("alias"),
-            target=params.get("target"),
-            model=params.get("model"),
-            shadow=params.get("shadow") in ("1", "true"),
-        )
-    except UsageQueryError as exc:
-        raise InvalidRequest(str(exc), param="by") from None
     fmt = params.get("format", "json")
     if fmt not in ("json", "csv"):
         raise InvalidRequest("'format' must be json or csv.", param="format")
-    ledger = gateway.accounting.ledger
-    if ledger is not None:
-        await asyncio.to_thread(ledger.flush, 5.0)
-    report = await asyncio.to_thread(usage_report, gateway.accounting.db, query)
+    report = await usage_of(gateway, params)
     if fmt == "csv":
         return Response(report.to_csv(), media_type="text/csv")
     return _json({"object": "list", "columns": list(report.columns), "data": report.rows})

@@ -51,14 +51,9 @@ def _fault(fields: dict[str, Any]) -> Fault:
     return Fault(cast(FaultKind, kind), after)
 
 
-async def set_target_state(request: Request) -> Response:
-    """POST /admin/targets/{name} {"state": "drained"|"cut"|"healthy", "fault": …, "after": N}"""
-    require_admin(request, gateway_of(request))
-    fields = await _fields(request)
-    # The gateway serving new requests now, even if a reload replaced the one this request started on; no
-    # await from here on, so no reload can come between the check and the change.
-    gateway: Gateway = request.app.state.gateway
-    name = request.path_params["name"]
+def change_target(gateway: Gateway, name: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """Drain, cut or heal a target ({"state": …, "fault": …, "after": N}); returns its row as /admin/targets
+    shows it. Shared by the admin API and the console; no await, so no reload comes between check and change."""
     if name not in gateway.config.targets:
         known = ", ".join(sorted(gateway.config.targets))
         raise TargetNotFound(f"There is no target '{name}'. Targets: {known}.", param="name")
@@ -78,7 +73,16 @@ async def set_target_state(request: Request) -> Response:
         else:
             health.heal(name)
     log.info("operator: target %s is now %s", name, health.override(name) or "healthy")
-    return _json(gateway.target_row(name))
+    return gateway.target_row(name)
+
+
+async def set_target_state(request: Request) -> Response:
+    """POST /admin/targets/{name} {"state": "drained"|"cut"|"healthy", "fault": …, "after": N}"""
+    require_admin(request, gateway_of(request))
+    fields = await _fields(request)
+    # The gateway serving new requests now, even if a reload replaced the one this request started on.
+    gateway: Gateway = request.app.state.gateway
+    return _json(change_target(gateway, request.path_params["name"], fields))
 
 
 async def failovers(request: Request) -> Response:
