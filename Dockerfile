@@ -12,6 +12,7 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 
+# Debian's packages are not pinned to versions (DL3008): the base image's tag fixes the release they come from.
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential cmake \
