@@ -195,6 +195,8 @@ class LlamaCppTarget(TargetCommon):
     served_name: str | None = None
     n_ctx: Annotated[int, Field(gt=0)] = 2048
     n_threads: Annotated[int, Field(gt=0)] | None = None
+    #: layers offloaded to a GPU when llama-cpp-python was built with a GPU backend (-1: all); 0: the CPU
+    n_gpu_layers: Annotated[int, Field(ge=-1)] = 0
     #: requests waiting for the engine beyond the one generating; when full the engine reports overload
     max_queue: Annotated[int, Field(ge=0)] = 8
     #: seconds a client is told to wait (Retry-After) when the queue is full

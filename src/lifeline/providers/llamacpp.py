@@ -212,6 +212,7 @@ class LlamaCppProvider:
                     model_path=str(self._path),
                     n_ctx=self.config.n_ctx,
                     n_threads=self.config.n_threads or os.cpu_count() or 1,
+                    n_gpu_layers=self.config.n_gpu_layers,
                     verbose=True,
                     **extra,
                 )
