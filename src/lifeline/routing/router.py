@@ -122,6 +122,12 @@ class Router:
         self.prices = prices or PriceBook(config)
         for name, ability in self.abilities.items():
             health.prefill_declared[name] = ability.prefill
+        #: the aliases with a target that passes /v1/responses through natively (whose answers are not cached)
+        self.native_responses = frozenset(
+            name
+            for name, alias in config.aliases.items()
+            if any(getattr(config.targets[t], "responses", None) == "native" for t in alias.targets)
+        )
 
     def alias(self, name: str, kind: str | None = None) -> Alias:
         """The alias a client named; with `kind`, it must be of that kind (chat or embeddings)."""
