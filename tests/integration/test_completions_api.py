@@ -7,10 +7,8 @@ refused."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
-import httpx
 import openai
 import pytest
 from openai import AsyncOpenAI, OpenAI
@@ -18,8 +16,7 @@ from openai import AsyncOpenAI, OpenAI
 from lifeline.testing import FaultWall, wall_text
 from lifeline.testing.gateway import RunningGateway
 from tests.conftest import GatewayFactory, make_config, wall_target
-
-MASTER = "mk-test-master-key-0123456789"
+from tests.integration.conftest import KeyedGateway
 
 
 def sdk(gw: RunningGateway, key: str = "x") -> OpenAI:
@@ -106,24 +103,13 @@ def test_what_is_refused_is_a_bad_request_naming_the_parameter(
     assert wall.attempts == []
 
 
-def test_a_key_completes_only_with_the_aliases_it_may_use(
-    wall: FaultWall, gateway: GatewayFactory, tmp_path: Path
-) -> None:
-    config = make_config(
-        {"main": wall_target(wall, "ok")},
-        {"chat": ["main"], "other": ["main"]},
-        admin={"master_key": MASTER},
-        auth={"enabled": True},
-        accounting={"data_dir": str(tmp_path)},
-    )
-    with gateway(config) as gw:
-        admin = httpx.Client(base_url=f"{gw.url}/admin", headers={"authorization": f"Bearer {MASTER}"})
-        secret = admin.post("/keys", json={"name": "a", "aliases": ["chat"]}).json()["secret"]
-        allowed = sdk(gw, secret).completions.create(model="chat", prompt="Hi")
-        with pytest.raises(openai.PermissionDeniedError):
-            sdk(gw, secret).completions.create(model="other", prompt="Hi")
-        with pytest.raises(openai.AuthenticationError):
-            sdk(gw, "sk-nope").completions.create(model="chat", prompt="Hi")
+def test_a_key_completes_only_with_the_aliases_it_may_use(wall: FaultWall, keyed_gateway: KeyedGateway) -> None:
+    gw, secret = keyed_gateway.gw, keyed_gateway.secret
+    allowed = sdk(gw, secret).completions.create(model="chat", prompt="Hi")
+    with pytest.raises(openai.PermissionDeniedError):
+        sdk(gw, secret).completions.create(model="other", prompt="Hi")
+    with pytest.raises(openai.AuthenticationError):
+        sdk(gw, "sk-nope").completions.create(model="chat", prompt="Hi")
     assert allowed.choices[0].text == wall_text(12) and len(wall.attempts) == 1
 
 

@@ -7,7 +7,6 @@ tests/server/test_messages_surface.py)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -18,8 +17,8 @@ from lifeline.protocol.usage import estimate_usage
 from lifeline.testing import AnthropicFace, FaultWall
 from lifeline.testing.gateway import RunningGateway
 from tests.conftest import FAST_TIMEOUTS, GatewayFactory, make_config, wall_target
+from tests.integration.conftest import KeyedGateway
 
-MASTER = "mk-test-master-key-0123456789"
 SYSTEM = "You answer in one short line."
 MESSAGES: list[Any] = [
     {"role": "user", "content": "What is the capital of France?"},
@@ -99,24 +98,15 @@ def test_an_openai_target_or_a_failing_count_is_the_estimate_marked_so(
     assert wall.attempts == [] and len(face.attempts) == 1  # nothing generated; the failed count was asked once
 
 
-def test_a_key_counts_only_for_the_aliases_it_may_use(wall: FaultWall, gateway: GatewayFactory, tmp_path: Path) -> None:
-    config = make_config(
-        {"wall": wall_target(wall, "ok")},
-        {"chat": ["wall"], "other": ["wall"]},
-        admin={"master_key": MASTER},
-        auth={"enabled": True},
-        accounting={"data_dir": str(tmp_path)},
-    )
-    with gateway(config) as gw:
-        admin = httpx.Client(base_url=f"{gw.url}/admin", headers={"authorization": f"Bearer {MASTER}"})
-        secret = admin.post("/keys", json={"name": "a", "aliases": ["chat"]}).json()["secret"]
-        allowed, _ = count(gw, "chat", secret)
-        with pytest.raises(anthropic.PermissionDeniedError) as refused:
-            count(gw, "other", secret)
-        with pytest.raises(anthropic.AuthenticationError):
-            count(gw, "chat", "sk-not-a-key")
-        with pytest.raises(anthropic.NotFoundError):
-            count(gw, "nope", secret)
+def test_a_key_counts_only_for_the_aliases_it_may_use(keyed_gateway: KeyedGateway) -> None:
+    gw, secret = keyed_gateway.gw, keyed_gateway.secret
+    allowed, _ = count(gw, "chat", secret)
+    with pytest.raises(anthropic.PermissionDeniedError) as refused:
+        count(gw, "other", secret)
+    with pytest.raises(anthropic.AuthenticationError):
+        count(gw, "chat", "sk-not-a-key")
+    with pytest.raises(anthropic.NotFoundError):
+        count(gw, "nope", secret)
     assert allowed > 0 and "other" in str(refused.value)
 
 

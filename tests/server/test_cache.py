@@ -351,3 +351,35 @@ def test_a_reload_keeps_the_answers_kept_in_memory() -> None:
 
     serve(cfg, scenario)
     assert seen[0].headers["x-lifeline-cache"] == "hit"
+
+
+def test_a_responses_request_to_an_alias_with_a_native_target_is_not_cached_and_a_reload_says_which() -> None:
+    """A native target's answer is a Responses object, not a chat completion: its alias's Responses requests
+    go past the cache. Which aliases have one is read from the config the serving gateway was built with."""
+    translated = config("ok", mode="hit")
+    native = translated.model_copy(
+        update={"targets": {"t1": translated.targets["t1"].model_copy(update={"responses": "native"})}}
+    )
+    response = {"model": "chat", "input": "Say hello.", "temperature": 0, "store": False}
+    seen: list[httpx.Response] = []
+
+    async def scenario(served: InProcess, client: httpx.AsyncClient) -> None:
+        for _ in range(2):
+            seen.append(await client.post("/v1/responses", json=response))
+        old = gateway(served)
+        registry = ProviderRegistry()
+        registry.register("openai", lambda name, target: FakeProvider(name, target.model))
+        for cfg in (native, translated):
+            new = Gateway.build(cfg, registry)
+            carry_over(old, new)
+            served.app.state.gateway = new
+            await new.start()
+            try:
+                seen.append(await client.post("/v1/responses", json=response))
+            finally:
+                served.app.state.gateway = old
+                await new.close()
+
+    serve(translated, scenario)
+    assert [r.status_code for r in seen] == [200] * 4
+    assert [r.headers.get("x-lifeline-cache") for r in seen] == [None, "hit", None, "hit"]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -15,21 +14,10 @@ import orjson
 import pytest
 
 from lifeline.accounting.responses import ResponseStore
-from lifeline.config import Config
 from lifeline.protocol.responses import to_chat_body, validate_request
 from lifeline.providers.base import ChatCall, Completion
 from lifeline.server.gateway import Gateway
-from tests.server.fakes import USAGE, InProcess, in_process, leave_early, make_config
-
-Scenario = Callable[[InProcess, httpx.AsyncClient], Awaitable[Any]]
-
-
-def run(config: Config, scenario: Scenario) -> tuple[Any, InProcess]:
-    async def main() -> tuple[Any, InProcess]:
-        async with in_process(config) as served, served.client() as client:
-            return await scenario(served, client), served
-
-    return asyncio.run(main())
+from tests.server.fakes import USAGE, InProcess, Scenario, leave_early, make_config, run
 
 
 def events_of(response: httpx.Response) -> list[dict[str, Any]]:

@@ -3,7 +3,9 @@
 `Router.complete` returns a whole answer; `Router.open_stream` returns a stream once a target has produced
 its first content — until then a failure moves on to the next target invisibly. Every attempt, made by the
 loop, a hedge or a continuation, goes through `_attempt_once`: its span, its time, the circuit's verdict and
-its record in the request's AttemptLog (lifeline.attempts).
+its record in the request's AttemptLog (lifeline.attempts). Taking over a broken stream (`continue_stream`,
+`replay_stream`) is in routing/continuation.py, which Router inherits; what routing hands back
+(`Routed`, `OpenStream`) is in routing/routed.py.
 """
 
 from __future__ import annotations
@@ -14,9 +16,8 @@ import logging
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar, cast
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar, cast
 
 from lifeline.accounting.pricing import PriceBook
 from lifeline.attempts import Attempt, AttemptLog, Outcome, SkipReason
@@ -34,12 +35,15 @@ from lifeline.errors import (
     UpstreamError,
 )
 from lifeline.protocol.fallbacks import Fallbacks
-from lifeline.providers.base import ChatCall, Chunk, Completion, EmbeddingCall, EmbeddingProvider, Provider
+from lifeline.providers.base import ChatCall, Completion, EmbeddingCall, EmbeddingProvider, Provider
 from lifeline.providers.http import MAX_RETRY_AFTER
 from lifeline.routing.capabilities import abilities, needs_of, why_not
+from lifeline.routing.continuation import Continuation
 from lifeline.routing.health import Health, State
 from lifeline.routing.policy import Step, decide, order_targets
-from lifeline.routing.replay import read_continuation, read_replay
+from lifeline.routing.routed import OpenStream as OpenStream  # routing's callers import it from here
+from lifeline.routing.routed import Routed as Routed
+from lifeline.routing.routed import read_head
 from lifeline.tracing import Tracing
 
 log = logging.getLogger("lifeline.router")
@@ -58,32 +62,7 @@ _ALIAS_COULD_NOT = frozenset(
 )
 
 
-@dataclass(slots=True)
-class Routed(Generic[T]):
-    target: str
-    model: str
-    result: T
-    attempts: AttemptLog = field(default_factory=AttemptLog)
-    #: the alias that answered: the requested one, or one of the request's own fallbacks
-    alias: str = ""
-
-    @property
-    def tries(self) -> int:
-        return self.attempts.tries
-
-
-@dataclass(slots=True)
-class OpenStream:
-    """A stream that has produced its first content: `head` is what was read so far, `rest` the remainder."""
-
-    head: list[Chunk]
-    rest: AsyncIterator[Chunk]
-    #: a continuation that turned out to be the answer started again, verified against the text sent and
-    #: cut to what follows it (the target ignored the prefix)
-    restarted: bool = False
-
-
-class Router:
+class Router(Continuation):
     def __init__(
         self,
         config: Config,
@@ -122,6 +101,12 @@ class Router:
         self.prices = prices or PriceBook(config)
         for name, ability in self.abilities.items():
             health.prefill_declared[name] = ability.prefill
+        #: the aliases with a target that passes /v1/responses through natively (whose answers are not cached)
+        self.native_responses = frozenset(
+            name
+            for name, alias in config.aliases.items()
+            if any(getattr(config.targets[t], "responses", None) == "native" for t in alias.targets)
+        )
 
     def alias(self, name: str, kind: str | None = None) -> Alias:
         """The alias a client named; with `kind`, it must be of that kind (chat or embeddings)."""
@@ -194,113 +179,12 @@ class Router:
         def first_content(alias: Alias) -> Work[OpenStream]:
             async def read(provider: Provider, sent: Call) -> OpenStream:
                 stream = provider.stream(cast(ChatCall, sent))
-                return await _read_head(stream, alias.hold_back_tokens, alias.hold_back_ms / 1000)
+                return await read_head(stream, alias.hold_back_tokens, alias.hold_back_ms / 1000)
 
             return read
 
         # A stream's verdict on its target comes when it ends (see routing/streaming.py), not when it opens.
         return await self._route(alias_name, call, first_content, settle_on_return=False, fallbacks=fallbacks)
-
-    async def continue_stream(
-        self, alias_name: str, call: ChatCall, prefill: str, tried: set[str]
-    ) -> tuple[Routed[OpenStream] | None, AttemptLog]:
-        """After a stream broke mid-answer: the same answer continued from `prefill` on another target that
-        accepts an assistant prefix — or whose support is unknown — or None when none can; with the attempts
-        made either way. Every error of a candidate only moves on to the next: the client must see the
-        original failure, not that. A target of unknown support that answers the prefix with a 400 has
-        refused it: it is remembered as unable (here and, through the shared state, by other replicas) and
-        stays free for a replay-verified restart. One that ignored the prefix and began the answer again is
-        held to it as a replay (routing/replay.py) and remembered as unable too."""
-        alias = self.alias(alias_name)
-        attempts = AttemptLog()
-
-        async def first_content(provider: Provider, sent: Call) -> OpenStream | None:
-            stream = provider.stream(cast(ChatCall, sent))
-            if self.health.prefill_support(provider.name) is not None:
-                return await _read_head(stream, 0, 0.0)
-            # unknown support: a server that ignores the prefix starts the answer again — checked as a replay
-            read = await read_continuation(stream, prefill)
-            return None if read is None else OpenStream(*read)
-
-        def can_continue(name: str) -> bool:
-            return self.health.prefill_support(name) is not False
-
-        for name, later in self._takers(alias_name, call, tried, attempts, can_continue):
-            support = self.health.prefill_support(name)
-            continuation = dataclasses.replace(call, prefill=prefill, ttft=self._first_token_limit(name, alias, later))
-            try:
-                opened = await self._attempt_once(name, continuation, first_content, attempts, Outcome.CONTINUED)
-            except UpstreamError as err:
-                if support is None and err.failover is Failover.CLIENT:
-                    attempts.relabel_last(Outcome.PREFILL_REFUSED)
-                    self.health.refuse_prefill(name)
-                    tried.discard(name)  # it may still restart the answer
-                    log.info(
-                        "target refused an assistant prefix; it will not be asked to continue again",
-                        extra={"request_id": call.request_id, "target": name},
-                    )
-                continue
-            if opened is None or opened.restarted:
-                # it ignored the prefix: from now on it is only restarted, never asked to continue
-                self.health.refuse_prefill(name)
-                attempts.relabel_last(Outcome.REPLAYED if opened else Outcome.DIVERGED)
-            if opened is None:
-                self.health.release(name)  # it answered, differently: no verdict
-                continue
-            return Routed(name, self.providers[name].model, opened, attempts), attempts
-        if attempts:
-            log.warning("no target could continue the stream", extra={"request_id": call.request_id})
-        return None, attempts
-
-    async def replay_stream(
-        self, alias_name: str, call: ChatCall, sent: str, tried: set[str]
-    ) -> tuple[Routed[OpenStream] | None, AttemptLog]:
-        """When no target could continue a broken stream: the request restarted on the next target that can
-        serve it, its output held back until it has reproduced `sent` (the text the client has). The
-        answer's remainder when it did (the attempt is recorded as replayed); None when no target could
-        be asked, or the first whose regeneration was read differed (recorded as diverged) — another model
-        would not reproduce the text either, and nothing different may be spliced."""
-        alias = self.alias(alias_name)
-        attempts = AttemptLog()
-
-        async def regenerate(provider: Provider, restarted: Call) -> OpenStream | None:
-            stream = provider.stream(cast(ChatCall, restarted))
-            head = await read_replay(stream, sent)
-            return None if head is None else OpenStream(head, stream)
-
-        for name, later in self._takers(alias_name, call, tried, attempts, lambda _: True):
-            restarted = dataclasses.replace(call, ttft=self._first_token_limit(name, alias, later))
-            try:
-                opened = await self._attempt_once(name, restarted, regenerate, attempts, Outcome.REPLAYED)
-            except UpstreamError:
-                continue
-            if opened is None:
-                attempts.relabel_last(Outcome.DIVERGED)
-                self.health.release(name)  # it answered, differently: no verdict
-                log.warning("the restarted answer differed from the text sent", extra={"request_id": call.request_id})
-                return None, attempts
-            return Routed(name, self.providers[name].model, opened, attempts), attempts
-        return None, attempts
-
-    def _takers(
-        self, alias_name: str, call: ChatCall, tried: set[str], attempts: AttemptLog, usable: Callable[[str], bool]
-    ) -> Iterator[tuple[str, list[str]]]:
-        """The targets that may take over a broken stream, in the alias's order: not tried in this request,
-        `usable`, able to serve it and available (a skip is recorded in `attempts`) — each claimed for one
-        attempt and counted as tried, with the targets after it. None once the deadline has passed."""
-        alias = self.alias(alias_name)
-        needs = needs_of(call.request, call.body)
-        order = order_targets(alias, self.permitted[alias_name], self.health, self.prices, self.rng)
-        for index, name in enumerate(order):
-            if name in tried or not usable(name) or why_not(needs, self.abilities[name]) is not None:
-                continue
-            if call.deadline.expired:
-                return
-            if not self.health.acquire(name):
-                attempts.append(Attempt.skipped(name, self.health.why_unavailable(name)))
-                continue
-            tried.add(name)
-            yield name, order[index + 1 :]
 
     async def embed(self, alias_name: str, call: EmbeddingCall, fallbacks: tuple[str, ...] = ()) -> Routed[Completion]:
         # The config allows only embedding-capable kinds in an embeddings alias (checked at load).
@@ -712,29 +596,6 @@ async def _close(result: object) -> None:
     """Let go of what an attempt produced and nobody will read: an opened stream is closed."""
     if isinstance(result, OpenStream):
         await result.rest.aclose()  # type: ignore[attr-defined]
-
-
-async def _read_head(rest: AsyncIterator[Chunk], hold_tokens: int, hold_seconds: float) -> OpenStream:
-    """Read a stream up to its first content — or, with a hold-back window, until `hold_tokens` content
-    events and `hold_seconds` since the first have passed (or it finished) — so that a failure until then
-    can still move to another target unseen."""
-    head: list[Chunk] = []
-    seen = 0
-    first_at: float | None = None
-    try:
-        async for chunk in rest:
-            head.append(chunk)
-            if chunk.finish:
-                break
-            if chunk.content:
-                seen += 1
-                first_at = first_at or time.monotonic()
-                if seen >= max(1, hold_tokens) and time.monotonic() - first_at >= hold_seconds:
-                    break
-    except BaseException:
-        await rest.aclose()  # type: ignore[attr-defined]
-        raise
-    return OpenStream(head, rest)
 
 
 def _builtin_tools(target: Target) -> frozenset[str]:

@@ -133,7 +133,7 @@ class Exchange:
         )
         # A native Responses target's answer is not a chat completion: a Responses request to an alias with
         # one is not cached.
-        native = responses is not None and self._has_native(chat.model, fallbacks)
+        native = responses is not None and not router.native_responses.isdisjoint((chat.model, *fallbacks))
         cache = None if native else self.gateway.accounting.cache.lookup(chat.model, self.key, data, chat)
         if cache is not None and (hit := await cache.hit()) is not None:
             return await self._cached(admission, hit, chat, CacheUse.HIT, AttemptLog())
@@ -166,15 +166,6 @@ class Exchange:
         call = EmbeddingCall(body=data, request_id=self.request_id, deadline=self.deadline)
         done = await self._routed(admission, router.embed(embedding.model, call, fallbacks), streamed=False)
         return await self._answer(admission, done, data, embedding=True)
-
-    def _has_native(self, alias: str, fallbacks: tuple[str, ...]) -> bool:
-        """Whether a target of `alias` or of the request's fallbacks speaks the Responses API natively."""
-        config = self.gateway.config
-        return any(
-            getattr(config.targets[name], "responses", None) == "native"
-            for each in (alias, *fallbacks)
-            for name in config.aliases[each].targets
-        )
 
     def _fallbacks(self, kind: str) -> tuple[str, ...]:
         """The body's fallback aliases: each known, of `kind`, and one the key may use — a forbidden one is

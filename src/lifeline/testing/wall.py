@@ -149,6 +149,28 @@ def prefill_of(body: dict[str, Any]) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class _Asked:
+    """A chat or Responses request as the wall reads it: its body and the behaviour it asks for."""
+
+    body: dict[str, Any]
+    model: str | None
+    spec: str  # the behaviour as written: the header, else the model name
+    behaviour: Behaviour
+    stream: bool
+    keep: bool
+
+
+def _asked(request: Request) -> _Asked | None:
+    """None when the body is not a JSON object."""
+    body = _json_object(request.body)
+    if body is None:
+        return None
+    model = body.get("model") if isinstance(body.get("model"), str) else None
+    spec = request.headers.get(BEHAVIOUR_HEADER) or model
+    return _Asked(body, model, spec or "", parse_behaviour(spec), body.get("stream") is True, request.keep_alive)
+
+
 def _strike_at(behaviour: Behaviour, tokens: int) -> int:
     return max(0, min(behaviour.get_int("after", AFTER_DEFAULTS.get(behaviour.name, 0)), tokens))
 
@@ -380,15 +402,10 @@ class FaultWall:
     async def _responses(self, request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         """OpenAI's Responses API, misbehaving as chat does: the error behaviours, reset, hang, and in a stream
         cut?after=N (the connection closes after N deltas) and error_event?after=N (an `error` event)."""
-        keep = request.keep_alive
-        body = _json_object(request.body)
-        if body is None:
-            self._record(self._attempt(request, None, "invalid_json", False, None, "status:400"))
-            return await _send_json(writer, 400, envelope("Invalid JSON body.", "invalid_request_error"), keep)
-        model = body.get("model") if isinstance(body.get("model"), str) else None
-        spec = request.headers.get(BEHAVIOUR_HEADER) or model
-        behaviour = parse_behaviour(spec)
-        stream = body.get("stream") is True
+        asked = _asked(request)
+        if asked is None:
+            return await self._invalid_json(request, writer, "Invalid JSON body.")
+        body, model, behaviour, stream, keep = asked.body, asked.model, asked.behaviour, asked.stream, asked.keep
         reply = ResponsesReply.of(
             next(self._ids),
             int(time.time()),
@@ -400,20 +417,11 @@ class FaultWall:
         reply.tool_call = behaviour.name in ("tool_call", "scripted") and any(
             isinstance(t, dict) and t.get("type") == "function" for t in body.get("tools") or []
         )
-        error = self._error_for(behaviour, spec or "", model, self._reply({"messages": []}, behaviour, model, False))
-        outcome = f"status:{error.status}" if error else _outcome(behaviour, stream, reply.tokens)
-        self._record(self._attempt(request, model, behaviour.name, stream, body, outcome))
-        if behaviour.latency_s > 0:
-            await asyncio.sleep(behaviour.latency_s)
-        if error is not None:
-            return await _send_json(writer, error.status, error.envelope, keep, error.headers)
+        error = self._error_for(behaviour, asked.spec, model, self._reply({"messages": []}, behaviour, model, False))
+        ended = await self._common_endings(request, reader, writer, asked, error, reply.tokens)
+        if ended is not None:
+            return ended
         name = behaviour.name
-        if name == "reset":
-            _reset(writer)
-            return False
-        if name == "hang":
-            await _wait_for_peer(reader, None)
-            return False
         if not stream:
             if name == "cut":
                 return False
@@ -436,51 +444,66 @@ class FaultWall:
     # -- chat completions ------------------------------------------------------------------------
 
     async def _chat(self, request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-        keep = request.keep_alive
-        body = _json_object(request.body)
-        if body is None:
-            self._record(self._attempt(request, None, "invalid_json", False, None, "status:400"))
+        asked = _asked(request)
+        if asked is None:
             message = (
                 "We could not parse the JSON body of your request. (HINT: This likely means you aren't using "
                 "your HTTP library correctly.)"
             )
-            return await _send_json(writer, 400, envelope(message, "invalid_request_error"), keep)
-
-        model = body.get("model") if isinstance(body.get("model"), str) else None
-        spec = request.headers.get(BEHAVIOUR_HEADER) or model
-        behaviour = parse_behaviour(spec)
-        stream = body.get("stream") is True
+            return await self._invalid_json(request, writer, message)
+        body, model, spec, behaviour = asked.body, asked.model, asked.spec, asked.behaviour
+        stream, keep = asked.stream, asked.keep
         reply = self._reply(body, behaviour, model, stream)
-        error = self._error_for(behaviour, spec or "", model, reply)
+        error = self._error_for(behaviour, spec, model, reply)
         if error is None and behaviour.name == "no_prefill" and prefill_of(body) is not None:
             # a host that does not support continuing an assistant message refuses it
             message = "Assistant prefill is not supported by this model."
             error = ErrorReply(400, envelope(message, "invalid_request_error", "messages", "invalid_value"), [])
-        outcome = f"status:{error.status}" if error else _outcome(behaviour, stream, reply.tokens)
-        self._record(self._attempt(request, model, behaviour.name, stream, body, outcome))
-
-        if behaviour.latency_s > 0:
-            await asyncio.sleep(behaviour.latency_s)
-        if error is not None:
-            return await _send_json(writer, error.status, error.envelope, keep, error.headers)
+        ended = await self._common_endings(request, reader, writer, asked, error, reply.tokens)
+        if ended is not None:
+            return ended
 
         name = behaviour.name
-        if name == "reset":
-            _reset(writer)
-            return False
-        if name == "hang":
-            await _wait_for_peer(reader, None)
-            return False
         if name == "tool_call":
             return await self._tool_call(writer, behaviour, reply, body, stream, keep)
         if name in ("scripted", "judge", "speech"):
-            answer = self._scripted(behaviour, spec or "", reply, body)
+            answer = self._scripted(behaviour, spec, reply, body)
             if stream:
                 return await self._stream_answer(writer, reply, answer, keep)
             return await _send_json(writer, 200, answer, keep)
         if stream:
             return await self._stream(reader, writer, behaviour, reply, keep)
         return await self._answer(reader, writer, behaviour, reply, keep)
+
+    async def _invalid_json(self, request: Request, writer: asyncio.StreamWriter, message: str) -> bool:
+        self._record(self._attempt(request, None, "invalid_json", False, None, "status:400"))
+        return await _send_json(writer, 400, envelope(message, "invalid_request_error"), request.keep_alive)
+
+    async def _common_endings(
+        self,
+        request: Request,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        asked: _Asked,
+        error: ErrorReply | None,
+        tokens: int,
+    ) -> bool | None:
+        """Record the attempt, wait out any latency, then answer what chat and Responses answer alike (an
+        error, a reset, a hang); None leaves the answer to the caller."""
+        behaviour = asked.behaviour
+        outcome = f"status:{error.status}" if error else _outcome(behaviour, asked.stream, tokens)
+        self._record(self._attempt(request, asked.model, behaviour.name, asked.stream, asked.body, outcome))
+        if behaviour.latency_s > 0:
+            await asyncio.sleep(behaviour.latency_s)
+        if error is not None:
+            return await _send_json(writer, error.status, error.envelope, asked.keep, error.headers)
+        if behaviour.name == "reset":
+            _reset(writer)
+            return False
+        if behaviour.name == "hang":
+            await _wait_for_peer(reader, None)
+            return False
+        return None
 
     def _scripted(self, behaviour: Behaviour, spec: str, reply: Reply, body: dict[str, Any]) -> dict[str, Any]:
         """A whole answer of `scripted` (says what the prompt asks it to, calls the first offered tool, breaks
