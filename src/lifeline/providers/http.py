@@ -1,12 +1,14 @@
 """What every HTTP-speaking provider shares.
 
 `HttpProvider` is the scaffolding of kinds `openai`, `anthropic` and `gemini`: one pooled keep-alive client
-per target, opened at start-up and closed at shutdown; the boundary where httpx exceptions, timeouts and
-upstream error responses become Lifeline errors (with keys scrubbed from their messages); one attempt,
-streaming or not, under the target's timeouts. `TimedEvents` reads a streamed answer's events under the
-time-to-first-token and idle timeouts. Each provider module adds only its wire format: the request body,
-the answer's shape, and how its error envelopes are classified. Below them, the helpers for reading
-Retry-After and error bodies, and the error class a bare HTTP status implies.
+per target, opened at start-up and closed at shutdown — the lean transport called directly (each URL's
+fixed request bytes encoded once), or httpx's client with `http_client: httpx` or a given transport; the
+one boundary where transport exceptions, timeouts and upstream error responses become Lifeline errors (with
+keys scrubbed from their messages); one attempt, streaming or not, under the target's timeouts.
+`TimedEvents` reads a streamed answer's events under the time-to-first-token and idle timeouts. Each provider
+module adds only its wire format: the request body, the answer's shape, and how its error envelopes are
+classified. Below them, the helpers for reading Retry-After and error bodies, and the error class a bare HTTP
+status implies.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import httpx
 import orjson
 
+from lifeline import __version__
 from lifeline.config.schema import HttpTarget, Timeouts
 from lifeline.errors import (
     ConnectionPoolFull,
@@ -36,7 +39,7 @@ from lifeline.errors import (
 )
 from lifeline.providers.base import ChatCall, Chunk, Deadline, EmbeddingCall
 from lifeline.providers.sse import iter_sse_data
-from lifeline.providers.transport import CONNECTING, SENDING, LeanTransport, PoolUse
+from lifeline.providers.transport import CONNECTING, SENDING, FixedRequest, LeanTransport, PoolUse
 
 MAX_ERROR_BODY = 64 * 1024
 
@@ -44,8 +47,59 @@ MAX_ERROR_BODY = 64 * 1024
 #: a Retry-After beyond this is treated as this: a day is "not today", and keeps the arithmetic finite
 MAX_RETRY_AFTER = 86400.0
 
+#: a finished stream's remaining bytes (the chunked terminator, a closing `[DONE]`) are read for at most
+#: this long and this much, so that its connection goes back to the pool instead of being closed
+DRAIN_SECONDS = 1.0
+DRAIN_BYTES = 64 * 1024
+
+#: what the lean client sends besides the wire format's headers (which override them): no content coding,
+#: so that bodies and streams are read as they come
+LEAN_HEADERS = {"accept-encoding": "identity", "user-agent": f"lifeline/{__version__}"}
+
 JSON = dict[str, Any]
 TargetT = TypeVar("TargetT", bound=HttpTarget)
+
+
+class Answer(Protocol):
+    """An upstream's response, from whichever client: the lean transport's own, or httpx's (`HttpxAnswer`)."""
+
+    status: int
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """By lower-case name."""
+        ...
+
+    def body(self) -> AsyncIterator[bytes]:
+        """The body's bytes as they arrive, without any content coding; one iterator per answer."""
+        ...
+
+    async def read(self) -> bytes: ...
+
+    async def aclose(self) -> None: ...
+
+
+class HttpxAnswer:
+    """httpx's response seen as an `Answer`."""
+
+    __slots__ = ("response", "status")
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self.status = response.status_code
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self.response.headers
+
+    def body(self) -> AsyncIterator[bytes]:
+        return self.response.aiter_bytes()
+
+    async def read(self) -> bytes:
+        return await self.response.aread()
+
+    async def aclose(self) -> None:
+        await self.response.aclose()
 
 
 class HttpProvider(ABC, Generic[TargetT]):
@@ -89,8 +143,14 @@ class HttpProvider(ABC, Generic[TargetT]):
         #: the transport is Lifeline's or httpx's own, which report when a request leaves (see Connecting)
         self._traced = transport is None
         self._client: httpx.AsyncClient | None = None
+        self._lean: LeanTransport | None = None
+        #: each URL's fixed request bytes, encoded on first use (lean transport only)
+        self._requests: dict[str, FixedRequest] = {}
 
     async def start(self) -> None:
+        if self._transport is None and self.config.http_client == "lean":
+            self._lean = LeanTransport(self.config.max_connections)
+            return
         limits = httpx.Limits(
             max_connections=self.config.max_connections,
             max_keepalive_connections=self.config.max_connections,
@@ -99,22 +159,21 @@ class HttpProvider(ABC, Generic[TargetT]):
         # Reads are bounded per phase with asyncio.timeout (first byte, TTFT, idle, whole response);
         # httpx bounds only connecting and waiting for a pooled connection.
         timeout = httpx.Timeout(connect=self._timeouts.connect, read=None, write=30.0, pool=self._timeouts.connect)
-        transport = self._transport
-        if transport is None and self.config.http_client == "lean":
-            transport = LeanTransport(self.config.max_connections)
         self._client = httpx.AsyncClient(
-            headers=self._headers, limits=limits, timeout=timeout, transport=transport, trust_env=False
+            headers=self._headers, limits=limits, timeout=timeout, transport=self._transport, trust_env=False
         )
 
     async def close(self) -> None:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+        if self._lean is not None:
+            await self._lean.aclose()
+            self._lean = None
 
     def pool_use(self) -> PoolUse | None:
         """The connection pool's use now, for /metrics (the lean client's; None for another transport)."""
-        transport = getattr(self._client, "_transport", None)
-        return transport.use() if isinstance(transport, LeanTransport) else None
+        return self._lean.use() if self._lean is not None else None
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -143,20 +202,35 @@ class HttpProvider(ABC, Generic[TargetT]):
 
     # --- one attempt -----------------------------------------------------------------------------
 
-    def _headers_for(self, call: ChatCall | EmbeddingCall) -> dict[str, str]:
-        return {"x-request-id": call.request_id}
+    async def _send(self, url: str, content: bytes, call: ChatCall | EmbeddingCall, phase: Connecting) -> Answer:
+        """Send one POST and return its answer once the status and headers have come; the body is the
+        caller's to read and close. Inside the caller's `_boundary`."""
+        lean = self._lean
+        if lean is not None:
+            request = self._requests.get(url)
+            if request is None:
+                request = self._requests[url] = FixedRequest(url, {**LEAN_HEADERS, **self._headers})
+            wait = self._timeouts.connect
+            return await lean.send(
+                request, call.request_id, content, pool_timeout=wait, connect_timeout=wait, trace=phase.trace
+            )
+        built = self.client.build_request(
+            "POST", url, content=content, headers={"x-request-id": call.request_id}, extensions=phase.extensions
+        )
+        return HttpxAnswer(await self.client.send(built, stream=True))
 
     async def _post_json(self, url: str, content: bytes, call: ChatCall | EmbeddingCall) -> Any:
         """One non-streaming request under the response timeout; the answer parsed (any JSON value)."""
         phase = Connecting(call.deadline, self._timeouts.response, self._traced)
         with self._boundary("response", phase):
             async with phase.timer():
-                response = await self.client.post(
-                    url, content=content, headers=self._headers_for(call), extensions=phase.extensions
-                )
-                if response.status_code >= 400:
-                    await self._raise_for_status(response)
-                raw = await response.aread()
+                answer = await self._send(url, content, call, phase)
+                try:
+                    if answer.status >= 400:
+                        await self._raise_for_status(answer)
+                    raw = await answer.read()
+                finally:
+                    await answer.aclose()
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -174,22 +248,16 @@ class HttpProvider(ABC, Generic[TargetT]):
     ) -> AsyncIterator[Chunk]:
         """One streaming request to `url`, its events read by `chunks` (a wire format's reader)."""
         phase = Connecting(call.deadline, self._timeouts.first_byte, self._traced)
-        request = self.client.build_request(
-            "POST",
-            url,
-            content=body(),
-            headers=self._headers_for(call),
-            extensions=phase.extensions,
-        )
+        content = body()
         with self._boundary("first_byte", phase):
             async with phase.timer():
-                response = await self.client.send(request, stream=True)
+                answer = await self._send(url, content, call, phase)
         try:
-            if response.status_code >= 400:
+            if answer.status >= 400:
                 with self._boundary("first_byte"):
-                    await self._raise_for_status(response)
+                    await self._raise_for_status(answer)
             events = TimedEvents(
-                response.aiter_raw(),
+                answer.body(),
                 boundary=self._boundary,
                 timeouts=self._timeouts,
                 deadline=call.deadline,
@@ -200,7 +268,7 @@ class HttpProvider(ABC, Generic[TargetT]):
             async for chunk in chunks(events):
                 yield chunk
         finally:
-            await response.aclose()
+            await answer.aclose()
 
     async def _event_objects(self, events: TimedEvents) -> AsyncIterator[JSON]:
         """The stream's events that are JSON objects; others are skipped (logged when not JSON at all)."""
@@ -215,9 +283,9 @@ class HttpProvider(ABC, Generic[TargetT]):
 
     # --- errors ----------------------------------------------------------------------------------
 
-    async def _raise_for_status(self, response: httpx.Response) -> None:
-        raw = await read_error_body(response)
-        raise self._error(response.status_code, self._error_body(raw), retry_after_seconds(response.headers))
+    async def _raise_for_status(self, answer: Answer) -> None:
+        raw = await read_error_body(answer)
+        raise self._error(answer.status, self._error_body(raw), retry_after_seconds(answer.headers))
 
     def _error(self, status: int | None, error: JSON, retry_after: float | None) -> UpstreamError:
         err = self._classify(status, error, retry_after)
@@ -275,6 +343,7 @@ class Connecting:
         self.sent_at: float | None = None
         self.created_at = time.monotonic()
         self.extensions = {"trace": self._trace} if traced else {}
+        self.trace = self._trace if traced else None
 
     def timer(self) -> asyncio.Timeout:
         self._timer = asyncio.timeout(self._deadline.bound(math.inf if self.traced else self._timeout))
@@ -363,8 +432,9 @@ class TimedEvents:
 # --- reading what an upstream says --------------------------------------------------------------
 
 
-def retry_after_seconds(headers: httpx.Headers) -> float | None:
-    """Seconds to wait from `retry-after-ms` (OpenAI) or `Retry-After` (seconds or an HTTP date)."""
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from `retry-after-ms` (OpenAI) or `Retry-After` (seconds or an HTTP date); `headers`
+    by lower-case name."""
     ms = _seconds(headers.get("retry-after-ms"))
     if ms is not None:
         return min(MAX_RETRY_AFTER, ms / 1000)
@@ -391,16 +461,11 @@ def _seconds(value: str | None) -> float | None:
     return max(0.0, number) if math.isfinite(number) else None
 
 
-async def read_error(response: httpx.Response) -> dict[str, Any]:
-    """The `error` object of an upstream's error response, whatever shape it came in."""
-    return error_object(await read_error_body(response))
-
-
-async def read_error_body(response: httpx.Response) -> bytes:
+async def read_error_body(answer: Answer) -> bytes:
     """An error response's body, up to MAX_ERROR_BODY and as far as the connection lets it be read."""
     raw = b""
     try:
-        async for piece in response.aiter_bytes():
+        async for piece in answer.body():
             raw += piece
             if len(raw) > MAX_ERROR_BODY:
                 break
