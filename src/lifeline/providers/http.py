@@ -252,6 +252,7 @@ class HttpProvider(ABC, Generic[TargetT]):
         with self._boundary("first_byte", phase):
             async with phase.timer():
                 answer = await self._send(url, content, call, phase)
+        events: TimedEvents | None = None
         try:
             if answer.status >= 400:
                 with self._boundary("first_byte"):
@@ -268,6 +269,8 @@ class HttpProvider(ABC, Generic[TargetT]):
             async for chunk in chunks(events):
                 yield chunk
         finally:
+            if events is not None:
+                events.stop()
             await answer.aclose()
 
     async def _event_objects(self, events: TimedEvents) -> AsyncIterator[JSON]:
@@ -371,6 +374,12 @@ class TimedEvents:
     between events. Every wait is also bounded by the request's deadline. The provider passes each chunk it
     makes through `seen`: that is how the phase moves on, and how an answer that was already complete is
     told from one cut off when the upstream then fails or closes.
+
+    One timer serves every wait of a stream (an `asyncio.timeout` per event cost more than the event): each
+    wait only moves its deadline; the timer is set again only when the deadline comes sooner than it, or
+    when it goes off before a moved deadline. Going off during a wait, it cancels the task as
+    `asyncio.timeout` does, and the wait turns that into TimeoutError; between waits (while the client is
+    sent what came) nothing is timed.
     """
 
     def __init__(
@@ -385,13 +394,20 @@ class TimedEvents:
         ttft: float | None = None,
     ) -> None:
         self._payloads = iter_sse_data(raw)
-        #: the first-content limit: the router's for this attempt, else the target's own
-        self._ttft = timeouts.ttft if ttft is None else ttft
         self._boundary = boundary
-        self._timeouts = timeouts
-        self._deadline = deadline
-        self._started = started
+        self._idle = timeouts.idle
         self._target = target
+        self._loop = asyncio.get_running_loop()
+        now, monotonic = self._loop.time(), time.monotonic()
+        #: the request's deadline, and the end of the first-content budget, on the loop's clock
+        self._last = now + deadline.remaining()
+        first = timeouts.ttft if ttft is None else ttft  # the router's limit for this attempt, else the target's
+        self._ttft_at = min(self._last, now + first - (monotonic - started))
+        #: the current wait's deadline, the timer (and when it is set for), the task waiting now
+        self._when = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._waiting: asyncio.Task[Any] | None = None
+        self._expired = False
         #: a chunk with content (or a finish) has been made: the idle timeout applies from here on
         self.content = False
         #: some choice finished: the answer is complete
@@ -407,15 +423,29 @@ class TimedEvents:
 
     async def __anext__(self) -> bytes:
         if self.content:
-            phase, limit = "idle", self._deadline.bound(self._timeouts.idle)
+            phase, when = "idle", min(self._last, self._loop.time() + self._idle)
         else:
-            phase = "ttft"
-            limit = self._deadline.bound(self._ttft - (time.monotonic() - self._started))
+            phase, when = "ttft", self._ttft_at
+        self._when = when
+        timer = self._timer
+        if timer is None or timer.when() > when:
+            if timer is not None:
+                timer.cancel()
+            self._timer = self._loop.call_at(when, self._expire) if when != math.inf else None
+        task = self._waiting = asyncio.current_task()
+        assert task is not None
+        cancelling = task.cancelling()
+        self._expired = False
         try:
             with self._boundary(phase):
-                async with asyncio.timeout(limit):
+                try:
                     return await anext(self._payloads)
+                except asyncio.CancelledError:
+                    if self._expired and task.uncancel() <= cancelling:
+                        raise TimeoutError from None
+                    raise
         except StopAsyncIteration:
+            self.stop()
             if not self.finished:
                 # Only a finish marks a whole answer; a connection that closes before one cut it off.
                 raise UpstreamUnavailable(
@@ -423,10 +453,29 @@ class TimedEvents:
                 ) from None
             raise
         except UpstreamError:
+            self.stop()
             if self.finished:
                 # The answer was complete; the upstream just did not close properly.
                 raise StopAsyncIteration from None
             raise
+        finally:
+            self._waiting = None
+
+    def _expire(self) -> None:
+        timer, self._timer = self._timer, None
+        if self._waiting is None:
+            return  # not waiting: the next wait sets the timer again
+        if timer is not None and self._when > timer.when():
+            self._timer = self._loop.call_at(self._when, self._expire)  # the deadline moved on since
+            return
+        self._expired = True
+        self._waiting.cancel()
+
+    def stop(self) -> None:
+        """No more waits: the timer is let go."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 # --- reading what an upstream says --------------------------------------------------------------
