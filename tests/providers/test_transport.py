@@ -408,3 +408,87 @@ def test_a_provider_encodes_each_urls_fixed_request_once_and_sends_it_directly(
         assert fields[b"content-length"] == str(len(body)).encode()
         assert fields[b"x-request-id"] == (f"req-{i}".encode() if i < 3 else b"req-1")
         assert len(fields) == len(lines) - 1  # no header twice
+
+
+@pytest.mark.parametrize("http_client", ["lean", "httpx"])
+def test_finished_streams_hand_their_connection_back_with_either_client(http_client: str) -> None:
+    """The upstream sends the chunked terminator only after a pause, once the answer is whole: the stream is
+    drained to its end (off the request's path) so that its connection is reused, with either client."""
+    from lifeline.config.schema import OpenAITarget
+    from lifeline.providers.openai_compat import OpenAICompatProvider
+    from tests.providers.support import make_call
+
+    events = (
+        b'data: {"choices": [{"index": 0, "delta": {"content": "ok"}, "finish_reason": "stop"}]}\n\ndata: [DONE]\n\n'
+    )
+    connections = 0
+    served = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections, served
+        connections += 1
+        try:
+            while True:
+                await read_request(reader)
+                writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                writer.write(b"%x\r\n%s\r\n" % (len(events), events))
+                await writer.drain()
+                await asyncio.sleep(0.05)  # the answer is whole; the terminator comes later
+                writer.write(b"0\r\n\r\n")
+                await writer.drain()
+                served += 1
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    async def main() -> None:
+        server, port = await serve(handler)
+        spec = {"kind": "openai", "base_url": f"http://127.0.0.1:{port}/v1", "model": "m", "http_client": http_client}
+        provider = OpenAICompatProvider("up", OpenAITarget.model_validate(spec), None)
+        await provider.start()
+        try:
+            for _ in range(3):
+                chunks = [chunk async for chunk in provider.stream(make_call(stream=True))]
+                assert chunks[-1].finish
+                await asyncio.gather(*provider.draining)  # the terminator read, the connection handed back
+        finally:
+            await provider.close()
+            server.close()
+
+    asyncio.run(main())
+    assert served == 3
+    assert connections == 1
+
+
+def test_a_stream_abandoned_before_its_end_is_not_drained() -> None:
+    """A reader that leaves mid-answer closes the connection at once: nothing is read for an answer no one
+    wants (the upstream may still be generating it)."""
+    from lifeline.config.schema import OpenAITarget
+    from lifeline.providers.openai_compat import OpenAICompatProvider
+    from tests.providers.support import make_call
+
+    first = b'data: {"choices": [{"index": 0, "delta": {"content": "ok"}, "finish_reason": null}]}\n\n'
+    closed = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n%x\r\n%s\r\n" % (len(first), first))
+        await writer.drain()
+        await reader.read()  # until the gateway closes the connection
+        closed.set()
+
+    async def main() -> None:
+        server, port = await serve(handler)
+        spec = {"kind": "openai", "base_url": f"http://127.0.0.1:{port}/v1", "model": "m"}
+        provider = OpenAICompatProvider("up", OpenAITarget.model_validate(spec), None)
+        await provider.start()
+        try:
+            stream = provider.stream(make_call(stream=True))
+            await anext(stream)
+            await stream.aclose()  # type: ignore[attr-defined]
+            assert not provider.draining
+            await asyncio.wait_for(closed.wait(), 30)
+        finally:
+            await provider.close()
+            server.close()
+
+    asyncio.run(main())

@@ -76,6 +76,11 @@ class Answer(Protocol):
 
     async def read(self) -> bytes: ...
 
+    @property
+    def complete(self) -> bool:
+        """The body has arrived to its end: closing now keeps the connection."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -97,6 +102,10 @@ class HttpxAnswer:
 
     async def read(self) -> bytes:
         return await self.response.aread()
+
+    @property
+    def complete(self) -> bool:
+        return self.response.is_closed  # httpx closes a response once its body was read to the end
 
     async def aclose(self) -> None:
         await self.response.aclose()
@@ -146,6 +155,8 @@ class HttpProvider(ABC, Generic[TargetT]):
         self._lean: LeanTransport | None = None
         #: each URL's fixed request bytes, encoded on first use (lean transport only)
         self._requests: dict[str, FixedRequest] = {}
+        #: finished streams whose last bytes are being read (see `_drain`)
+        self.draining: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         if self._transport is None and self.config.http_client == "lean":
@@ -164,6 +175,10 @@ class HttpProvider(ABC, Generic[TargetT]):
         )
 
     async def close(self) -> None:
+        for task in list(self.draining):
+            task.cancel()
+        if self.draining:
+            await asyncio.gather(*self.draining, return_exceptions=True)
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -253,12 +268,14 @@ class HttpProvider(ABC, Generic[TargetT]):
             async with phase.timer():
                 answer = await self._send(url, content, call, phase)
         events: TimedEvents | None = None
+        handed_off = False
         try:
             if answer.status >= 400:
                 with self._boundary("first_byte"):
                     await self._raise_for_status(answer)
+            body_bytes = answer.body()
             events = TimedEvents(
-                answer.body(),
+                body_bytes,
                 boundary=self._boundary,
                 timeouts=self._timeouts,
                 deadline=call.deadline,
@@ -268,10 +285,21 @@ class HttpProvider(ABC, Generic[TargetT]):
             )
             async for chunk in chunks(events):
                 yield chunk
+            if events.finished and not answer.complete:
+                # The answer is whole but its last bytes (the chunked terminator) are still to come: read
+                # them off the request's path, so that the connection goes back to the pool.
+                self._drain_later(body_bytes, answer)
+                handed_off = True
         finally:
             if events is not None:
                 events.stop()
-            await answer.aclose()
+            if not handed_off:
+                await answer.aclose()
+
+    def _drain_later(self, body: AsyncIterator[bytes], answer: Answer) -> None:
+        task = asyncio.get_running_loop().create_task(_drain(body, answer))
+        self.draining.add(task)
+        task.add_done_callback(self.draining.discard)
 
     async def _event_objects(self, events: TimedEvents) -> AsyncIterator[JSON]:
         """The stream's events that are JSON objects; others are skipped (logged when not JSON at all)."""
@@ -326,6 +354,23 @@ class HttpProvider(ABC, Generic[TargetT]):
             f"target {self.name}: all {self.config.max_connections} connections stayed busy until {why}",
             target=self.name,
         )
+
+
+async def _drain(body: AsyncIterator[bytes], answer: Answer) -> None:
+    """Read a finished stream's remaining bytes (at most DRAIN_BYTES, for at most DRAIN_SECONDS), then close
+    it: read to its end, its connection is kept (by either client); otherwise it is closed. Sound because the
+    answer was already whole: what is left is framing, never content anyone waits for."""
+    read = 0
+    try:
+        async with asyncio.timeout(DRAIN_SECONDS):
+            async for piece in body:
+                read += len(piece)
+                if read > DRAIN_BYTES:
+                    break
+    except (TimeoutError, httpx.HTTPError, OSError):
+        pass
+    finally:
+        await answer.aclose()
 
 
 class Connecting:
