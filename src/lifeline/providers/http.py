@@ -20,7 +20,7 @@ import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import httpx
@@ -55,6 +55,9 @@ DRAIN_BYTES = 64 * 1024
 #: what the lean client sends besides the wire format's headers (which override them): no content coding,
 #: so that bodies and streams are read as they come
 LEAN_HEADERS = {"accept-encoding": "identity", "user-agent": f"lifeline/{__version__}"}
+
+#: what `HttpProvider._converted` turns into Lifeline errors: timeouts, and every failure of either client
+TRANSPORT_ERRORS = (TimeoutError, httpx.HTTPError)
 
 JSON = dict[str, Any]
 TargetT = TypeVar("TargetT", bound=HttpTarget)
@@ -276,7 +279,7 @@ class HttpProvider(ABC, Generic[TargetT]):
             body_bytes = answer.body()
             events = TimedEvents(
                 body_bytes,
-                boundary=self._boundary,
+                convert=self._converted,
                 timeouts=self._timeouts,
                 deadline=call.deadline,
                 started=phase.sent_at or phase.created_at,
@@ -325,29 +328,30 @@ class HttpProvider(ABC, Generic[TargetT]):
 
     @contextmanager
     def _boundary(self, phase: str, connecting: Connecting | None = None) -> Iterator[None]:
-        """Convert transport failures and timeouts into Lifeline errors. With `connecting`, a timer that
-        ran out before the request was sent is the deadline's, not the target's silence."""
+        """Convert transport failures and timeouts into Lifeline errors (see `_converted`)."""
         try:
             yield
-        except TimeoutError:
+        except TRANSPORT_ERRORS as exc:
+            raise self._converted(exc, phase, connecting) from None
+
+    def _converted(self, exc: Exception, phase: str, connecting: Connecting | None = None) -> UpstreamError:
+        """The Lifeline error for a transport failure or a timeout (one of TRANSPORT_ERRORS) in `phase`: the
+        one place they are converted, for `_boundary` and for a stream's reads. With `connecting`, a timer
+        that ran out before the request was sent is the deadline's, not the target's silence."""
+        if isinstance(exc, TimeoutError):
             if connecting is not None and connecting.waited_for_connection:
                 if connecting.connecting:
-                    raise UpstreamUnavailable(
+                    return UpstreamUnavailable(
                         f"target {self.name}: the deadline passed while connecting", target=self.name
-                    ) from None
-                raise self._pool_full("the deadline passed") from None
-            raise UpstreamSilent(
-                f"target {self.name} sent nothing within the {phase} timeout", target=self.name
-            ) from None
-        except httpx.PoolTimeout:
-            raise self._pool_full(f"the connect timeout ({self._timeouts.connect:g}s) passed") from None
-        except httpx.TimeoutException as exc:
+                    )
+                return self._pool_full("the deadline passed")
+            return UpstreamSilent(f"target {self.name} sent nothing within the {phase} timeout", target=self.name)
+        if isinstance(exc, httpx.PoolTimeout):
+            return self._pool_full(f"the connect timeout ({self._timeouts.connect:g}s) passed")
+        if isinstance(exc, httpx.TimeoutException):
             # httpx's own timeouts are only connect and pool: the target is unreachable, not silent.
-            raise UpstreamUnavailable(
-                f"target {self.name}: {type(exc).__name__} while connecting", target=self.name
-            ) from None
-        except httpx.HTTPError as exc:
-            raise UpstreamUnavailable(f"target {self.name}: {type(exc).__name__} ({phase})", target=self.name) from None
+            return UpstreamUnavailable(f"target {self.name}: {type(exc).__name__} while connecting", target=self.name)
+        return UpstreamUnavailable(f"target {self.name}: {type(exc).__name__} ({phase})", target=self.name)
 
     def _pool_full(self, why: str) -> ConnectionPoolFull:
         return ConnectionPoolFull(
@@ -431,7 +435,7 @@ class TimedEvents:
         self,
         raw: AsyncIterator[bytes],
         *,
-        boundary: Callable[[str], AbstractContextManager[None]],
+        convert: Callable[[Exception, str], UpstreamError],
         timeouts: Timeouts,
         deadline: Deadline,
         started: float,
@@ -439,7 +443,7 @@ class TimedEvents:
         ttft: float | None = None,
     ) -> None:
         self._payloads = iter_sse_data(raw)
-        self._boundary = boundary
+        self._convert = convert
         self._idle = timeouts.idle
         self._target = target
         self._loop = asyncio.get_running_loop()
@@ -482,13 +486,14 @@ class TimedEvents:
         cancelling = task.cancelling()
         self._expired = False
         try:
-            with self._boundary(phase):
-                try:
-                    return await anext(self._payloads)
-                except asyncio.CancelledError:
-                    if self._expired and task.uncancel() <= cancelling:
-                        raise TimeoutError from None
-                    raise
+            try:
+                return await anext(self._payloads)
+            except asyncio.CancelledError:
+                if self._expired and task.uncancel() <= cancelling:
+                    raise self._convert(TimeoutError(), phase) from None
+                raise
+            except TRANSPORT_ERRORS as exc:
+                raise self._convert(exc, phase) from None
         except StopAsyncIteration:
             self.stop()
             if not self.finished:
