@@ -39,7 +39,7 @@ from lifeline.errors import (
 )
 from lifeline.providers.base import ChatCall, Chunk, Deadline, EmbeddingCall
 from lifeline.providers.sse import iter_sse_data
-from lifeline.providers.transport import CONNECTING, SENDING, FixedRequest, LeanTransport, PoolUse
+from lifeline.providers.transport import CONNECTING, SENDING, FixedRequest, HttpxAnswer, LeanTransport, PoolUse
 
 MAX_ERROR_BODY = 64 * 1024
 
@@ -64,7 +64,8 @@ TargetT = TypeVar("TargetT", bound=HttpTarget)
 
 
 class Answer(Protocol):
-    """An upstream's response, from whichever client: the lean transport's own, or httpx's (`HttpxAnswer`)."""
+    """An upstream's response, from whichever client: the lean transport's `Answer`, or httpx's seen as one
+    (`HttpxAnswer`), both in providers/transport.py."""
 
     status: int
 
@@ -85,33 +86,6 @@ class Answer(Protocol):
         ...
 
     async def aclose(self) -> None: ...
-
-
-class HttpxAnswer:
-    """httpx's response seen as an `Answer`."""
-
-    __slots__ = ("response", "status")
-
-    def __init__(self, response: httpx.Response) -> None:
-        self.response = response
-        self.status = response.status_code
-
-    @property
-    def headers(self) -> Mapping[str, str]:
-        return self.response.headers
-
-    def body(self) -> AsyncIterator[bytes]:
-        return self.response.aiter_bytes()
-
-    async def read(self) -> bytes:
-        return await self.response.aread()
-
-    @property
-    def complete(self) -> bool:
-        return self.response.is_closed  # httpx closes a response once its body was read to the end
-
-    async def aclose(self) -> None:
-        await self.response.aclose()
 
 
 class HttpProvider(ABC, Generic[TargetT]):

@@ -417,6 +417,33 @@ class Answer:
             self._pool.discard(self._conn)
 
 
+class HttpxAnswer:
+    """httpx's response seen as an `Answer` (for `http_client: httpx` and a given httpx transport)."""
+
+    __slots__ = ("response", "status")
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self.status = response.status_code
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self.response.headers
+
+    def body(self) -> AsyncIterator[bytes]:
+        return self.response.aiter_bytes()
+
+    async def read(self) -> bytes:
+        return await self.response.aread()
+
+    @property
+    def complete(self) -> bool:
+        return self.response.is_closed  # httpx closes a response once its body was read to the end
+
+    async def aclose(self) -> None:
+        await self.response.aclose()
+
+
 class _Body(httpx.AsyncByteStream):
     def __init__(self, answer: Answer) -> None:
         self.answer = answer
