@@ -844,6 +844,12 @@ def responses_profile(profile: dict[str, Any], rate: int) -> list[str]:
     return [*lines, "", *([notes.read_text().strip(), ""] if notes.exists() else [])]
 
 
+def transport_section() -> list[str]:
+    """Issue #13's transport work, measured apart (bench/side_by_side.py) and read by hand: transport-13.md."""
+    path = HERE / "transport-13.md"
+    return [path.read_text().strip(), ""] if path.exists() else []
+
+
 def render(results: dict[str, Any], baseline_path: Path | None = None) -> str:
     lines: list[str] = []
     lines += header(results)
@@ -862,6 +868,7 @@ def render(results: dict[str, Any], baseline_path: Path | None = None) -> str:
     lines += findings_section(results)
     lines += experiment_section(results)
     lines += responses_section(results)
+    lines += transport_section()
     lines += ["---", "", "Raw figures: [results.json](results.json). How to rerun: [README.md](README.md).", ""]
     return "\n".join(lines)
 

@@ -397,6 +397,99 @@ def test_stream_silent_before_first_token() -> None:
         run(lambda r: httpx.Response(200, content=silent()), collect, timeouts={"ttft": 0.05})
 
 
+def test_one_timer_serves_a_whole_stream_not_one_per_event() -> None:
+    """Each wait for an event moves the stream's one deadline; no timer is set per event."""
+    events = 40
+
+    async def many() -> AsyncIterator[bytes]:
+        yield sse({"choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]})
+        for i in range(events):
+            await asyncio.sleep(0)  # each event is its own read
+            yield sse(delta(f"t{i}"))
+        yield sse(delta("", "stop"), b"[DONE]")
+
+    timers: list[float] = []
+
+    async def collect(provider: OpenAICompatProvider) -> list[Chunk]:
+        loop = asyncio.get_running_loop()
+        call_at = loop.call_at
+
+        def counted(when: float, callback: Any, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+            timers.append(when)
+            return call_at(when, callback, *args, **kwargs)
+
+        loop.call_at = counted  # type: ignore[method-assign]
+        try:
+            return [c async for c in provider.stream(make_call(stream=True))]
+        finally:
+            loop.call_at = call_at  # type: ignore[method-assign]
+
+    chunks = run(lambda r: httpx.Response(200, content=many()), collect, timeouts={"ttft": 30, "idle": 10})
+    assert len(chunks) == events + 2 and chunks[-1].finish
+    assert len(timers) == 2  # the first-token budget, then the idle timeout (shorter than what was left of it)
+
+
+def test_the_idle_deadline_moves_with_each_event() -> None:
+    """Events that come more often than the idle timeout, for longer than it in all, never time out: the
+    one timer goes off at the first deadline, finds it moved, and waits for the new one."""
+
+    async def steady() -> AsyncIterator[bytes]:
+        yield sse(delta("a"))
+        for _ in range(6):
+            await asyncio.sleep(0.2)
+            yield sse(delta("b"))
+        yield sse(delta("", "stop"), b"[DONE]")
+
+    async def collect(provider: OpenAICompatProvider) -> list[Chunk]:
+        return [c async for c in provider.stream(make_call(stream=True))]
+
+    chunks = run(lambda r: httpx.Response(200, content=steady()), collect, timeouts={"idle": 0.7})
+    assert [c.finish for c in chunks] == [False] * 7 + [True]
+
+
+def test_time_spent_by_the_reader_between_events_is_not_idle() -> None:
+    """The idle timeout counts waiting for the upstream only: a reader slower than it loses nothing."""
+
+    async def at_once() -> AsyncIterator[bytes]:
+        yield sse(delta("a"), delta("b"), delta("", "stop"), b"[DONE]")
+
+    async def slow_reader(provider: OpenAICompatProvider) -> list[Chunk]:
+        got = []
+        async for chunk in provider.stream(make_call(stream=True)):
+            got.append(chunk)
+            await asyncio.sleep(0.15)
+        return got
+
+    chunks = run(lambda r: httpx.Response(200, content=at_once()), slow_reader, timeouts={"idle": 0.05})
+    assert [c.finish for c in chunks] == [False, False, True]
+
+
+def test_a_reader_cancelled_while_waiting_is_cancelled_not_timed_out() -> None:
+    async def stalls() -> AsyncIterator[bytes]:
+        yield sse(delta("a"))
+        await asyncio.sleep(30)
+        yield sse(delta("", "stop"))
+
+    async def cancel_midway(provider: OpenAICompatProvider) -> str:
+        got: list[Chunk] = []
+
+        async def read() -> None:
+            async for chunk in provider.stream(make_call(stream=True)):
+                got.append(chunk)
+
+        reading = asyncio.ensure_future(read())
+        while not got:
+            await asyncio.sleep(0.01)
+        reading.cancel()
+        try:
+            await reading
+        except asyncio.CancelledError:
+            return "cancelled"
+        return "finished"
+
+    assert run(lambda r: httpx.Response(200, content=stalls()), cancel_midway, timeouts={"idle": 60}) == "cancelled"
+
+
 def test_the_routers_first_token_limit_wins_over_the_targets_and_reasoning_counts_as_first_content() -> None:
     async def thinking_first() -> AsyncIterator[bytes]:
         yield sse({"choices": [{"index": 0, "delta": {"reasoning": "hmm"}, "finish_reason": None}]})

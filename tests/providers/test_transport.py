@@ -325,3 +325,170 @@ def test_waiting_for_a_full_pool_is_overload_never_the_targets_silence(
             server.close()
 
     asyncio.run(main())
+
+
+def test_a_provider_encodes_each_urls_fixed_request_once_and_sends_it_directly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The lean client is called without httpx: the request line, host and the target's headers (its key
+    among them) are encoded once per URL, and each call adds only its request id, length and body."""
+    from lifeline.config.schema import OpenAITarget
+    from lifeline.providers import transport
+    from lifeline.providers.openai_compat import OpenAICompatProvider
+    from tests.providers.support import make_call
+
+    built: list[str] = []
+    encode_fixed = transport.FixedRequest.__init__
+
+    def counting(self: transport.FixedRequest, url: str, headers: dict[str, str]) -> None:
+        built.append(url)
+        encode_fixed(self, url, headers)
+
+    monkeypatch.setattr(transport.FixedRequest, "__init__", counting)
+    monkeypatch.setattr(httpx.AsyncClient, "send", None)  # any use of httpx's client would fail
+    answer = b'{"choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]}'
+    stream = (
+        b'data: {"choices": [{"index": 0, "delta": {"content": "ok"}, "finish_reason": "stop"}]}\n\ndata: [DONE]\n\n'
+    )
+    received: list[bytes] = []
+    ports: list[int] = []
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        try:
+            while True:
+                request = await read_request(reader)
+                received.append(request)
+                if b'"stream":true' in request:
+                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(stream), stream))
+                else:
+                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(answer), answer))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    async def main() -> None:
+        server, port = await serve(handler)
+        ports.append(port)
+        spec = {
+            "kind": "openai",
+            "base_url": f"http://127.0.0.1:{port}/v1",
+            "model": "m",
+            "api_key": "sk-test-0123456789abcdef",
+            "headers": {"openai-organization": "org-7"},
+        }
+        provider = OpenAICompatProvider("up", OpenAITarget.model_validate(spec), None)
+        await provider.start()
+        try:
+            for i in range(3):
+                call = make_call()
+                call.request_id = f"req-{i}"
+                assert (await provider.complete(call)).body["choices"][0]["message"]["content"] == "ok"
+            chunks = [chunk async for chunk in provider.stream(make_call(stream=True))]
+            assert chunks[-1].finish
+        finally:
+            await provider.close()
+            server.close()
+
+    asyncio.run(main())
+    assert built == [f"http://127.0.0.1:{ports[0]}/v1/chat/completions"]  # once, for four calls
+    assert connections == 1 and len(received) == 4
+    for i, request in enumerate(received):
+        head, _, body = request.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        assert lines[0] == b"POST /v1/chat/completions HTTP/1.1"
+        assert lines[1] == b"host: 127.0.0.1:%d" % ports[0]
+        fields = dict(line.split(b": ", 1) for line in lines[1:])
+        assert fields[b"authorization"] == b"Bearer sk-test-0123456789abcdef"
+        assert fields[b"openai-organization"] == b"org-7"
+        assert fields[b"content-type"] == b"application/json"
+        assert fields[b"accept-encoding"] == b"identity"
+        assert fields[b"content-length"] == str(len(body)).encode()
+        assert fields[b"x-request-id"] == (f"req-{i}".encode() if i < 3 else b"req-1")
+        assert len(fields) == len(lines) - 1  # no header twice
+
+
+@pytest.mark.parametrize("http_client", ["lean", "httpx"])
+def test_finished_streams_hand_their_connection_back_with_either_client(http_client: str) -> None:
+    """The upstream sends the chunked terminator only after a pause, once the answer is whole: the stream is
+    drained to its end (off the request's path) so that its connection is reused, with either client."""
+    from lifeline.config.schema import OpenAITarget
+    from lifeline.providers.openai_compat import OpenAICompatProvider
+    from tests.providers.support import make_call
+
+    events = (
+        b'data: {"choices": [{"index": 0, "delta": {"content": "ok"}, "finish_reason": "stop"}]}\n\ndata: [DONE]\n\n'
+    )
+    connections = 0
+    served = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections, served
+        connections += 1
+        try:
+            while True:
+                await read_request(reader)
+                writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                writer.write(b"%x\r\n%s\r\n" % (len(events), events))
+                await writer.drain()
+                await asyncio.sleep(0.05)  # the answer is whole; the terminator comes later
+                writer.write(b"0\r\n\r\n")
+                await writer.drain()
+                served += 1
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    async def main() -> None:
+        server, port = await serve(handler)
+        spec = {"kind": "openai", "base_url": f"http://127.0.0.1:{port}/v1", "model": "m", "http_client": http_client}
+        provider = OpenAICompatProvider("up", OpenAITarget.model_validate(spec), None)
+        await provider.start()
+        try:
+            for _ in range(3):
+                chunks = [chunk async for chunk in provider.stream(make_call(stream=True))]
+                assert chunks[-1].finish
+                await asyncio.gather(*provider.draining)  # the terminator read, the connection handed back
+        finally:
+            await provider.close()
+            server.close()
+
+    asyncio.run(main())
+    assert served == 3
+    assert connections == 1
+
+
+def test_a_stream_abandoned_before_its_end_is_not_drained() -> None:
+    """A reader that leaves mid-answer closes the connection at once: nothing is read for an answer no one
+    wants (the upstream may still be generating it)."""
+    from lifeline.config.schema import OpenAITarget
+    from lifeline.providers.openai_compat import OpenAICompatProvider
+    from tests.providers.support import make_call
+
+    first = b'data: {"choices": [{"index": 0, "delta": {"content": "ok"}, "finish_reason": null}]}\n\n'
+    closed = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n%x\r\n%s\r\n" % (len(first), first))
+        await writer.drain()
+        await reader.read()  # until the gateway closes the connection
+        closed.set()
+
+    async def main() -> None:
+        server, port = await serve(handler)
+        spec = {"kind": "openai", "base_url": f"http://127.0.0.1:{port}/v1", "model": "m"}
+        provider = OpenAICompatProvider("up", OpenAITarget.model_validate(spec), None)
+        await provider.start()
+        try:
+            stream = provider.stream(make_call(stream=True))
+            await anext(stream)
+            await stream.aclose()  # type: ignore[attr-defined]
+            assert not provider.draining
+            await asyncio.wait_for(closed.wait(), 30)
+        finally:
+            await provider.close()
+            server.close()
+
+    asyncio.run(main())

@@ -1,12 +1,14 @@
 """What every HTTP-speaking provider shares.
 
 `HttpProvider` is the scaffolding of kinds `openai`, `anthropic` and `gemini`: one pooled keep-alive client
-per target, opened at start-up and closed at shutdown; the boundary where httpx exceptions, timeouts and
-upstream error responses become Lifeline errors (with keys scrubbed from their messages); one attempt,
-streaming or not, under the target's timeouts. `TimedEvents` reads a streamed answer's events under the
-time-to-first-token and idle timeouts. Each provider module adds only its wire format: the request body,
-the answer's shape, and how its error envelopes are classified. Below them, the helpers for reading
-Retry-After and error bodies, and the error class a bare HTTP status implies.
+per target, opened at start-up and closed at shutdown — the lean transport called directly (each URL's
+fixed request bytes encoded once), or httpx's client with `http_client: httpx` or a given transport; the
+one boundary where transport exceptions, timeouts and upstream error responses become Lifeline errors (with
+keys scrubbed from their messages); one attempt, streaming or not, under the target's timeouts.
+`TimedEvents` reads a streamed answer's events under the time-to-first-token and idle timeouts. Each provider
+module adds only its wire format: the request body, the answer's shape, and how its error envelopes are
+classified. Below them, the helpers for reading Retry-After and error bodies, and the error class a bare HTTP
+status implies.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
-from typing import Any, ClassVar, Generic, TypeVar
+from contextlib import contextmanager
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import httpx
 import orjson
 
+from lifeline import __version__
 from lifeline.config.schema import HttpTarget, Timeouts
 from lifeline.errors import (
     ConnectionPoolFull,
@@ -36,7 +39,7 @@ from lifeline.errors import (
 )
 from lifeline.providers.base import ChatCall, Chunk, Deadline, EmbeddingCall
 from lifeline.providers.sse import iter_sse_data
-from lifeline.providers.transport import CONNECTING, SENDING, LeanTransport, PoolUse
+from lifeline.providers.transport import CONNECTING, SENDING, FixedRequest, HttpxAnswer, LeanTransport, PoolUse
 
 MAX_ERROR_BODY = 64 * 1024
 
@@ -44,8 +47,45 @@ MAX_ERROR_BODY = 64 * 1024
 #: a Retry-After beyond this is treated as this: a day is "not today", and keeps the arithmetic finite
 MAX_RETRY_AFTER = 86400.0
 
+#: a finished stream's remaining bytes (the chunked terminator, a closing `[DONE]`) are read for at most
+#: this long and this much, so that its connection goes back to the pool instead of being closed
+DRAIN_SECONDS = 1.0
+DRAIN_BYTES = 64 * 1024
+
+#: what the lean client sends besides the wire format's headers (which override them): no content coding,
+#: so that bodies and streams are read as they come
+LEAN_HEADERS = {"accept-encoding": "identity", "user-agent": f"lifeline/{__version__}"}
+
+#: what `HttpProvider._converted` turns into Lifeline errors: timeouts, and every failure of either client
+TRANSPORT_ERRORS = (TimeoutError, httpx.HTTPError)
+
 JSON = dict[str, Any]
 TargetT = TypeVar("TargetT", bound=HttpTarget)
+
+
+class Answer(Protocol):
+    """An upstream's response, from whichever client: the lean transport's `Answer`, or httpx's seen as one
+    (`HttpxAnswer`), both in providers/transport.py."""
+
+    status: int
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """By lower-case name."""
+        ...
+
+    def body(self) -> AsyncIterator[bytes]:
+        """The body's bytes as they arrive, without any content coding; one iterator per answer."""
+        ...
+
+    async def read(self) -> bytes: ...
+
+    @property
+    def complete(self) -> bool:
+        """The body has arrived to its end: closing now keeps the connection."""
+        ...
+
+    async def aclose(self) -> None: ...
 
 
 class HttpProvider(ABC, Generic[TargetT]):
@@ -89,8 +129,16 @@ class HttpProvider(ABC, Generic[TargetT]):
         #: the transport is Lifeline's or httpx's own, which report when a request leaves (see Connecting)
         self._traced = transport is None
         self._client: httpx.AsyncClient | None = None
+        self._lean: LeanTransport | None = None
+        #: each URL's fixed request bytes, encoded on first use (lean transport only)
+        self._requests: dict[str, FixedRequest] = {}
+        #: finished streams whose last bytes are being read (see `_drain`)
+        self.draining: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
+        if self._transport is None and self.config.http_client == "lean":
+            self._lean = LeanTransport(self.config.max_connections)
+            return
         limits = httpx.Limits(
             max_connections=self.config.max_connections,
             max_keepalive_connections=self.config.max_connections,
@@ -99,22 +147,25 @@ class HttpProvider(ABC, Generic[TargetT]):
         # Reads are bounded per phase with asyncio.timeout (first byte, TTFT, idle, whole response);
         # httpx bounds only connecting and waiting for a pooled connection.
         timeout = httpx.Timeout(connect=self._timeouts.connect, read=None, write=30.0, pool=self._timeouts.connect)
-        transport = self._transport
-        if transport is None and self.config.http_client == "lean":
-            transport = LeanTransport(self.config.max_connections)
         self._client = httpx.AsyncClient(
-            headers=self._headers, limits=limits, timeout=timeout, transport=transport, trust_env=False
+            headers=self._headers, limits=limits, timeout=timeout, transport=self._transport, trust_env=False
         )
 
     async def close(self) -> None:
+        for task in list(self.draining):
+            task.cancel()
+        if self.draining:
+            await asyncio.gather(*self.draining, return_exceptions=True)
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+        if self._lean is not None:
+            await self._lean.aclose()
+            self._lean = None
 
     def pool_use(self) -> PoolUse | None:
         """The connection pool's use now, for /metrics (the lean client's; None for another transport)."""
-        transport = getattr(self._client, "_transport", None)
-        return transport.use() if isinstance(transport, LeanTransport) else None
+        return self._lean.use() if self._lean is not None else None
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -143,20 +194,35 @@ class HttpProvider(ABC, Generic[TargetT]):
 
     # --- one attempt -----------------------------------------------------------------------------
 
-    def _headers_for(self, call: ChatCall | EmbeddingCall) -> dict[str, str]:
-        return {"x-request-id": call.request_id}
+    async def _send(self, url: str, content: bytes, call: ChatCall | EmbeddingCall, phase: Connecting) -> Answer:
+        """Send one POST and return its answer once the status and headers have come; the body is the
+        caller's to read and close. Inside the caller's `_boundary`."""
+        lean = self._lean
+        if lean is not None:
+            request = self._requests.get(url)
+            if request is None:
+                request = self._requests[url] = FixedRequest(url, {**LEAN_HEADERS, **self._headers})
+            wait = self._timeouts.connect
+            return await lean.send(
+                request, call.request_id, content, pool_timeout=wait, connect_timeout=wait, trace=phase.trace
+            )
+        built = self.client.build_request(
+            "POST", url, content=content, headers={"x-request-id": call.request_id}, extensions=phase.extensions
+        )
+        return HttpxAnswer(await self.client.send(built, stream=True))
 
     async def _post_json(self, url: str, content: bytes, call: ChatCall | EmbeddingCall) -> Any:
         """One non-streaming request under the response timeout; the answer parsed (any JSON value)."""
         phase = Connecting(call.deadline, self._timeouts.response, self._traced)
         with self._boundary("response", phase):
             async with phase.timer():
-                response = await self.client.post(
-                    url, content=content, headers=self._headers_for(call), extensions=phase.extensions
-                )
-                if response.status_code >= 400:
-                    await self._raise_for_status(response)
-                raw = await response.aread()
+                answer = await self._send(url, content, call, phase)
+                try:
+                    if answer.status >= 400:
+                        await self._raise_for_status(answer)
+                    raw = await answer.read()
+                finally:
+                    await answer.aclose()
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -174,23 +240,20 @@ class HttpProvider(ABC, Generic[TargetT]):
     ) -> AsyncIterator[Chunk]:
         """One streaming request to `url`, its events read by `chunks` (a wire format's reader)."""
         phase = Connecting(call.deadline, self._timeouts.first_byte, self._traced)
-        request = self.client.build_request(
-            "POST",
-            url,
-            content=body(),
-            headers=self._headers_for(call),
-            extensions=phase.extensions,
-        )
+        content = body()
         with self._boundary("first_byte", phase):
             async with phase.timer():
-                response = await self.client.send(request, stream=True)
+                answer = await self._send(url, content, call, phase)
+        events: TimedEvents | None = None
+        handed_off = False
         try:
-            if response.status_code >= 400:
+            if answer.status >= 400:
                 with self._boundary("first_byte"):
-                    await self._raise_for_status(response)
+                    await self._raise_for_status(answer)
+            body_bytes = answer.body()
             events = TimedEvents(
-                response.aiter_raw(),
-                boundary=self._boundary,
+                body_bytes,
+                convert=self._converted,
                 timeouts=self._timeouts,
                 deadline=call.deadline,
                 started=phase.sent_at or phase.created_at,
@@ -199,8 +262,21 @@ class HttpProvider(ABC, Generic[TargetT]):
             )
             async for chunk in chunks(events):
                 yield chunk
+            if events.finished and not answer.complete:
+                # The answer is whole but its last bytes (the chunked terminator) are still to come: read
+                # them off the request's path, so that the connection goes back to the pool.
+                self._drain_later(body_bytes, answer)
+                handed_off = True
         finally:
-            await response.aclose()
+            if events is not None:
+                events.stop()
+            if not handed_off:
+                await answer.aclose()
+
+    def _drain_later(self, body: AsyncIterator[bytes], answer: Answer) -> None:
+        task = asyncio.get_running_loop().create_task(_drain(body, answer))
+        self.draining.add(task)
+        task.add_done_callback(self.draining.discard)
 
     async def _event_objects(self, events: TimedEvents) -> AsyncIterator[JSON]:
         """The stream's events that are JSON objects; others are skipped (logged when not JSON at all)."""
@@ -215,9 +291,9 @@ class HttpProvider(ABC, Generic[TargetT]):
 
     # --- errors ----------------------------------------------------------------------------------
 
-    async def _raise_for_status(self, response: httpx.Response) -> None:
-        raw = await read_error_body(response)
-        raise self._error(response.status_code, self._error_body(raw), retry_after_seconds(response.headers))
+    async def _raise_for_status(self, answer: Answer) -> None:
+        raw = await read_error_body(answer)
+        raise self._error(answer.status, self._error_body(raw), retry_after_seconds(answer.headers))
 
     def _error(self, status: int | None, error: JSON, retry_after: float | None) -> UpstreamError:
         err = self._classify(status, error, retry_after)
@@ -226,35 +302,53 @@ class HttpProvider(ABC, Generic[TargetT]):
 
     @contextmanager
     def _boundary(self, phase: str, connecting: Connecting | None = None) -> Iterator[None]:
-        """Convert transport failures and timeouts into Lifeline errors. With `connecting`, a timer that
-        ran out before the request was sent is the deadline's, not the target's silence."""
+        """Convert transport failures and timeouts into Lifeline errors (see `_converted`)."""
         try:
             yield
-        except TimeoutError:
+        except TRANSPORT_ERRORS as exc:
+            raise self._converted(exc, phase, connecting) from None
+
+    def _converted(self, exc: Exception, phase: str, connecting: Connecting | None = None) -> UpstreamError:
+        """The Lifeline error for a transport failure or a timeout (one of TRANSPORT_ERRORS) in `phase`: the
+        one place they are converted, for `_boundary` and for a stream's reads. With `connecting`, a timer
+        that ran out before the request was sent is the deadline's, not the target's silence."""
+        if isinstance(exc, TimeoutError):
             if connecting is not None and connecting.waited_for_connection:
                 if connecting.connecting:
-                    raise UpstreamUnavailable(
+                    return UpstreamUnavailable(
                         f"target {self.name}: the deadline passed while connecting", target=self.name
-                    ) from None
-                raise self._pool_full("the deadline passed") from None
-            raise UpstreamSilent(
-                f"target {self.name} sent nothing within the {phase} timeout", target=self.name
-            ) from None
-        except httpx.PoolTimeout:
-            raise self._pool_full(f"the connect timeout ({self._timeouts.connect:g}s) passed") from None
-        except httpx.TimeoutException as exc:
+                    )
+                return self._pool_full("the deadline passed")
+            return UpstreamSilent(f"target {self.name} sent nothing within the {phase} timeout", target=self.name)
+        if isinstance(exc, httpx.PoolTimeout):
+            return self._pool_full(f"the connect timeout ({self._timeouts.connect:g}s) passed")
+        if isinstance(exc, httpx.TimeoutException):
             # httpx's own timeouts are only connect and pool: the target is unreachable, not silent.
-            raise UpstreamUnavailable(
-                f"target {self.name}: {type(exc).__name__} while connecting", target=self.name
-            ) from None
-        except httpx.HTTPError as exc:
-            raise UpstreamUnavailable(f"target {self.name}: {type(exc).__name__} ({phase})", target=self.name) from None
+            return UpstreamUnavailable(f"target {self.name}: {type(exc).__name__} while connecting", target=self.name)
+        return UpstreamUnavailable(f"target {self.name}: {type(exc).__name__} ({phase})", target=self.name)
 
     def _pool_full(self, why: str) -> ConnectionPoolFull:
         return ConnectionPoolFull(
             f"target {self.name}: all {self.config.max_connections} connections stayed busy until {why}",
             target=self.name,
         )
+
+
+async def _drain(body: AsyncIterator[bytes], answer: Answer) -> None:
+    """Read a finished stream's remaining bytes (at most DRAIN_BYTES, for at most DRAIN_SECONDS), then close
+    it: read to its end, its connection is kept (by either client); otherwise it is closed. Sound because the
+    answer was already whole: what is left is framing, never content anyone waits for."""
+    read = 0
+    try:
+        async with asyncio.timeout(DRAIN_SECONDS):
+            async for piece in body:
+                read += len(piece)
+                if read > DRAIN_BYTES:
+                    break
+    except (TimeoutError, httpx.HTTPError, OSError):
+        pass
+    finally:
+        await answer.aclose()
 
 
 class Connecting:
@@ -275,6 +369,7 @@ class Connecting:
         self.sent_at: float | None = None
         self.created_at = time.monotonic()
         self.extensions = {"trace": self._trace} if traced else {}
+        self.trace = self._trace if traced else None
 
     def timer(self) -> asyncio.Timeout:
         self._timer = asyncio.timeout(self._deadline.bound(math.inf if self.traced else self._timeout))
@@ -302,13 +397,19 @@ class TimedEvents:
     between events. Every wait is also bounded by the request's deadline. The provider passes each chunk it
     makes through `seen`: that is how the phase moves on, and how an answer that was already complete is
     told from one cut off when the upstream then fails or closes.
+
+    One timer serves every wait of a stream (an `asyncio.timeout` per event cost more than the event): each
+    wait only moves its deadline; the timer is set again only when the deadline comes sooner than it, or
+    when it goes off before a moved deadline. Going off during a wait, it cancels the task as
+    `asyncio.timeout` does, and the wait turns that into TimeoutError; between waits (while the client is
+    sent what came) nothing is timed.
     """
 
     def __init__(
         self,
         raw: AsyncIterator[bytes],
         *,
-        boundary: Callable[[str], AbstractContextManager[None]],
+        convert: Callable[[Exception, str], UpstreamError],
         timeouts: Timeouts,
         deadline: Deadline,
         started: float,
@@ -316,13 +417,20 @@ class TimedEvents:
         ttft: float | None = None,
     ) -> None:
         self._payloads = iter_sse_data(raw)
-        #: the first-content limit: the router's for this attempt, else the target's own
-        self._ttft = timeouts.ttft if ttft is None else ttft
-        self._boundary = boundary
-        self._timeouts = timeouts
-        self._deadline = deadline
-        self._started = started
+        self._convert = convert
+        self._idle = timeouts.idle
         self._target = target
+        self._loop = asyncio.get_running_loop()
+        now, monotonic = self._loop.time(), time.monotonic()
+        #: the request's deadline, and the end of the first-content budget, on the loop's clock
+        self._last = now + deadline.remaining()
+        first = timeouts.ttft if ttft is None else ttft  # the router's limit for this attempt, else the target's
+        self._ttft_at = min(self._last, now + first - (monotonic - started))
+        #: the current wait's deadline, the timer (and when it is set for), the task waiting now
+        self._when = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._waiting: asyncio.Task[Any] | None = None
+        self._expired = False
         #: a chunk with content (or a finish) has been made: the idle timeout applies from here on
         self.content = False
         #: some choice finished: the answer is complete
@@ -338,15 +446,30 @@ class TimedEvents:
 
     async def __anext__(self) -> bytes:
         if self.content:
-            phase, limit = "idle", self._deadline.bound(self._timeouts.idle)
+            phase, when = "idle", min(self._last, self._loop.time() + self._idle)
         else:
-            phase = "ttft"
-            limit = self._deadline.bound(self._ttft - (time.monotonic() - self._started))
+            phase, when = "ttft", self._ttft_at
+        self._when = when
+        timer = self._timer
+        if timer is None or timer.when() > when:
+            if timer is not None:
+                timer.cancel()
+            self._timer = self._loop.call_at(when, self._expire) if when != math.inf else None
+        task = self._waiting = asyncio.current_task()
+        assert task is not None
+        cancelling = task.cancelling()
+        self._expired = False
         try:
-            with self._boundary(phase):
-                async with asyncio.timeout(limit):
-                    return await anext(self._payloads)
+            try:
+                return await anext(self._payloads)
+            except asyncio.CancelledError:
+                if self._expired and task.uncancel() <= cancelling:
+                    raise self._convert(TimeoutError(), phase) from None
+                raise
+            except TRANSPORT_ERRORS as exc:
+                raise self._convert(exc, phase) from None
         except StopAsyncIteration:
+            self.stop()
             if not self.finished:
                 # Only a finish marks a whole answer; a connection that closes before one cut it off.
                 raise UpstreamUnavailable(
@@ -354,17 +477,37 @@ class TimedEvents:
                 ) from None
             raise
         except UpstreamError:
+            self.stop()
             if self.finished:
                 # The answer was complete; the upstream just did not close properly.
                 raise StopAsyncIteration from None
             raise
+        finally:
+            self._waiting = None
+
+    def _expire(self) -> None:
+        timer, self._timer = self._timer, None
+        if self._waiting is None:
+            return  # not waiting: the next wait sets the timer again
+        if timer is not None and self._when > timer.when():
+            self._timer = self._loop.call_at(self._when, self._expire)  # the deadline moved on since
+            return
+        self._expired = True
+        self._waiting.cancel()
+
+    def stop(self) -> None:
+        """No more waits: the timer is let go."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 # --- reading what an upstream says --------------------------------------------------------------
 
 
-def retry_after_seconds(headers: httpx.Headers) -> float | None:
-    """Seconds to wait from `retry-after-ms` (OpenAI) or `Retry-After` (seconds or an HTTP date)."""
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from `retry-after-ms` (OpenAI) or `Retry-After` (seconds or an HTTP date); `headers`
+    by lower-case name."""
     ms = _seconds(headers.get("retry-after-ms"))
     if ms is not None:
         return min(MAX_RETRY_AFTER, ms / 1000)
@@ -391,16 +534,11 @@ def _seconds(value: str | None) -> float | None:
     return max(0.0, number) if math.isfinite(number) else None
 
 
-async def read_error(response: httpx.Response) -> dict[str, Any]:
-    """The `error` object of an upstream's error response, whatever shape it came in."""
-    return error_object(await read_error_body(response))
-
-
-async def read_error_body(response: httpx.Response) -> bytes:
+async def read_error_body(answer: Answer) -> bytes:
     """An error response's body, up to MAX_ERROR_BODY and as far as the connection lets it be read."""
     raw = b""
     try:
-        async for piece in response.aiter_bytes():
+        async for piece in answer.body():
             raw += piece
             if len(raw) > MAX_ERROR_BODY:
                 break

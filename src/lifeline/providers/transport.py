@@ -1,13 +1,19 @@
-"""A lean HTTP/1.1 transport for httpx: keep-alive connections as asyncio protocols, per upstream host.
+"""A lean HTTP/1.1 client: keep-alive connections as asyncio protocols, per upstream host.
 
 Why: httpx's default pool (httpcore over anyio) costs more CPU per request than the rest of the gateway
 put together, and its pool bookkeeping grows with the number of connections, so throughput *fell* under
-load (bench/RESULTS.md, section 11). This transport keeps httpx's API — the providers, their timeouts and
-error mapping are unchanged — and replaces only the connection handling: a LIFO stack of idle connections
-per host, one `asyncio.Protocol` per connection, responses framed incrementally as bytes arrive (so streams
-stream), TLS through asyncio's own `ssl` support. HTTP/1.1 only; no proxies (Lifeline never uses them).
+load (bench/RESULTS.md, section 11); httpx's client layer on top (cookies, request building, header
+merging, byte chunkers) was the next largest block (bench/findings.md). So the providers call this
+transport directly: `FixedRequest` holds what every request to one URL of a target shares, encoded once
+(request line, host, the target's headers with its key); `LeanTransport.send` adds the request id, the
+length and the body, and returns an `Answer` read straight from the connection's parser. It also remains
+an httpx transport (`handle_async_request`) for code that wants httpx's API. A LIFO stack of idle
+connections per host, one `asyncio.Protocol` per connection, responses framed incrementally as bytes arrive
+(so streams stream), TLS through asyncio's own `ssl` support. HTTP/1.1 only; no proxies (a target that needs
+one uses `http_client: httpx`).
 
-Failures surface as the httpx exceptions the providers already convert: PoolTimeout when no connection
+Failures surface as httpx's exception classes (the vocabulary both clients share, so that the providers
+convert them in one place, `HttpProvider._boundary`): PoolTimeout when no connection
 became free within the pool timeout (the connect timeout), ConnectError / ConnectTimeout when connecting,
 RemoteProtocolError when the upstream closes early or sends something that is not HTTP. Like httpcore, it
 reports progress through the request's `trace` extension ("connection.connect_tcp.started" once it holds a
@@ -21,9 +27,10 @@ import asyncio
 import socket
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -32,6 +39,9 @@ from lifeline.errors import ProtocolError
 #: the trace events a provider may wait for (the names httpcore uses too)
 CONNECTING = "connection.connect_tcp.started"
 SENDING = "http11.send_request_headers.started"
+
+#: reports a request's progress (CONNECTING, SENDING), as httpx's `trace` extension does
+Trace = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 _HEAD, _FIXED, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILER, _UNTIL_CLOSE, _DONE = range(8)
 MAX_HEAD = 64 * 1024
@@ -328,24 +338,122 @@ class _Pool:
             self.idle.remove(conn)
 
 
-class _Body(httpx.AsyncByteStream):
+class FixedRequest:
+    """The bytes every POST to one URL of a target starts with — request line, host and the target's fixed
+    headers (its key among them) — encoded once; `encode` adds a call's request id, length and body."""
+
+    __slots__ = ("head", "host", "key", "port", "scheme")
+
+    def __init__(self, url: str, headers: Mapping[str, str]) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise httpx.UnsupportedProtocol(f"unsupported URL {url!r}")
+        self.scheme, self.host = parts.scheme, parts.hostname
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.key = (self.scheme, self.host, self.port)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        lines = [f"POST {target} HTTP/1.1", f"host: {parts.netloc.rpartition('@')[2]}"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        self.head = ("\r\n".join(lines) + "\r\n").encode("utf-8")
+
+    def encode(self, request_id: str, body: bytes) -> bytes:
+        return b"%sx-request-id: %s\r\ncontent-length: %d\r\n\r\n%s" % (
+            self.head,
+            request_id.encode("ascii", "replace"),
+            len(body),
+            body,
+        )
+
+
+class Answer:
+    """An upstream's response as it arrives: status and headers at once, the body read from the connection.
+    `close` hands the connection back when the body was read to its end, and drops it otherwise."""
+
+    __slots__ = ("_conn", "_pool", "_released", "status")
+
     def __init__(self, conn: _Connection, pool: _Pool) -> None:
-        self.conn, self.pool = conn, pool
-        self.released = False
+        self._conn, self._pool = conn, pool
+        self._released = False
+        self.status = conn.parser.status
+
+    @property
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+        return self._conn.parser.headers
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The headers by lower-case name (the first of repeated ones); built when asked for."""
+        found: dict[str, str] = {}
+        for name, value in reversed(self._conn.parser.headers):
+            found[name.decode("latin-1").lower()] = value.decode("latin-1")
+        return found
+
+    def body(self) -> AsyncIterator[bytes]:
+        """The body's bytes as they arrive (the providers ask for no content coding)."""
+        return self._conn.body()
+
+    async def read(self) -> bytes:
+        conn = self._conn
+        if conn.complete and len(conn.chunks) <= 1:  # the usual non-streaming answer: in one read
+            return conn.chunks.popleft() if conn.chunks else b""
+        return b"".join([piece async for piece in conn.body()])
+
+    @property
+    def complete(self) -> bool:
+        """The body has arrived to its end (whether or not it was read)."""
+        return self._conn.complete and self._conn.error is None
+
+    async def aclose(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        if self.complete:
+            self._pool.put(self._conn)
+        else:
+            # closed before the end (a client that left, a timeout): the connection cannot be reused
+            self._pool.discard(self._conn)
+
+
+class HttpxAnswer:
+    """httpx's response seen as an `Answer` (for `http_client: httpx` and a given httpx transport)."""
+
+    __slots__ = ("response", "status")
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self.status = response.status_code
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self.response.headers
+
+    def body(self) -> AsyncIterator[bytes]:
+        return self.response.aiter_bytes()
+
+    async def read(self) -> bytes:
+        return await self.response.aread()
+
+    @property
+    def complete(self) -> bool:
+        return self.response.is_closed  # httpx closes a response once its body was read to the end
+
+    async def aclose(self) -> None:
+        await self.response.aclose()
+
+
+class _Body(httpx.AsyncByteStream):
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self.conn.body():
+        async for chunk in self.answer.body():
             yield chunk
 
     async def aclose(self) -> None:
-        if self.released:
-            return
-        self.released = True
-        if self.conn.complete and self.conn.error is None:
-            self.pool.put(self.conn)
-        else:
-            # closed before the end (a client that left, a timeout): the connection cannot be reused
-            self.pool.discard(self.conn)
+        self.answer.close()
 
 
 class LeanTransport(httpx.AsyncBaseTransport):
@@ -354,24 +462,32 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self.ssl_context = ssl_context
         self.pools: dict[tuple[str, str, int], _Pool] = {}
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        url = request.url
-        if url.scheme not in ("http", "https"):
-            raise httpx.UnsupportedProtocol(f"unsupported URL scheme {url.scheme!r}")
-        port = url.port or (443 if url.scheme == "https" else 80)
-        key = (url.scheme, url.host, port)
+    def _pool(self, key: tuple[str, str, int]) -> _Pool:
         pool = self.pools.get(key)
         if pool is None:
-            pool = self.pools[key] = _Pool(url.scheme, url.host, port, self.max_connections, self.ssl_context)
-        body = request.content  # the providers always send bytes
-        lines = [f"{request.method} {url.raw_path.decode('ascii')} HTTP/1.1"]
-        lines += [f"{name}: {value}" for name, value in request.headers.items()]
-        if "content-length" not in request.headers and request.method != "GET":
-            lines.append(f"content-length: {len(body)}")
-        data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-        timeouts = request.extensions.get("timeout") or {}
-        trace = request.extensions.get("trace")
-        conn = await pool.get(timeouts.get("pool"), timeouts.get("connect"), trace)
+            pool = self.pools[key] = _Pool(*key, self.max_connections, self.ssl_context)
+        return pool
+
+    async def send(
+        self,
+        request: FixedRequest,
+        request_id: str,
+        body: bytes,
+        *,
+        pool_timeout: float | None,
+        connect_timeout: float | None,
+        trace: Trace | None = None,
+    ) -> Answer:
+        """One POST: a connection from the pool (waiting at most `pool_timeout` for one to be free), the
+        request written, and the answer once its status line and headers have come."""
+        return await self._exchange(
+            self._pool(request.key), request.encode(request_id, body), pool_timeout, connect_timeout, trace
+        )
+
+    async def _exchange(
+        self, pool: _Pool, data: bytes, pool_timeout: float | None, connect_timeout: float | None, trace: Trace | None
+    ) -> Answer:
+        conn = await pool.get(pool_timeout, connect_timeout, trace)
         try:
             if trace is not None:
                 await trace(SENDING, {})
@@ -379,10 +495,31 @@ class LeanTransport(httpx.AsyncBaseTransport):
         except BaseException:
             pool.discard(conn)
             raise
+        return Answer(conn, pool)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        if url.scheme not in ("http", "https"):
+            raise httpx.UnsupportedProtocol(f"unsupported URL scheme {url.scheme!r}")
+        port = url.port or (443 if url.scheme == "https" else 80)
+        body = request.content  # the providers always send bytes
+        lines = [f"{request.method} {url.raw_path.decode('ascii')} HTTP/1.1"]
+        lines += [f"{name}: {value}" for name, value in request.headers.items()]
+        if "content-length" not in request.headers and request.method != "GET":
+            lines.append(f"content-length: {len(body)}")
+        data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+        timeouts = request.extensions.get("timeout") or {}
+        answer = await self._exchange(
+            self._pool((url.scheme, url.host, port)),
+            data,
+            timeouts.get("pool"),
+            timeouts.get("connect"),
+            request.extensions.get("trace"),
+        )
         return httpx.Response(
-            conn.parser.status,
-            headers=conn.parser.headers,
-            stream=_Body(conn, pool),
+            answer.status,
+            headers=answer.raw_headers,
+            stream=_Body(answer),
             extensions={"http_version": b"HTTP/1.1"},
             request=request,
         )
