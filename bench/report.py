@@ -869,8 +869,19 @@ def render(results: dict[str, Any], baseline_path: Path | None = None) -> str:
     lines += experiment_section(results)
     lines += responses_section(results)
     lines += transport_section()
+    lines += hand_sections()
     lines += ["---", "", "Raw figures: [results.json](results.json). How to rerun: [README.md](README.md).", ""]
     return "\n".join(lines)
+
+
+def hand_sections() -> list[str]:
+    """Measurements made outside run.py (a side-by-side experiment for one issue), written by hand in
+    bench/sections/*.md with their date, machine, command and foreign load: included as they are, in name
+    order."""
+    lines: list[str] = []
+    for section in sorted((HERE / "sections").glob("*.md")):
+        lines += [section.read_text().rstrip("\n"), ""]
+    return lines
 
 
 def write(results: dict[str, Any], path: Path, baseline_path: Path | None = None) -> None:

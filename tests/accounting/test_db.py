@@ -46,6 +46,44 @@ def test_statements_and_placeholders(open_db: OpenDb) -> None:
         db.close()
 
 
+def test_insert_many_keeps_every_value_and_skips_existing_ids(open_db: OpenDb) -> None:
+    db = open_db()
+    try:
+        db.execute("CREATE TABLE t (id TEXT PRIMARY KEY, n BIGINT, x DOUBLE PRECISION, b BOOLEAN, s TEXT)")
+        rows = [
+            ("a", 2**63 - 1, 1 / 3, True, 'é "quoted" \n line\u2028'),
+            ("b", -(2**63), 1_796_084_260.098037, False, None),
+            ("c", None, None, None, '{"json": [1]}'),
+        ]
+        with db.transaction():
+            db.insert_many("t", ("id", "n", "x", "b", "s"), rows, skip_existing="id")
+        with db.transaction():  # a retry: ids already present are skipped, the new one written
+            db.insert_many("t", ("id", "n", "x", "b", "s"), [("a", 0, 0.0, False, "again"), ("d", 1, 2.5, True, "")],
+                           skip_existing="id")  # fmt: skip
+        got = db.query("SELECT id, n, x, b, s FROM t ORDER BY id")
+        assert got == [*rows, ("d", 1, 2.5, True, "")]
+        with pytest.raises((TypeError, ValueError)), db.transaction():  # a value it cannot carry: the caller finds it
+            db.insert_many("t", ("id", "s"), [("e", "ok"), ("f", "lone \ud800")], skip_existing="id")
+        assert db.query("SELECT COUNT(*) FROM t") == [(4,)]
+    finally:
+        db.close()
+
+
+def test_insert_many_is_one_statement_on_sqlite(tmp_path: Path) -> None:
+    db = Database(data_dir=tmp_path)
+    statements: list[str] = []
+    try:
+        db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT)")
+        db._conn.set_trace_callback(statements.append)
+        with db.transaction():
+            db.insert_many("t", ("id", "name"), [(i, f"n{i}") for i in range(500)])
+        inserts = [sql for sql in statements if sql.startswith("INSERT")]
+        assert len(inserts) == 1  # executemany would step it 500 times
+        assert db.query("SELECT COUNT(*), SUM(id) FROM t") == [(500, sum(range(500)))]
+    finally:
+        db.close()
+
+
 def test_transaction_commits_or_rolls_back_as_a_whole(open_db: OpenDb) -> None:
     db = open_db()
     try:

@@ -41,9 +41,11 @@ class CountingDatabase(Database):
         self.deletes = 0
         self._inserting = False
 
-    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        self._inserting = sql.startswith("INSERT INTO ledger")
-        super().executemany(sql, rows)
+    def insert_many(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, skip_existing: str | None = None
+    ) -> None:
+        self._inserting = table.startswith("ledger")
+        super().insert_many(table, columns, rows, skip_existing=skip_existing)
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         if sql.startswith("DELETE FROM ledger"):
@@ -216,6 +218,70 @@ def test_group_commit_writes_many_records_in_few_transactions(db_location: DbLoc
     assert ledger.written == 3000 == count_rows(db_location)
     assert ledger.commits == opened[0].batches <= 4 + 12
     assert len(opened) == 1
+
+
+def traced(location: DbLocation, statements: list[str]) -> Callable[[], Database]:
+    """Opens SQLite connections that report each statement they step (sqlite3's trace callback: once per
+    statement run, so once per row of an executemany)."""
+
+    def open_db() -> Database:
+        db = location.open()
+        db._conn.set_trace_callback(statements.append)
+        return db
+
+    return open_db
+
+
+def ledger_inserts(statements: list[str]) -> list[str]:
+    return [sql for sql in statements if sql.startswith("INSERT INTO ledger ")]
+
+
+def test_a_batch_is_one_insert_statement(tmp_path: Path, ledgers: list[Ledger]) -> None:
+    """One statement per batch, not one per row: the writer thread then gives the GIL back once per batch
+    rather than once per row (bench/findings.md)."""
+    statements: list[str] = []
+    location = DbLocation(url=None, data_dir=tmp_path / "data")
+    ledger = Ledger(settings(batch_size=300), traced(location, statements))
+    ledgers.append(ledger)
+    records = [make_record(request_id=f"r{i}", latency_ms=1.0 / (i + 3), started_at=1.7e9 + i / 7) for i in range(600)]
+    for rec in records:  # queued before the writer starts: exactly two full batches
+        ledger.record(rec)
+    ledger.start()
+    assert ledger.flush(10)
+    assert ledger.written == 600 == count_rows(location) and ledger.commits == 2
+    assert len(ledger_inserts(statements)) == 2
+    # every value as it was recorded: floats exactly, booleans as SQLite stores them
+    got = {r[0]: r[1:] for r in query(location, "SELECT id, latency_ms, started_at, streamed, attempts FROM ledger")}
+    for rec in records:
+        assert got[rec.id] == (rec.latency_ms, rec.started_at, int(rec.streamed), orjson.dumps(rec.attempts).decode())
+
+
+def test_a_refused_batch_is_written_row_by_row_and_only_the_bad_row_set_aside(
+    tmp_path: Path, ledgers: list[Ledger]
+) -> None:
+    statements: list[str] = []
+    location = DbLocation(url=None, data_dir=tmp_path / "data")
+    refuse_model(location, "poison")
+    ledger = Ledger(settings(), traced(location, statements), retry_base=0.01, retry_max=0.05)
+    ledgers.append(ledger)
+    for i in range(4):
+        ledger.record(make_record(request_id=f"r{i}"))
+    ledger.record(make_record(request_id="poison", model="poison"))
+    for i in range(4):
+        ledger.record(make_record(request_id=f"s{i}"))
+    ledger.start()
+    assert ledger.flush(5)
+    assert ledger.written == 8 == count_rows(location) and ledger.rejected == 1
+    # the batch, refused; then each record alone (distinct: the trace repeats a statement each time the
+    # refusing trigger runs for one of its rows)
+    assert len(set(ledger_inserts(statements))) == 1 + 9
+    assert query(location, "SELECT COUNT(*) FROM ledger_rejected") == [(1,)]
+
+    statements.clear()  # and the next batch is one statement again
+    for i in range(5):
+        ledger.record(make_record(request_id=f"t{i}"))
+    assert ledger.flush(5)
+    assert len(set(ledger_inserts(statements))) == 1 and ledger.written == 13
 
 
 def test_a_record_waits_at_most_about_one_commit_interval(tmp_path: Path, ledgers: list[Ledger]) -> None:

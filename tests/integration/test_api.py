@@ -323,6 +323,8 @@ def test_request_ids_are_generated_echoed_and_forwarded(wall: FaultWall, gateway
         assert re.fullmatch(r"[0-9a-f]{32}", response.headers["x-request-id"])
     assert on_error.status_code == 404 and on_error.headers["x-request-id"] == "err-1"
     assert on_health.headers["x-request-id"] == "hz-1"
+    for response in (*generated, on_error, on_health):  # nothing names the server's software; Date stays
+        assert "server" not in response.headers and "date" in response.headers
     # the upstream sees the same id as the client
     upstream_ids = [a.headers.get("x-request-id") for a in wall.attempts_for(spec)]
     assert upstream_ids == [*ids, "client-req.42:A", insane.headers["x-request-id"], too_long.headers["x-request-id"]]

@@ -171,15 +171,6 @@ _SHADOW_COLUMNS = (
 )  # fmt: skip
 
 
-def _insert(table: str, columns: Sequence[str]) -> str:
-    marks = ", ".join("?" for _ in columns)
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) ON CONFLICT (id) DO NOTHING"
-
-
-_INSERT_CAPTURE = _insert("captures", _CAPTURE_COLUMNS)
-_INSERT_SHADOW = _insert("capture_shadows", _SHADOW_COLUMNS)
-
-
 def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
@@ -253,9 +244,9 @@ def write_items(db: Database, rows: Sequence[Sequence[Any]]) -> None:
     shadows = [row[1:] for row in rows if row[0] == "shadow"]
     with db.transaction():
         if captures:
-            db.executemany(_INSERT_CAPTURE, captures)
+            db.insert_many("captures", _CAPTURE_COLUMNS, captures, skip_existing="id")
         if shadows:
-            db.executemany(_INSERT_SHADOW, shadows)
+            db.insert_many("capture_shadows", _SHADOW_COLUMNS, shadows, skip_existing="id")
 
 
 #: retention: (alias or None for "every alias not listed", cutoff) pairs

@@ -8,6 +8,7 @@ that writes.
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import threading
@@ -16,6 +17,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
+
+import orjson
 
 from lifeline.config.database_url import parse_database_url
 from lifeline.errors import DatabaseError, DatabaseUnavailable, DatabaseUrlError
@@ -62,6 +65,7 @@ class Database:
         lists the spellings read); without a URL, SQLite at `data_dir`/lifeline.db. Any other URL is an
         error, never a quiet fall-back to SQLite."""
         self._lock = threading.RLock()
+        self._json: bool | None = None  # SQLite: whether json_each is there (see insert_many)
         self.dialect: Dialect
         try:
             target = parse_database_url(url) if url and url.strip() else None
@@ -143,6 +147,38 @@ class Database:
             else:
                 self._conn.executemany(sql, [tuple(r) for r in rows])
 
+    def insert_many(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, skip_existing: str | None = None
+    ) -> None:
+        """Insert rows (values in `columns` order) with one statement, skipping rows whose `skip_existing`
+        column (the primary key) is already present. Call it inside `transaction()`.
+
+        On SQLite the rows travel as one JSON array bound to one parameter, `INSERT … SELECT … FROM
+        json_each(?)`: one step of one statement, during which sqlite3 releases the GIL, where `executemany`
+        binds and steps row by row, taking the GIL back after each (a writer thread stalling a busy event loop
+        at high rates; bench/findings.md). JSON keeps the types the columns store: text, integers within 64
+        bits, floats (written in shortest round-trip form), booleans as 1/0, NULL. On PostgreSQL psycopg's
+        `executemany` sends the rows as one pipeline, one round trip. A value JSON cannot carry (bytes, an
+        integer beyond 64 bits, text with a lone surrogate) raises TypeError or ValueError, as binding it
+        would: callers fall back to writing row by row to find the row."""
+        if not rows:
+            return
+        with self._lock:
+            if self.dialect == "sqlite" and self._sqlite_json():
+                self.execute(_json_insert(table, tuple(columns), skip_existing), (orjson.dumps(rows).decode(),))
+                return
+        self.executemany(_values_insert(table, tuple(columns), skip_existing), rows)
+
+    def _sqlite_json(self) -> bool:
+        """Whether this SQLite has the JSON functions (built in since 3.38, usually compiled in before)."""
+        if self._json is None:
+            try:
+                self._conn.execute("SELECT json_extract('[1]', '$[0]') FROM json_each('[]')").fetchall()
+                self._json = True
+            except sqlite3.Error:
+                self._json = False
+        return self._json
+
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         try:
             return self._query(sql, params)
@@ -193,6 +229,20 @@ class Database:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+@functools.cache
+def _json_insert(table: str, columns: tuple[str, ...], skip_existing: str | None) -> str:
+    values = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(columns)))
+    # "WHERE true": without it SQLite would read ON CONFLICT as the join's ON clause.
+    sql = f"INSERT INTO {table} ({', '.join(columns)}) SELECT {values} FROM json_each(?) WHERE true"
+    return f"{sql} ON CONFLICT ({skip_existing}) DO NOTHING" if skip_existing else sql
+
+
+@functools.cache
+def _values_insert(table: str, columns: tuple[str, ...], skip_existing: str | None) -> str:
+    sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
+    return f"{sql} ON CONFLICT ({skip_existing}) DO NOTHING" if skip_existing else sql
 
 
 def _first_line(exc: Exception) -> str:

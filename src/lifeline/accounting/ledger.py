@@ -2,10 +2,10 @@
 
 The request path only calls `Ledger.record`, which appends to a bounded in-memory buffer and returns at
 once; it never waits on the database. A writer thread with its own connection takes up to `batch_size`
-records and writes them in one transaction at least every `commit_interval` seconds. The insert skips ids
-already present, so a batch retried after an unclear failure is written exactly once. While the database
-is down the batch stays in memory and is retried with capped backoff; a full buffer drops new records
-(counted), it never blocks. After SIGKILL at most about `commit_interval` seconds of records are lost.
+records and writes them in one transaction, one statement, at least every `commit_interval` seconds. The
+insert skips ids already present, so a batch retried after an unclear failure is written exactly once.
+While the database is down the batch stays in memory and is retried with capped backoff; a full buffer
+drops new records (counted), it never blocks. After SIGKILL at most about `commit_interval` seconds of records are lost.
 
 One record must never stop the rest: text is cleaned and numbers kept in their columns' range before the
 database sees them, and when the database still refuses a batch (not an outage) the records are written
@@ -38,16 +38,9 @@ from lifeline.errors import DatabaseUnavailable
 
 log = logging.getLogger("lifeline.accounting")
 
-_INSERT = (
-    f"INSERT INTO ledger ({', '.join(LedgerRecord.COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in LedgerRecord.COLUMNS)}) "
-    "ON CONFLICT (id) DO NOTHING"
-)
 # A subquery with LIMIT works on SQLite (without the optional DELETE … LIMIT) and on PostgreSQL alike.
 _PRUNE = "DELETE FROM ledger WHERE id IN (SELECT id FROM ledger WHERE started_at < ? LIMIT ?)"
-_INSERT_REJECTED = (
-    "INSERT INTO ledger_rejected (id, rejected_at, error, record) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
-)
+_REJECTED_COLUMNS = ("id", "rejected_at", "error", "record")
 # Columns declared NOT NULL: a record missing one would fail its whole batch on every retry, forever.
 _REQUIRED = frozenset(LedgerRecord.COLUMNS) - {"key_id", "target", "model", "ttft_ms", "cache"}
 _TEXT = frozenset({"id", "request_id", "key_id", "alias", "target", "model", "outcome", "cache"})
@@ -182,15 +175,16 @@ def rejected_row(rec: LedgerRecord, error: str, now: float | None = None) -> tup
 
 
 def write_batch(db: Database, rows: Sequence[Sequence[Any]]) -> None:
-    """Insert rows in one transaction; ids already present are skipped, so a retry is harmless."""
+    """Insert rows in one transaction, one statement (see `Database.insert_many`); ids already present are
+    skipped, so a retry is harmless."""
     with db.transaction():
-        db.executemany(_INSERT, rows)
+        db.insert_many("ledger", LedgerRecord.COLUMNS, rows, skip_existing="id")
 
 
 def write_rejected(db: Database, rows: Sequence[Sequence[Any]]) -> None:
     """Insert rows of the dead-letter table in one transaction; a retry is harmless."""
     with db.transaction():
-        db.executemany(_INSERT_REJECTED, rows)
+        db.insert_many("ledger_rejected", _REJECTED_COLUMNS, rows, skip_existing="id")
 
 
 def prune_step(db: Database, before: float, limit: int) -> int:

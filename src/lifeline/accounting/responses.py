@@ -29,8 +29,8 @@ from lifeline.config.schema import ResponseWritesSettings
 from lifeline.errors import DatabaseUnavailable
 
 _DAY = 86400.0
-_INSERT = "INSERT INTO responses (id, key_id, created_at, input, response) VALUES (?, ?, ?, ?, ?)"
-_INSERT_NEW = f"{_INSERT} ON CONFLICT (id) DO NOTHING"
+_COLUMNS = ("id", "key_id", "created_at", "input", "response")
+_INSERT = f"INSERT INTO responses ({', '.join(_COLUMNS)}) VALUES (?, ?, ?, ?, ?)"
 _PRUNE = "DELETE FROM responses WHERE id IN (SELECT id FROM responses WHERE created_at < ? LIMIT ?)"
 
 
@@ -123,7 +123,7 @@ def responses_table(pending: dict[str, Row]) -> Table[Row]:
 
     def write(db: Database, rows: Sequence[Sequence[Any]]) -> None:
         with db.transaction():
-            db.executemany(_INSERT_NEW, rows)
+            db.insert_many("responses", _COLUMNS, rows, skip_existing="id")
         for row in rows:
             pending.pop(row[0], None)
 

@@ -22,8 +22,7 @@ from lifeline.errors import DatabaseUnavailable, LifelineError
 from lifeline.providers.registry import ProviderRegistry
 from lifeline.server import errors
 from lifeline.server.gateway import Gateway
-from lifeline.server.guard import EdgeGuardMiddleware
-from lifeline.server.middleware import GatewayMiddleware, RequestIdMiddleware
+from lifeline.server.middleware import GatewayMiddleware
 from lifeline.server.reload import Reloader
 from lifeline.server.routes.admin import (
     admin_targets,
@@ -65,6 +64,12 @@ def create_app(
             uninstall()
             await reloader.shutdown()
 
+    exception_handlers: dict[Any, Any] = {
+        LifelineError: errors.lifeline_error,
+        HTTPException: errors.http_error,
+        DatabaseUnavailable: errors.database_unavailable,
+    }
+    direct = {"/v1/chat/completions": chat_completions}
     app = Starlette(
         routes=[
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
@@ -93,12 +98,10 @@ def create_app(
             Route("/admin/usage", usage, methods=["GET"]),
             *console_routes(),
         ],
-        middleware=[Middleware(RequestIdMiddleware), Middleware(EdgeGuardMiddleware), Middleware(GatewayMiddleware)],
-        exception_handlers={
-            LifelineError: errors.lifeline_error,
-            HTTPException: errors.http_error,
-            DatabaseUnavailable: errors.database_unavailable,
-        },
+        # Request ids, the edge guard and the gateway's request count in one hop, which also serves the hot
+        # route itself (server/middleware.py); the others go through Starlette's router.
+        middleware=[Middleware(GatewayMiddleware, direct=direct, exception_handlers=exception_handlers)],
+        exception_handlers=exception_handlers,
         lifespan=lifespan,
     )
     # Starlette would answer /healthz/ with a redirect to the host the Host header names (an open redirect);

@@ -10,7 +10,7 @@
 - **Other requests that change something** (a chat request costs money): one from another site's page must
   be JSON, which a browser sends cross-site only after a preflight the gateway never grants (no CORS).
 
-A refusal is answered here, in OpenAI's envelope, before the gateway counts the request.
+A refusal is answered in OpenAI's envelope, before the gateway counts the request.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import logging
 import re
 from collections.abc import Sequence
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
 from lifeline.config.schema import ServerSettings
 from lifeline.errors import (
@@ -30,7 +30,6 @@ from lifeline.errors import (
     OriginNotAllowed,
     UnsupportedMediaType,
 )
-from lifeline.server.errors import error_response
 
 log = logging.getLogger("lifeline.server")
 
@@ -157,12 +156,12 @@ def _text(value: bytes | None) -> str | None:
     return None if value is None else value.decode("latin-1")
 
 
-class EdgeGuardMiddleware:
-    """See the module docstring. Reads the settings of the gateway serving now (a reload may change
-    `allowed_hosts` and the master key; the bind address and `insecure_admin` are fixed at start)."""
+class EdgeGuard:
+    """See the module docstring; `check` is called by the gateway's middleware (server/middleware.py) for
+    every request, with the settings of the gateway serving now (a reload may change `allowed_hosts` and the
+    master key; the bind address and `insecure_admin` are fixed at start)."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    def __init__(self) -> None:
         self._settings: ServerSettings | None = None
         self._policy = HostPolicy("127.0.0.1", ())
 
@@ -171,18 +170,6 @@ class EdgeGuardMiddleware:
             self._policy = HostPolicy(settings.host, settings.allowed_hosts)
             self._settings = settings
         return self._policy
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        config = scope["app"].state.gateway.config
-        refusal = self.check(scope, config.server, has_master_key=config.admin.master_key is not None)
-        if refusal is None:
-            await self.app(scope, receive, send)
-            return
-        log.info("refused a request at the edge", extra={"status": refusal.status, "code": refusal.code})
-        await error_response(refusal)(scope, receive, send)
 
     def check(self, scope: Scope, settings: ServerSettings, *, has_master_key: bool) -> ClientError | None:
         headers = _headers(scope)

@@ -60,6 +60,9 @@ def uvicorn_options(config: Config) -> dict[str, Any]:
         "timeout_keep_alive": server.keepalive_timeout,
         "log_level": "warning",
         "access_log": False,
+        # No "server: uvicorn" on every answer (it names the software to anyone probing, and costs a header
+        # per response). Date stays: HTTP asks an origin server with a clock to send it.
+        "server_header": False,
     }
 
 
