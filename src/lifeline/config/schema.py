@@ -418,6 +418,9 @@ class ServerSettings(Strict):
     allowed_hosts: list[str] = Field(default_factory=list)
     #: serve /admin/* without admin.master_key on a bind beyond loopback (`serve --insecure-admin`)
     insecure_admin: bool = False
+    #: worker processes serving the one port (`serve --workers`): 1 is the single process; "auto" is one per
+    #: CPU this process may run on (server/workers.py)
+    workers: Annotated[int, Field(ge=1, le=512)] | Literal["auto"] = 1
 
     @field_validator("allowed_hosts")
     @classmethod

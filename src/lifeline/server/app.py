@@ -41,6 +41,7 @@ from lifeline.server.routes.embeddings import embeddings
 from lifeline.server.routes.info import get_model, healthz, list_models, metrics, readyz
 from lifeline.server.routes.messages import count_tokens, messages
 from lifeline.server.routes.responses import create_response, delete_response, get_response, list_input_items
+from lifeline.server.worker_state import StateLink
 
 
 def create_app(
@@ -49,21 +50,29 @@ def create_app(
     *,
     config_path: str | Path | None = None,
     span_exporter: Any = None,
+    link: StateLink | None = None,
 ) -> Starlette:
     """`config_path`: the file `config` was read from, for reloads (SIGHUP, POST /admin/reload);
-    `span_exporter`: an OpenTelemetry SpanExporter to use instead of OTLP (tests)."""
-    gateway = Gateway.build(config, registry, span_exporter=span_exporter)
+    `span_exporter`: an OpenTelemetry SpanExporter to use instead of OTLP (tests); `link`: a worker's link to
+    its supervisor (`serve --workers N`, server/workers.py)."""
+    gateway = Gateway.build(config, registry, span_exporter=span_exporter, link=link)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         reloader: Reloader = app.state.reloader
+        if link is not None:
+            await link.start()  # before the gateway: it starts knowing the circuits the other workers opened
         await gateway.start()
         uninstall = reloader.install_sighup()
+        if link is not None:
+            link.ready()
         try:
             yield
         finally:
             uninstall()
             await reloader.shutdown()
+            if link is not None:
+                await link.close()  # after the last request has settled its limits through it
 
     app = Starlette(
         routes=[
@@ -106,6 +115,7 @@ def create_app(
     app.router.redirect_slashes = False
     app.state.gateway = gateway
     app.state.span_exporter = span_exporter
+    app.state.worker = link.worker if link is not None else None
     app.state.console = Console()
     app.state.reloader = Reloader(app, Path(config_path) if config_path is not None else None, registry)
     return app

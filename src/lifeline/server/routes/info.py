@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
@@ -39,6 +41,9 @@ async def metrics(request: Request) -> Response:
 
 
 async def healthz(request: Request) -> Response:
+    worker = getattr(request.app.state, "worker", None)
+    if worker is not None:  # one of `serve --workers N`: which one, and its process (nothing secret)
+        return _json({"status": "alive", "worker": worker, "pid": os.getpid()})
     return _json({"status": "alive"})
 
 
