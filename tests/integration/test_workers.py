@@ -174,6 +174,18 @@ def test_two_workers_share_circuits_and_one_rpm_limit(wall: FaultWall, tmp_path:
         # Worker 2 applied the open before its first request here, so the bound is the one call that opened it.
         assert len(wall.attempts_for("status?code=403")) == 1
 
+        # --- /metrics on either worker shows both, each sample labelled with its worker ---
+        for client in (one, two):
+            text = client.get("/metrics").text
+            assert text.count("# TYPE lifeline_requests_total counter") == 1
+
+            def answered(worker: str, text: str = text) -> float:
+                prefix = f'lifeline_requests_total{{worker="{worker}",alias="chat",'
+                rows = [line for line in text.splitlines() if line.startswith(prefix) and 'status="200"' in line]
+                return sum(float(line.rsplit(" ", 1)[1]) for line in rows)
+
+            assert (answered("1"), answered("2")) == (3, 2)  # what the RPM limit let through above, per worker
+
 
 def test_sigterm_under_load_drains_every_worker_and_loses_no_ledger_record(wall: FaultWall, tmp_path: Path) -> None:
     config = {

@@ -116,6 +116,8 @@ def create_app(
     app.state.gateway = gateway
     app.state.span_exporter = span_exporter
     app.state.worker = link.worker if link is not None else None
+    if link is not None:  # the metrics of the gateway serving now (a reload keeps the same Metrics)
+        link.collect = lambda: app.state.gateway.metrics.collect()
     app.state.console = Console()
     app.state.reloader = Reloader(app, Path(config_path) if config_path is not None else None, registry)
     return app

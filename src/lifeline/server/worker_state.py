@@ -39,6 +39,7 @@ from lifeline.accounting.limits import (
     _SeedOnce,
 )
 from lifeline.errors import BudgetExceeded, LimitBackendUnavailable, RateLimitExceeded
+from lifeline.metrics import Family, Labels, Metrics, render_families
 from lifeline.routing.health import Health
 
 log = logging.getLogger("lifeline.server")
@@ -46,6 +47,8 @@ log = logging.getLogger("lifeline.server")
 _LENGTH = struct.Struct(">I")
 #: at most one "supervisor unreachable" warning per this many seconds
 WARN_EVERY = 10.0
+#: how long a scrape waits for the other workers' metrics; one that has not answered by then is left out
+SCRAPE_WAIT = 2.0
 #: header naming the worker that answered (its number, 1..N: nothing secret); uvicorn adds it to every
 #: response as a default header, at no cost per request
 WORKER_HEADER = "x-lifeline-worker"
@@ -88,6 +91,9 @@ class StateService:
         self._peers: set[_Peer] = set()
         self._server: asyncio.AbstractServer | None = None
         self._handlers: set[asyncio.Task[None]] = set()
+        #: scrapes under way: ticket -> each worker asked -> its families
+        self._scrapes: dict[int, dict[_Peer, asyncio.Future[Any]]] = {}
+        self._tickets = itertools.count(1)
 
     async def start(self) -> None:
         self._server = await asyncio.start_unix_server(self._serve, path=self.path)
@@ -165,7 +171,32 @@ class StateService:
             return {"ok": True}
         elif op == "ready" and self._on_ready is not None and peer.worker is not None:
             self._on_ready(peer.worker)
+        elif op == "scrape":
+            # Not awaited here: the asking worker's limits go on being answered while the others reply.
+            task = asyncio.create_task(self._scrape(peer, m["id"]))
+            self._handlers.add(task)
+            task.add_done_callback(self._handlers.discard)
+        elif op == "scraped":
+            answer = self._scrapes.get(m["ticket"], {}).get(peer)
+            if answer is not None and not answer.done():
+                answer.set_result(m["families"])
         return None
+
+    async def _scrape(self, asking: _Peer, request_id: int) -> None:
+        """Every other worker's metrics, for the one scraped (so that /metrics on any worker shows them all)."""
+        ticket = next(self._tickets)
+        loop = asyncio.get_running_loop()
+        answers = {peer: loop.create_future() for peer in self._peers if peer is not asking and peer.worker}
+        self._scrapes[ticket] = answers
+        try:
+            for peer in answers:
+                peer.send({"event": "scrape", "ticket": ticket})
+            if answers:
+                await asyncio.wait(answers.values(), timeout=SCRAPE_WAIT)
+        finally:
+            del self._scrapes[ticket]
+        workers = {str(peer.worker): a.result() for peer, a in answers.items() if a.done() and not a.cancelled()}
+        asking.send({"id": request_id, "workers": workers})
 
     async def _reserve(self, m: dict[str, Any]) -> dict[str, Any]:
         seeded: int | None = m["seed"]
@@ -240,6 +271,8 @@ class StateLink:
         self.opens: dict[str, tuple[float, str]] = {}
         self.prefill_refused: set[str] = set()
         self.subscribers: list[LinkedCircuits] = []
+        #: this worker's metrics, for another worker's scrape (set by create_app)
+        self.collect: Callable[[], list[Family]] | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
@@ -309,7 +342,27 @@ class StateLink:
                 if not answer.done():
                     answer.set_exception(ConnectionResetError("the supervisor closed the link"))
 
+    async def metrics(self, own: Metrics) -> str:
+        """/metrics of the whole machine: this worker's families and every other worker's, each sample
+        labelled with its worker; this worker's alone when the supervisor cannot be reached."""
+        sources: list[tuple[Labels, list[Family]]] = [((("worker", str(self.worker)),), own.collect())]
+        try:
+            answer = await self.call({"op": "scrape"})
+        except ConnectionError:
+            answer = {"workers": {}}
+        for worker, families in sorted(answer["workers"].items(), key=lambda item: int(item[0])):
+            received = [
+                (name, kind, help, [(sample, _labels_of(labels), value) for sample, labels, value in rows])
+                for name, kind, help, rows in families
+            ]
+            sources.append(((("worker", worker),), received))
+        return render_families(sources)
+
     def _event(self, message: dict[str, Any]) -> None:
+        if message["event"] == "scrape":
+            families = self.collect() if self.collect is not None else []
+            self.send({"op": "scraped", "ticket": message["ticket"], "families": families})
+            return
         target = str(message["target"])
         if message["event"] == "open":
             left, reason = float(message["left"]), str(message["reason"])
@@ -320,6 +373,10 @@ class StateLink:
             self.prefill_refused.add(target)
             for circuits in self.subscribers:
                 circuits.health.refuse_prefill(target, announce=False)
+
+
+def _labels_of(raw: list[list[str]]) -> Labels:
+    return tuple((str(name), str(value)) for name, value in raw)
 
 
 class LinkedCircuits:

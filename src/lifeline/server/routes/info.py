@@ -37,6 +37,8 @@ async def get_model(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     gateway = gateway_of(request)
+    if gateway.link is not None:  # one of `serve --workers N`: every worker's, each labelled worker="n"
+        return Response(await gateway.link.metrics(gateway.metrics), media_type="text/plain; version=0.0.4")
     return Response(gateway.metrics.render(), media_type="text/plain; version=0.0.4")
 
 
