@@ -186,6 +186,28 @@ def test_two_workers_share_circuits_and_one_rpm_limit(wall: FaultWall, tmp_path:
 
             assert (answered("1"), answered("2")) == (3, 2)  # what the RPM limit let through above, per worker
 
+        # --- an operator's drain, and a reload, made on worker 1 reach worker 2 ---
+        assert one.post("/admin/targets/steady", json={"state": "drained"}, headers=admin).status_code == 200
+
+        def override_on_two() -> str | None:
+            rows = two.get("/admin/targets", headers=admin).json()["targets"]
+            return {r["target"]: r["override"] for r in rows}["steady"]  # type: ignore[no-any-return]
+
+        wait_for(lambda: override_on_two() == "drained", "worker 2 drains the target too")
+        one.post("/admin/targets/steady", json={"state": "healthy"}, headers=admin)
+        wait_for(lambda: override_on_two() is None, "worker 2 heals it too")
+
+        path = tmp_path / "workers.yaml"
+        changed = yaml.safe_load(path.read_text())
+        changed["aliases"]["added"] = {"targets": ["steady"]}
+        path.write_text(yaml.safe_dump(changed))
+        assert one.post("/admin/reload", headers=admin).json()["reloaded"] is True
+        bearer = {"authorization": f"Bearer {free}"}
+        wait_for(
+            lambda: "added" in {m["id"] for m in two.get("/v1/models", headers=bearer).json()["data"]},
+            "worker 2 reloads the file too",
+        )
+
 
 def test_sigterm_under_load_drains_every_worker_and_loses_no_ledger_record(wall: FaultWall, tmp_path: Path) -> None:
     config = {

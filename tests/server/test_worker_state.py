@@ -155,3 +155,25 @@ def test_with_redis_configured_the_workers_share_through_redis_alone(tmp_path: P
     with_redis = {**base, "accounting": {"redis_url": "redis://127.0.0.1:9/0"}}
     replicas = Gateway.build(parse_config(with_redis, env={}), link=linked)
     assert isinstance(replicas.accounting.limits, RedisLimits)
+
+
+def test_an_operators_override_reaches_the_others_and_later_workers(tmp_path: Path) -> None:
+    asyncio.run(_an_operators_override_reaches_the_others_and_later_workers(tmp_path))
+
+
+async def _an_operators_override_reaches_the_others_and_later_workers(tmp_path: Path) -> None:
+    async with service(tmp_path) as state, link(state, 1) as a, link(state, 2) as b:
+        heard: list[tuple[str, dict[str, object]]] = []
+        a.on_override = lambda target, fields: heard.append((target, fields))
+        b.on_override = lambda target, fields: heard.append((target, fields))
+        a.send({"op": "override", "target": "t", "fields": {"state": "drained"}})
+        await until(lambda: heard == [("t", {"state": "drained"})])  # b heard it; a, which made it, did not
+        late: list[tuple[str, dict[str, object]]] = []
+        c = StateLink(state.path, 3)
+        c.on_override = lambda target, fields: late.append((target, fields))
+        await c.start()
+        assert late == [("t", {"state": "drained"})]  # told before its hello is answered
+        b.send({"op": "override", "target": "t", "fields": {"state": "healthy"}})
+        await until(lambda: late[-1] == ("t", {"state": "healthy"}))
+        assert state.overrides == {}
+        await c.close()

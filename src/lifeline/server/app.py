@@ -6,6 +6,7 @@ replaces it while requests already running finish on the one they started on.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -36,12 +37,14 @@ from lifeline.server.routes.admin import (
 )
 from lifeline.server.routes.chat import chat_completions
 from lifeline.server.routes.completions import completions
-from lifeline.server.routes.control import failovers, reload_config, set_target_state
+from lifeline.server.routes.control import change_target, failovers, reload_config, set_target_state
 from lifeline.server.routes.embeddings import embeddings
 from lifeline.server.routes.info import get_model, healthz, list_models, metrics, readyz
 from lifeline.server.routes.messages import count_tokens, messages
 from lifeline.server.routes.responses import create_response, delete_response, get_response, list_input_items
 from lifeline.server.worker_state import StateLink
+
+log = logging.getLogger("lifeline.server")
 
 
 def create_app(
@@ -118,6 +121,14 @@ def create_app(
     app.state.worker = link.worker if link is not None else None
     if link is not None:  # the metrics of the gateway serving now (a reload keeps the same Metrics)
         link.collect = lambda: app.state.gateway.metrics.collect()
+
+        def override(name: str, fields: dict[str, Any]) -> None:
+            try:
+                change_target(app.state.gateway, name, fields, announce=False)
+            except LifelineError as exc:  # a target this worker's config does not have
+                log.warning("an override made on another worker does not apply here: %s", exc.message)
+
+        link.on_override = override
     app.state.console = Console()
     app.state.reloader = Reloader(app, Path(config_path) if config_path is not None else None, registry)
     return app

@@ -5,9 +5,10 @@ The supervisor runs a `StateService` on a Unix socket in a private directory; ev
 `InProcessLimits` (so one key has one limit across the workers, with the exact semantics of a single
 process), and relays circuits: a worker whose circuit opens (a cut-off above all) tells the service, which
 remembers the open for its cooldown (for a worker that starts later) and passes it on to every other worker
-at once; the same goes for targets that refused an assistant prefix. This is the replica mechanism of
-routing/shared.py with the supervisor in Redis's place, and it stands aside whenever `accounting.redis_url`
-is set: then Redis is shared by every worker of every machine already.
+at once; the same goes for targets that refused an assistant prefix, for an operator's drain, cut or heal
+of a target (POST /admin/targets/{name}, the console) and for a reload (POST /admin/reload). This is the
+replica mechanism of routing/shared.py with the supervisor in Redis's place, and for circuits and limits it
+stands aside whenever `accounting.redis_url` is set: then Redis is shared by every worker of every machine already.
 
 The wire is a frame per message: a 4-byte big-endian length and an orjson object. A request carrying an
 "id" is answered with that id; everything else (settling tokens and money, announcing an open) is one-way,
@@ -81,9 +82,18 @@ class _Peer:
 class StateService:
     """The machine's limits and circuits, served to the workers over a Unix socket at `path`."""
 
-    def __init__(self, path: str, *, on_ready: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        on_ready: Callable[[int], None] | None = None,
+        on_reload: Callable[[int], None] | None = None,
+    ) -> None:
         self.path = path
         self.limits = InProcessLimits()
+        #: operators' overrides (drain, cut) made on one worker, for every worker: target -> the request's fields
+        self.overrides: dict[str, dict[str, Any]] = {}
+        self._on_reload = on_reload
         #: open circuits: target -> (monotonic deadline, reason)
         self.opens: dict[str, tuple[float, str]] = {}
         self.prefill_refused: set[str] = set()
@@ -171,6 +181,15 @@ class StateService:
             return {"ok": True}
         elif op == "ready" and self._on_ready is not None and peer.worker is not None:
             self._on_ready(peer.worker)
+        elif op == "override":
+            target, fields = str(m["target"]), dict(m["fields"])
+            if fields.get("state") == "healthy":
+                self.overrides.pop(target, None)
+            else:
+                self.overrides[target] = fields
+            self._broadcast(peer, {"event": "override", "target": target, "fields": fields})
+        elif op == "reload" and self._on_reload is not None and peer.worker is not None:
+            self._on_reload(peer.worker)
         elif op == "scrape":
             # Not awaited here: the asking worker's limits go on being answered while the others reply.
             task = asyncio.create_task(self._scrape(peer, m["id"]))
@@ -244,6 +263,8 @@ class StateService:
             peer.send({"event": "open", "target": target, "left": until - now, "reason": reason})
         for target in self.prefill_refused:
             peer.send({"event": "prefill", "target": target})
+        for target, fields in self.overrides.items():
+            peer.send({"event": "override", "target": target, "fields": fields})
 
 
 def _entry(raw: list[Any]) -> RateEntry:
@@ -273,6 +294,8 @@ class StateLink:
         self.subscribers: list[LinkedCircuits] = []
         #: this worker's metrics, for another worker's scrape (set by create_app)
         self.collect: Callable[[], list[Family]] | None = None
+        #: applies an operator's override made on another worker (set by create_app)
+        self.on_override: Callable[[str, dict[str, Any]], None] | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
@@ -364,7 +387,10 @@ class StateLink:
             self.send({"op": "scraped", "ticket": message["ticket"], "families": families})
             return
         target = str(message["target"])
-        if message["event"] == "open":
+        if message["event"] == "override":
+            if self.on_override is not None:
+                self.on_override(target, dict(message["fields"]))
+        elif message["event"] == "open":
             left, reason = float(message["left"]), str(message["reason"])
             self.opens[target] = (time.monotonic() + left, reason)
             for circuits in self.subscribers:

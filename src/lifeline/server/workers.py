@@ -16,7 +16,8 @@ a worker that cannot start at all the first time ends the whole server (exit 2 o
 On SIGTERM or SIGINT it stops restarting, closes its own copy of the socket and sends SIGTERM to every
 worker: each one stops accepting, finishes its requests within the usual grace, drains its ledger and
 exits; the supervisor then exits 0. SIGHUP is passed on to every worker that has started, and each reloads
-the config file (server/reload.py); a worker that starts later (a restart) reads the file as it is then.
+the config file (server/reload.py), as POST /admin/reload on any worker makes the others do; a worker that
+starts later (a restart) reads the file as it is then.
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ class Supervisor:
         self._stopping = asyncio.Event()
         directory = tempfile.mkdtemp(prefix="lifeline-workers-")
         self._state_path = os.path.join(directory, "state.sock")
-        service = StateService(self._state_path, on_ready=self._on_ready)
+        service = StateService(self._state_path, on_ready=self._on_ready, on_reload=self._reload_others)
         await service.start()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -193,9 +194,19 @@ class Supervisor:
             self._stopping.set()
 
     def _forward_reload(self) -> None:
+        log.info("SIGHUP: passing it on to the workers")
+        self._reload_others(None)
+
+    def _reload_others(self, reloaded: int | None) -> None:
+        """SIGHUP to every worker but `reloaded` (which has reloaded through POST /admin/reload already)."""
         # A worker still starting has not yet put its handler in place (and will read the file anyway).
-        started = [s for s in self.slots if s.process is not None and s.ready and s.process.pid is not None]
-        log.info("SIGHUP: passing it on to %d worker(s)", len(started))
+        started = [
+            s
+            for s in self.slots
+            if s.process is not None and s.ready and s.process.pid is not None and s.number != reloaded
+        ]
+        if reloaded is not None:
+            log.info("worker %d reloaded its config: reloading the other %d", reloaded, len(started))
         for slot in started:
             assert slot.process is not None and slot.process.pid is not None
             with contextlib.suppress(ProcessLookupError):
