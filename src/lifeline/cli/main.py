@@ -85,6 +85,7 @@ def serve(
     workers: Annotated[
         str | None,
         typer.Option(
+            metavar="N|auto",
             help="Worker processes serving the port: a number, or auto (one per CPU); overrides server.workers. "
             "They share circuits, rate limits and budgets.",
         ),

@@ -420,7 +420,14 @@ class ServerSettings(Strict):
     insecure_admin: bool = False
     #: worker processes serving the one port (`serve --workers`): 1 is the single process; "auto" is one per
     #: CPU this process may run on (server/workers.py)
-    workers: Annotated[int, Field(ge=1, le=512)] | Literal["auto"] = 1
+    workers: int | Literal["auto"] = 1
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers(cls, value: object) -> object:
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 512):
+            return value
+        raise ValueError("give a number of worker processes from 1 to 512, or auto (one per CPU)")
 
     @field_validator("allowed_hosts")
     @classmethod
