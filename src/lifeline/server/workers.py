@@ -145,11 +145,9 @@ class Supervisor:
         log.info("worker %d started (pid %s)", slot.number, process.pid)
 
     def _on_ready(self, number: int) -> None:
-        slot = self.slots[number - 1]
-        slot.ready = True
-        if not self._any_ready:
-            self._any_ready = True
-            log.info("all workers are starting; the first is serving")
+        self.slots[number - 1].ready = True
+        self._any_ready = True
+        log.info("worker %d is serving", number)
 
     def _watch(self) -> None:
         now = time.monotonic()
