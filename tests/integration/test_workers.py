@@ -215,38 +215,51 @@ def test_sigterm_under_load_drains_every_worker_and_loses_no_ledger_record(wall:
         "targets": {"slow": {"kind": "openai", "base_url": wall.base_url, "model": "ok?latency_ms=400"}},
         "aliases": {"chat": {"targets": ["slow"]}},
     }
+    per_worker = 10
     with workers(config, tmp_path) as gateway:
 
-        async def load() -> list[tuple[int, str]]:
-            # A client per request: a new connection each, which the kernel hands to either worker.
-            async def one() -> tuple[int, str]:
-                try:
-                    async with httpx.AsyncClient(base_url=gateway.url, timeout=60) as client:
-                        answer = await client.post("/v1/chat/completions", json={"model": "chat", "messages": MESSAGES})
-                        return answer.status_code, answer.headers.get("x-lifeline-worker", "")
-                except httpx.TransportError:
-                    return 0, ""
+        async def load() -> list[tuple[int, str, str]]:
+            # Keep-alive connections the kernel handed to each worker, `per_worker` of each: both hold requests.
+            pinned: dict[int, list[httpx.AsyncClient]] = {1: [], 2: []}
+            spare: list[httpx.AsyncClient] = []
+            for _ in range(600):  # the kernel picks the worker; a guard against hanging
+                client = httpx.AsyncClient(base_url=gateway.url, timeout=60, limits=httpx.Limits(max_connections=1))
+                number = int((await client.get("/healthz")).json()["worker"])
+                (pinned[number] if len(pinned[number]) < per_worker else spare).append(client)
+                if all(len(clients) == per_worker for clients in pinned.values()):
+                    break
+            assert all(len(clients) == per_worker for clients in pinned.values())
+            for client in spare:
+                await client.aclose()
 
-            tasks = [asyncio.create_task(one()) for _ in range(40)]
+            async def one(client: httpx.AsyncClient, worker: int) -> tuple[int, str, str]:
+                try:
+                    answer = await client.post("/v1/chat/completions", json={"model": "chat", "messages": MESSAGES})
+                    return answer.status_code, answer.headers.get("x-lifeline-worker", ""), str(worker)
+                except httpx.TransportError:
+                    return 0, "", str(worker)
+                finally:
+                    await client.aclose()
+
+            tasks = [asyncio.create_task(one(c, n)) for n, clients in pinned.items() for c in clients]
             for _ in range(600):  # until the upstream holds every request: a guard, not a measure
-                if len(wall.attempts) >= 40:
+                if len(wall.attempts) >= 2 * per_worker:
                     break
                 await asyncio.sleep(0.02)
             in_flight = len(wall.attempts)
             gateway.process.send_signal(signal.SIGTERM)
             results = list(await asyncio.gather(*tasks))
-            assert in_flight == 40
+            assert in_flight == 2 * per_worker
             return results
 
         results = asyncio.run(load())
         assert gateway.process.wait(timeout=90) == 0, gateway.output()
-    statuses = [status for status, _ in results]
-    # every request the workers held when SIGTERM came was answered, by both workers
-    assert statuses == [200] * 40
-    assert {worker for _, worker in results} == {"1", "2"}
+    # every request both workers held when SIGTERM came was answered, by the worker holding it
+    assert [status for status, _, _ in results] == [200] * 2 * per_worker
+    assert all(answered_by == held_by for _, answered_by, held_by in results)
     # commit_interval is 2 s: the drain on SIGTERM wrote these, from both workers into the one database
     rows = sqlite3.connect(tmp_path / "lifeline.db").execute("SELECT count(*) FROM ledger WHERE status = 200")
-    assert rows.fetchone()[0] == 40
+    assert rows.fetchone()[0] == 2 * per_worker
     assert "all workers have stopped" in gateway.output()
 
 
