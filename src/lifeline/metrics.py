@@ -92,32 +92,59 @@ class Metrics:
                 self._retired[name] += read()
 
     def render(self) -> str:
-        lines: list[str] = []
+        return render_families([((), self.collect())])
+
+    def collect(self) -> list[Family]:
+        """Every family with its samples, as render() writes them (histograms as _bucket, _sum, _count)."""
+        families: list[Family] = []
         for name, family in sorted(self._families.items()):
-            lines.append(f"# HELP {name} {family.help}")
-            lines.append(f"# TYPE {name} {family.kind}")
-            for labels, value in sorted(family.values.items()):
-                lines.append(f"{name}{_labels(labels)} {_number(value)}")
+            samples: list[Sample] = [(name, labels, value) for labels, value in sorted(family.values.items())]
             for labels, hist in sorted(family.histograms.items()):
                 cumulative = 0
                 for bound, count in zip((*hist.buckets, float("inf")), hist.counts, strict=True):
                     cumulative += count
                     le = "+Inf" if bound == float("inf") else _number(bound)
-                    lines.append(f"{name}_bucket{_labels((*labels, ('le', le)))} {cumulative}")
-                lines.append(f"{name}_sum{_labels(labels)} {_number(hist.total)}")
-                lines.append(f"{name}_count{_labels(labels)} {hist.n}")
+                    samples.append((f"{name}_bucket", (*labels, ("le", le)), cumulative))
+                samples.append((f"{name}_sum", labels, hist.total))
+                samples.append((f"{name}_count", labels, hist.n))
+            families.append((name, family.kind, family.help, samples))
         for kind, readings in (("gauge", self._gauges), ("counter", self._read_counters)):
             for name, (help, read) in sorted(readings.items()):
-                lines.append(f"# HELP {name} {help}")
-                lines.append(f"# TYPE {name} {kind}")
-                for labels, value in read():
-                    lines.append(f"{name}{_labels(labels)} {_number(value)}")
+                families.append((name, kind, help, [(name, labels, value) for labels, value in read()]))
         for name, (kind, help, readers) in sorted(self._owned.items()):
-            lines.append(f"# HELP {name} {help}")
-            lines.append(f"# TYPE {name} {kind}")
             total = self._retired.get(name, 0.0) + sum(read() for read in list(readers.values()))
-            lines.append(f"{name} {_number(total)}")
-        return "\n".join(lines) + "\n"
+            families.append((name, kind, help, [(name, (), total)]))
+        return families
+
+
+#: one line of the exposition: the sample's name (a histogram's carries its suffix), its labels, its value
+Sample = tuple[str, Labels, float]
+#: name, kind, help, samples
+Family = tuple[str, str, str, list[Sample]]
+
+
+def render_families(sources: list[tuple[Labels, list[Family]]]) -> str:
+    """The text exposition of families from several sources (the workers of `serve --workers`), each source's
+    samples with its own labels first; a family's HELP and TYPE are written once, its samples together."""
+    order: list[str] = []
+    heads: dict[str, tuple[str, str]] = {}
+    samples: dict[str, list[str]] = {}
+    for extra, families in sources:
+        for name, kind, help, rows in families:
+            if name not in heads:
+                order.append(name)
+                heads[name] = (kind, help)
+                samples[name] = []
+            samples[name].extend(
+                f"{sample}{_labels((*extra, *labels))} {_number(value)}" for sample, labels, value in rows
+            )
+    lines: list[str] = []
+    for name in order:
+        kind, help = heads[name]
+        lines.append(f"# HELP {name} {help}")
+        lines.append(f"# TYPE {name} {kind}")
+        lines.extend(samples[name])
+    return "\n".join(lines) + "\n"
 
 
 def _labels(labels: Labels) -> str:

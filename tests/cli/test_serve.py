@@ -165,3 +165,27 @@ def test_admin_exposure() -> None:
     assert refused is not None and refused.startswith("/admin/* is refused")
     opened = admin_exposure(insecure, has_master_key=False)
     assert opened is not None and opened.startswith("/admin/* is open to anyone")
+
+
+# --- --workers ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("count", ["0", "lots"])
+def test_a_worker_count_that_is_not_one_is_one_line_and_exit_2(tmp_path: Path, count: str) -> None:
+    process = serve(write_config(tmp_path), "--port", "0", "--workers", count)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 2, output
+    assert output.strip().splitlines() == [
+        "error: workers: Value error, give a number of worker processes from 1 to 512, or auto (one per CPU)"
+    ]
+
+
+def test_workers_that_cannot_start_end_the_server_with_their_reason(tmp_path: Path) -> None:
+    """As one process would: a model that cannot be resolved is said, and the supervisor exits 2."""
+    config = write_config(tmp_path, {"kind": "llamacpp", "model": "/nonexistent/lifeline-test-model.gguf"})
+    process = serve(config, "--port", "0", "--workers", "2")
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 2, output
+    assert "2 workers" in output.splitlines()[0]
+    assert any(line.startswith("error: ") and "lifeline-test-model.gguf" in line for line in output.splitlines())
+    assert "could not start" in output

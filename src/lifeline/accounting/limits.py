@@ -406,6 +406,11 @@ class InProcessLimits:
         budget.held[reservation.id] = (amount_nusd, now + self._reservation_ttl)
         return reservation
 
+    def has_counter(self, key_id: str, period: Period) -> bool:
+        """Whether the key has a counter for the current period (a reserve would not await its seed)."""
+        budget = self._budgets.get((key_id, _PERIOD_PREFIX[period]))
+        return budget is not None and budget.period_id == period_id(period, self._utcnow())
+
     def _budget_of(self, reservation: Reservation) -> _Budget | None:
         budget = self._budgets.get((reservation.key_id, reservation.period_id.split(":", 1)[0]))
         return budget if budget is not None and budget.period_id == reservation.period_id else None

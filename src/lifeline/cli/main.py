@@ -82,6 +82,14 @@ def serve(
             help="Serve /admin/* without admin.master_key on a bind beyond loopback (server.insecure_admin).",
         ),
     ] = False,
+    workers: Annotated[
+        str | None,
+        typer.Option(
+            metavar="N|auto",
+            help="Worker processes serving the port: a number, or auto (one per CPU); overrides server.workers. "
+            "They share circuits, rate limits and budgets.",
+        ),
+    ] = None,
 ) -> None:
     """Start the gateway."""
     import uvicorn
@@ -89,11 +97,14 @@ def serve(
     from lifeline.logs import configure_logging
     from lifeline.server.app import create_app
     from lifeline.server.serving import uvicorn_options
+    from lifeline.server.workers import worker_count
 
     cfg = read_config(config)
     overrides = {k: v for k, v in {"host": host, "port": port, "log_format": log_format}.items() if v is not None}
     if insecure_admin:
         overrides["insecure_admin"] = True
+    if workers is not None:
+        overrides["workers"] = workers if workers == "auto" or not workers.isdigit() else int(workers)
     try:
         server = ServerSettings.model_validate({**cfg.server.model_dump(), **overrides})
     except ValidationError as exc:
@@ -108,6 +119,10 @@ def serve(
     except OSError as exc:
         typer.echo(f"error: {bind_error(server.host, server.port, exc)}", err=True)
         raise typer.Exit(2) from None
+    count = worker_count(server.workers)
+    if count > 1:
+        _serve_workers(cfg, config, sock, count)
+        return
     try:
         # The file is read again on SIGHUP or POST /admin/reload.
         application = create_app(cfg, config_path=config_path(config))
@@ -126,6 +141,20 @@ def serve(
         uvicorn_server.run(sockets=[sock])
     if not uvicorn_server.started:
         raise typer.Exit(3)  # the application failed to start (uvicorn has said why); as uvicorn.run would
+
+
+def _serve_workers(cfg: Config, config: ConfigOption, sock: socket.socket, count: int) -> None:
+    """`serve --workers N`, N > 1: a supervisor and N worker processes on the one socket (server/workers.py)."""
+    from lifeline.server.workers import Supervisor
+
+    server = cfg.server
+    typer.echo(f"{banner(server.host, sock.getsockname()[1], cfg.aliases)}; {count} workers")
+    exposure = admin_exposure(server, has_master_key=cfg.admin.master_key is not None)
+    if exposure is not None:
+        logging.getLogger("lifeline.server").warning(exposure)
+    code = Supervisor(cfg, config_path(config), sock, count).run()
+    if code:
+        raise typer.Exit(code)
 
 
 def bind_socket(host: str, port: int) -> socket.socket:

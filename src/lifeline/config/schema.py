@@ -418,6 +418,16 @@ class ServerSettings(Strict):
     allowed_hosts: list[str] = Field(default_factory=list)
     #: serve /admin/* without admin.master_key on a bind beyond loopback (`serve --insecure-admin`)
     insecure_admin: bool = False
+    #: worker processes serving the one port (`serve --workers`): 1 is the single process; "auto" is one per
+    #: CPU this process may run on (server/workers.py)
+    workers: int | Literal["auto"] = 1
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers(cls, value: object) -> object:
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 512):
+            return value
+        raise ValueError("give a number of worker processes from 1 to 512, or auto (one per CPU)")
 
     @field_validator("allowed_hosts")
     @classmethod

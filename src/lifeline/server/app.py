@@ -6,6 +6,7 @@ replaces it while requests already running finish on the one they started on.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -35,11 +36,14 @@ from lifeline.server.routes.admin import (
 )
 from lifeline.server.routes.chat import chat_completions
 from lifeline.server.routes.completions import completions
-from lifeline.server.routes.control import failovers, reload_config, set_target_state
+from lifeline.server.routes.control import change_target, failovers, reload_config, set_target_state
 from lifeline.server.routes.embeddings import embeddings
 from lifeline.server.routes.info import get_model, healthz, list_models, metrics, readyz
 from lifeline.server.routes.messages import count_tokens, messages
 from lifeline.server.routes.responses import create_response, delete_response, get_response, list_input_items
+from lifeline.server.worker_state import StateLink
+
+log = logging.getLogger("lifeline.server")
 
 
 def create_app(
@@ -48,21 +52,29 @@ def create_app(
     *,
     config_path: str | Path | None = None,
     span_exporter: Any = None,
+    link: StateLink | None = None,
 ) -> Starlette:
     """`config_path`: the file `config` was read from, for reloads (SIGHUP, POST /admin/reload);
-    `span_exporter`: an OpenTelemetry SpanExporter to use instead of OTLP (tests)."""
-    gateway = Gateway.build(config, registry, span_exporter=span_exporter)
+    `span_exporter`: an OpenTelemetry SpanExporter to use instead of OTLP (tests); `link`: a worker's link to
+    its supervisor (`serve --workers N`, server/workers.py)."""
+    gateway = Gateway.build(config, registry, span_exporter=span_exporter, link=link)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         reloader: Reloader = app.state.reloader
+        if link is not None:
+            await link.start()  # before the gateway: it starts knowing the circuits the other workers opened
         await gateway.start()
         uninstall = reloader.install_sighup()
+        if link is not None:
+            link.ready()
         try:
             yield
         finally:
             uninstall()
             await reloader.shutdown()
+            if link is not None:
+                await link.close()  # after the last request has settled its limits through it
 
     exception_handlers: dict[Any, Any] = {
         LifelineError: errors.lifeline_error,
@@ -109,6 +121,17 @@ def create_app(
     app.router.redirect_slashes = False
     app.state.gateway = gateway
     app.state.span_exporter = span_exporter
+    app.state.worker = link.worker if link is not None else None
+    if link is not None:  # the metrics of the gateway serving now (a reload keeps the same Metrics)
+        link.collect = lambda: app.state.gateway.metrics.collect()
+
+        def override(name: str, fields: dict[str, Any]) -> None:
+            try:
+                change_target(app.state.gateway, name, fields, announce=False)
+            except LifelineError as exc:  # a target this worker's config does not have
+                log.warning("an override made on another worker does not apply here: %s", exc.message)
+
+        link.on_override = override
     app.state.console = Console()
     app.state.reloader = Reloader(app, Path(config_path) if config_path is not None else None, registry)
     return app

@@ -28,6 +28,7 @@ from lifeline.providers.registry import ProviderRegistry, default_registry
 from lifeline.routing.health import Health, State
 from lifeline.routing.router import Router
 from lifeline.server.shadow import Shadows
+from lifeline.server.worker_state import LinkedCircuits, LinkedLimits, StateLink
 from lifeline.tracing import Tracing
 
 log = logging.getLogger("lifeline.server")
@@ -65,6 +66,9 @@ class Gateway:
     shadows: Shadows
     started: bool = field(default=False)
     _shared: object | None = None
+    #: this worker's link to the supervisor (`serve --workers N`): circuits and limits shared with the other
+    #: workers when Redis does not share them already (server/worker_state.py)
+    link: StateLink | None = None
     #: requests that started on this gateway and have not finished (streams included)
     in_flight: int = 0
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
@@ -81,9 +85,10 @@ class Gateway:
         *,
         metrics: Metrics | None = None,
         span_exporter: Any = None,
+        link: StateLink | None = None,
     ) -> Gateway:
         """Build (not start) a gateway. `metrics`: carry counters over from a gateway this one replaces;
-        `span_exporter`: where spans go instead of OTLP (tests)."""
+        `span_exporter`: where spans go instead of OTLP (tests); `link`: this worker's link to the supervisor."""
         providers = (registry or default_registry()).build(config)
         health = Health(config.circuit)
         injected: dict[str, Provider] = {
@@ -93,10 +98,12 @@ class Gateway:
         metrics = metrics or Metrics()
         tracing = Tracing(config.tracing, span_exporter)
         accounting = Accounting(config, metrics, tracing)
+        if link is not None and config.accounting.redis_url is None:
+            accounting.limits = LinkedLimits(link, config.accounting.redis_failure)
         audits = _latest_audits(accounting) if any(a.constraints.uses_audits for a in config.aliases.values()) else None
         router = Router(config, injected, health, tracing=tracing, prices=accounting.prices, audits=audits)
         shadows = Shadows(config, router, accounting, metrics)
-        gateway = cls(config, providers, health, router, accounting, metrics, tracing, shadows)
+        gateway = cls(config, providers, health, router, accounting, metrics, tracing, shadows, link=link)
         gateway.register_gauges()
         return gateway
 
@@ -254,6 +261,10 @@ class Gateway:
             shared = SharedCircuits(self.health, redis_url.get_secret_value(), self.config.accounting.redis_failure)
             await shared.start()
             self._shared = shared
+        elif self.link is not None:
+            linked = LinkedCircuits(self.health, self.link)
+            await linked.start()
+            self._shared = linked
         await asyncio.gather(*(p.start() for p in self.providers.values()))
         self.started = True
         log.info("gateway ready: %d target(s), aliases: %s", len(self.providers), ", ".join(self.config.aliases))

@@ -11,7 +11,7 @@ What carries over to the new gateway: the circuit of every target whose name and
 (the very object, so what requests still running on the old gateway learn about the target counts on the
 new one too), the operator's overrides of targets that still exist, the recent failovers, the metrics'
 counters, in-process rate-limit and budget counters, and the answers of in-memory response caches. Host,
-port, logging and `insecure_admin` are fixed at start.
+port, logging, `insecure_admin` and `workers` are fixed at start.
 """
 
 from __future__ import annotations
@@ -53,11 +53,10 @@ class Reloaded:
 
 
 def keep_fixed_settings(config: Config, running: Config) -> Config:
-    """Host, port, logging and `insecure_admin` are set when the server starts; a reload takes everything else
+    """Host, port, logging, `insecure_admin` and `workers` are set when the server starts; a reload takes the rest
     from the file (so `lifeline serve --port` keeps its port across reloads)."""
-    fixed = {
-        name: getattr(running.server, name) for name in ("host", "port", "log_format", "log_level", "insecure_admin")
-    }
+    names = ("host", "port", "log_format", "log_level", "insecure_admin", "workers")
+    fixed = {name: getattr(running.server, name) for name in names}
     return config.model_copy(update={"server": config.server.model_copy(update=fixed)})
 
 
@@ -135,7 +134,11 @@ class Reloader:
         config = keep_fixed_settings(config, old.config)
         try:
             new = Gateway.build(
-                config, self.registry, metrics=old.metrics, span_exporter=getattr(self.app.state, "span_exporter", None)
+                config,
+                self.registry,
+                metrics=old.metrics,
+                span_exporter=getattr(self.app.state, "span_exporter", None),
+                link=old.link,
             )
         except Exception as exc:  # a model that cannot be resolved, a bad target
             old.register_gauges()

@@ -51,9 +51,10 @@ def _fault(fields: dict[str, Any]) -> Fault:
     return Fault(cast(FaultKind, kind), after)
 
 
-def change_target(gateway: Gateway, name: str, fields: dict[str, Any]) -> dict[str, Any]:
+def change_target(gateway: Gateway, name: str, fields: dict[str, Any], *, announce: bool = True) -> dict[str, Any]:
     """Drain, cut or heal a target ({"state": …, "fault": …, "after": N}); returns its row as /admin/targets
-    shows it. Shared by the admin API and the console; no await, so no reload comes between check and change."""
+    shows it. Shared by the admin API and the console; no await, so no reload comes between check and change.
+    Under `serve --workers N` the other workers are told (`announce`), and make the same change."""
     if name not in gateway.config.targets:
         known = ", ".join(sorted(gateway.config.targets))
         raise TargetNotFound(f"There is no target '{name}'. Targets: {known}.", param="name")
@@ -73,6 +74,8 @@ def change_target(gateway: Gateway, name: str, fields: dict[str, Any]) -> dict[s
         else:
             health.heal(name)
     log.info("operator: target %s is now %s", name, health.override(name) or "healthy")
+    if announce and gateway.link is not None:
+        gateway.link.send({"op": "override", "target": name, "fields": fields})
     return gateway.target_row(name)
 
 
@@ -97,6 +100,8 @@ async def reload_config(request: Request) -> Response:
     require_admin(request, gateway_of(request))
     reloader: Reloader = request.app.state.reloader
     done = await reloader.reload()
+    if done.gateway.link is not None:  # under `serve --workers N`: the other workers reload too (SIGHUP)
+        done.gateway.link.send({"op": "reload"})
     config = done.gateway.config
     return _json(
         {

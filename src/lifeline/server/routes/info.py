@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
@@ -35,10 +37,15 @@ async def get_model(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     gateway = gateway_of(request)
+    if gateway.link is not None:  # one of `serve --workers N`: every worker's, each labelled worker="n"
+        return Response(await gateway.link.metrics(gateway.metrics), media_type="text/plain; version=0.0.4")
     return Response(gateway.metrics.render(), media_type="text/plain; version=0.0.4")
 
 
 async def healthz(request: Request) -> Response:
+    worker = getattr(request.app.state, "worker", None)
+    if worker is not None:  # one of `serve --workers N`: which one, and its process (nothing secret)
+        return _json({"status": "alive", "worker": worker, "pid": os.getpid()})
     return _json({"status": "alive"})
 
 

@@ -1,0 +1,292 @@
+"""`lifeline serve --workers 2`, a real supervisor and two real worker processes on one loopback port, without
+Redis: a cut-off seen by one worker keeps the other off the target; one key has one RPM limit across both;
+SIGTERM under load drains both and the ledger holds a record for every answer; a worker killed with SIGKILL
+is replaced while the other goes on answering.
+
+A client reaches one worker through a keep-alive connection the kernel handed to it: `x-lifeline-worker`
+says which, and every answer below is checked to come from the worker it was meant for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from lifeline.testing import FaultWall
+from tests.integration.processes import free_port
+
+MASTER = "mk-workers-master-key-0000000"
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+class Workers:
+    def __init__(self, process: subprocess.Popen[bytes], port: int, log: Path) -> None:
+        self.process = process
+        self.port = port
+        self.log = log
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@contextmanager
+def workers(config: dict[str, Any], directory: Path, count: int = 2) -> Iterator[Workers]:
+    """`lifeline serve --workers COUNT` on a free port, once every worker answers."""
+    port = free_port()
+    # Long keep-alive: a test's connection to one worker must not be closed (and reopened to another) midway.
+    server = {**config.get("server", {}), "port": port, "log_level": "info", "keepalive_timeout": 300}
+    path = directory / "workers.yaml"
+    path.write_text(yaml.safe_dump({**config, "server": server}))
+    log = directory / "workers.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "lifeline.cli.main", "serve", "--config", str(path), "--workers", str(count)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    running = Workers(process, port, log)
+    try:
+        seen: set[int] = set()
+        for polls in itertools.count():  # up to ~90 s: a guard against hanging, not a measure of speed
+            try:
+                answer = httpx.get(f"{running.url}/readyz", timeout=2)
+                if answer.status_code == 200:
+                    seen.add(int(answer.headers["x-lifeline-worker"]))
+            except httpx.TransportError:
+                pass
+            if len(seen) == count:
+                break
+            if process.poll() is not None:
+                raise RuntimeError(f"the supervisor exited at start:\n{running.output()}")
+            if polls >= 900:
+                raise RuntimeError(f"the workers did not all start:\n{running.output()}")
+            time.sleep(0.1)
+        yield running
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def clients_per_worker(url: str, count: int, stack: ExitStack) -> dict[int, httpx.Client]:
+    """One client per worker, each holding a keep-alive connection the kernel gave to that worker."""
+    clients: dict[int, httpx.Client] = {}
+    for _ in range(300):  # the kernel picks the worker; a guard against hanging
+        client = httpx.Client(base_url=url, timeout=30, limits=httpx.Limits(max_connections=1))
+        number = int(client.get("/healthz").json()["worker"])
+        if number in clients:
+            client.close()
+        else:
+            clients[number] = client
+            stack.callback(client.close)
+        if len(clients) == count:
+            return clients
+    raise AssertionError(f"the kernel never handed a connection to each worker: {sorted(clients)}")
+
+
+def ask(client: httpx.Client, worker: int, alias: str = "chat", secret: str | None = None) -> httpx.Response:
+    headers = {"authorization": f"Bearer {secret}"} if secret else {}
+    answer = client.post("/v1/chat/completions", json={"model": alias, "messages": MESSAGES}, headers=headers)
+    assert answer.headers["x-lifeline-worker"] == str(worker)
+    return answer
+
+
+def wait_for(condition: Any, what: str) -> None:
+    for _ in range(600):  # a guard against hanging, not a measure of speed
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"never happened: {what}")
+
+
+def test_two_workers_share_circuits_and_one_rpm_limit(wall: FaultWall, tmp_path: Path) -> None:
+    config: dict[str, Any] = {
+        "admin": {"master_key": MASTER},
+        "auth": {"enabled": True},
+        "retry": {"max_retries": 0},
+        "accounting": {"data_dir": str(tmp_path), "key_refresh_interval": 0.2},
+        "targets": {
+            "cut": {"kind": "openai", "base_url": wall.base_url, "model": "status?code=403"},
+            "steady": {"kind": "openai", "base_url": wall.base_url, "model": "ok"},
+        },
+        "aliases": {"chat": {"targets": ["steady"]}, "guarded": {"targets": ["cut", "steady"]}},
+    }
+    admin = {"authorization": f"Bearer {MASTER}"}
+    with workers(config, tmp_path) as gateway, ExitStack() as stack:
+        clients = clients_per_worker(gateway.url, 2, stack)
+        one, two = clients[1], clients[2]
+
+        # --- one RPM limit of 5 across both workers, not 5 on each ---
+        secret = one.post("/admin/keys", json={"name": "shared", "rpm": 5}, headers=admin).json()["secret"]
+        for client in (one, two):  # keys are refreshed in the background; listing models costs no request
+            wait_for(
+                lambda c=client: c.get("/v1/models", headers={"authorization": f"Bearer {secret}"}).status_code == 200,
+                "the worker knows the new key",
+            )
+        statuses = [ask(client, n, secret=secret).status_code for _ in range(4) for n, client in ((1, one), (2, two))]
+        assert statuses[:5] == [200] * 5
+        assert statuses[5:] == [429] * 3
+        assert len(wall.attempts_for("ok")) == 5  # what was refused never reached an upstream
+
+        # --- a cut-off seen by worker 1 keeps worker 2 off the target ---
+        free = one.post("/admin/keys", json={"name": "free"}, headers=admin).json()["secret"]
+        wait_for(
+            lambda: all(
+                c.get("/v1/models", headers={"authorization": f"Bearer {free}"}).status_code == 200 for c in (one, two)
+            ),
+            "both workers know the new key",
+        )
+        first = ask(one, 1, "guarded", free)
+        assert first.headers["x-lifeline-target"] == "steady"
+        assert len(wall.attempts_for("status?code=403")) == 1  # the cut-off that opened worker 1's circuit
+
+        def open_on_two() -> bool:
+            rows = two.get("/admin/targets", headers=admin).json()["targets"]
+            return {r["target"]: r["state"] for r in rows}["cut"] == "open"
+
+        wait_for(open_on_two, "worker 2 hears of the open circuit")
+        for n, client in ((2, two), (1, one)) * 5:
+            answer = ask(client, n, "guarded", free)
+            assert answer.headers["x-lifeline-target"] == "steady"
+            assert answer.headers["x-lifeline-attempts"] == "1"
+        # Worker 2 applied the open before its first request here, so the bound is the one call that opened it.
+        assert len(wall.attempts_for("status?code=403")) == 1
+
+        # --- /metrics on either worker shows both, each sample labelled with its worker ---
+        for client in (one, two):
+            text = client.get("/metrics").text
+            assert text.count("# TYPE lifeline_requests_total counter") == 1
+
+            def answered(worker: str, text: str = text) -> float:
+                prefix = f'lifeline_requests_total{{worker="{worker}",alias="chat",'
+                rows = [line for line in text.splitlines() if line.startswith(prefix) and 'status="200"' in line]
+                return sum(float(line.rsplit(" ", 1)[1]) for line in rows)
+
+            assert (answered("1"), answered("2")) == (3, 2)  # what the RPM limit let through above, per worker
+
+        # --- an operator's drain, and a reload, made on worker 1 reach worker 2 ---
+        assert one.post("/admin/targets/steady", json={"state": "drained"}, headers=admin).status_code == 200
+
+        def override_on_two() -> str | None:
+            rows = two.get("/admin/targets", headers=admin).json()["targets"]
+            return {r["target"]: r["override"] for r in rows}["steady"]  # type: ignore[no-any-return]
+
+        wait_for(lambda: override_on_two() == "drained", "worker 2 drains the target too")
+        one.post("/admin/targets/steady", json={"state": "healthy"}, headers=admin)
+        wait_for(lambda: override_on_two() is None, "worker 2 heals it too")
+
+        path = tmp_path / "workers.yaml"
+        changed = yaml.safe_load(path.read_text())
+        changed["aliases"]["added"] = {"targets": ["steady"]}
+        path.write_text(yaml.safe_dump(changed))
+        assert one.post("/admin/reload", headers=admin).json()["reloaded"] is True
+        bearer = {"authorization": f"Bearer {free}"}
+        wait_for(
+            lambda: "added" in {m["id"] for m in two.get("/v1/models", headers=bearer).json()["data"]},
+            "worker 2 reloads the file too",
+        )
+
+
+def test_sigterm_under_load_drains_every_worker_and_loses_no_ledger_record(wall: FaultWall, tmp_path: Path) -> None:
+    config = {
+        "accounting": {"data_dir": str(tmp_path), "ledger": {"commit_interval": 2.0}},
+        "targets": {"slow": {"kind": "openai", "base_url": wall.base_url, "model": "ok?latency_ms=400"}},
+        "aliases": {"chat": {"targets": ["slow"]}},
+    }
+    per_worker = 10
+    with workers(config, tmp_path) as gateway:
+
+        async def load() -> list[tuple[int, str, str]]:
+            # Keep-alive connections the kernel handed to each worker, `per_worker` of each: both hold requests.
+            pinned: dict[int, list[httpx.AsyncClient]] = {1: [], 2: []}
+            spare: list[httpx.AsyncClient] = []
+            for _ in range(600):  # the kernel picks the worker; a guard against hanging
+                client = httpx.AsyncClient(base_url=gateway.url, timeout=60, limits=httpx.Limits(max_connections=1))
+                number = int((await client.get("/healthz")).json()["worker"])
+                (pinned[number] if len(pinned[number]) < per_worker else spare).append(client)
+                if all(len(clients) == per_worker for clients in pinned.values()):
+                    break
+            assert all(len(clients) == per_worker for clients in pinned.values())
+            for client in spare:
+                await client.aclose()
+
+            async def one(client: httpx.AsyncClient, worker: int) -> tuple[int, str, str]:
+                try:
+                    answer = await client.post("/v1/chat/completions", json={"model": "chat", "messages": MESSAGES})
+                    return answer.status_code, answer.headers.get("x-lifeline-worker", ""), str(worker)
+                except httpx.TransportError:
+                    return 0, "", str(worker)
+                finally:
+                    await client.aclose()
+
+            tasks = [asyncio.create_task(one(c, n)) for n, clients in pinned.items() for c in clients]
+            for _ in range(600):  # until the upstream holds every request: a guard, not a measure
+                if len(wall.attempts) >= 2 * per_worker:
+                    break
+                await asyncio.sleep(0.02)
+            in_flight = len(wall.attempts)
+            gateway.process.send_signal(signal.SIGTERM)
+            results = list(await asyncio.gather(*tasks))
+            assert in_flight == 2 * per_worker
+            return results
+
+        results = asyncio.run(load())
+        assert gateway.process.wait(timeout=90) == 0, gateway.output()
+    # every request both workers held when SIGTERM came was answered, by the worker holding it
+    assert [status for status, _, _ in results] == [200] * 2 * per_worker
+    assert all(answered_by == held_by for _, answered_by, held_by in results)
+    # commit_interval is 2 s: the drain on SIGTERM wrote these, from both workers into the one database
+    rows = sqlite3.connect(tmp_path / "lifeline.db").execute("SELECT count(*) FROM ledger WHERE status = 200")
+    assert rows.fetchone()[0] == 2 * per_worker
+    assert "all workers have stopped" in gateway.output()
+
+
+def test_a_killed_worker_is_replaced_and_the_gateway_keeps_answering(wall: FaultWall, tmp_path: Path) -> None:
+    config = {
+        "accounting": {"data_dir": str(tmp_path)},
+        "targets": {"steady": {"kind": "openai", "base_url": wall.base_url, "model": "ok"}},
+        "aliases": {"chat": {"targets": ["steady"]}},
+    }
+    with workers(config, tmp_path) as gateway, ExitStack() as stack:
+        clients = clients_per_worker(gateway.url, 2, stack)
+        victim = int(clients[1].get("/healthz").json()["pid"])
+        survivor = int(clients[2].get("/healthz").json()["pid"])
+        os.kill(victim, signal.SIGKILL)
+
+        # Only worker 2 accepts until worker 1 is back: every request on a new connection is answered.
+        answered: set[int] = set()
+        for _ in range(20):
+            answer = httpx.post(f"{gateway.url}/v1/chat/completions", json={"model": "chat", "messages": MESSAGES})
+            assert answer.status_code == 200
+            answered.add(int(answer.headers["x-lifeline-worker"]))
+
+        def replaced() -> bool:
+            health = httpx.get(f"{gateway.url}/healthz").json()
+            return bool(health["worker"] == 1 and health["pid"] != victim)
+
+        wait_for(replaced, "a new worker 1 answers")
+        assert int(clients[2].get("/healthz").json()["pid"]) == survivor
+        assert "worker 1 (pid" in gateway.output() and "killed by SIGKILL" in gateway.output()
+        assert gateway.process.poll() is None

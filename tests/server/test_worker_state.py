@@ -1,0 +1,179 @@
+"""The state the workers of one machine share through their supervisor (server/worker_state.py), on a real Unix
+socket in one event loop: links stand in for the workers. tests/integration/test_workers.py runs the processes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from lifeline.accounting.limits import RedisLimits
+from lifeline.config import parse_config
+from lifeline.config.schema import CircuitPolicy
+from lifeline.errors import BudgetExceeded, LimitBackendUnavailable, RateLimitExceeded, UpstreamCutOff
+from lifeline.routing.health import Health, State
+from lifeline.server.gateway import Gateway
+from lifeline.server.worker_state import LinkedCircuits, LinkedLimits, StateLink, StateService
+
+
+@asynccontextmanager
+async def service(tmp_path: Path) -> AsyncIterator[StateService]:
+    state = StateService(str(tmp_path / "state.sock"))
+    await state.start()
+    try:
+        yield state
+    finally:
+        await state.close()
+
+
+@asynccontextmanager
+async def link(state: StateService, worker: int) -> AsyncIterator[StateLink]:
+    linked = StateLink(state.path, worker)
+    await linked.start()
+    try:
+        yield linked
+    finally:
+        await linked.close()
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    for _ in range(1000):  # a guard against hanging, not a measure of speed
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("never happened")
+
+
+def seeded(value: int, calls: list[int]) -> Callable[[], Awaitable[int]]:
+    async def seed() -> int:
+        calls.append(value)
+        return value
+
+    return seed
+
+
+def health() -> Health:
+    return Health(CircuitPolicy())
+
+
+def test_one_rpm_and_tpm_window_across_workers(tmp_path: Path) -> None:
+    asyncio.run(_one_rpm_and_tpm_window_across_workers(tmp_path))
+
+
+async def _one_rpm_and_tpm_window_across_workers(tmp_path: Path) -> None:
+    async with service(tmp_path) as state, link(state, 1) as a, link(state, 2) as b:
+        one, two = LinkedLimits(a), LinkedLimits(b)
+        admitted = [await store.admit("k", rpm=3, tpm=None, tokens_estimate=0) for store in (one, two, one)]
+        with pytest.raises(RateLimitExceeded) as refused:
+            await two.admit("k", rpm=3, tpm=None, tokens_estimate=0)
+        assert refused.value.limit == "rpm" and refused.value.headers["retry-after"]
+        # a request a later check refused leaves the window: its slot is free for the other worker
+        await one.withdraw(admitted[0])
+        assert (await two.admit("k", rpm=3, tpm=None, tokens_estimate=0)).in_requests
+        # tokens: the estimate is held, then settled to the actual count, through the other worker's link
+        entry = await one.admit("t", rpm=None, tpm=100, tokens_estimate=80)
+        with pytest.raises(RateLimitExceeded):
+            await two.admit("t", rpm=None, tpm=100, tokens_estimate=30)
+        await one.settle_tokens(entry, 10)
+        assert (await two.admit("t", rpm=None, tpm=100, tokens_estimate=30)).tokens == 30
+        # a key without rate limits costs no round trip and counts nothing
+        free = await one.admit("free", rpm=None, tpm=None, tokens_estimate=5)
+        assert not free.in_requests and free.tokens is None
+
+
+def test_budget_reservations_hold_across_workers_seeded_once(tmp_path: Path) -> None:
+    asyncio.run(_budget_reservations_hold_across_workers_seeded_once(tmp_path))
+
+
+async def _budget_reservations_hold_across_workers_seeded_once(tmp_path: Path) -> None:
+    async with service(tmp_path) as state, link(state, 1) as a, link(state, 2) as b:
+        one, two = LinkedLimits(a), LinkedLimits(b)
+        ledger: list[int] = []
+        first = await one.reserve("k", limit_nusd=100, period="day", amount_nusd=40, seed=seeded(20, ledger))
+        second = await two.reserve("k", limit_nusd=100, period="day", amount_nusd=40, seed=seeded(20, ledger))
+        assert ledger == [20]  # the ledger is read once, by the first worker to need the counter
+        with pytest.raises(BudgetExceeded) as refused:
+            await one.reserve("k", limit_nusd=100, period="day", amount_nusd=40, seed=seeded(20, ledger))
+        assert (refused.value.spent_nusd, refused.value.reserved_nusd) == (20, 80)
+        await one.settle(first, 5)
+        await two.release(second)
+        assert await two.spent("k", "day") == (25, 0)
+        await two.reserve("k", limit_nusd=100, period="day", amount_nusd=75, seed=seeded(20, ledger))
+
+
+def test_an_open_circuit_reaches_the_other_workers_and_later_ones(tmp_path: Path) -> None:
+    asyncio.run(_an_open_circuit_reaches_the_other_workers_and_later_ones(tmp_path))
+
+
+async def _an_open_circuit_reaches_the_other_workers_and_later_ones(tmp_path: Path) -> None:
+    async with service(tmp_path) as state, link(state, 1) as a, link(state, 2) as b:
+        here, there = health(), health()
+        mine, theirs = LinkedCircuits(here, a), LinkedCircuits(there, b)
+        await mine.start()
+        await theirs.start()
+        here.record_failure("cut", UpstreamCutOff("cut off", upstream_status=403))
+        assert here.circuit("cut").state is State.OPEN
+        await until(lambda: there.circuit("cut").state is State.OPEN)
+        assert "(on another worker)" in (there.circuit("cut").last_error or "")
+        assert mine.received == 0 and theirs.received == 1  # no echo back to the worker that opened it
+        here.refuse_prefill("picky")
+        await until(lambda: there.prefill_support("picky") is False)
+        # a worker (re)starting after the open learns it as it connects
+        async with link(state, 3) as c:
+            late = health()
+            await LinkedCircuits(late, c).start()
+            assert late.circuit("cut").state is State.OPEN
+            assert late.prefill_support("picky") is False
+        await theirs.close()
+        await mine.close()
+
+
+def test_without_the_supervisor_limits_follow_the_failure_mode(tmp_path: Path) -> None:
+    asyncio.run(_without_the_supervisor_limits_follow_the_failure_mode(tmp_path))
+
+
+async def _without_the_supervisor_limits_follow_the_failure_mode(tmp_path: Path) -> None:
+    async with service(tmp_path) as state:
+        a = StateLink(state.path, 1)
+        await a.start()
+    await until(lambda: not a.connected)
+    assert (await LinkedLimits(a, "open").admit("k", rpm=1, tpm=None, tokens_estimate=0)).in_requests is False
+    with pytest.raises(LimitBackendUnavailable):
+        await LinkedLimits(a, "closed").admit("k", rpm=1, tpm=None, tokens_estimate=0)
+    await a.close()
+
+
+def test_with_redis_configured_the_workers_share_through_redis_alone(tmp_path: Path) -> None:
+    targets = {"t": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m"}}
+    base = {"targets": targets, "aliases": {"chat": {"targets": ["t"]}}}
+    linked = StateLink(str(tmp_path / "unused.sock"), 1)
+    local = Gateway.build(parse_config(base, env={}), link=linked)
+    assert isinstance(local.accounting.limits, LinkedLimits)
+    with_redis = {**base, "accounting": {"redis_url": "redis://127.0.0.1:9/0"}}
+    replicas = Gateway.build(parse_config(with_redis, env={}), link=linked)
+    assert isinstance(replicas.accounting.limits, RedisLimits)
+
+
+def test_an_operators_override_reaches_the_others_and_later_workers(tmp_path: Path) -> None:
+    asyncio.run(_an_operators_override_reaches_the_others_and_later_workers(tmp_path))
+
+
+async def _an_operators_override_reaches_the_others_and_later_workers(tmp_path: Path) -> None:
+    async with service(tmp_path) as state, link(state, 1) as a, link(state, 2) as b:
+        heard: list[tuple[str, dict[str, object]]] = []
+        a.on_override = lambda target, fields: heard.append((target, fields))
+        b.on_override = lambda target, fields: heard.append((target, fields))
+        a.send({"op": "override", "target": "t", "fields": {"state": "drained"}})
+        await until(lambda: heard == [("t", {"state": "drained"})])  # b heard it; a, which made it, did not
+        late: list[tuple[str, dict[str, object]]] = []
+        c = StateLink(state.path, 3)
+        c.on_override = lambda target, fields: late.append((target, fields))
+        await c.start()
+        assert late == [("t", {"state": "drained"})]  # told before its hello is answered
+        b.send({"op": "override", "target": "t", "fields": {"state": "healthy"}})
+        await until(lambda: late[-1] == ("t", {"state": "healthy"}))
+        assert state.overrides == {}
+        await c.close()
