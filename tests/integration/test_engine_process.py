@@ -1,0 +1,142 @@
+"""The engine process for real: one process that has loaded the shipped SmolLM2 model, serving gateways in other
+processes and threads over its Unix socket. Two workers share its one queue; a client that leaves frees it; a
+killed engine process is a clean failover and comes back. One model load for the module (two with the restart).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from lifeline.errors import EngineProcessError
+from lifeline.server.engine_host import EngineHost
+from lifeline.testing import FaultWall
+from lifeline.testing.gateway import run_gateway
+from tests.conftest import FAST_RETRY, make_config, wall_target
+from tests.integration.processes import replica
+
+pytestmark = pytest.mark.embedded
+
+HELLO = [{"role": "user", "content": "Say hello."}]
+LONG = [{"role": "user", "content": "Write a very long story about a dragon and a knight."}]
+#: one generation at a time and nobody waiting: a second call anywhere on the machine is turned away
+LOCAL = {"kind": "llamacpp", "model": "builtin:smollm2", "n_ctx": 512, "n_threads": 2, "max_queue": 0}
+#: the router's waits are short, and failures never open the local circuit in these tests
+SECTIONS = {"retry": FAST_RETRY, "circuit": {"failure_threshold": 100}}
+#: the first restart waits this long: requests sent just after the kill meet no engine process
+RESTART_WAIT = 5.0
+
+
+@pytest.fixture(scope="module")
+def host() -> Iterator[EngineHost]:
+    config = make_config({"local": LOCAL})
+    with EngineHost(config, backoff=(RESTART_WAIT, 0.5)) as running:
+        yield running
+
+
+def poll(condition: Any, what: str, polls: int = 1500) -> None:
+    """Wait until `condition()` holds; a guard against hanging, not a measure of speed."""
+    for _ in range(polls):
+        if condition():
+            return
+        time.sleep(0.02)
+    pytest.fail(f"never happened: {what}")
+
+
+def counts(host: EngineHost) -> dict[str, int]:
+    local: dict[str, int] = host.stats()["targets"]["local"]
+    return local
+
+
+def chat(url: str, messages: list[dict[str, str]], max_tokens: int) -> httpx.Response:
+    body = {"model": "chat", "messages": messages, "max_tokens": max_tokens}
+    return httpx.post(f"{url}/v1/chat/completions", json=body, timeout=120)
+
+
+def worker_config(host: EngineHost, wall: FaultWall) -> dict[str, Any]:
+    """A worker's config as a file would say it (what attach() gives): the local target on the engine process."""
+    local = {**LOCAL, "engine_socket": host.socket_path, "served_name": host.served["local"]}
+    return {
+        "targets": {"local": local, "wall": wall_target(wall, "ok")},
+        "aliases": {"chat": {"targets": ["local", "wall"], "first_token_failover_ms": 120_000}},
+        **SECTIONS,
+    }
+
+
+def test_two_workers_share_one_queue_and_a_client_leaving_frees_the_engine(
+    host: EngineHost, wall: FaultWall, tmp_path: Path
+) -> None:
+    config = worker_config(host, wall)
+    before = counts(host)
+    with replica(config, tmp_path, "a") as a, replica(config, tmp_path, "b") as b:
+        body = {"model": "chat", "messages": LONG, "max_tokens": 400, "stream": True}
+        with httpx.stream("POST", f"{a.url}/v1/chat/completions", json=body, timeout=120) as streaming:
+            assert streaming.headers["x-lifeline-target"] == "local"
+            lines = streaming.iter_lines()
+            assert any('"content":"' in line for line in lines)  # the engine is generating for worker a
+            assert counts(host)["admitted"] == 1
+
+            turned_away = chat(b.url, HELLO, 4)  # worker b: the one engine is busy, its queue holds nobody
+            assert turned_away.status_code == 200
+            assert turned_away.headers["x-lifeline-target"] == "wall"
+            assert counts(host).get("overloaded", 0) == before.get("overloaded", 0) + 1
+        # a's client left mid-stream: its worker closes the call, the engine stops and frees its slot
+        poll(lambda: counts(host)["admitted"] == 0, "the engine freed after the client left")
+        assert counts(host).get("client_left", 0) == before.get("client_left", 0) + 1
+
+        served = chat(b.url, HELLO, 4)
+        assert served.status_code == 200
+        assert served.headers["x-lifeline-target"] == "local"
+        assert served.json()["model"] == host.served["local"]
+    after = counts(host)
+    assert after.get("overloaded", 0) == before.get("overloaded", 0) + 1  # nobody else was turned away
+    assert after["calls"] == before.get("calls", 0) + 3
+
+
+def test_a_killed_engine_process_fails_over_cleanly_and_is_restarted(host: EngineHost, wall: FaultWall) -> None:
+    config = host.attach(make_config({"local": LOCAL, "wall": wall_target(wall, "ok")}, **SECTIONS))
+    assert config.targets["local"].engine_socket == host.socket_path  # type: ignore[union-attr]
+    killed = host.pid
+    assert killed is not None
+    with run_gateway(config) as gw:
+        in_flight: list[httpx.Response] = []
+        asking = threading.Thread(target=lambda: in_flight.append(chat(gw.url, LONG, 400)))
+        asking.start()
+        poll(lambda: counts(host)["admitted"] == 1, "the long answer generating")
+        os.kill(killed, signal.SIGKILL)
+        asking.join(timeout=120)
+        assert not asking.is_alive()
+        # the answer in flight: the engine went away, the router moved on to the next target
+        assert in_flight[0].status_code == 200
+        assert in_flight[0].headers["x-lifeline-target"] == "wall"
+        assert int(in_flight[0].headers["x-lifeline-attempts"]) >= 2  # local first, then the wall
+
+        # a new request while no engine process runs: refused at once, served by the next target
+        fresh = chat(gw.url, HELLO, 4)
+        assert fresh.status_code == 200
+        assert fresh.headers["x-lifeline-target"] == "wall"
+        assert host.restarts == 0
+
+        # the watchdog starts it again; the next requests reach it
+        poll(lambda: host.restarts == 1 and host.pid not in (None, killed), "the engine process restarted")
+        served = chat(gw.url, HELLO, 4)
+        assert served.status_code == 200
+        assert served.headers["x-lifeline-target"] == "local"
+        assert counts(host) == {"admitted": 0, "queue_depth": 0, "calls": 1, "answered": 1}
+
+
+def test_an_engine_that_cannot_load_its_model_is_a_clear_error(tmp_path: Path) -> None:
+    config = make_config({"local": {**LOCAL, "model": str(tmp_path / "missing.gguf")}})
+    host = EngineHost(config)
+    with pytest.raises(EngineProcessError, match=r"could not start: ModelResolutionError: no GGUF file at"):
+        host.start()
+    host.stop()
+    assert not host.directory.exists()
