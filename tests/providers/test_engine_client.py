@@ -23,7 +23,7 @@ from lifeline.errors import (
 )
 from lifeline.providers.base import Deadline, EmbeddingCall
 from lifeline.providers.engine_client import EngineClientProvider
-from lifeline.providers.engine_wire import CHUNK, END, REQUEST, RESULT, error_frame, frame, read_frame
+from lifeline.providers.engine_wire import BEAT, CHUNK, END, REQUEST, RESULT, error_frame, frame, read_frame
 from lifeline.providers.llamacpp import LlamaCppProvider
 from lifeline.providers.registry import default_registry
 from tests.conftest import make_config
@@ -147,8 +147,19 @@ def test_a_silent_engine_process_is_bounded_by_the_timeouts(tmp_path: Path) -> N
     async def engine(_: dict[str, Any], reader: asyncio.StreamReader, __: asyncio.StreamWriter) -> None:
         await reader.read(1)  # says nothing until the worker gives up
 
-    with pytest.raises(UpstreamSilent, match="ttft"):
+    with pytest.raises(UpstreamSilent, match="stopped answering"):
         against(tmp_path, engine, answers)
+
+
+def test_beats_keep_a_long_call_alive(tmp_path: Path) -> None:
+    # the engine keeps the first-token limit itself; a worker only needs to know that it is alive
+    async def engine(_: dict[str, Any], __: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in range(8):  # well past one beat interval plus the connect timeout, saying only "alive"
+            writer.write(frame(BEAT))
+            await asyncio.sleep(0.2)
+        writer.write(frame(CHUNK, orjson.dumps(CHUNK_DATA)) + frame(END))
+
+    assert against(tmp_path, engine, answers) == [orjson.dumps(CHUNK_DATA)]
 
 
 def test_an_embedding_and_a_token_count_come_back_whole(tmp_path: Path) -> None:

@@ -6,15 +6,15 @@ worker's calls there, one connection per call (providers/engine_wire.py). The en
 in-process engine would — its bounded queue is shared by every worker, and a full queue is the same
 UpstreamOverloaded, so the router fails over as it does in one process. Closing a call (the client left)
 closes its connection, which stops the generation and frees the engine. An engine process that is down
-(being restarted) or goes away mid-answer is an UpstreamUnavailable, never a hang: each wait is bounded by the
-target's timeouts and the request's deadline.
+(being restarted) or goes away mid-answer is an UpstreamUnavailable, never a hang; one that stops beating
+(providers/engine_wire.py) is an UpstreamSilent within the connect timeout, and every wait is bounded by the
+request's deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,7 +23,18 @@ import orjson
 from lifeline.config.schema import LlamaCppTarget
 from lifeline.errors import UpstreamSilent, UpstreamUnavailable
 from lifeline.providers.base import ChatCall, Chunk, Completion, Deadline, EmbeddingCall, inspect_chunk
-from lifeline.providers.engine_wire import CHUNK, END, ERROR, REQUEST, RESULT, error_of, frame, read_frame
+from lifeline.providers.engine_wire import (
+    BEAT,
+    BEAT_INTERVAL,
+    CHUNK,
+    END,
+    ERROR,
+    REQUEST,
+    RESULT,
+    error_of,
+    frame,
+    read_frame,
+)
 from lifeline.providers.llamacpp import whole_answer
 
 Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
@@ -53,7 +64,6 @@ class EngineClientProvider:
         return await whole_answer(self.stream(call), self.model)
 
     async def stream(self, call: ChatCall) -> AsyncIterator[Chunk]:
-        started = time.monotonic()
         ttft = self.config.timeouts.ttft if call.ttft is None else call.ttft
         request = {
             "op": "chat",
@@ -66,17 +76,10 @@ class EngineClientProvider:
         }
         reader, writer = await self._send(request, call.deadline)
         try:
-            seen_content = False
             while True:
-                if seen_content:
-                    limit = self.config.timeouts.idle + self._grace
-                else:
-                    limit = ttft + self._grace - (time.monotonic() - started)
-                kind, payload = await self._read(reader, call.deadline, limit, "idle" if seen_content else "ttft")
+                kind, payload = await self._read(reader, call.deadline)
                 if kind == CHUNK:
-                    chunk = inspect_chunk(self._json(payload), payload)
-                    seen_content = seen_content or chunk.content or chunk.finish
-                    yield chunk
+                    yield inspect_chunk(self._json(payload), payload)
                 elif kind == END:
                     return
                 elif kind == ERROR:
@@ -101,12 +104,6 @@ class EngineClientProvider:
 
     # --- the connection ----------------------------------------------------------------------------------
 
-    @property
-    def _grace(self) -> float:
-        """What a worker waits beyond the engine's own limit, so that the engine's verdict (it answers
-        UpstreamSilent at its limit) arrives first: the connect timeout."""
-        return self.config.timeouts.connect
-
     async def _send(self, request: dict[str, Any], deadline: Deadline) -> Connection:
         try:
             async with asyncio.timeout(deadline.bound(self.config.timeouts.connect)):
@@ -124,15 +121,18 @@ class EngineClientProvider:
             ) from None
         return reader, writer
 
-    async def _read(
-        self, reader: asyncio.StreamReader, deadline: Deadline, limit: float, phase: str
-    ) -> tuple[bytes, bytes]:
+    async def _read(self, reader: asyncio.StreamReader, deadline: Deadline) -> tuple[bytes, bytes]:
+        """The engine's next frame but beats. The engine keeps the target's first-token and idle limits itself;
+        here a missed beat (plus the connect timeout's leeway) means the engine process hangs."""
         try:
-            async with asyncio.timeout(deadline.bound(max(0.0, limit))):
-                return await read_frame(reader)
+            while True:
+                async with asyncio.timeout(deadline.bound(BEAT_INTERVAL + self.config.timeouts.connect)):
+                    kind, payload = await read_frame(reader)
+                if kind != BEAT:
+                    return kind, payload
         except TimeoutError:
             raise UpstreamSilent(
-                f"target {self.name}: the engine process sent nothing within the {phase} timeout", target=self.name
+                f"target {self.name}: the engine process stopped answering", target=self.name
             ) from None
         except OSError:  # ConnectionError included: the engine process went away mid-call
             raise UpstreamUnavailable(
@@ -140,10 +140,10 @@ class EngineClientProvider:
             ) from None
 
     async def _call(self, request: dict[str, Any], deadline: Deadline) -> dict[str, Any]:
-        """A call with one answer (embeddings, a token count), bounded like a non-streaming answer."""
+        """A call with one answer (embeddings, a token count)."""
         reader, writer = await self._send(request, deadline)
         try:
-            kind, payload = await self._read(reader, deadline, self.config.timeouts.response + self._grace, "response")
+            kind, payload = await self._read(reader, deadline)
         finally:
             writer.close()
         if kind == ERROR:

@@ -1,7 +1,10 @@
 """The framing between a worker and the engine process (one per machine) over its Unix socket.
 
 One connection carries one call: the worker sends a request frame, the engine answers with chunk frames and
-an end frame (a chat call), one result frame (embeddings, token counts, stats) or an error frame. Closing the
+an end frame (a chat call), one result frame (embeddings, token counts, stats) or an error frame, and a beat
+frame every BEAT seconds while the call runs. The engine enforces the target's timeouts itself (the same code
+as in one process: it answers UpstreamSilent at its first-token or idle limit); the beats let a worker tell an
+engine that is working (a long prompt, a tool call held back until complete) from one that hangs. Closing the
 connection is how a worker says its client left: the engine stops generating and frees its slot. A frame is a
 4-byte big-endian length, one byte saying what it is, then its payload (JSON; a chunk's payload is the
 chat-completion chunk's own JSON, sent on unchanged). No HTTP: nothing on a local socket needs its headers,
@@ -31,6 +34,10 @@ CHUNK = b"c"
 END = b"d"
 RESULT = b"r"
 ERROR = b"e"
+BEAT = b"b"
+
+#: seconds between two beats of a running call
+BEAT_INTERVAL = 1.0
 
 #: a frame larger than this is not one the engine or a worker sends: the peer is not speaking this framing
 MAX_FRAME = 64 * 1024 * 1024

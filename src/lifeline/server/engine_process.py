@@ -32,7 +32,17 @@ from lifeline.errors import ModelResolutionError, UpstreamError, UpstreamModelNo
 from lifeline.logs import configure_logging
 from lifeline.protocol.chat import ChatCompletionRequest
 from lifeline.providers.base import ChatCall, Chunk, Deadline, EmbeddingCall
-from lifeline.providers.engine_wire import CHUNK, END, REQUEST, RESULT, error_frame, frame, read_frame
+from lifeline.providers.engine_wire import (
+    BEAT,
+    BEAT_INTERVAL,
+    CHUNK,
+    END,
+    REQUEST,
+    RESULT,
+    error_frame,
+    frame,
+    read_frame,
+)
 from lifeline.providers.llamacpp import LlamaCppProvider
 
 log = logging.getLogger("lifeline.engine")
@@ -75,7 +85,7 @@ class EngineServer:
             request = orjson.loads(payload) if kind == REQUEST else {}
             target = str(request.get("target", ""))
             # the worker sends nothing more: anything readable now is the connection closing
-            watcher = asyncio.create_task(_watch(reader, task, left))
+            watcher = asyncio.create_task(_watch(reader, writer, task, left))
             await self._answer(request, writer)
             await writer.drain()
         except (ConnectionError, orjson.JSONDecodeError):
@@ -154,11 +164,23 @@ class EngineServer:
         )
 
 
-async def _watch(reader: asyncio.StreamReader, task: asyncio.Task[None], left: asyncio.Event) -> None:
-    with contextlib.suppress(ConnectionError):
-        await reader.read(1)
+async def _watch(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, task: asyncio.Task[None], left: asyncio.Event
+) -> None:
+    """Beat while the call runs; cancel it when the worker closes the connection."""
+    closing = asyncio.ensure_future(_closed(reader))
+    try:
+        while not (await asyncio.wait([closing], timeout=BEAT_INTERVAL))[0]:
+            writer.write(frame(BEAT))
+    finally:
+        closing.cancel()
     left.set()
     task.cancel()
+
+
+async def _closed(reader: asyncio.StreamReader) -> None:
+    with contextlib.suppress(ConnectionError):
+        await reader.read(1)
 
 
 def _lease(loop: asyncio.AbstractEventLoop, ended: asyncio.Event) -> None:
