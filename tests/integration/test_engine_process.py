@@ -5,6 +5,7 @@ killed engine process is a clean failover and comes back. One model load for the
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -26,6 +27,8 @@ from tests.integration.processes import replica
 pytestmark = pytest.mark.embedded
 
 HELLO = [{"role": "user", "content": "Say hello."}]
+PARIS = [{"role": "user", "content": "What is the weather in Paris?"}]
+WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 LONG = [{"role": "user", "content": "Write a very long story about a dragon and a knight."}]
 #: one generation at a time and nobody waiting: a second call anywhere on the machine is turned away
 LOCAL = {"kind": "llamacpp", "model": "builtin:smollm2", "n_ctx": 512, "n_threads": 2, "max_queue": 0}
@@ -107,6 +110,15 @@ def test_a_killed_engine_process_fails_over_cleanly_and_is_restarted(host: Engin
     killed = host.pid
     assert killed is not None
     with run_gateway(config) as gw:
+        # the engine's grammar-constrained tool calls reach the worker as they do in one process
+        tool = {"type": "function", "function": {"name": "get_weather", "parameters": WEATHER}}
+        body = {"model": "chat", "messages": PARIS, "tools": [tool], "tool_choice": "required", "max_tokens": 40}
+        called = httpx.post(f"{gw.url}/v1/chat/completions", json=body, timeout=120)
+        assert called.headers["x-lifeline-target"] == "local"
+        calls = called.json()["choices"][0]["message"]["tool_calls"]
+        assert [c["function"]["name"] for c in calls] == ["get_weather"]
+        assert set(json.loads(calls[0]["function"]["arguments"])) == {"city"}
+
         in_flight: list[httpx.Response] = []
         asking = threading.Thread(target=lambda: in_flight.append(chat(gw.url, LONG, 400)))
         asking.start()
@@ -130,7 +142,7 @@ def test_a_killed_engine_process_fails_over_cleanly_and_is_restarted(host: Engin
         served = chat(gw.url, HELLO, 4)
         assert served.status_code == 200
         assert served.headers["x-lifeline-target"] == "local"
-        assert counts(host) == {"admitted": 0, "queue_depth": 0, "calls": 1, "answered": 1}
+        assert counts(host) == {"admitted": 0, "queue_depth": 0, "calls": 1, "answered": 1}  # a new process
 
 
 def test_an_engine_that_cannot_load_its_model_is_a_clear_error(tmp_path: Path) -> None:
