@@ -30,7 +30,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from engine import PROMPT, stream_once  # noqa: E402
+from engine import PROMPT, stream_body, stream_once  # noqa: E402
 from procs import Proc, free_port, post_json, wait_ready  # noqa: E402
 from run import git_state, machine  # noqa: E402
 
@@ -63,15 +63,7 @@ def serve(name: str, target: str, lifeline_bin: str, workdir: Path) -> tuple[Pro
 
 
 def decode_runs(port: int, runs: int, max_tokens: int) -> list[dict[str, Any]]:
-    body = {
-        "model": "local",
-        "messages": [{"role": "user", "content": PROMPT}],
-        "max_tokens": max_tokens,
-        "temperature": 0,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
-    return [stream_once(port, body) for _ in range(runs)]
+    return [stream_once(port, stream_body(max_tokens)) for _ in range(runs)]
 
 
 def med(runs: list[dict[str, Any]], key: str) -> float | None:
