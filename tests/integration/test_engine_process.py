@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -152,3 +154,32 @@ def test_an_engine_that_cannot_load_its_model_is_a_clear_error(tmp_path: Path) -
         host.start()
     host.stop()
     assert not host.directory.exists()
+
+
+def test_the_engine_process_ends_when_its_supervisor_is_killed() -> None:
+    # the engine's lease is its stdin: a supervisor killed outright leaves no engine process behind
+    script = (
+        "import sys, time\n"
+        "from lifeline.config import parse_config\n"
+        "from lifeline.server.engine_host import EngineHost\n"
+        f"targets = {{'local': {LOCAL!r}}}\n"
+        "config = parse_config({'targets': targets, 'aliases': {'chat': {'targets': ['local']}}}, env={})\n"
+        "host = EngineHost(config)\n"
+        "host.start()\n"
+        "print(host.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    supervisor = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    assert supervisor.stdout is not None
+    engine = int(supervisor.stdout.readline())
+    supervisor.kill()
+    supervisor.wait()
+
+    def gone() -> bool:
+        try:
+            os.kill(engine, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    poll(gone, "the engine process exited after its supervisor died")
