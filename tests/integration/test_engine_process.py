@@ -34,6 +34,9 @@ WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "requir
 LONG = [{"role": "user", "content": "Write a very long story about a dragon and a knight."}]
 #: one generation at a time and nobody waiting: a second call anywhere on the machine is turned away
 LOCAL = {"kind": "llamacpp", "model": "builtin:smollm2", "n_ctx": 512, "n_threads": 2, "max_queue": 0}
+#: the same model loaded for embeddings: the engine process serves every embedded target of the config
+VECTORS = {**LOCAL, "embedding": True}
+ALIASES: dict[str, Any] = {"chat": ["local"], "embed": {"kind": "embeddings", "targets": ["vectors"]}}
 #: the router's waits are short, and failures never open the local circuit in these tests
 SECTIONS = {"retry": FAST_RETRY, "circuit": {"failure_threshold": 100}}
 #: the first restart waits this long: requests sent just after the kill meet no engine process
@@ -42,7 +45,7 @@ RESTART_WAIT = 5.0
 
 @pytest.fixture(scope="module")
 def host() -> Iterator[EngineHost]:
-    config = make_config({"local": LOCAL})
+    config = make_config({"local": LOCAL, "vectors": VECTORS}, ALIASES)
     with EngineHost(config, backoff=(RESTART_WAIT, 0.5)) as running:
         yield running
 
@@ -107,7 +110,8 @@ def test_two_workers_share_one_queue_and_a_client_leaving_frees_the_engine(
 
 
 def test_a_killed_engine_process_fails_over_cleanly_and_is_restarted(host: EngineHost, wall: FaultWall) -> None:
-    config = host.attach(make_config({"local": LOCAL, "wall": wall_target(wall, "ok")}, **SECTIONS))
+    targets = {"local": LOCAL, "vectors": VECTORS, "wall": wall_target(wall, "ok")}
+    config = host.attach(make_config(targets, {**ALIASES, "chat": ["local", "wall"]}, **SECTIONS))
     assert config.targets["local"].engine_socket == host.socket_path  # type: ignore[union-attr]
     killed = host.pid
     assert killed is not None
@@ -120,6 +124,11 @@ def test_a_killed_engine_process_fails_over_cleanly_and_is_restarted(host: Engin
         calls = called.json()["choices"][0]["message"]["tool_calls"]
         assert [c["function"]["name"] for c in calls] == ["get_weather"]
         assert set(json.loads(calls[0]["function"]["arguments"])) == {"city"}
+
+        # and so do its embeddings
+        vectors = httpx.post(f"{gw.url}/v1/embeddings", json={"model": "embed", "input": ["a", "b"]}, timeout=120)
+        assert vectors.headers["x-lifeline-target"] == "vectors"
+        assert [len(row["embedding"]) > 0 for row in vectors.json()["data"]] == [True, True]
 
         in_flight: list[httpx.Response] = []
         asking = threading.Thread(target=lambda: in_flight.append(chat(gw.url, LONG, 400)))
@@ -149,6 +158,10 @@ def test_a_killed_engine_process_fails_over_cleanly_and_is_restarted(host: Engin
 
 def test_an_engine_that_cannot_load_its_model_is_a_clear_error(tmp_path: Path) -> None:
     config = make_config({"local": {**LOCAL, "model": str(tmp_path / "missing.gguf")}})
+    hosted_only = make_config({"hosted": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m"}})
+    assert EngineHost.needed(config) and not EngineHost.needed(hosted_only)
+    with pytest.raises(EngineProcessError, match="no llamacpp target"):
+        EngineHost(hosted_only)
     host = EngineHost(config)
     with pytest.raises(EngineProcessError, match=r"could not start: ModelResolutionError: no GGUF file at"):
         host.start()

@@ -61,7 +61,7 @@ class EngineHost:
             for name, target in config.targets.items()
             if isinstance(target, LlamaCppTarget) and target.engine_socket is None
         }
-        if not self.targets:
+        if not self.targets:  # EngineHost.needed(config) says so beforehand
             raise EngineProcessError("the config has no llamacpp target for an engine process to serve")
         self._own_directory = directory is None
         self.directory = Path(tempfile.mkdtemp(prefix="lifeline-engine-")) if directory is None else directory
@@ -87,6 +87,11 @@ class EngineHost:
         self._watchdog: threading.Thread | None = None
 
     # --- the interface the supervisor uses ----------------------------------------------------------
+
+    @staticmethod
+    def needed(config: Config) -> bool:
+        """Whether `config` has an embedded model for an engine process to load (else workers need none)."""
+        return any(isinstance(t, LlamaCppTarget) and t.engine_socket is None for t in config.targets.values())
 
     def start(self) -> None:
         """Start the engine process and wait until every model is loaded and the socket listens; raises
