@@ -196,3 +196,22 @@ def test_the_engine_process_ends_when_its_supervisor_is_killed() -> None:
         return False
 
     poll(gone, "the engine process exited after its supervisor died")
+
+
+def test_stopping_the_engine_process_lets_the_calls_running_finish(wall: FaultWall) -> None:
+    host = EngineHost(make_config({"local": LOCAL}))
+    host.start()
+    try:
+        config = host.attach(make_config({"local": LOCAL, "wall": wall_target(wall, "ok")}, **SECTIONS))
+        with run_gateway(config) as gw:
+            answers: list[httpx.Response] = []
+            asking = threading.Thread(target=lambda: answers.append(chat(gw.url, LONG, 60)))
+            asking.start()
+            poll(lambda: counts(host)["admitted"] == 1, "the answer generating")
+            host.stop()
+            asking.join(timeout=120)
+    finally:
+        host.stop()
+    assert answers[0].headers["x-lifeline-target"] == "local"  # finished by the engine, not failed over
+    assert 0 < answers[0].json()["usage"]["completion_tokens"] <= 60
+    assert host.pid is None and host.restarts == 0

@@ -110,6 +110,8 @@ class EngineHost:
         if process is not None and process.poll() is None:
             if process.stdin is not None:
                 process.stdin.close()  # the end of the lease
+            # and SIGTERM (the same graceful stop): a worker forked from this process may hold the lease too
+            process.terminate()
             try:
                 process.wait(self.grace + 10.0 if timeout is None else timeout)
             except subprocess.TimeoutExpired:
