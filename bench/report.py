@@ -11,6 +11,7 @@ profile and the list of fixes), included as it is, with a warning when it was wr
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -850,6 +851,53 @@ def transport_section() -> list[str]:
     return [path.read_text().strip(), ""] if path.exists() else []
 
 
+def engine_process_section() -> list[str]:
+    """#13: the engine process (bench/engine_process.py, its own run and file): memory of one engine process
+    serving two workers against two workers with the model in process, and the socket's cost per token."""
+    path = HERE / "engine_process.json"
+    if not path.exists():
+        return []
+    r = json.loads(path.read_text())
+    m, inproc, shared = r["machine"], r["two_in_process_engines"], r["one_engine_process"]
+    lines = [
+        "## 14. #13 engine process: one model for every worker",
+        "",
+        f"Measured apart from the run above: {r['date']}, `{r['command']}`, commit `{r['git']['commit']}`"
+        f"{' (src modified)' if r['git'].get('src_dirty') else ''}, {m.get('model_name', '?')}, {m.get('cores')} "
+        f"cores, {m.get('memory_gb')} GB. The model: `builtin:smollm2`, n_ctx {r['n_ctx']}, n_threads "
+        f"{r['threads']}. Memory after a warm-up answer in each worker; RSS counts the model file's pages in "
+        "every process that maps them, PSS shares them out (what the machine really spends), MB:",
+        "",
+        "| setup | process | RSS | PSS |",
+        "|---|---|---:|---:|",
+    ]
+    for label, rows in (("two workers, each with the model", inproc), ("two workers + one engine process", shared)):
+        for name, row in rows.items():
+            lines.append(f"| {label} | {name} | {f(row['rss_mb'])} | {f(row['pss_mb'])} |")
+    d = r["decode"]
+    pairs = [
+        b["decode_tps"] / a["decode_tps"]
+        for a, b in zip(d["runs"]["in_process"], d["runs"]["engine_process"], strict=True)
+        if a.get("decode_tps") and b.get("decode_tps")
+    ]
+    ratio = statistics.median(pairs) if pairs else None
+    one, other = d["in_process"], d["engine_process"]
+    lines += [
+        "",
+        f"Tokens per second, streamed over HTTP from a worker ({r['runs']} runs each of {r['max_tokens']} tokens, "
+        "greedy, alternating): model in the worker "
+        f"{f(one['decode_tps'])} tok/s decode (median), TTFT {f(one['ttft_ms'])} ms; through the engine process "
+        f"{f(other['decode_tps'])} tok/s, TTFT {f(other['ttft_ms'])} ms; the median of the paired runs' ratios "
+        f"is {f(ratio, 3)}×. The socket alone (a stand-in engine process sending "
+        f"{r['socket_alone']['chunks']:,} real chunks as fast as it can to the worker's provider): "
+        f"{f(r['socket_alone']['us_per_chunk_median'], 2)} µs per chunk, both ends — against a token every "
+        "~10 ms of this model on these cores, under 0.1%; the runs' spread is the shared machine's. Raw figures: "
+        "[engine_process.json](engine_process.json).",
+        "",
+    ]
+    return lines
+
+
 def render(results: dict[str, Any], baseline_path: Path | None = None) -> str:
     lines: list[str] = []
     lines += header(results)
@@ -870,6 +918,9 @@ def render(results: dict[str, Any], baseline_path: Path | None = None) -> str:
     lines += responses_section(results)
     lines += transport_section()
     lines += hand_sections()
+
+
+    lines += engine_process_section()
     lines += ["---", "", "Raw figures: [results.json](results.json). How to rerun: [README.md](README.md).", ""]
     return "\n".join(lines)
 

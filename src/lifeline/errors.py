@@ -61,6 +61,8 @@ have no status of their own; they live here too, so that this module is the one 
     │   ├── HubUnreachable          the model hub cannot be reached (no network) and the file is not cached
     │   ├── HubFileNotFound         the hub has no such repository or file, or it is gated (needs a login)
     │   └── ModelCacheUnwritable    the download cannot be written to the cache: disk full or not writable
+    ├── EngineProcessError          the embedded engine's own process (one per machine, serving every
+    │                               worker) could not be started: a model failed to load, no socket
     ├── DatabaseError               the database refused a statement (a value it cannot store, a constraint)
     │   └── DatabaseUnavailable     down, unreachable, busy, full or read-only: the same statement may work
     │                               later (a request meets it as AccountingUnavailable)
@@ -493,6 +495,10 @@ class HubFileNotFound(ModelResolutionError):
 
 class ModelCacheUnwritable(ModelResolutionError):
     """A download could not be written to the local model cache: the disk is full or the cache not writable."""
+
+
+class EngineProcessError(Exception):
+    """The engine process that serves the embedded models to every worker could not start (it says why)."""
 
 
 class DatabaseError(Exception):

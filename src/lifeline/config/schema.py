@@ -214,10 +214,27 @@ class LlamaCppTarget(TargetCommon):
     lora_scale: Annotated[float, Field(allow_inf_nan=False)] = 1.0
     timeouts: Timeouts = Field(default_factory=Timeouts)
     retry: RetryPolicy | None = None
+    #: internal, set at run time (`lifeline serve --workers N`): the Unix socket of the one engine process
+    #: that has loaded this target's model for every worker; the worker forwards its calls there
+    engine_socket: str | None = None
 
     @property
     def supports_n(self) -> bool:
         return False
+
+    @field_validator("engine_socket")
+    @classmethod
+    def _engine_socket(cls, value: str | None) -> str | None:
+        return None if value is None else check_engine_socket(value)
+
+
+def check_engine_socket(path: str) -> str:
+    """An engine socket's path as a Unix socket can be bound at it: absolute and short enough."""
+    if not path.startswith("/"):
+        raise ValueError("engine_socket must be an absolute path")
+    if len(path.encode()) > 107:  # sun_path holds 108 bytes, the last one a NUL
+        raise ValueError("engine_socket is longer than a Unix socket path may be (107 bytes)")
+    return path
 
 
 Target = Annotated[OpenAITarget | AnthropicTarget | GeminiTarget | LlamaCppTarget, Field(discriminator="kind")]

@@ -172,6 +172,23 @@ def check_adapter(target: str, lora_path: str, model: Path | None) -> Path:
     return path
 
 
+async def whole_answer(chunks: AsyncIterator[Chunk], model: str) -> Completion:
+    """The embedded engine's streamed chunks as one non-streaming answer (also used by a worker whose engine
+    runs in the engine process)."""
+    assembler = Assembler()
+    async for chunk in chunks:
+        assembler.add(chunk.data)
+    body = assembler.completion()
+    body["model"] = model
+    for choice in body["choices"]:
+        choice["logprobs"] = None
+        choice["finish_reason"] = choice["finish_reason"] or "stop"
+        if "tool_calls" not in choice["message"] and choice["message"]["content"] is None:
+            choice["message"]["content"] = ""
+    usage = body.setdefault("usage", None)
+    return Completion(body=body, model=model, usage=usage)
+
+
 class LlamaCppProvider:
     def __init__(self, name: str, config: LlamaCppTarget, fetch: HubFetch = _hub_fetch):
         self.name = name
@@ -235,18 +252,7 @@ class LlamaCppProvider:
         return max(0, self._admitted - 1)
 
     async def complete(self, call: ChatCall) -> Completion:
-        assembler = Assembler()
-        async for chunk in self.stream(call):
-            assembler.add(chunk.data)
-        body = assembler.completion()
-        body["model"] = self.model
-        for choice in body["choices"]:
-            choice["logprobs"] = None
-            choice["finish_reason"] = choice["finish_reason"] or "stop"
-            if "tool_calls" not in choice["message"] and choice["message"]["content"] is None:
-                choice["message"]["content"] = ""
-        usage = body.setdefault("usage", None)
-        return Completion(body=body, model=self.model, usage=usage)
+        return await whole_answer(self.stream(call), self.model)
 
     @contextlib.asynccontextmanager
     async def _engine(self, deadline: Deadline, wait: float | None = None) -> AsyncIterator[_Hold]:

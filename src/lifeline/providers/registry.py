@@ -33,6 +33,10 @@ def _gemini(name: str, config: Any) -> Provider:
 
 
 def _llamacpp(name: str, config: Any) -> Provider:
+    if config.engine_socket is not None:  # a worker: the engine process (one per machine) has the model
+        from lifeline.providers.engine_client import EngineClientProvider
+
+        return EngineClientProvider(name, config)
     # Imported lazily: a gateway with only hosted targets never loads llama.cpp.
     from lifeline.providers.llamacpp import LlamaCppProvider
 

@@ -30,7 +30,7 @@ from starlette.applications import Starlette
 
 from lifeline.accounting.limits import InProcessLimits
 from lifeline.config import load_config
-from lifeline.config.schema import Config
+from lifeline.config.schema import Config, LlamaCppTarget
 from lifeline.errors import ConfigError, LifelineError, NothingToReload, ReloadFailed
 from lifeline.providers.registry import ProviderRegistry
 from lifeline.server.gateway import Gateway
@@ -57,7 +57,28 @@ def keep_fixed_settings(config: Config, running: Config) -> Config:
     from the file (so `lifeline serve --port` keeps its port across reloads)."""
     names = ("host", "port", "log_format", "log_level", "insecure_admin", "workers")
     fixed = {name: getattr(running.server, name) for name in names}
-    return config.model_copy(update={"server": config.server.model_copy(update=fixed)})
+    config = config.model_copy(update={"server": config.server.model_copy(update=fixed)})
+    return keep_engine_sockets(config, running)
+
+
+def keep_engine_sockets(config: Config, running: Config) -> Config:
+    """A worker's `llamacpp` targets that the engine process serves (`engine_socket`, set at start by
+    server/engine_host.py, never in the file) stay served by it when the file leaves their settings unchanged;
+    a target changed or added loads its model in this process, as a target without an engine process does."""
+    targets = dict(config.targets)
+    for name, target in config.targets.items():
+        served = running.targets.get(name)
+        if (
+            isinstance(target, LlamaCppTarget)
+            and isinstance(served, LlamaCppTarget)
+            and served.engine_socket is not None
+            and target.engine_socket is None
+            and target.served_name in (None, served.served_name)
+            and target.model_dump(exclude={"engine_socket", "served_name"})
+            == served.model_dump(exclude={"engine_socket", "served_name"})
+        ):
+            targets[name] = served
+    return config.model_copy(update={"targets": targets}) if targets != config.targets else config
 
 
 def carry_over(old: Gateway, new: Gateway) -> list[str]:

@@ -1,0 +1,256 @@
+"""One engine process per machine: the embedded models loaded once and served to every worker.
+
+`EngineHost` is what the workers' supervisor (`lifeline serve --workers N`) holds: `start()` runs
+server/engine_process.py as a child process that loads every `llamacpp` target's model and listens on a Unix
+socket in a private directory; `attach(config)` gives the config a worker runs with — each of those targets
+with `engine_socket` set, so that the worker's provider (providers/engine_client.py) forwards its calls to the
+one engine, and all workers share its bounded queue. A watchdog thread restarts the engine process when it
+dies (with backoff, logged); while it is down, a worker's calls fail over like calls to any unreachable
+upstream. `stop()` ends the engine's lease (its stdin): it finishes the calls running, then exits.
+
+Synchronous on purpose: a supervisor is a plain process manager, not an event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from lifeline.config.schema import Config, LlamaCppTarget, check_engine_socket
+from lifeline.errors import EngineProcessError
+from lifeline.providers.engine_wire import REQUEST, RESULT, frame
+
+log = logging.getLogger("lifeline.engine")
+
+#: waits before each restart of an engine process that died, the last one repeated
+BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+#: an engine process that ran this long before it died starts the backoff over
+STABLE_AFTER = 60.0
+
+
+class EngineHost:
+    """The engine process of one machine, kept running. `config`: the validated config; its `llamacpp`
+    targets are loaded. `directory`: where the socket goes (default: a new private temporary directory).
+    `start_timeout`: how long a start (loading every model) may take. `grace`: how long `stop()` lets running
+    calls finish. `backoff`: the waits before restarts."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        directory: Path | None = None,
+        start_timeout: float = 300.0,
+        grace: float = 10.0,
+        backoff: tuple[float, ...] = BACKOFF,
+    ) -> None:
+        self.targets: dict[str, LlamaCppTarget] = {
+            name: target
+            for name, target in config.targets.items()
+            if isinstance(target, LlamaCppTarget) and target.engine_socket is None
+        }
+        if not self.targets:  # EngineHost.needed(config) says so beforehand
+            raise EngineProcessError("the config has no llamacpp target for an engine process to serve")
+        self._own_directory = directory is None
+        self.directory = Path(tempfile.mkdtemp(prefix="lifeline-engine-")) if directory is None else directory
+        self.socket_path = check_engine_socket(str(self.directory / "engine.sock"))
+        self._orders = orjson.dumps(
+            {
+                "socket": self.socket_path,
+                "targets": {name: t.model_dump(mode="json", exclude_unset=True) for name, t in self.targets.items()},
+                "grace": grace,
+                "log_level": config.server.log_level,
+                "log_format": config.server.log_format,
+            }
+        )
+        self.start_timeout = start_timeout
+        self.grace = grace
+        self.backoff = backoff or BACKOFF
+        #: the name each target's model is served under, as the engine process reported it
+        self.served: dict[str, str] = {}
+        #: how many times the watchdog restarted the engine process
+        self.restarts = 0
+        self._process: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+        self._watchdog: threading.Thread | None = None
+
+    # --- the interface the supervisor uses ----------------------------------------------------------
+
+    @staticmethod
+    def needed(config: Config) -> bool:
+        """Whether `config` has an embedded model for an engine process to load (else workers need none)."""
+        return any(isinstance(t, LlamaCppTarget) and t.engine_socket is None for t in config.targets.values())
+
+    def start(self) -> None:
+        """Start the engine process and wait until every model is loaded and the socket listens; raises
+        EngineProcessError saying why it could not. Then the watchdog keeps it running until `stop()`."""
+        if self._watchdog is not None:
+            return
+        self._process = self._spawn()
+        self._watchdog = threading.Thread(target=self._watch, name="lifeline-engine-watchdog", daemon=True)
+        self._watchdog.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop the engine process: no restart, the calls running finish (up to `grace`), then it exits; one
+        that does not within `timeout` (default: grace + 10 s) is killed. Safe to call more than once."""
+        self._stopping.set()
+        process = self._process
+        if process is not None and process.poll() is None:
+            if process.stdin is not None:
+                process.stdin.close()  # the end of the lease
+            # and SIGTERM (the same graceful stop): a worker forked from this process may hold the lease too
+            process.terminate()
+            try:
+                process.wait(self.grace + 10.0 if timeout is None else timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("engine process %d did not stop in time: killed", process.pid)
+                process.kill()
+                process.wait()
+        if self._watchdog is not None and self._watchdog is not threading.current_thread():
+            self._watchdog.join()
+        if self._own_directory:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def attach(self, config: Config) -> Config:
+        """The config a worker runs with: each target this host serves forwards to it (`engine_socket`),
+        under the name the engine reported for its model. Call after `start()`."""
+        if not self.served:
+            raise EngineProcessError("attach() needs a started engine host")
+        targets = dict(config.targets)
+        for name in self.targets:
+            target = targets.get(name)
+            if isinstance(target, LlamaCppTarget):
+                served = target.served_name or self.served[name]
+                targets[name] = target.model_copy(update={"engine_socket": self.socket_path, "served_name": served})
+        return config.model_copy(update={"targets": targets})
+
+    @property
+    def pid(self) -> int | None:
+        """The engine process's id while it runs (None before start, or while it is being restarted)."""
+        process = self._process
+        return process.pid if process is not None and process.poll() is None else None
+
+    def stats(self, timeout: float = 10.0) -> dict[str, Any]:
+        """What the engine process counts, per target: `admitted` (generating + waiting), `queue_depth`,
+        `calls`, `answered`, `client_left` (calls whose worker left), and failures by outcome (`overloaded` …)."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(self.socket_path)
+            sock.sendall(frame(REQUEST, orjson.dumps({"op": "stats"})))
+            header = _recv(sock, 5)
+            length, kind = struct.unpack(">Ic", header)
+            payload = _recv(sock, length)
+        if kind != RESULT:
+            raise EngineProcessError("the engine process did not answer with its stats")
+        result: dict[str, Any] = orjson.loads(payload)
+        return result
+
+    def __enter__(self) -> EngineHost:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    # --- the process ------------------------------------------------------------------------------
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "lifeline.server.engine_process"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            # its own session: a Ctrl-C or a signal to the supervisor's group does not stop the engine
+            # under workers still draining; the supervisor stops it last, through stop()
+            start_new_session=True,
+        )
+        assert process.stdin is not None and process.stdout is not None
+        process.stdin.write(self._orders + b"\n")
+        process.stdin.flush()
+        line = _read_line(process.stdout, self.start_timeout)
+        process.stdout.close()
+        answer: dict[str, Any] = {}
+        if line:
+            try:
+                answer = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                answer = {}
+        if "ready" not in answer:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+            why = answer.get("error") or ("no answer in time" if not line else "an unreadable answer")
+            raise EngineProcessError(f"the engine process could not start: {why}")
+        self.served = {name: str(row["model"]) for name, row in answer["ready"].items()}
+        log.info("engine process %d ready: %s on %s", process.pid, ", ".join(self.served), self.socket_path)
+        return process
+
+    def _watch(self) -> None:
+        """Restart the engine process each time it dies, until stop()."""
+        failures = 0
+        while True:
+            process = self._process
+            assert process is not None
+            began = time.monotonic()
+            code = process.wait()
+            if self._stopping.is_set():
+                return
+            if time.monotonic() - began >= STABLE_AFTER:
+                failures = 0
+            while True:
+                delay = self.backoff[min(failures, len(self.backoff) - 1)]
+                log.warning("engine process %d exited (%s); restarting it in %.1f s", process.pid, code, delay)
+                if self._stopping.wait(delay):
+                    return
+                try:
+                    spawned = self._spawn()
+                except (EngineProcessError, OSError) as exc:
+                    failures += 1
+                    log.error("engine process restart failed: %s", exc)
+                    continue
+                if self._stopping.is_set():  # stop() came during the restart: it saw no live process
+                    if spawned.stdin is not None:
+                        spawned.stdin.close()
+                    spawned.wait()
+                    return
+                self._process = spawned
+                self.restarts += 1
+                failures += 1
+                break
+
+
+def _read_line(stream: Any, timeout: float) -> bytes:
+    """One line from a child's stdout, or b"" when it closes it or says nothing within `timeout`."""
+    deadline = time.monotonic() + timeout
+    buffered = b""
+    fd = stream.fileno()
+    while not buffered.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return b""
+        piece = os.read(fd, 65536)
+        if not piece:
+            return b""
+        buffered += piece
+    return buffered
+
+
+def _recv(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        piece = sock.recv(size - len(data))
+        if not piece:
+            raise EngineProcessError("the engine process closed the connection")
+        data += piece
+    return data
