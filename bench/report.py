@@ -919,7 +919,6 @@ def render(results: dict[str, Any], baseline_path: Path | None = None) -> str:
     lines += transport_section()
     lines += hand_sections()
 
-
     lines += engine_process_section()
     lines += ["---", "", "Raw figures: [results.json](results.json). How to rerun: [README.md](README.md).", ""]
     return "\n".join(lines)
