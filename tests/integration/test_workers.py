@@ -290,3 +290,32 @@ def test_a_killed_worker_is_replaced_and_the_gateway_keeps_answering(wall: Fault
         assert int(clients[2].get("/healthz").json()["pid"]) == survivor
         assert "worker 1 (pid" in gateway.output() and "killed by SIGKILL" in gateway.output()
         assert gateway.process.poll() is None
+
+
+def _maps_model(pid: int) -> bool:
+    """Whether process `pid` has a GGUF file mapped (llama.cpp maps the model it loads)."""
+    return ".gguf" in Path(f"/proc/{pid}/maps").read_text()
+
+
+def test_workers_share_one_engine_process_for_the_embedded_model(tmp_path: Path) -> None:
+    local = {"kind": "llamacpp", "model": "builtin:smollm2", "n_ctx": 512, "n_threads": 1}
+    config = {"targets": {"local": local}, "aliases": {"chat": {"targets": ["local"]}}}
+    with workers(config, tmp_path, count=2) as running, ExitStack() as stack:
+        clients = clients_per_worker(running.url, 2, stack)
+        for number, client in clients.items():
+            answer = client.post(
+                "/v1/chat/completions",
+                json={"model": "chat", "messages": MESSAGES, "max_tokens": 4, "temperature": 0},
+            )
+            assert answer.status_code == 200, answer.text
+            assert answer.headers["x-lifeline-worker"] == str(number)
+            assert answer.headers["x-lifeline-target"] == "local"
+        tasks = Path(f"/proc/{running.process.pid}/task")  # a thread's children are listed under that thread
+        children = [int(pid) for task in tasks.iterdir() for pid in (task / "children").read_text().split()]
+        engines = [
+            pid for pid in children if b"lifeline.server.engine_process" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
+        assert len(engines) == 1, children
+        assert _maps_model(engines[0])
+        worker_pids = [int(client.get("/healthz").json()["pid"]) for client in clients.values()]
+        assert not any(_maps_model(pid) for pid in worker_pids)

@@ -41,6 +41,7 @@ from typing import Any, Literal
 import uvicorn
 
 from lifeline.config.schema import Config
+from lifeline.server.engine_host import EngineHost
 from lifeline.server.worker_state import StateService
 
 log = logging.getLogger("lifeline.server")
@@ -110,9 +111,14 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop, sig)
         loop.add_signal_handler(signal.SIGHUP, self._forward_reload)
+        host: EngineHost | None = None
         try:
-            # The embedded engine's process (server/engine_host.py), when one serves the workers, starts HERE:
-            # after the state service, before the first worker, so that every worker finds it running.
+            # The embedded engine's process, when there are llamacpp targets, starts after the state service and
+            # before the first worker, so that every worker finds it running and loads no model of its own.
+            if EngineHost.needed(self.config):
+                host = EngineHost(self.config)
+                await asyncio.to_thread(host.start)
+                self.config = host.attach(self.config)
             for slot in self.slots:
                 self._spawn(slot)
             while not self._stopping.is_set():
@@ -120,8 +126,9 @@ class Supervisor:
                     await asyncio.wait_for(self._stopping.wait(), WATCH_INTERVAL)
                 self._watch()
             await self._drain()
-            # ... and the engine's process stops HERE: after the last worker has exited (its requests done).
         finally:
+            if host is not None:  # after the last worker has exited (its requests done)
+                await asyncio.to_thread(host.stop)
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             await service.close()
