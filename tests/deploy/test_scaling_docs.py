@@ -73,6 +73,7 @@ def test_the_kserve_example_is_an_inference_service_named_like_the_target_model(
     assert f"--model_name={kserve['model']}" in args
 
 
-def test_the_workers_section_is_kept_for_the_workers_build() -> None:
+def test_the_workers_section_describes_workers_and_their_engine_process() -> None:
     text = SCALING.read_text(encoding="utf-8")
-    assert "## Workers: every core of one machine" in text and "<!-- WORKERS:" in text
+    assert "## Workers: every core of one machine" in text and "<!-- WORKERS:" not in text
+    assert "--workers auto" in text and "### The embedded model: one engine process" in text
