@@ -145,6 +145,7 @@ def serve(
 
 def _serve_workers(cfg: Config, config: ConfigOption, sock: socket.socket, count: int) -> None:
     """`serve --workers N`, N > 1: a supervisor and N worker processes on the one socket (server/workers.py)."""
+    from lifeline.errors import EngineProcessError
     from lifeline.server.workers import Supervisor
 
     server = cfg.server
@@ -152,7 +153,11 @@ def _serve_workers(cfg: Config, config: ConfigOption, sock: socket.socket, count
     exposure = admin_exposure(server, has_master_key=cfg.admin.master_key is not None)
     if exposure is not None:
         logging.getLogger("lifeline.server").warning(exposure)
-    code = Supervisor(cfg, config_path(config), sock, count).run()
+    try:
+        code = Supervisor(cfg, config_path(config), sock, count).run()
+    except EngineProcessError as exc:  # the embedded model cannot load: one line, as one process would say it
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     if code:
         raise typer.Exit(code)
 
