@@ -199,7 +199,7 @@ def test_the_engine_process_ends_when_its_supervisor_is_killed() -> None:
 
 
 def test_stopping_the_engine_process_lets_the_calls_running_finish(wall: FaultWall) -> None:
-    host = EngineHost(make_config({"local": LOCAL}))
+    host = EngineHost(make_config({"local": LOCAL}), grace=600)  # a bound for a busy machine, not a measure
     host.start()
     try:
         config = host.attach(make_config({"local": LOCAL, "wall": wall_target(wall, "ok")}, **SECTIONS))

@@ -512,3 +512,31 @@ def test_the_routers_first_token_limit_wins_over_the_targets_and_reasoning_count
     assert [c.content for c in chunks] == [True, True]
     with pytest.raises(UpstreamSilent, match="ttft"):  # the target allows 30 s; this attempt only 0.05
         run(lambda r: httpx.Response(200, content=silent()), collect(0.05), timeouts={"ttft": 30})
+
+
+def test_a_first_token_deadline_already_past_times_out_on_uvloop() -> None:
+    """uvloop answers `call_at` for a time already past with a plain Handle (no `when()`): the one timer must
+    still go off and end the wait, not fail inside its callback and leave the stream waiting."""
+    import time
+
+    import uvloop
+
+    async def late() -> AsyncIterator[bytes]:
+        await asyncio.sleep(2)
+        yield sse(delta("late", "stop"), b"[DONE]")
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        time.sleep(0.05)  # the upstream's answer comes after the first-token limit has already passed
+        return httpx.Response(200, content=late())
+
+    provider = OpenAICompatProvider("up", target(timeouts={"ttft": 0.01}), transport=httpx.MockTransport(handler))
+
+    async def main() -> list[Chunk]:
+        await provider.start()
+        try:
+            return [c async for c in provider.stream(make_call(stream=True))]
+        finally:
+            await provider.close()
+
+    with pytest.raises(UpstreamSilent, match="ttft"):
+        uvloop.run(main())

@@ -428,7 +428,10 @@ class TimedEvents:
         self._ttft_at = min(self._last, now + first - (monotonic - started))
         #: the current wait's deadline, the timer (and when it is set for), the task waiting now
         self._when = 0.0
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
+        #: when the timer is set for (kept here: uvloop hands back a plain Handle, without `when()`, for a time
+        #: already past)
+        self._timer_at = math.inf
         self._waiting: asyncio.Task[Any] | None = None
         self._expired = False
         #: a chunk with content (or a finish) has been made: the idle timeout applies from here on
@@ -451,10 +454,11 @@ class TimedEvents:
             phase, when = "ttft", self._ttft_at
         self._when = when
         timer = self._timer
-        if timer is None or timer.when() > when:
+        if timer is None or self._timer_at > when:
             if timer is not None:
                 timer.cancel()
             self._timer = self._loop.call_at(when, self._expire) if when != math.inf else None
+            self._timer_at = when
         task = self._waiting = asyncio.current_task()
         assert task is not None
         cancelling = task.cancelling()
@@ -489,8 +493,9 @@ class TimedEvents:
         timer, self._timer = self._timer, None
         if self._waiting is None:
             return  # not waiting: the next wait sets the timer again
-        if timer is not None and self._when > timer.when():
+        if timer is not None and self._when > self._timer_at:
             self._timer = self._loop.call_at(self._when, self._expire)  # the deadline moved on since
+            self._timer_at = self._when
             return
         self._expired = True
         self._waiting.cancel()
