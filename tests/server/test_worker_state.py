@@ -4,6 +4,7 @@ socket in one event loop: links stand in for the workers. tests/integration/test
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -177,3 +178,54 @@ async def _an_operators_override_reaches_the_others_and_later_workers(tmp_path: 
         await until(lambda: late[-1] == ("t", {"state": "healthy"}))
         assert state.overrides == {}
         await c.close()
+
+
+#: a worker process that reserves 40 of key k's budget through its link, says so, and waits to be killed
+KILLED_WORKER = """
+import asyncio, sys
+from lifeline.server.worker_state import LinkedLimits, StateLink
+
+async def main():
+    link = StateLink(sys.argv[1], 1)
+    await link.start()
+    async def seed():
+        return 0
+    await LinkedLimits(link).reserve("k", limit_nusd=100, period="day", amount_nusd=40, seed=seed)
+    print("reserved", flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+def test_a_killed_workers_reservations_are_released_and_a_live_ones_kept(tmp_path: Path) -> None:
+    asyncio.run(_a_killed_workers_reservations_are_released_and_a_live_ones_kept(tmp_path))
+
+
+async def _a_killed_workers_reservations_are_released_and_a_live_ones_kept(tmp_path: Path) -> None:
+    async with service(tmp_path) as state, link(state, 2) as live:
+        kept = await LinkedLimits(live).reserve("k", limit_nusd=100, period="day", amount_nusd=30, seed=seeded(0, []))
+        worker = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", KILLED_WORKER, state.path, stdout=asyncio.subprocess.PIPE
+        )
+        assert worker.stdout is not None
+        assert await worker.stdout.readline() == b"reserved\n"
+        assert await state.limits.spent("k", "day") == (0, 70)
+        with pytest.raises(BudgetExceeded):  # the killed worker's 40 and the live one's 30 are both held
+            await LinkedLimits(live).reserve("k", limit_nusd=100, period="day", amount_nusd=40, seed=seeded(0, []))
+        worker.kill()  # SIGKILL: no settle, no release from it
+        await worker.wait()
+        await spent_becomes(state, (0, 30))  # the live worker's hold is untouched
+        again = await LinkedLimits(live).reserve("k", limit_nusd=100, period="day", amount_nusd=40, seed=seeded(0, []))
+        await LinkedLimits(live).settle(kept, 10)
+        await LinkedLimits(live).release(again)
+        await spent_becomes(state, (10, 0))
+        assert await state.limits.spent("k", "day") == (10, 0)
+
+
+async def spent_becomes(state: StateService, expected: tuple[int, int]) -> None:
+    for _ in range(1000):  # a guard against hanging, not a measure of speed
+        if await state.limits.spent("k", "day") == expected:
+            return
+        await asyncio.sleep(0.005)
+    assert await state.limits.spent("k", "day") == expected

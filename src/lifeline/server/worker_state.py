@@ -73,6 +73,8 @@ class _Peer:
     def __init__(self, writer: asyncio.StreamWriter) -> None:
         self.writer = writer
         self.worker: int | None = None
+        #: budget reservations this worker holds (not yet settled or released): id -> the reservation
+        self.held: dict[str, Reservation] = {}
 
     def send(self, message: dict[str, Any]) -> None:
         if not self.writer.is_closing():
@@ -140,8 +142,23 @@ class StateService:
         finally:
             self._peers.discard(peer)
             writer.close()
+            await self._forget(peer)
             if task is not None:
                 self._handlers.discard(task)
+
+    async def _forget(self, peer: _Peer) -> None:
+        """A worker's link is gone (it exited, or was killed): what it still held is released at once rather
+        than when each hold expires. A worker that ends normally has settled everything before its link closes
+        (one connection, in order), so this releases only what a killed worker left. Its rate-limit entries
+        stay: the requests they count were made."""
+        held = list(peer.held.values())
+        peer.held.clear()
+        for reservation in held:
+            await self.limits.release(reservation)
+        if held:
+            log.warning(
+                "worker %s is gone: released the %d budget reservation(s) it held", peer.worker or "?", len(held)
+            )
 
     def _broadcast(self, origin: _Peer, message: dict[str, Any]) -> None:
         for peer in self._peers:
@@ -162,10 +179,12 @@ class StateService:
         elif op == "withdraw":
             await limits.withdraw(_entry(m["entry"]))
         elif op == "reserve":
-            return await self._reserve(m)
+            return await self._reserve(peer, m)
         elif op == "settle":
+            peer.held.pop(m["reservation"][3], None)
             await limits.settle(_reservation(m["reservation"]), m["actual"])
         elif op == "release":
+            peer.held.pop(m["reservation"][3], None)
             await limits.release(_reservation(m["reservation"]))
         elif op == "spent":
             return {"ok": list(await limits.spent(m["key"], m["period"]))}
@@ -217,7 +236,7 @@ class StateService:
         workers = {str(peer.worker): a.result() for peer, a in answers.items() if a.done() and not a.cancelled()}
         asking.send({"id": request_id, "workers": workers})
 
-    async def _reserve(self, m: dict[str, Any]) -> dict[str, Any]:
+    async def _reserve(self, peer: _Peer, m: dict[str, Any]) -> dict[str, Any]:
         seeded: int | None = m["seed"]
         if seeded is None and not self.limits.has_counter(m["key"], m["period"]):
             # The ledger is the worker's to read: it reads it and asks again with what it found.
@@ -241,6 +260,7 @@ class StateService:
                     exc.amount_nusd,
                 ]
             }
+        peer.held[reservation.id] = reservation
         return {"ok": [reservation.id, reservation.period_id]}
 
     def _open(self, origin: _Peer, target: str, cooldown: float, reason: str) -> None:
