@@ -10,12 +10,9 @@ says which, and every answer below is checked to come from the worker it was mea
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -26,68 +23,34 @@ import httpx
 import yaml
 
 from lifeline.testing import FaultWall
-from tests.integration.processes import free_port
+from tests.integration.processes import Replica, serving
 
 MASTER = "mk-workers-master-key-0000000"
 MESSAGES = [{"role": "user", "content": "hi"}]
 
 
-class Workers:
-    def __init__(self, process: subprocess.Popen[bytes], port: int, log: Path) -> None:
-        self.process = process
-        self.port = port
-        self.log = log
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
 @contextmanager
-def workers(config: dict[str, Any], directory: Path, count: int = 2) -> Iterator[Workers]:
+def workers(config: dict[str, Any], directory: Path, count: int = 2) -> Iterator[Replica]:
     """`lifeline serve --workers COUNT` on a free port, once every worker answers."""
-    port = free_port()
+    seen: set[int] = set()
+
+    def every_worker_answers(answer: httpx.Response) -> bool:
+        if answer.status_code == 200:
+            seen.add(int(answer.headers["x-lifeline-worker"]))
+        return len(seen) == count
+
     # Long keep-alive: a test's connection to one worker must not be closed (and reopened to another) midway.
-    server = {**config.get("server", {}), "port": port, "log_level": "info", "keepalive_timeout": 300}
-    path = directory / "workers.yaml"
-    path.write_text(yaml.safe_dump({**config, "server": server}))
-    log = directory / "workers.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "lifeline.cli.main", "serve", "--config", str(path), "--workers", str(count)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    running = Workers(process, port, log)
-    try:
-        seen: set[int] = set()
-        for polls in itertools.count():  # up to ~90 s: a guard against hanging, not a measure of speed
-            try:
-                answer = httpx.get(f"{running.url}/readyz", timeout=2)
-                if answer.status_code == 200:
-                    seen.add(int(answer.headers["x-lifeline-worker"]))
-            except httpx.TransportError:
-                pass
-            if len(seen) == count:
-                break
-            if process.poll() is not None:
-                raise RuntimeError(f"the supervisor exited at start:\n{running.output()}")
-            if polls >= 900:
-                raise RuntimeError(f"the workers did not all start:\n{running.output()}")
-            time.sleep(0.1)
+    with serving(
+        config,
+        directory,
+        "workers",
+        args=("--workers", str(count)),
+        server={"log_level": "info", "keepalive_timeout": 300},
+        ready=every_worker_answers,
+        polls=900,
+        stop_timeout=90,
+    ) as running:
         yield running
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 def clients_per_worker(url: str, count: int, stack: ExitStack) -> dict[int, httpx.Client]:
