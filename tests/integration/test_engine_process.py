@@ -215,3 +215,29 @@ def test_stopping_the_engine_process_lets_the_calls_running_finish(wall: FaultWa
     assert answers[0].headers["x-lifeline-target"] == "local"  # finished by the engine, not failed over
     assert 0 < answers[0].json()["usage"]["completion_tokens"] <= 60
     assert host.pid is None and host.restarts == 0
+
+
+def test_models_loaded_by_a_reload_come_back_with_a_restart_and_one_that_cannot_load_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    from lifeline.config.schema import LlamaCppTarget
+
+    first = {**LOCAL, "n_threads": 1}
+    with EngineHost(make_config({"local": first}), backoff=(0.5,)) as engine:
+        added = LlamaCppTarget.model_validate({**first, "n_ctx": 256})
+        missing = LlamaCppTarget.model_validate({**first, "model": str(tmp_path / "missing.gguf")})
+        with pytest.raises(EngineProcessError, match="could not load it"):
+            engine.serve({"local": engine.targets["local"], "broken": missing})
+        assert engine.current == {"local": "local"} and set(engine.stats()["targets"]) == {"local"}
+        engine.serve({"local": engine.targets["local"], "added": added})
+        assert set(engine.stats()["targets"]) == {"local", "added"}
+        killed = engine.pid
+        assert killed is not None
+        os.kill(killed, signal.SIGKILL)
+        poll(lambda: engine.restarts == 1 and engine.pid not in (None, killed), "the engine process restarted")
+        # the new process loads what the old one served, the reload's target included
+        assert set(engine.stats()["targets"]) == {"local", "added"}
+        engine.serve({"added": added})  # "local" removed: served no more, unloaded once nothing uses it
+        engine.unload({"local", "added"})  # "added" is still served: kept
+        assert set(engine.stats()["targets"]) == {"added"}
+        assert engine.attach(make_config({"added": added})).targets["added"].engine_target == "added"  # type: ignore[union-attr]

@@ -273,12 +273,93 @@ def test_workers_share_one_engine_process_for_the_embedded_model(tmp_path: Path)
             assert answer.status_code == 200, answer.text
             assert answer.headers["x-lifeline-worker"] == str(number)
             assert answer.headers["x-lifeline-target"] == "local"
-        tasks = Path(f"/proc/{running.process.pid}/task")  # a thread's children are listed under that thread
-        children = [int(pid) for task in tasks.iterdir() for pid in (task / "children").read_text().split()]
-        engines = [
-            pid for pid in children if b"lifeline.server.engine_process" in Path(f"/proc/{pid}/cmdline").read_bytes()
-        ]
-        assert len(engines) == 1, children
+        engines = _engine_pids(running.process.pid)
+        assert len(engines) == 1, engines
         assert _maps_model(engines[0])
         worker_pids = [int(client.get("/healthz").json()["pid"]) for client in clients.values()]
         assert not any(_maps_model(pid) for pid in worker_pids)
+
+        # /metrics on either worker shows the engine process's queue and counts once, with no worker label
+        for client in clients.values():
+            text = client.get("/metrics").text
+            assert text.count("# TYPE lifeline_engine_queue_depth gauge") == 1
+            assert _samples(text, "lifeline_engine_queue_depth") == ['lifeline_engine_queue_depth{target="local"} 0']
+            assert _samples(text, "lifeline_engine_calls_total") == ['lifeline_engine_calls_total{target="local"} 2']
+            assert _samples(text, "lifeline_engine_up") == ["lifeline_engine_up 1"]
+            assert _samples(text, "lifeline_engine_models_loaded") == ["lifeline_engine_models_loaded 1"]
+
+
+def _samples(text: str, family: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith((family + "{", family + " "))]
+
+
+def _engine_pids(supervisor: int) -> list[int]:
+    tasks = Path(f"/proc/{supervisor}/task")  # a thread's children are listed under that thread
+    children = [int(pid) for task in tasks.iterdir() for pid in (task / "children").read_text().split()]
+    return [pid for pid in children if b"lifeline.server.engine_process" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+
+def test_a_reload_serves_added_and_changed_embedded_targets_from_the_engine_process(tmp_path: Path) -> None:
+    local = {"kind": "llamacpp", "model": "builtin:smollm2", "n_ctx": 512, "n_threads": 1}
+    config: dict[str, Any] = {"targets": {"local": local}, "aliases": {"chat": {"targets": ["local"]}}}
+    with workers(config, tmp_path, count=2) as running, ExitStack() as stack:
+        clients = clients_per_worker(running.url, 2, stack)
+        (engine,) = _engine_pids(running.process.pid)
+        path = tmp_path / "workers.yaml"
+
+        def reload(change: Any, aliases: set[str]) -> None:
+            written = yaml.safe_load(path.read_text())
+            change(written)
+            path.write_text(yaml.safe_dump(written))
+            running.process.send_signal(signal.SIGHUP)  # the supervisor passes it on to both workers
+            for client in clients.values():
+                wait_for(
+                    lambda c=client: {m["id"] for m in c.get("/v1/models").json()["data"]} == aliases,
+                    "the worker reloads the file",
+                )
+
+        def loaded() -> str:
+            return _samples(clients[1].get("/metrics").text, "lifeline_engine_models_loaded")[0]
+
+        # a target added on the same file with other settings, and the first one changed: both are loaded once,
+        # into the engine process, and the model the old settings loaded is unloaded once both workers moved
+        def add_and_change(written: dict[str, Any]) -> None:
+            written["targets"]["local"]["n_ctx"] = 384
+            written["targets"]["small"] = {**local, "n_ctx": 256, "max_queue": 2}
+            written["aliases"]["small"] = {"targets": ["small"]}
+
+        reload(add_and_change, {"chat", "small"})
+        for number, client in clients.items():
+            for alias, target in (("chat", "local"), ("small", "small")):
+                answer = client.post(
+                    "/v1/chat/completions",
+                    json={"model": alias, "messages": MESSAGES, "max_tokens": 2, "temperature": 0},
+                )
+                assert answer.status_code == 200, answer.text
+                assert (answer.headers["x-lifeline-worker"], answer.headers["x-lifeline-target"]) == (
+                    str(number),
+                    target,
+                )
+        worker_pids = [int(client.get("/healthz").json()["pid"]) for client in clients.values()]
+        assert not any(_maps_model(pid) for pid in worker_pids)
+        assert _engine_pids(running.process.pid) == [engine]  # the same engine process, not a new one
+        assert _maps_model(engine)
+        wait_for(lambda: loaded() == "lifeline_engine_models_loaded 2", "the old settings' model is unloaded")
+        text = clients[2].get("/metrics").text
+        assert sorted(_samples(text, "lifeline_engine_calls_total")) == [
+            'lifeline_engine_calls_total{target="local"} 2',
+            'lifeline_engine_calls_total{target="small"} 2',
+        ]
+
+        # a target removed is unloaded
+        def remove(written: dict[str, Any]) -> None:
+            del written["targets"]["small"], written["aliases"]["small"]
+
+        reload(remove, {"chat"})
+        wait_for(lambda: loaded() == "lifeline_engine_models_loaded 1", "the removed target's model is unloaded")
+        answer = clients[1].post(
+            "/v1/chat/completions", json={"model": "chat", "messages": MESSAGES, "max_tokens": 2, "temperature": 0}
+        )
+        assert answer.status_code == 200, answer.text
+        assert not any(_maps_model(pid) for pid in worker_pids)
+        assert "could not load" not in running.output()

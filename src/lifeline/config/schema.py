@@ -217,6 +217,9 @@ class LlamaCppTarget(TargetCommon):
     #: internal, set at run time (`lifeline serve --workers N`): the Unix socket of the one engine process
     #: that has loaded this target's model for every worker; the worker forwards its calls there
     engine_socket: str | None = None
+    #: internal, set at run time with `engine_socket`: the name the engine process serves this target's model
+    #: under (the target's own name, or a new one after a reload changed its settings)
+    engine_target: str | None = None
 
     @property
     def supports_n(self) -> bool:

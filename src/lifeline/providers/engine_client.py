@@ -47,6 +47,8 @@ class EngineClientProvider:
         self.name = name
         self.config = config
         self.socket = config.engine_socket
+        #: what the engine process calls this target's model (a reload that changed it loaded a new one)
+        self.engine_target = config.engine_target or name
         self.context_window: int | None = config.context_window or config.n_ctx
         self.supports_n = False
         # the engine host sets served_name to the name the engine process reports for the model it loaded
@@ -67,7 +69,7 @@ class EngineClientProvider:
         ttft = self.config.timeouts.ttft if call.ttft is None else call.ttft
         request = {
             "op": "chat",
-            "target": self.name,
+            "target": self.engine_target,
             "body": call.body,
             "request_id": call.request_id,
             "deadline": call.deadline.remaining(),
@@ -93,12 +95,22 @@ class EngineClientProvider:
             writer.close()
 
     async def embed(self, call: EmbeddingCall) -> Completion:
-        request = {"op": "embed", "target": self.name, "body": call.body, "deadline": call.deadline.remaining()}
+        request = {
+            "op": "embed",
+            "target": self.engine_target,
+            "body": call.body,
+            "deadline": call.deadline.remaining(),
+        }
         result = await self._call(request, call.deadline)
         return Completion(body=result["body"], model=result["body"]["model"], usage=result["body"]["usage"])
 
     async def count_tokens(self, call: ChatCall) -> int:
-        request = {"op": "count", "target": self.name, "body": call.body, "deadline": call.deadline.remaining()}
+        request = {
+            "op": "count",
+            "target": self.engine_target,
+            "body": call.body,
+            "deadline": call.deadline.remaining(),
+        }
         result = await self._call(request, call.deadline)
         return int(result["tokens"])
 

@@ -13,6 +13,8 @@ Synchronous on purpose: a supervisor is a plain process manager, not an event lo
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 import os
 import select
@@ -31,7 +33,8 @@ import orjson
 
 from lifeline.config.schema import Config, LlamaCppTarget, check_engine_socket
 from lifeline.errors import EngineProcessError
-from lifeline.providers.engine_wire import REQUEST, RESULT, frame
+from lifeline.metrics import Family, Labels, Sample
+from lifeline.providers.engine_wire import BEAT, REQUEST, RESULT, frame
 
 log = logging.getLogger("lifeline.engine")
 
@@ -56,29 +59,30 @@ class EngineHost:
         grace: float = 10.0,
         backoff: tuple[float, ...] = BACKOFF,
     ) -> None:
-        self.targets: dict[str, LlamaCppTarget] = {
+        targets = {
             name: target
             for name, target in config.targets.items()
             if isinstance(target, LlamaCppTarget) and target.engine_socket is None
         }
-        if not self.targets:  # EngineHost.needed(config) says so beforehand
+        if not targets:  # EngineHost.needed(config) says so beforehand
             raise EngineProcessError("the config has no llamacpp target for an engine process to serve")
         self._own_directory = directory is None
         self.directory = Path(tempfile.mkdtemp(prefix="lifeline-engine-")) if directory is None else directory
         self.socket_path = check_engine_socket(str(self.directory / "engine.sock"))
-        self._orders = orjson.dumps(
-            {
-                "socket": self.socket_path,
-                "targets": {name: t.model_dump(mode="json", exclude_unset=True) for name, t in self.targets.items()},
-                "grace": grace,
-                "log_level": config.server.log_level,
-                "log_format": config.server.log_format,
-            }
-        )
+        #: the models the engine process has loaded, by the name it serves each under (its engine name)
+        self.loaded: dict[str, LlamaCppTarget] = dict(targets)
+        #: the config's target each engine name belongs to
+        self.names: dict[str, str] = {name: name for name in targets}
+        #: what the config serves now: target -> its engine name
+        self.current: dict[str, str] = {name: name for name in targets}
+        self._settings = {"grace": grace, "log_level": config.server.log_level, "log_format": config.server.log_format}
+        self._versions = itertools.count(1)
+        #: one change of the loaded models at a time, and none during a restart
+        self._lock = threading.Lock()
         self.start_timeout = start_timeout
         self.grace = grace
         self.backoff = backoff or BACKOFF
-        #: the name each target's model is served under, as the engine process reported it
+        #: the name each engine name's model is served under (answers' `model`), as the engine process reported it
         self.served: dict[str, str] = {}
         #: how many times the watchdog restarted the engine process
         self.restarts = 0
@@ -123,18 +127,70 @@ class EngineHost:
         if self._own_directory:
             shutil.rmtree(self.directory, ignore_errors=True)
 
+    @property
+    def targets(self) -> dict[str, LlamaCppTarget]:
+        """The targets served now, by their config names."""
+        return {name: self.loaded[key] for name, key in self.current.items()}
+
     def attach(self, config: Config) -> Config:
-        """The config a worker runs with: each target this host serves forwards to it (`engine_socket`),
-        under the name the engine reported for its model. Call after `start()`."""
+        """The config a worker runs with: each target this host serves forwards to it (`engine_socket`), under
+        the engine's name for it (`engine_target`) and the name the engine reported for its model. Call after
+        `start()`."""
         if not self.served:
             raise EngineProcessError("attach() needs a started engine host")
         targets = dict(config.targets)
-        for name in self.targets:
+        for name, fields in self.attachment(list(self.current)).items():
             target = targets.get(name)
             if isinstance(target, LlamaCppTarget):
-                served = target.served_name or self.served[name]
-                targets[name] = target.model_copy(update={"engine_socket": self.socket_path, "served_name": served})
+                targets[name] = target.model_copy(
+                    update={**fields, "served_name": target.served_name or fields["served_name"]}
+                )
         return config.model_copy(update={"targets": targets})
+
+    def attachment(self, names: list[str]) -> dict[str, dict[str, str]]:
+        """What a worker sets on each of these served targets: `engine_socket`, `engine_target`, `served_name`."""
+        return {
+            name: {"engine_socket": self.socket_path, "engine_target": key, "served_name": self.served[key]}
+            for name in names
+            if (key := self.current.get(name)) is not None
+        }
+
+    def serve(self, targets: dict[str, LlamaCppTarget]) -> None:
+        """Serve these targets from now on (a reload's `llamacpp` targets, as the file has them): each one whose
+        settings a loaded model has keeps it; one added or changed is loaded into the running engine process
+        under a new engine name (the workers not yet reloaded keep using the model they know). Models no longer
+        served stay loaded until `unload()`. Raises EngineProcessError when a model cannot be loaded (nothing
+        changes then)."""
+        with self._lock:
+            current: dict[str, str] = {}
+            for name, target in targets.items():
+                wanted = _settings(target)
+                key = next(
+                    (k for k, t in self.loaded.items() if self.names[k] == name and _settings(t) == wanted), None
+                )
+                if key is None:
+                    key = name if name not in self.names else f"{name}~{next(self._versions)}"
+                    answer = self._request({"op": "load", "target": key, "settings": wanted}, self.start_timeout)
+                    if "model" not in answer:
+                        raise EngineProcessError(
+                            f"target {name}: the engine process could not load it: {answer.get('error')}"
+                        )
+                    self.loaded[key], self.names[key], self.served[key] = target, name, str(answer["model"])
+                    log.info("engine process: loaded %s as %s", name, key)
+                current[name] = key
+            self.current = current
+
+    def unload(self, keys: set[str]) -> None:
+        """Stop serving these engine names (no worker uses them any more): each model is closed once the calls
+        running on it end."""
+        with self._lock:
+            for key in keys & self.loaded.keys():
+                if key in self.current.values():
+                    continue
+                del self.loaded[key], self.served[key]  # never reused: a later load gets a new engine name
+                with contextlib.suppress(OSError, EngineProcessError):
+                    self._request({"op": "unload", "target": key}, 10.0)
+                log.info("engine process: unloaded %s (target %s)", key, self.names[key])
 
     @property
     def pid(self) -> int | None:
@@ -143,17 +199,59 @@ class EngineHost:
         return process.pid if process is not None and process.poll() is None else None
 
     def stats(self, timeout: float = 10.0) -> dict[str, Any]:
-        """What the engine process counts, per target: `admitted` (generating + waiting), `queue_depth`,
+        """What the engine process counts, per engine name: `admitted` (generating + waiting), `queue_depth`,
         `calls`, `answered`, `client_left` (calls whose worker left), and failures by outcome (`overloaded` …)."""
+        return self._request({"op": "stats"}, timeout)
+
+    def families(self, timeout: float = 2.0) -> list[Family]:
+        """The engine process's metrics, for /metrics on any worker (once for the machine): its queue per
+        target served now, its calls, refusals and calls whose client left, the models loaded, its restarts
+        and whether it answered."""
+        try:
+            stats = self.stats(timeout)
+        except (OSError, EngineProcessError):
+            stats = {"targets": {}}
+        rows: dict[str, list[Sample]] = {name: [] for name, *_ in _FAMILIES}
+        served = {key: name for name, key in self.current.items()}
+        for key, counts in stats["targets"].items():
+            name = served.get(key)
+            if name is None:  # a model being unloaded
+                continue
+            labels: Labels = (("target", name),)
+            for metric, field in (
+                ("lifeline_engine_queue_depth", "queue_depth"),
+                ("lifeline_engine_admitted", "admitted"),
+                ("lifeline_engine_calls_total", "calls"),
+                ("lifeline_engine_client_left_total", "client_left"),
+            ):
+                rows[metric].append((metric, labels, float(counts.get(field, 0))))
+            for outcome, value in sorted(counts.items()):
+                if outcome not in _NOT_FAILURES:
+                    rows["lifeline_engine_failures_total"].append(
+                        ("lifeline_engine_failures_total", (*labels, ("outcome", outcome)), float(value))
+                    )
+        up = "pid" in stats
+        rows["lifeline_engine_up"].append(("lifeline_engine_up", (), 1.0 if up else 0.0))
+        if up:
+            rows["lifeline_engine_models_loaded"].append(
+                ("lifeline_engine_models_loaded", (), float(len(stats["targets"])))
+            )
+        rows["lifeline_engine_restarts_total"].append(("lifeline_engine_restarts_total", (), float(self.restarts)))
+        return [(name, kind, help, rows[name]) for name, kind, help in _FAMILIES]
+
+    def _request(self, message: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """One call on the engine wire with one answer (stats, a load, an unload), beats skipped."""
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
             sock.connect(self.socket_path)
-            sock.sendall(frame(REQUEST, orjson.dumps({"op": "stats"})))
-            header = _recv(sock, 5)
-            length, kind = struct.unpack(">Ic", header)
-            payload = _recv(sock, length)
+            sock.sendall(frame(REQUEST, orjson.dumps(message)))
+            while True:
+                length, kind = struct.unpack(">Ic", _recv(sock, 5))
+                payload = _recv(sock, length)
+                if kind != BEAT:
+                    break
         if kind != RESULT:
-            raise EngineProcessError("the engine process did not answer with its stats")
+            raise EngineProcessError(f"the engine process did not answer the {message['op']} call")
         result: dict[str, Any] = orjson.loads(payload)
         return result
 
@@ -176,7 +274,12 @@ class EngineHost:
             start_new_session=True,
         )
         assert process.stdin is not None and process.stdout is not None
-        process.stdin.write(self._orders + b"\n")
+        orders = {
+            "socket": self.socket_path,
+            "targets": {key: _settings(t) for key, t in self.loaded.items()},
+            **self._settings,
+        }
+        process.stdin.write(orjson.dumps(orders) + b"\n")
         process.stdin.flush()
         line = _read_line(process.stdout, self.start_timeout)
         process.stdout.close()
@@ -192,7 +295,7 @@ class EngineHost:
             process.wait()
             why = answer.get("error") or ("no answer in time" if not line else "an unreadable answer")
             raise EngineProcessError(f"the engine process could not start: {why}")
-        self.served = {name: str(row["model"]) for name, row in answer["ready"].items()}
+        self.served = {key: str(row["model"]) for key, row in answer["ready"].items()}
         log.info("engine process %d ready: %s on %s", process.pid, ", ".join(self.served), self.socket_path)
         return process
 
@@ -214,7 +317,8 @@ class EngineHost:
                 if self._stopping.wait(delay):
                     return
                 try:
-                    spawned = self._spawn()
+                    with self._lock:  # the models loaded since the start are loaded again too
+                        spawned = self._spawn()
                 except (EngineProcessError, OSError) as exc:
                     failures += 1
                     log.error("engine process restart failed: %s", exc)
@@ -228,6 +332,34 @@ class EngineHost:
                 self.restarts += 1
                 failures += 1
                 break
+
+
+_FAMILIES = (
+    ("lifeline_engine_queue_depth", "gauge", "Requests waiting for an embedded engine (llamacpp target)."),
+    ("lifeline_engine_admitted", "gauge", "Calls in the engine process, generating or waiting (llamacpp target)."),
+    ("lifeline_engine_calls_total", "counter", "Calls the engine process took (llamacpp target)."),
+    ("lifeline_engine_client_left_total", "counter", "Engine calls stopped because the client left."),
+    ("lifeline_engine_failures_total", "counter", "Engine calls answered with an error, by outcome."),
+    ("lifeline_engine_models_loaded", "gauge", "Models loaded in the engine process (one being unloaded too)."),
+    ("lifeline_engine_restarts_total", "counter", "Times the engine process was restarted after it died."),
+    ("lifeline_engine_up", "gauge", "1 when the engine process answered this scrape, else 0."),
+)
+#: the counts of the engine's stats that are not failures
+_NOT_FAILURES = frozenset({"admitted", "queue_depth", "calls", "answered", "client_left"})
+
+
+def engine_keys(config: Config) -> set[str]:
+    """The engine process's names for the models a worker's config uses."""
+    return {
+        t.engine_target or name
+        for name, t in config.targets.items()
+        if isinstance(t, LlamaCppTarget) and t.engine_socket is not None
+    }
+
+
+def _settings(target: LlamaCppTarget) -> dict[str, Any]:
+    """A target's settings as the engine process loads them (and as two targets are compared)."""
+    return target.model_dump(mode="json", exclude={"engine_socket", "engine_target"})
 
 
 def _read_line(stream: Any, timeout: float) -> bytes:

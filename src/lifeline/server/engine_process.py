@@ -56,12 +56,53 @@ class EngineServer:
         self.providers = {name: LlamaCppProvider(name, target) for name, target in targets.items()}
         self.counts: dict[str, Counter[str]] = {name: Counter() for name in targets}
         self.running: set[asyncio.Task[None]] = set()
+        #: calls under way per target, so that unloading a target waits for them
+        self.using: Counter[str] = Counter()
+        #: set when the last call on a target being unloaded ends
+        self._drained: dict[str, asyncio.Event] = {}
+        self._unloading: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         await asyncio.gather(*(p.start() for p in self.providers.values()))
 
     async def close(self) -> None:
+        await asyncio.gather(*self._unloading, return_exceptions=True)
         await asyncio.gather(*(p.close() for p in self.providers.values()), return_exceptions=True)
+
+    async def load(self, name: str, settings: dict[str, Any]) -> dict[str, Any]:
+        """Load one more model while serving (the host's answer to a reload that added or changed a target):
+        {"model": the name it is served under}, or {"error": why not}. A name already loaded is kept."""
+        provider = self.providers.get(name)
+        if provider is None:
+            try:
+                target = LlamaCppTarget.model_validate(settings)
+                # resolving may read or fetch the file: off the event loop, as the load itself is
+                provider = await asyncio.to_thread(LlamaCppProvider, name, target)
+                await provider.start()
+            except (ModelResolutionError, ValidationError, OSError, ValueError) as exc:
+                return {"error": f"{type(exc).__name__}: {exc}"}
+            self.providers[name] = provider
+            self.counts[name] = Counter()
+        return {"model": provider.model}
+
+    def unload(self, name: str) -> bool:
+        """Stop serving `name`: new calls for it are refused at once (the worker fails over), the model is closed
+        once the calls running on it have ended. False when it is not loaded."""
+        provider = self.providers.pop(name, None)
+        self.counts.pop(name, None)
+        if provider is None:
+            return False
+        task = asyncio.create_task(self._close_when_idle(name, provider))
+        self._unloading.add(task)
+        task.add_done_callback(self._unloading.discard)
+        return True
+
+    async def _close_when_idle(self, name: str, provider: LlamaCppProvider) -> None:
+        if self.using[name]:
+            drained = self._drained.setdefault(name, asyncio.Event())
+            await drained.wait()
+        await provider.close()
+        log.info("target %s: unloaded", name)
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -109,6 +150,13 @@ class EngineServer:
         if op == "stats":
             writer.write(frame(RESULT, orjson.dumps(self.stats())))
             return
+        if op == "load":
+            loaded = await self.load(str(request.get("target")), dict(request.get("settings") or {}))
+            writer.write(frame(RESULT, orjson.dumps(loaded)))
+            return
+        if op == "unload":
+            writer.write(frame(RESULT, orjson.dumps({"unloaded": self.unload(str(request.get("target")))})))
+            return
         name = str(request.get("target"))
         provider = self.providers.get(name)
         if provider is None:
@@ -117,6 +165,26 @@ class EngineServer:
         counts = self.counts[name]
         counts["calls"] += 1
         deadline = Deadline.after(float(request.get("deadline") or 0))
+        self.using[name] += 1
+        try:
+            await self._call(op, provider, request, deadline, writer, counts)
+        finally:
+            self.using[name] -= 1
+            if not self.using[name]:
+                del self.using[name]
+                drained = self._drained.pop(name, None)
+                if drained is not None:
+                    drained.set()
+
+    async def _call(
+        self,
+        op: Any,
+        provider: LlamaCppProvider,
+        request: dict[str, Any],
+        deadline: Deadline,
+        writer: asyncio.StreamWriter,
+        counts: Counter[str],
+    ) -> None:
         try:
             if op == "chat":
                 await self._chat(provider, request, deadline, writer)

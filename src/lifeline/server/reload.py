@@ -33,7 +33,9 @@ from lifeline.config import load_config
 from lifeline.config.schema import Config, LlamaCppTarget
 from lifeline.errors import ConfigError, LifelineError, NothingToReload, ReloadFailed
 from lifeline.providers.registry import ProviderRegistry
+from lifeline.server.engine_host import engine_keys
 from lifeline.server.gateway import Gateway
+from lifeline.server.worker_state import StateLink
 
 log = logging.getLogger("lifeline.server")
 
@@ -74,11 +76,42 @@ def keep_engine_sockets(config: Config, running: Config) -> Config:
             and served.engine_socket is not None
             and target.engine_socket is None
             and target.served_name in (None, served.served_name)
-            and target.model_dump(exclude={"engine_socket", "served_name"})
-            == served.model_dump(exclude={"engine_socket", "served_name"})
+            and target.model_dump(exclude={"engine_socket", "engine_target", "served_name"})
+            == served.model_dump(exclude={"engine_socket", "engine_target", "served_name"})
         ):
             targets[name] = served
     return config.model_copy(update={"targets": targets}) if targets != config.targets else config
+
+
+def _embedded(config: Config) -> bool:
+    return any(isinstance(t, LlamaCppTarget) for t in config.targets.values())
+
+
+async def on_engine_process(config: Config, link: StateLink, path: Path) -> Config:
+    """A worker's reload under `serve --workers`: the supervisor's engine process serves the file's `llamacpp`
+    targets (it loads one added or changed, once for every worker) and the worker forwards to it; no worker
+    loads a model itself. ReloadFailed when the engine process cannot load one."""
+    targets = {
+        name: t.model_dump(mode="json", exclude={"engine_socket", "engine_target"})
+        for name, t in config.targets.items()
+        if isinstance(t, LlamaCppTarget) and t.engine_socket is None
+    }
+    try:
+        answer = await link.engine(targets)
+    except ConnectionError:
+        raise ReloadFailed(
+            f"{path}: the supervisor cannot be reached for the embedded models (the previous config keeps serving)"
+        ) from None
+    if "error" in answer:
+        raise ReloadFailed(f"{path}: {answer['error']} (the previous config keeps serving)")
+    attached = dict(config.targets)
+    for name, fields in answer["targets"].items():
+        target = attached.get(name)
+        if isinstance(target, LlamaCppTarget):
+            attached[name] = target.model_copy(
+                update={**fields, "served_name": target.served_name or fields["served_name"]}
+            )
+    return config.model_copy(update={"targets": attached})
 
 
 def carry_over(old: Gateway, new: Gateway) -> list[str]:
@@ -137,6 +170,11 @@ class Reloader:
                 raise
             self.app.state.gateway = new
             self._retire(old)
+            if new.link is not None and (_embedded(new.config) or _embedded(old.config)):
+                # the engine names this worker's requests now go to; those only the old gateway used can be
+                # unloaded once no worker's gateway uses them (its requests still running keep them until done)
+                new.link.send({"op": "engine_keys", "keys": sorted(engine_keys(new.config) | engine_keys(old.config))})
+                self._tell_keys_when_retired(old, new)
         log.info(
             "config reloaded from %s: aliases %s; circuits carried over: %s; %d request(s) finishing on the "
             "previous config",
@@ -152,6 +190,8 @@ class Reloader:
             config = await asyncio.to_thread(load_config, path)
         except ConfigError as exc:
             raise ReloadFailed(f"{exc} (the previous config keeps serving)") from None
+        if old.link is not None and (_embedded(config) or _embedded(old.config)):
+            config = await on_engine_process(config, old.link, path)
         config = keep_fixed_settings(config, old.config)
         try:
             new = Gateway.build(
@@ -178,6 +218,18 @@ class Reloader:
         # After the awaits, so that nothing the old gateway learns meanwhile (an operator's drain …) is lost
         # between this and the swap.
         return new, carry_over(old, new)
+
+    def _tell_keys_when_retired(self, old: Gateway, new: Gateway) -> None:
+        retiring = self._retiring.get(old)
+        link = new.link
+        if retiring is None or link is None:
+            return
+
+        def tell(_: object) -> None:
+            serving = [self.app.state.gateway, *(g for g in self._retiring if g is not old)]
+            link.send({"op": "engine_keys", "keys": sorted(set().union(*(engine_keys(g.config) for g in serving)))})
+
+        retiring.add_done_callback(tell)
 
     def _retire(self, old: Gateway) -> None:
         task = asyncio.create_task(self._close_when_idle(old), name="lifeline-retire-gateway")

@@ -90,8 +90,17 @@ class StateService:
         *,
         on_ready: Callable[[int], None] | None = None,
         on_reload: Callable[[int], None] | None = None,
+        on_engine: Callable[[int, dict[str, Any]], Awaitable[dict[str, Any]]] | None = None,
+        on_engine_keys: Callable[[int, list[str]], Awaitable[None]] | None = None,
+        engine_metrics: Callable[[], Awaitable[list[Family]]] | None = None,
     ) -> None:
         self.path = path
+        #: a worker's reload asks which of its `llamacpp` targets the engine process serves, and under what name
+        self._on_engine = on_engine
+        #: a worker says which engine names its gateway uses after a reload's swap
+        self._on_engine_keys = on_engine_keys
+        #: the engine process's metrics, for a scrape (once for the machine)
+        self._engine_metrics = engine_metrics
         self.limits = InProcessLimits()
         #: operators' overrides (drain, cut) made on one worker, for every worker: target -> the request's fields
         self.overrides: dict[str, dict[str, Any]] = {}
@@ -211,14 +220,31 @@ class StateService:
             self._on_reload(peer.worker)
         elif op == "scrape":
             # Not awaited here: the asking worker's limits go on being answered while the others reply.
-            task = asyncio.create_task(self._scrape(peer, m["id"]))
-            self._handlers.add(task)
-            task.add_done_callback(self._handlers.discard)
+            self._spawn(self._scrape(peer, m["id"]))
+        elif op == "engine" and self._on_engine is not None and peer.worker is not None:
+            # Not awaited here either: a model may be loading meanwhile, and the worker's limits go on.
+            self._spawn(self._engine(peer, peer.worker, m))
+        elif op == "engine_keys" and self._on_engine_keys is not None and peer.worker is not None:
+            self._spawn(self._on_engine_keys(peer.worker, list(m["keys"])))
         elif op == "scraped":
             answer = self._scrapes.get(m["ticket"], {}).get(peer)
             if answer is not None and not answer.done():
                 answer.set_result(m["families"])
         return None
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)
+
+    async def _engine(self, peer: _Peer, worker: int, m: dict[str, Any]) -> None:
+        assert self._on_engine is not None
+        try:
+            answer = await self._on_engine(worker, dict(m["targets"]))
+        except Exception as exc:  # a fault of the supervisor's: the worker's reload fails, saying so
+            log.exception("worker state: the engine process could not be asked for worker %d", worker)
+            answer = {"error": type(exc).__name__}
+        peer.send({**answer, "id": m["id"]})
 
     async def _scrape(self, asking: _Peer, request_id: int) -> None:
         """Every other worker's metrics, for the one scraped (so that /metrics on any worker shows them all)."""
@@ -226,15 +252,23 @@ class StateService:
         loop = asyncio.get_running_loop()
         answers = {peer: loop.create_future() for peer in self._peers if peer is not asking and peer.worker}
         self._scrapes[ticket] = answers
+        engine = asyncio.ensure_future(self._engine_metrics()) if self._engine_metrics is not None else None
         try:
             for peer in answers:
                 peer.send({"event": "scrape", "ticket": ticket})
-            if answers:
-                await asyncio.wait(answers.values(), timeout=SCRAPE_WAIT)
+            waiting = [*answers.values(), *([engine] if engine is not None else [])]
+            if waiting:
+                await asyncio.wait(waiting, timeout=SCRAPE_WAIT)
         finally:
             del self._scrapes[ticket]
         workers = {str(peer.worker): a.result() for peer, a in answers.items() if a.done() and not a.cancelled()}
-        asking.send({"id": request_id, "workers": workers})
+        engine_families: list[Family] = []
+        if engine is not None:
+            if engine.done() and not engine.cancelled() and engine.exception() is None:
+                engine_families = engine.result()
+            else:
+                engine.cancel()
+        asking.send({"id": request_id, "workers": workers, "engine": engine_families})
 
     async def _reserve(self, peer: _Peer, m: dict[str, Any]) -> dict[str, Any]:
         seeded: int | None = m["seed"]
@@ -364,6 +398,11 @@ class StateLink:
         finally:
             self._pending.pop(request_id, None)
 
+    async def engine(self, targets: dict[str, Any]) -> dict[str, Any]:
+        """Ask the supervisor to serve these `llamacpp` targets (settings as JSON) from the engine process: each
+        one's `engine_socket`, `engine_target` and `served_name` under "targets", or "error"."""
+        return await self.call({"op": "engine", "targets": targets})
+
     async def _read_forever(self, reader: asyncio.StreamReader) -> None:
         try:
             while True:
@@ -399,6 +438,12 @@ class StateLink:
                 for name, kind, help, rows in families
             ]
             sources.append(((("worker", worker),), received))
+        # The engine process serves every worker: its samples once, without a worker label.
+        engine = [
+            (name, kind, help, [(sample, _labels_of(labels), value) for sample, labels, value in rows])
+            for name, kind, help, rows in answer.get("engine") or []
+        ]
+        sources.append(((), engine))
         return render_families(sources)
 
     def _event(self, message: dict[str, Any]) -> None:

@@ -39,9 +39,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import uvicorn
+from pydantic import ValidationError
 
-from lifeline.config.schema import Config
-from lifeline.server.engine_host import EngineHost
+from lifeline.config.schema import Config, LlamaCppTarget
+from lifeline.errors import EngineProcessError
+from lifeline.metrics import Family
+from lifeline.server.engine_host import EngineHost, engine_keys
 from lifeline.server.worker_state import StateService
 
 log = logging.getLogger("lifeline.server")
@@ -82,6 +85,8 @@ class _Slot:
     backoff: float = RESTART_BACKOFF
     #: when a restart is due (monotonic), while the slot waits for one
     restart_at: float | None = None
+    #: the engine process's names for the models this worker's gateways use (serve --workers with llamacpp)
+    engine_keys: frozenset[str] = frozenset()
 
 
 class Supervisor:
@@ -96,6 +101,9 @@ class Supervisor:
         #: a worker could not start the first time: the exit code the server ends with
         self._failed: int | None = None
         self._any_ready = False
+        #: the engine process, once there are llamacpp targets (at the start, or from a reload)
+        self.host: EngineHost | None = None
+        self._engine_lock: asyncio.Lock | None = None
 
     def run(self) -> int:
         """Serve until SIGTERM or SIGINT; the process's exit code."""
@@ -103,22 +111,29 @@ class Supervisor:
 
     async def _main(self) -> int:
         self._stopping = asyncio.Event()
+        self._engine_lock = asyncio.Lock()
         directory = tempfile.mkdtemp(prefix="lifeline-workers-")
         self._state_path = os.path.join(directory, "state.sock")
-        service = StateService(self._state_path, on_ready=self._on_ready, on_reload=self._reload_others)
+        service = StateService(
+            self._state_path,
+            on_ready=self._on_ready,
+            on_reload=self._reload_others,
+            on_engine=self._engine,
+            on_engine_keys=self._engine_keys,
+            engine_metrics=self._engine_metrics,
+        )
         await service.start()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop, sig)
         loop.add_signal_handler(signal.SIGHUP, self._forward_reload)
-        host: EngineHost | None = None
         try:
             # The embedded engine's process, when there are llamacpp targets, starts after the state service and
             # before the first worker, so that every worker finds it running and loads no model of its own.
             if EngineHost.needed(self.config):
-                host = EngineHost(self.config)
-                await asyncio.to_thread(host.start)
-                self.config = host.attach(self.config)
+                self.host = EngineHost(self.config)
+                await asyncio.to_thread(self.host.start)
+                self.config = self.host.attach(self.config)
             for slot in self.slots:
                 self._spawn(slot)
             while not self._stopping.is_set():
@@ -127,13 +142,83 @@ class Supervisor:
                 self._watch()
             await self._drain()
         finally:
-            if host is not None:  # after the last worker has exited (its requests done)
-                await asyncio.to_thread(host.stop)
+            async with self._engine_lock:  # a model loading for a reload first
+                if self.host is not None:  # after the last worker has exited (its requests done)
+                    await asyncio.to_thread(self.host.stop)
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             await service.close()
             shutil.rmtree(directory, ignore_errors=True)
         return self._failed or 0
+
+    # --- the engine process across reloads -------------------------------------------------------
+
+    async def _engine(self, worker: int, raw: dict[str, Any]) -> dict[str, Any]:
+        """A worker reloading asks for its `llamacpp` targets (as the file has them): the engine process serves
+        them — a target added or changed is loaded there once, whichever worker asks first — and the worker
+        forwards to it. The answer: each target's `engine_socket`, `engine_target` and `served_name`."""
+        assert self._engine_lock is not None
+        async with self._engine_lock:
+            try:
+                targets = {name: LlamaCppTarget.model_validate(settings) for name, settings in raw.items()}
+                if self.host is None:
+                    if not targets:
+                        return {"targets": {}}
+                    host = EngineHost(self.config.model_copy(update={"targets": targets}))
+                    await asyncio.to_thread(host.start)
+                    self.host = host
+                else:
+                    await asyncio.to_thread(self.host.serve, targets)
+            except (EngineProcessError, ValidationError, OSError) as exc:
+                return {"error": str(exc)}
+            attached = self.host.attachment(list(targets))
+            slot = self.slots[worker - 1]
+            # until its swap, the worker's previous gateway still uses what it used
+            slot.engine_keys |= {fields["engine_target"] for fields in attached.values()}
+            self.config = await asyncio.to_thread(self._applied, self.config, self.host)
+            await self._unload_unused()
+            return {"targets": attached}
+
+    async def _engine_keys(self, worker: int, keys: list[str]) -> None:
+        """A worker says which engine names its gateways use now (a reload swapped, a replaced gateway closed)."""
+        assert self._engine_lock is not None
+        self.slots[worker - 1].engine_keys = frozenset(keys)
+        async with self._engine_lock:
+            await self._unload_unused()
+
+    async def _unload_unused(self) -> None:
+        """Unload the models that neither the current config nor any live worker's gateway uses."""
+        host = self.host
+        if host is None:
+            return
+        used = set(host.current.values())
+        for slot in self.slots:
+            if slot.process is not None:
+                used |= slot.engine_keys
+        unused = set(host.loaded) - used
+        if unused:
+            await asyncio.to_thread(host.unload, unused)
+
+    def _applied(self, config: Config, host: EngineHost) -> Config:
+        """The config a worker started from now gets (a replacement): the file as the workers have reloaded it,
+        with the engine process's targets attached."""
+        from lifeline.config import load_config
+        from lifeline.errors import ConfigError
+        from lifeline.server.reload import keep_fixed_settings
+
+        if self.config_path is None:
+            return config
+        try:
+            return host.attach(keep_fixed_settings(load_config(self.config_path), config))
+        except ConfigError:
+            return config
+
+    async def _engine_metrics(self) -> list[Family]:
+        """The engine process's metrics for a scrape of any worker (none without an engine process)."""
+        host = self.host
+        if host is None:
+            return []
+        return await asyncio.to_thread(host.families)
 
     # --- starting and watching -------------------------------------------------------------------
 
@@ -149,6 +234,7 @@ class Supervisor:
         )
         process.start()
         slot.process, slot.started_at = process, time.monotonic()
+        slot.engine_keys = frozenset(engine_keys(self.config))
         log.info("worker %d started (pid %s)", slot.number, process.pid)
 
     def _on_ready(self, number: int) -> None:
@@ -293,10 +379,15 @@ def _current_config(started_with: Config, path: Path) -> Config:
     from lifeline.server.reload import keep_fixed_settings
 
     try:
-        return keep_fixed_settings(load_config(path), started_with)
+        config = keep_fixed_settings(load_config(path), started_with)
     except ConfigError as exc:
         log.warning("%s no longer reads (%s); this worker serves the config the server started with", path, exc)
         return started_with
+    if any(isinstance(t, LlamaCppTarget) and t.engine_socket is None for t in config.targets.values()):
+        # the file changed since the last reload: a model of its own is not this worker's to load
+        log.warning("%s has embedded models the engine process does not serve yet; reload to apply it", path)
+        return started_with
+    return config
 
 
 class _WorkerFilter(logging.Filter):
