@@ -363,3 +363,29 @@ def test_a_reload_serves_added_and_changed_embedded_targets_from_the_engine_proc
         assert answer.status_code == 200, answer.text
         assert not any(_maps_model(pid) for pid in worker_pids)
         assert "could not load" not in running.output()
+
+
+def test_a_reload_that_adds_the_first_embedded_target_starts_the_engine_process(tmp_path: Path) -> None:
+    hosted = {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m"}
+    config: dict[str, Any] = {"targets": {"hosted": hosted}, "aliases": {"remote": {"targets": ["hosted"]}}}
+    with workers(config, tmp_path, count=2) as running, ExitStack() as stack:
+        clients = clients_per_worker(running.url, 2, stack)
+        assert _engine_pids(running.process.pid) == []
+        path = tmp_path / "workers.yaml"
+        written = yaml.safe_load(path.read_text())
+        written["targets"]["local"] = {"kind": "llamacpp", "model": "builtin:smollm2", "n_ctx": 256, "n_threads": 1}
+        written["aliases"]["chat"] = {"targets": ["local"]}
+        path.write_text(yaml.safe_dump(written))
+        running.process.send_signal(signal.SIGHUP)
+        for number, client in clients.items():
+            wait_for(
+                lambda c=client: "chat" in {m["id"] for m in c.get("/v1/models").json()["data"]},
+                "the worker reloads the file",
+            )
+            answer = ask(client, number)
+            assert answer.status_code == 200, answer.text
+            assert answer.headers["x-lifeline-target"] == "local"
+        (engine,) = _engine_pids(running.process.pid)
+        assert _maps_model(engine)
+        worker_pids = [int(client.get("/healthz").json()["pid"]) for client in clients.values()]
+        assert not any(_maps_model(pid) for pid in worker_pids)

@@ -159,6 +159,8 @@ class Supervisor:
         forwards to it. The answer: each target's `engine_socket`, `engine_target` and `served_name`."""
         assert self._engine_lock is not None
         async with self._engine_lock:
+            if self._stopping is not None and self._stopping.is_set():
+                return {"error": "the server is stopping"}
             try:
                 targets = {name: LlamaCppTarget.model_validate(settings) for name, settings in raw.items()}
                 if self.host is None:
