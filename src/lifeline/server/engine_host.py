@@ -8,6 +8,11 @@ one engine, and all workers share its bounded queue. A watchdog thread restarts 
 dies (with backoff, logged); while it is down, a worker's calls fail over like calls to any unreachable
 upstream. `stop()` ends the engine's lease (its stdin): it finishes the calls running, then exits.
 
+A reload changes what the engine serves without a new process: `serve(targets)` has the running engine load
+each target added or changed (under a new engine name, `engine_target`, so that workers not yet reloaded keep
+the model they know), and `unload(names)` drops the models no worker uses any more once their calls end. A
+restart loads everything loaded then. `families()` is the engine's metrics, for /metrics once per machine.
+
 Synchronous on purpose: a supervisor is a plain process manager, not an event loop.
 """
 

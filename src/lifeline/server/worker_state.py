@@ -14,7 +14,9 @@ The wire is a frame per message: a 4-byte big-endian length and an orjson object
 "id" is answered with that id; everything else (settling tokens and money, announcing an open) is one-way,
 and ordered on the one connection, so a settle always lands after the admit it settles. Each worker talks
 over one connection, so what a request costs is one round trip on a Unix socket for each check that admits
-(only keys with rpm/tpm or a budget pay it): bench/bench_workers.py measures it.
+(only keys with rpm/tpm or a budget pay it): bench/workers_state.py measures it. The budget reservations a
+worker holds are kept per connection: when a worker's link closes (it exited, or was killed outright), what it
+still held is released at once.
 """
 
 from __future__ import annotations

@@ -18,6 +18,11 @@ worker: each one stops accepting, finishes its requests within the usual grace, 
 exits; the supervisor then exits 0. SIGHUP is passed on to every worker that has started, and each reloads
 the config file (server/reload.py), as POST /admin/reload on any worker makes the others do; a worker that
 starts later (a restart) reads the file as it is then.
+
+The supervisor holds the engine process (server/engine_host.py) for the `llamacpp` targets: a worker that
+reloads asks it for the file's embedded targets, which the engine process loads if it does not serve them yet
+(so no worker ever loads a model), and each worker says which engine models its gateways still use, so that
+one no live worker uses is unloaded. A scrape of any worker includes the engine's metrics, once.
 """
 
 from __future__ import annotations
