@@ -793,3 +793,23 @@ def test_start_connects_and_migrates_before_any_record(db_location: DbLocation, 
     finally:
         db.close()
     assert ledger.write_errors == 0 and ledger.written == 0
+
+
+def test_a_record_id_is_a_fresh_version_4_uuid_in_hex() -> None:
+    import uuid
+
+    from lifeline.accounting.records import new_id
+
+    ids = [new_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for made in ids:
+        parsed = uuid.UUID(hex=made)
+        assert parsed.hex == made and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    # every random bit is used: over many ids, each of the 122 free bits is seen both set and clear
+    fixed = (0xF000 << 64) | (0xC000 << 48)
+    seen_set = seen_clear = 0
+    for made in ids:
+        value = int(made, 16)
+        seen_set |= value
+        seen_clear |= ~value
+    assert (seen_set & seen_clear) | fixed == (1 << 128) - 1

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
-import uuid
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 #: costs are kept as integers in nano-USD (1e-9 USD), so sums are exact
 NANO = 1_000_000_000
+
+
+# uuid4's version (4) and variant (RFC 4122) bits, set on 128 random bits
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
+def new_id() -> str:
+    """A random id as `uuid.uuid4().hex` makes it (32 hex digits, a valid version-4 UUID), at half its cost: one
+    record is made per request."""
+    return f"{(int.from_bytes(os.urandom(16), 'big') & _UUID4_CLEAR) | _UUID4_SET:032x}"
 
 
 def usd(nusd: int) -> float:
@@ -45,7 +56,7 @@ class LedgerRecord:
     shadow: bool = False
     #: answered from the response cache ("hit" or "stale", a `CacheUse` value; no upstream cost); None otherwise
     cache: str | None = None
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    id: str = field(default_factory=new_id)
 
     COLUMNS = (
         "id", "request_id", "key_id", "alias", "target", "model", "outcome", "status", "attempts",
