@@ -268,7 +268,8 @@ class Accounting:
         admission.span = self.tracing.start_request(operation, alias, request_id, body)
         try:
             try:
-                await self._admit(admission, key, alias, body, max_tokens, fallbacks)
+                if key is not None:  # no key (auth off): nothing to check or reserve
+                    await self._admit(admission, key, alias, body, max_tokens, fallbacks)
             except DatabaseUnavailable as exc:  # a budget's spend is read from the ledger: not now
                 log.warning("database unavailable while admitting a request: %s", exc)
                 raise AccountingUnavailable() from exc

@@ -524,8 +524,9 @@ class Router(Continuation):
         """When no target is available, the least recently failed open one is probed rather than failing
         the request outright. When every target is merely rate-limited, the client is told to come back."""
         now = time.monotonic()
-        if any(self.health.available(t, now) for t in candidates):
-            return None
+        for t in candidates:
+            if self.health.available(t, now):
+                return None
         live = [t for t in candidates if t not in self.health.drained]
         if not live:
             raise GatewayError(
