@@ -19,7 +19,7 @@ def test_counters_histograms_and_gauges_render_in_prometheus_text_format() -> No
     assert 'lifeline_latency_seconds_bucket{alias="chat",le="0.05"} 1' in text
     assert 'lifeline_latency_seconds_bucket{alias="chat",le="+Inf"} 2' in text
     assert 'lifeline_latency_seconds_count{alias="chat"} 2' in text
-    assert "lifeline_latency_seconds_sum{alias=\"chat\"} 7.03" in text
+    assert 'lifeline_latency_seconds_sum{alias="chat"} 7.03' in text
     assert "# TYPE lifeline_queue gauge" in text and "lifeline_queue 3" in text
 
 
@@ -47,3 +47,21 @@ def test_owned_values_add_up_over_owners_and_a_retired_owner_never_sets_a_counte
     text = m.render()
     assert "lifeline_ledger_written_total 9" in text  # 7 retired + 2 live
     assert "lifeline_requests_in_flight 1" in text  # a retired gauge goes
+
+
+def test_a_series_looked_up_once_counts_as_inc_and_observe_do_and_shows_nothing_before_it_counts() -> None:
+    by_name, by_series = Metrics(), Metrics()
+    counter = by_series.counter_series("lifeline_requests_total", "Requests.", status="200", alias="chat")
+    histogram = by_series.histogram_series("lifeline_latency_seconds", "Latency.", alias="chat")
+    assert by_series.render() == Metrics().render()  # no family, no sample until counted
+    for value in (0.03, 7.0):
+        by_name.inc("lifeline_requests_total", "Requests.", alias="chat", status="200")
+        by_name.observe("lifeline_latency_seconds", "Latency.", value, alias="chat")
+        counter.inc()
+        histogram.observe(value)
+    by_name.inc("lifeline_requests_total", "Requests.", 3, alias="chat", status="200")
+    counter.inc(3)
+    assert by_series.render() == by_name.render()
+    # the same series whichever way it is counted
+    by_series.inc("lifeline_requests_total", "Requests.", alias="chat", status="200")
+    assert 'lifeline_requests_total{alias="chat",status="200"} 6' in by_series.render()

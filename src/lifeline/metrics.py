@@ -45,6 +45,43 @@ class _Family:
 Gauge = Callable[[], Iterable[tuple[Labels, float]]]
 
 
+class CounterSeries:
+    """One labelled series of a counter family (`Metrics.counter_series`); the family is made at the first
+    `inc`, as `Metrics.inc` would make it."""
+
+    __slots__ = ("_help", "_key", "_metrics", "_name", "_values")
+
+    def __init__(self, metrics: Metrics, name: str, help: str, key: Labels) -> None:
+        self._metrics, self._name, self._help, self._key = metrics, name, help, key
+        self._values: dict[Labels, float] | None = None
+
+    def inc(self, amount: float = 1.0) -> None:
+        values = self._values
+        if values is None:
+            values = self._values = self._metrics._family(self._name, "counter", self._help).values
+        values[self._key] += amount
+
+
+class HistogramSeries:
+    """One labelled series of a histogram family (`Metrics.histogram_series`), made at the first `observe`."""
+
+    __slots__ = ("_help", "_histogram", "_key", "_metrics", "_name")
+
+    def __init__(self, metrics: Metrics, name: str, help: str, key: Labels) -> None:
+        self._metrics, self._name, self._help, self._key = metrics, name, help, key
+        self._histogram: Histogram | None = None
+
+    def observe(self, value: float) -> None:
+        histogram = self._histogram
+        if histogram is None:
+            histograms = self._metrics._family(self._name, "histogram", self._help).histograms
+            histogram = histograms.get(self._key)
+            if histogram is None:
+                histogram = histograms[self._key] = Histogram()
+            self._histogram = histogram
+        histogram.observe(value)
+
+
 class Metrics:
     def __init__(self) -> None:
         self._families: dict[str, _Family] = {}
@@ -72,6 +109,15 @@ class Metrics:
         if histogram is None:
             histogram = family.histograms[key] = Histogram()
         histogram.observe(value)
+
+    def counter_series(self, name: str, help: str, **labels: str) -> CounterSeries:
+        """One labelled series of a counter, for a caller that counts it often: `inc` on it is `inc` here
+        without the family and label lookups. Nothing is shown until it is first counted."""
+        return CounterSeries(self, name, help, tuple(sorted(labels.items())))
+
+    def histogram_series(self, name: str, help: str, **labels: str) -> HistogramSeries:
+        """One labelled series of a histogram, as `counter_series` is of a counter."""
+        return HistogramSeries(self, name, help, tuple(sorted(labels.items())))
 
     def gauge(self, name: str, help: str, read: Gauge) -> None:
         self._gauges[name] = (help, read)

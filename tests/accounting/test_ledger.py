@@ -793,3 +793,38 @@ def test_start_connects_and_migrates_before_any_record(db_location: DbLocation, 
     finally:
         db.close()
     assert ledger.write_errors == 0 and ledger.written == 0
+
+
+def test_record_ids_are_version_4_uuids_in_hex_unique_within_a_process_and_across_a_fork() -> None:
+    import uuid
+
+    from lifeline.accounting.records import LedgerRecord, new_id
+
+    def made(n: int) -> list[str]:
+        return [new_id() for _ in range(n)]
+
+    ids = made(5000)
+    assert len(set(ids)) == len(ids)
+    for one in ids:
+        parsed = uuid.UUID(hex=one)
+        assert parsed.hex == one and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: a forked worker makes its own
+        os.close(read)
+        os.write(write, orjson.dumps(made(5000)))
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        child = orjson.loads(pipe.read())
+    os.waitpid(pid, 0)
+    assert len(child) == 5000 and not set(child) & set(ids + made(5000))
+    assert (
+        len(
+            {
+                LedgerRecord("r", None, "a", None, None, "ok", 200, [], 0, 0, False, 0, None, 0.0, False, 0.0, 0.0).id
+                for _ in range(3)
+            }
+        )
+        == 3
+    )

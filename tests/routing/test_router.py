@@ -579,3 +579,81 @@ def test_a_pinned_call_to_a_target_that_cannot_serve_it_is_unsupported_capabilit
         with pytest.raises(InvalidRequest) as raised:
             asyncio.run(work())
         assert raised.value.code == "unsupported_capability"
+
+
+# --- the per-request shortcuts: the same answers as the long way --------------------------------------
+
+
+def test_an_alias_whose_targets_serve_anything_skips_the_look_at_needs_and_keeps_every_target(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Targets that all run tools, json_schema and images and have no context window to check are kept without
+    working out what the request needs: the candidates are what `why_not` would have kept, for every kind of
+    chat request. An alias with a context window, a target that cannot run tools, or a request for several
+    choices goes the long way."""
+    from lifeline.attempts import AttemptLog
+    from lifeline.routing.capabilities import needs_of, why_not
+
+    bodies: list[dict[str, Any]] = [
+        {},
+        {"tools": [{"type": "function", "function": {"name": "f"}}]},
+        {"response_format": {"type": "json_schema", "json_schema": {"name": "s"}}},
+        {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:,"}}]}]},
+        {"messages": [{"role": "user", "content": "x" * 400_000}], "max_tokens": 100_000},
+        {"n": 2},
+    ]
+    router = make_router(
+        Fake("a"),
+        Fake("b"),
+        Fake("small", context_window=1000),
+        Fake("one", supports_n=False),
+        aliases={"open": {"targets": ["a", "b"]}, "windowed": {"targets": ["a", "small"]}},
+    )
+    raw = {
+        "targets": {
+            "a": {"kind": "openai", "base_url": "http://unused.invalid", "model": "a-model"},
+            "b": {"kind": "openai", "base_url": "http://u.invalid", "model": "b", "capabilities": {"tools": False}},
+        },
+        "aliases": {"open": {"targets": ["a", "b"]}},
+    }
+    config = parse_config(raw, env={})
+    no_tools = Router(config, {"a": Fake("a"), "b": Fake("b")}, Health(config.circuit))  # type: ignore[dict-item]
+    for body in bodies:
+        call = make_call(**body)
+        needs = needs_of(call.request, call.body)
+        for r, alias in ((router, "open"), (router, "windowed"), (no_tools, "open")):
+            expected = [
+                t
+                for t in r.config.aliases[alias].targets
+                if why_not(needs, r.abilities[t]) is None and (not body.get("n") or r.providers[t].supports_n)
+            ]
+            log = AttemptLog()
+            try:
+                got = r._candidates(alias, r.alias(alias), call, log)
+            except InvalidRequest:
+                got = []
+            assert got == expected, (alias, body)
+            assert [a.target for a in log] == [t for t in r.config.aliases[alias].targets if t not in expected]
+    looked: list[ChatCall] = []
+    monkeypatch.setattr("lifeline.routing.router.needs_of", lambda *a: looked.append(a) or needs_of(*a))
+    for alias, long_way in (("open", False), ("windowed", True)):
+        router._candidates(alias, router.alias(alias), make_call(), AttemptLog())
+        assert bool(looked) is long_way
+
+
+def test_an_attempts_call_with_its_first_token_limit_is_a_copy_of_every_field() -> None:
+    from lifeline.routing.router import with_ttft
+
+    call = dataclasses.replace(make_call(), prefill="so far", responses={"input": "hi"}, ttft=1.5)
+    made = with_ttft(call, 2.5)
+    assert made is not call and call.ttft == 1.5
+    assert made == dataclasses.replace(call, ttft=2.5)
+    # every field carried over, one added to ChatCall later (with a default) included: each holds its own object
+    marked = dataclasses.replace(call)
+    for field in dataclasses.fields(ChatCall):
+        setattr(marked, field.name, object())
+    made = with_ttft(marked, 2.5)
+    assert made.ttft == 2.5
+    for field in dataclasses.fields(ChatCall):
+        if field.name != "ttft":
+            assert getattr(made, field.name) is getattr(marked, field.name), field.name

@@ -33,7 +33,7 @@ from lifeline.accounting.responses import ResponseStore, StoredResponses
 from lifeline.attempts import AttemptLog, CacheUse
 from lifeline.config.schema import Config
 from lifeline.errors import AccountingUnavailable, DatabaseUnavailable, LifelineError, PermissionDenied
-from lifeline.metrics import Metrics
+from lifeline.metrics import CounterSeries, HistogramSeries, Metrics
 from lifeline.protocol.usage import reservation_prompt_tokens
 from lifeline.tracing import Tracing
 
@@ -48,6 +48,22 @@ CAPTURES = "lifeline_captures_total"
 CAPTURES_HELP = "Requests captured (queued for the capture store), by alias."
 CAPTURES_SKIPPED = "lifeline_captures_skipped_total"
 CAPTURES_SKIPPED_HELP = "Requests sampled for capture but not captured, by alias and reason."
+REQUESTS = "lifeline_requests_total"
+REQUESTS_HELP = "Client requests by alias, outcome and status."
+ATTEMPTS = "lifeline_attempts_total"
+ATTEMPTS_HELP = "Upstream attempts by target and outcome."
+ATTEMPT_LATENCY = "lifeline_attempt_latency_seconds"
+ATTEMPT_LATENCY_HELP = "Time of each attempt at a target, to its answer (to its first content for a stream)."
+FAILOVERS = "lifeline_failovers_total"
+FAILOVERS_HELP = "Requests answered after at least one failed attempt."
+TOKENS = "lifeline_tokens_total"
+TOKENS_HELP = "Tokens of answers."
+COST = "lifeline_cost_usd_total"
+COST_HELP = "Cost of answers in USD."
+REQUEST_LATENCY = "lifeline_request_latency_seconds"
+REQUEST_LATENCY_HELP = "Time from request to the end of the answer."
+TTFT = "lifeline_ttft_seconds"
+TTFT_HELP = "Time to the first content of a streamed answer."
 
 
 def period_start(period: str, now: float | None = None) -> float:
@@ -116,6 +132,7 @@ class Accounting:
         self.settings = config.accounting
         self.auth_enabled = config.auth.enabled
         self.metrics = metrics
+        self._series = RequestMetrics(metrics)
         self.prices = PriceBook(config)
         self.keys = KeyCache()
         self.limits: LimitStore = make_limits(self.settings)
@@ -251,7 +268,8 @@ class Accounting:
         admission.span = self.tracing.start_request(operation, alias, request_id, body)
         try:
             try:
-                await self._admit(admission, key, alias, body, max_tokens, fallbacks)
+                if key is not None:  # no key (auth off): nothing to check or reserve
+                    await self._admit(admission, key, alias, body, max_tokens, fallbacks)
             except DatabaseUnavailable as exc:  # a budget's spend is read from the ledger: not now
                 log.warning("database unavailable while admitting a request: %s", exc)
                 raise AccountingUnavailable() from exc
@@ -387,15 +405,17 @@ class Accounting:
         attempts, streamed, ttft = end.attempts, end.streamed, end.ttft
         alias = end.alias or admission.alias  # the fallback that answered, else the requested alias
         latency = now - admission.started
-        self.tracing.end_request(
-            admission.span,
-            status=status,
-            outcome=outcome,
-            target=target,
-            model=model,
-            usage={"prompt_tokens": prompt, "completion_tokens": completion} if target else None,
-            attempts=attempts.tries,
-        )
+        tries = attempts.tries
+        if admission.span is not None:
+            self.tracing.end_request(
+                admission.span,
+                status=status,
+                outcome=outcome,
+                target=target,
+                model=model,
+                usage={"prompt_tokens": prompt, "completion_tokens": completion} if target else None,
+                attempts=tries,
+            )
         if self.ledger is not None:
             self.ledger.record(
                 LedgerRecord(
@@ -419,56 +439,101 @@ class Accounting:
                     cache=end.cache.value if end.cache is not None else None,
                 )
             )
-        log.info(
-            "request finished",
-            extra={
-                "request_id": admission.request_id,
-                "alias": alias,
-                "target": target,
-                "outcome": outcome,
-                "status": status,
-                "attempts": attempts.tries,
-                "stream": streamed,
-                "latency": round(latency, 4),
-            },
-        )
-        m = self.metrics
-        m.inc(
-            "lifeline_requests_total",
-            "Client requests by alias, outcome and status.",
-            alias=alias,
-            outcome=outcome,
-            status=str(status),
-        )
+        if log.isEnabledFor(logging.INFO):  # the fields are gathered only for a line that is written
+            log.info(
+                "request finished",
+                extra={
+                    "request_id": admission.request_id,
+                    "alias": alias,
+                    "target": target,
+                    "outcome": outcome,
+                    "status": status,
+                    "attempts": tries,
+                    "stream": streamed,
+                    "latency": round(latency, 4),
+                },
+            )
+        series = self._series
+        requested = series.request(alias, outcome, status)
+        requested.count.inc()
         for attempt in attempts:
             if attempt.tried:
-                m.inc(
-                    "lifeline_attempts_total",
-                    "Upstream attempts by target and outcome.",
-                    target=attempt.target,
-                    outcome=attempt.outcome.value,
-                )
-                m.observe(
-                    "lifeline_attempt_latency_seconds",
-                    "Time of each attempt at a target, to its answer (to its first content for a stream).",
-                    round(attempt.latency, 4),
-                    target=attempt.target,
-                )
-        if target and attempts.failed:
-            m.inc(
-                "lifeline_failovers_total",
-                "Requests answered after at least one failed attempt.",
-                alias=alias,
-                target=target,
-            )
+                tried = series.attempt(attempt.target, attempt.outcome.value)
+                tried.count.inc()
+                tried.latency.observe(round(attempt.latency, 4))
         if target:
-            m.inc("lifeline_tokens_total", "Tokens of answers.", prompt, alias=alias, target=target, kind="prompt")
-            m.inc(
-                "lifeline_tokens_total", "Tokens of answers.", completion, alias=alias, target=target, kind="completion"
-            )
-            m.inc("lifeline_cost_usd_total", "Cost of answers in USD.", usd(cost), alias=alias, target=target)
-        m.observe(
-            "lifeline_request_latency_seconds", "Time from request to the end of the answer.", latency, alias=alias
-        )
+            answered = series.answer(alias, target)
+            if attempts.failed:
+                answered.failovers.inc()
+            answered.prompt_tokens.inc(prompt)
+            answered.completion_tokens.inc(completion)
+            answered.cost.inc(usd(cost))
+        requested.latency.observe(latency)
         if ttft is not None:
-            m.observe("lifeline_ttft_seconds", "Time to the first content of a streamed answer.", ttft, alias=alias)
+            requested.ttft.observe(ttft)
+
+
+@dataclass(slots=True)
+class _RequestSeries:
+    count: CounterSeries
+    latency: HistogramSeries
+    ttft: HistogramSeries
+
+
+@dataclass(slots=True)
+class _AttemptSeries:
+    count: CounterSeries
+    latency: HistogramSeries
+
+
+@dataclass(slots=True)
+class _AnswerSeries:
+    failovers: CounterSeries
+    prompt_tokens: CounterSeries
+    completion_tokens: CounterSeries
+    cost: CounterSeries
+
+
+class RequestMetrics:
+    """The metric series every finished request counts, each looked up once per label set (alias, outcome,
+    status; target, attempt outcome; alias, target) rather than once per request. The label sets are as
+    bounded as the metrics' own: aliases and targets come from the config."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self._requests: dict[tuple[str, str, int], _RequestSeries] = {}
+        self._attempts: dict[tuple[str, str], _AttemptSeries] = {}
+        self._answers: dict[tuple[str, str], _AnswerSeries] = {}
+
+    def request(self, alias: str, outcome: str, status: int) -> _RequestSeries:
+        found = self._requests.get((alias, outcome, status))
+        if found is None:
+            m = self.metrics
+            found = self._requests[(alias, outcome, status)] = _RequestSeries(
+                m.counter_series(REQUESTS, REQUESTS_HELP, alias=alias, outcome=outcome, status=str(status)),
+                m.histogram_series(REQUEST_LATENCY, REQUEST_LATENCY_HELP, alias=alias),
+                m.histogram_series(TTFT, TTFT_HELP, alias=alias),
+            )
+        return found
+
+    def attempt(self, target: str, outcome: str) -> _AttemptSeries:
+        found = self._attempts.get((target, outcome))
+        if found is None:
+            m = self.metrics
+            found = self._attempts[(target, outcome)] = _AttemptSeries(
+                m.counter_series(ATTEMPTS, ATTEMPTS_HELP, target=target, outcome=outcome),
+                m.histogram_series(ATTEMPT_LATENCY, ATTEMPT_LATENCY_HELP, target=target),
+            )
+        return found
+
+    def answer(self, alias: str, target: str) -> _AnswerSeries:
+        found = self._answers.get((alias, target))
+        if found is None:
+            m = self.metrics
+            found = self._answers[(alias, target)] = _AnswerSeries(
+                m.counter_series(FAILOVERS, FAILOVERS_HELP, alias=alias, target=target),
+                m.counter_series(TOKENS, TOKENS_HELP, alias=alias, target=target, kind="prompt"),
+                m.counter_series(TOKENS, TOKENS_HELP, alias=alias, target=target, kind="completion"),
+                m.counter_series(COST, COST_HELP, alias=alias, target=target),
+            )
+        return found

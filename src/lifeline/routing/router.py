@@ -11,7 +11,6 @@ its record in the request's AttemptLog (lifeline.attempts). Taking over a broken
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import math
 import random
@@ -37,7 +36,7 @@ from lifeline.errors import (
 from lifeline.protocol.fallbacks import Fallbacks
 from lifeline.providers.base import ChatCall, Completion, EmbeddingCall, EmbeddingProvider, Provider
 from lifeline.providers.http import MAX_RETRY_AFTER
-from lifeline.routing.capabilities import abilities, needs_of, why_not
+from lifeline.routing.capabilities import TargetAbilities, abilities, needs_of, why_not
 from lifeline.routing.continuation import Continuation
 from lifeline.routing.health import Health, State
 from lifeline.routing.policy import Step, decide, order_targets
@@ -98,6 +97,8 @@ class Router(Continuation):
             )
             for name, t in config.targets.items()
         }
+        #: each target's kind, for its attempts' spans
+        self.kinds = {name: t.kind for name, t in config.targets.items()}
         self.prices = prices or PriceBook(config)
         for name, ability in self.abilities.items():
             health.prefill_declared[name] = ability.prefill
@@ -198,8 +199,10 @@ class Router(Continuation):
         names = order_targets(alias, self.permitted[alias_name], self.health, self.prices, self.rng)
         if not isinstance(call, ChatCall):
             return names
-        needs = needs_of(call.request, call.body, call.responses)
         wants_choices = call.request.n is not None and call.request.n > 1
+        if not wants_choices and call.responses is None and all(_serves_anything(self.abilities[n]) for n in names):
+            return names  # no target of these can be unable to serve it: what it needs is not worked out
+        needs = needs_of(call.request, call.body, call.responses)
         usable: list[str] = []
         skipped: list[Attempt] = []
         for name in names:
@@ -260,7 +263,7 @@ class Router(Continuation):
                     work(self.alias(name)),
                     attempts,
                     settle_on_return=settle_on_return,
-                    exclude=attempts.tried_targets,
+                    exclude=attempts.tried_targets if position else None,
                 )
             except LifelineError as err:
                 if fallbacks:
@@ -311,7 +314,7 @@ class Router(Continuation):
         def call_for(who: str, later: list[str]) -> Call:
             # a streaming attempt's first-token limit depends on what is left after it
             if isinstance(call, ChatCall) and not settle_on_return:
-                return dataclasses.replace(call, ttft=self._first_token_limit(who, alias, later))
+                return with_ttft(call, self._first_token_limit(who, alias, later))
             return call
 
         while index < len(candidates):
@@ -416,7 +419,7 @@ class Router(Continuation):
         the answering attempt is the last in the log."""
         provider = self.providers[name]
         started = time.monotonic()
-        scope = self.tracing.attempt(name, self.config.targets[name].kind, provider.model, _operation(call))
+        scope = self.tracing.attempt(name, self.kinds[name], provider.model, _operation(call))
         span = scope.__enter__()
         produced: list[T] = []  # the answer, once there: let go of if the attempt is cancelled after all
         try:
@@ -521,8 +524,9 @@ class Router(Continuation):
         """When no target is available, the least recently failed open one is probed rather than failing
         the request outright. When every target is merely rate-limited, the client is told to come back."""
         now = time.monotonic()
-        if any(self.health.available(t, now) for t in candidates):
-            return None
+        for t in candidates:
+            if self.health.available(t, now):
+                return None
         live = [t for t in candidates if t not in self.health.drained]
         if not live:
             raise GatewayError(
@@ -596,6 +600,18 @@ async def _close(result: object) -> None:
     """Let go of what an attempt produced and nobody will read: an opened stream is closed."""
     if isinstance(result, OpenStream):
         await result.rest.aclose()  # type: ignore[attr-defined]
+
+
+def with_ttft(call: ChatCall, ttft: float | None) -> ChatCall:
+    """`call` for one attempt with its first-token limit: a copy, as `dataclasses.replace` makes it (the
+    request's own call keeps its limit), built directly at a fifth of replace's cost (one per streaming
+    attempt). tests/routing/test_router.py checks that it copies every field."""
+    return ChatCall(call.body, call.request, call.request_id, call.deadline, call.prefill, call.responses, ttft)
+
+
+def _serves_anything(target: TargetAbilities) -> bool:
+    """Whether `why_not` finds no reason to skip the target for any request that offers no built-in tool."""
+    return target.tools and target.json_schema and target.vision and target.context_window is None
 
 
 def _builtin_tools(target: Target) -> frozenset[str]:
