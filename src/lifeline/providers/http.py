@@ -19,6 +19,7 @@ import logging
 import math
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
@@ -38,7 +39,7 @@ from lifeline.errors import (
     UpstreamUnavailable,
 )
 from lifeline.providers.base import ChatCall, Chunk, Deadline, EmbeddingCall
-from lifeline.providers.sse import iter_sse_data
+from lifeline.providers.sse import SseParser
 from lifeline.providers.transport import CONNECTING, SENDING, FixedRequest, HttpxAnswer, LeanTransport, PoolUse
 
 MAX_ERROR_BODY = 64 * 1024
@@ -416,7 +417,11 @@ class TimedEvents:
         target: str,
         ttft: float | None = None,
     ) -> None:
-        self._payloads = iter_sse_data(raw)
+        self._raw = raw
+        self._sse = SseParser()
+        #: the data of events already read but not yet handed out (a read can complete several)
+        self._ready: deque[bytes] = deque()
+        self._ended = False
         self._convert = convert
         self._idle = timeouts.idle
         self._target = target
@@ -448,6 +453,8 @@ class TimedEvents:
         return self
 
     async def __anext__(self) -> bytes:
+        if self._ready:
+            return self._ready.popleft()  # already read: nothing to wait for
         if self.content:
             phase, when = "idle", min(self._last, self._loop.time() + self._idle)
         else:
@@ -465,7 +472,7 @@ class TimedEvents:
         self._expired = False
         try:
             try:
-                return await anext(self._payloads)
+                return await self._read()
             except asyncio.CancelledError:
                 if self._expired and task.uncancel() <= cancelling:
                     raise self._convert(TimeoutError(), phase) from None
@@ -488,6 +495,25 @@ class TimedEvents:
             raise
         finally:
             self._waiting = None
+
+    async def _read(self) -> bytes:
+        """The next event's data, reading as many of the upstream's reads as it takes; StopAsyncIteration at
+        the end of the stream."""
+        while not self._ended:
+            try:
+                piece = await anext(self._raw)
+            except StopAsyncIteration:
+                self._ended = True
+                last = self._sse.close()
+                if last is not None:
+                    return last
+                raise
+            found = self._sse.feed(piece)
+            if found:
+                if len(found) > 1:
+                    self._ready.extend(found[1:])
+                return found[0]
+        raise StopAsyncIteration
 
     def _expire(self) -> None:
         timer, self._timer = self._timer, None
