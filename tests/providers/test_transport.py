@@ -8,11 +8,13 @@ import ssl
 import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from lifeline.errors import ProtocolError
+from lifeline.providers.base import Chunk
 from lifeline.providers.transport import CONNECTING, SENDING, LeanTransport, PoolUse, ResponseParser
 
 CHUNKED = (
@@ -487,6 +489,118 @@ def test_a_stream_abandoned_before_its_end_is_not_drained() -> None:
             await stream.aclose()  # type: ignore[attr-defined]
             assert not provider.draining
             await asyncio.wait_for(closed.wait(), 30)
+        finally:
+            await provider.close()
+            server.close()
+
+    asyncio.run(main())
+
+
+def test_a_whole_answer_sets_one_timer_and_a_free_pool_slot_none() -> None:
+    """A non-streaming call with a free connection sets one loop timer (its response timeout); taking a
+    free pool slot sets none (only waiting for one is timed)."""
+    from lifeline.config.schema import OpenAITarget
+    from lifeline.providers.openai_compat import OpenAICompatProvider
+    from tests.providers.support import make_call
+
+    answer = b'{"choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]}'
+    timers: list[float] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                await read_request(reader)
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(answer), answer))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    async def main() -> None:
+        server, port = await serve(handler)
+        spec = {"kind": "openai", "base_url": f"http://127.0.0.1:{port}/v1", "model": "m"}
+        provider = OpenAICompatProvider("up", OpenAITarget.model_validate(spec), None)
+        await provider.start()
+        loop = asyncio.get_running_loop()
+        call_at = loop.call_at
+
+        def counted(when: float, callback: Any, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+            timers.append(when)
+            return call_at(when, callback, *args, **kwargs)
+
+        try:
+            await provider.complete(make_call())  # the connection opened (its connect timeout is a timer too)
+            loop.call_at = counted  # type: ignore[method-assign]
+            for _ in range(3):
+                assert (await provider.complete(make_call())).body["choices"][0]["message"]["content"] == "ok"
+        finally:
+            loop.call_at = call_at  # type: ignore[method-assign]
+            await provider.close()
+            server.close()
+
+    asyncio.run(main())
+    assert len(timers) == 3  # one per call
+
+
+@pytest.mark.parametrize("upstream", ["answers", "stalls"])
+def test_the_response_timeout_runs_from_the_send_after_a_long_wait_for_the_pool(upstream: str) -> None:
+    """A stream holds the only connection for longer than the response timeout; the whole answer waiting for
+    it then sends and is answered (the wait was never the target's silence), or meets a silent upstream and
+    is told so by its response timeout, counted from its send (not by the request's far deadline)."""
+    from lifeline.config.schema import OpenAITarget
+    from lifeline.errors import UpstreamSilent
+    from lifeline.providers.base import Deadline
+    from lifeline.providers.openai_compat import OpenAICompatProvider
+    from tests.providers.support import make_call
+
+    answer = b'{"choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]}'
+    first = b'data: {"choices": [{"index": 0, "delta": {"content": "o"}, "finish_reason": null}]}\n\n'
+    last = b'data: {"choices": [{"index": 0, "delta": {"content": "k"}, "finish_reason": "stop"}]}\n\n'
+    requests = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal requests
+        try:
+            while True:
+                await read_request(reader)
+                requests += 1
+                if requests == 1:  # the stream: its first event, then the rest after longer than 0.3 s
+                    writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                    writer.write(b"%x\r\n%s\r\n" % (len(first), first))
+                    await writer.drain()
+                    await asyncio.sleep(0.6)
+                    writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(last), last))
+                    await writer.drain()
+                    continue
+                if upstream == "stalls":
+                    await asyncio.sleep(3600)
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(answer), answer))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    async def main() -> None:
+        server, port = await serve(handler)
+        timeouts = {"connect": 30, "response": 0.3, "first_byte": 30, "ttft": 30, "idle": 30}
+        spec = {"kind": "openai", "base_url": f"http://127.0.0.1:{port}/v1", "model": "m", "max_connections": 1}
+        provider = OpenAICompatProvider("up", OpenAITarget.model_validate({**spec, "timeouts": timeouts}), None)
+        await provider.start()
+
+        async def read_stream() -> list[Chunk]:
+            return [chunk async for chunk in provider.stream(make_call(stream=True))]
+
+        try:
+            holder = asyncio.ensure_future(read_stream())
+            while requests == 0:
+                await asyncio.sleep(0.01)
+            call = make_call()
+            call.deadline = Deadline.after(600)
+            waiting = asyncio.wait_for(provider.complete(call), 30)  # a bound against hanging, not a measure
+            if upstream == "answers":
+                assert (await waiting).body["choices"][0]["message"]["content"] == "ok"
+            else:
+                with pytest.raises(UpstreamSilent, match="response timeout"):
+                    await waiting
+            assert (await holder)[-1].finish
         finally:
             await provider.close()
             server.close()

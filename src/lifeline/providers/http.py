@@ -215,7 +215,7 @@ class HttpProvider(ABC, Generic[TargetT]):
     async def _post_json(self, url: str, content: bytes, call: ChatCall | EmbeddingCall) -> Any:
         """One non-streaming request under the response timeout; the answer parsed (any JSON value)."""
         phase = Connecting(call.deadline, self._timeouts.response, self._traced)
-        with self._boundary("response", phase):
+        try:  # the boundary (as `_boundary`, written out on the path every whole answer takes)
             async with phase.timer():
                 answer = await self._send(url, content, call, phase)
                 try:
@@ -224,6 +224,8 @@ class HttpProvider(ABC, Generic[TargetT]):
                     raw = await answer.read()
                 finally:
                     await answer.aclose()
+        except TRANSPORT_ERRORS as exc:
+            raise self._converted(exc, "response", phase) from None
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -356,25 +358,100 @@ class Connecting:
     """The timer of an attempt's first phase (first byte, or the whole response), started only once the
     transport has a connection and sends. Waiting for a pooled connection is bounded by `connect` on its
     own (the transport's pool timeout) and never counts as the target's silence; until the request is
-    sent, the timer runs to the request's deadline only."""
+    sent, the timer runs to the request's deadline only.
+
+    Used as `async with phase.timer():`, it times its block as `asyncio.timeout` would (going off, it cancels
+    the task, and the block ends in TimeoutError), with one timer set per attempt: it is set for the phase's
+    timeout from now, the soonest the phase can end once the request is sent; sending only moves the
+    deadline (never sooner than that), and the timer, going off before the deadline it finds (the request
+    not sent yet: the request's deadline), is set again for it."""
+
+    __slots__ = (
+        "_cancelling",
+        "_deadline",
+        "_expired",
+        "_last",
+        "_loop",
+        "_set_for",
+        "_task",
+        "_timeout",
+        "_timer",
+        "_when",
+        "connecting",
+        "created_at",
+        "sent_at",
+        "trace",
+        "traced",
+    )
 
     def __init__(self, deadline: Deadline, timeout: float, traced: bool) -> None:
         self._deadline = deadline
         self._timeout = timeout
         #: the transport reports its progress (Lifeline's own, and httpcore's do; a test's mock does not)
         self.traced = traced
-        self._timer: asyncio.Timeout | None = None
         #: a slot was free and a new connection is being opened
         self.connecting = False
         #: when the request went out (time.monotonic); None while waiting for a connection
         self.sent_at: float | None = None
         self.created_at = time.monotonic()
-        self.extensions = {"trace": self._trace} if traced else {}
         self.trace = self._trace if traced else None
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._expired = False
+        self._cancelling = 0
+        #: the block's deadline and when the timer is set for, on the loop's clock
+        self._when = self._set_for = self._last = math.inf
 
-    def timer(self) -> asyncio.Timeout:
-        self._timer = asyncio.timeout(self._deadline.bound(math.inf if self.traced else self._timeout))
-        return self._timer
+    @property
+    def extensions(self) -> dict[str, Any]:
+        """httpx's request extensions that report the progress to this timer."""
+        return {"trace": self._trace} if self.traced else {}
+
+    def timer(self) -> Connecting:
+        return self
+
+    async def __aenter__(self) -> Connecting:
+        task = self._task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("Connecting.timer() must be used inside a task")
+        self._cancelling = task.cancelling()
+        loop = self._loop = task.get_loop()
+        now = loop.time()
+        #: the request's deadline on the loop's clock
+        self._last = now + self._deadline.remaining()
+        first = min(self._last, now + self._timeout)
+        # before the request is sent, only the request's deadline bounds the wait (when the transport says
+        # when it sends; otherwise the phase's timeout runs from the start)
+        self._when = self._last if self.traced else first
+        self._set(first)
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._set_for = math.inf
+        if self._expired:
+            assert self._task is not None
+            if self._task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError:
+                raise TimeoutError from exc
+        self._task = None
+
+    def _set(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_at(when, self._expire) if when != math.inf else None
+        self._set_for = when
+
+    def _expire(self) -> None:
+        self._timer = None
+        if self._task is None:
+            return
+        if self._when > self._set_for:
+            self._set(self._when)  # the deadline is later than the timer was set for
+            return
+        self._expired = True
+        self._task.cancel()
 
     @property
     def waited_for_connection(self) -> bool:
@@ -386,8 +463,10 @@ class Connecting:
             self.connecting = True
         elif event == SENDING and self.sent_at is None:
             self.sent_at = time.monotonic()
-            if self._timer is not None:
-                self._timer.reschedule(asyncio.get_running_loop().time() + self._deadline.bound(self._timeout))
+            if self._task is not None:
+                self._when = min(self._last, self._loop.time() + self._timeout)
+                if self._when < self._set_for:
+                    self._set(self._when)  # sent after the timer's first setting had passed
 
 
 class TimedEvents:

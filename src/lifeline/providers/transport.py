@@ -281,17 +281,20 @@ class _Pool:
         self.ssl_context = ssl_context
 
     async def get(self, pool_timeout: float | None, connect_timeout: float | None, trace: Any = None) -> _Connection:
-        self.waiting += 1
-        try:
-            async with asyncio.timeout(pool_timeout):
-                await self.slots.acquire()
-        except TimeoutError:
-            raise httpx.PoolTimeout(
-                f"no free connection to {self.host}:{self.port} within the pool timeout "
-                f"({self.limit} of {self.limit} in use)"
-            ) from None
-        finally:
-            self.waiting -= 1
+        if self.slots.locked():  # no slot free: wait for one, at most the pool timeout
+            self.waiting += 1
+            try:
+                async with asyncio.timeout(pool_timeout):
+                    await self.slots.acquire()
+            except TimeoutError:
+                raise httpx.PoolTimeout(
+                    f"no free connection to {self.host}:{self.port} within the pool timeout "
+                    f"({self.limit} of {self.limit} in use)"
+                ) from None
+            finally:
+                self.waiting -= 1
+        else:
+            await self.slots.acquire()  # a slot is free: taken at once, nothing to time
         self.in_use += 1
         while self.idle:
             conn = self.idle.pop()
