@@ -54,6 +54,41 @@ def test_close_delimited_and_empty_bodies() -> None:
         assert parse(head, 1000)[2]
 
 
+def test_framing_headers_are_found_in_any_case_spacing_and_place() -> None:
+    many = b"".join(b"x-ratelimit-%d: %d\r\n" % (i, i) for i in range(20))
+    data = b"HTTP/1.1 200 OK\r\n" + many + b"CONTENT-LENGTH : 3\r\nConnection:  Keep-Alive \r\n\r\nabc"
+    parser, body, done = parse(data, 1000)
+    assert done and body == b"abc" and not parser.close_after
+    assert parser.headers[-2:] == [(b"CONTENT-LENGTH", b"3"), (b"Connection", b"Keep-Alive")]
+    assert len(parser.headers) == 22
+    # a name that only begins like a framing header frames nothing: the body runs to the close
+    parser, body, done = parse(b"HTTP/1.1 200 OK\r\ncontent-lengthy: 3\r\n\r\nabcdef", 1000)
+    assert not done and parser.close_after and body == b"abcdef"
+
+
+def test_framing_header_on_a_line_that_begins_with_a_blank_still_counts() -> None:
+    parser, body, done = parse(b"HTTP/1.1 200 OK\r\nx-a: 1\r\n  Content-Length: 3\r\n\r\nabc", 1000)
+    assert done and body == b"abc" and not parser.close_after  # framed by its length, not by the close
+    assert (b"Content-Length", b"3") in parser.headers
+
+
+def test_the_last_framing_header_and_the_connection_headers_in_order_decide() -> None:
+    data = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    parser, body, done = parse(data, 1000)
+    assert done and body == b"abc"
+    for headers, close in [
+        (b"Connection: close\r\nConnection: keep-alive", False),
+        (b"Connection: keep-alive\r\nConnection: close", True),
+        (b"Connection: close\r\nConnection: upgrade", True),
+    ]:
+        parser, _, _ = parse(b"HTTP/1.1 200 OK\r\n" + headers + b"\r\ncontent-length: 0\r\n\r\n", 1000)
+        assert parser.close_after is close, headers
+    parser, _, _ = parse(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\ncontent-length: 0\r\n\r\n", 1000)
+    assert not parser.close_after
+    with pytest.raises(ProtocolError):
+        parse(b"HTTP/1.1 200 OK\r\ncontent-length: 1x\r\ncontent-length: 2\r\n\r\nab", 1000)
+
+
 @pytest.mark.parametrize(
     "data",
     [

@@ -45,13 +45,16 @@ Trace = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 _HEAD, _FIXED, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILER, _UNTIL_CLOSE, _DONE = range(8)
 MAX_HEAD = 64 * 1024
+#: how the lines of the headers that frame a response begin (lower case), the only ones split as the head
+#: arrives: with the name, or with the blanks that `strip` takes off it
+_FRAMING = (b"content-length", b"transfer-encoding", b"connection", b" ", b"\t", b"\r", b"\n", b"\x0b", b"\x0c")
 
 
 class ResponseParser:
     """Incremental framing of one response: status, headers, and a body delimited by Content-Length,
     chunked transfer coding, or the connection closing. Body bytes go to `on_body` as they arrive."""
 
-    __slots__ = ("_buf", "_left", "_on_body", "_state", "close_after", "headers", "status")
+    __slots__ = ("_buf", "_head", "_headers", "_left", "_on_body", "_state", "close_after", "status")
 
     def __init__(self, on_body: Any) -> None:
         self._on_body = on_body
@@ -62,7 +65,8 @@ class ResponseParser:
         self._buf = b""
         self._left = 0
         self.status = 0
-        self.headers: list[tuple[bytes, bytes]] = []
+        self._head = b""
+        self._headers: list[tuple[bytes, bytes]] | None = None
         self.close_after = False
 
     @property
@@ -136,21 +140,34 @@ class ResponseParser:
             self._state = _DONE
         return self._state == _DONE
 
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """The response's headers as sent (names and values stripped), in order; split when asked for."""
+        if self._headers is None:
+            self._headers = []
+            for line in self._head.split(b"\r\n"):
+                name, sep, value = line.partition(b":")
+                if sep:
+                    self._headers.append((name.strip(), value.strip()))
+        return self._headers
+
     def _parse_head(self, head: bytes) -> None:
         first, _, rest = head.partition(b"\r\n")
         parts = first.split(b" ", 2)
         if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
             raise ProtocolError("bad status line")
         self.status = int(parts[1])
+        self._head, self._headers = rest, None
         length, chunked, close = -1, False, parts[0] == b"HTTP/1.0"
-        headers = []
-        for line in rest.split(b"\r\n"):
-            name, sep, value = line.partition(b":")
-            if not sep:
-                continue
-            name, value = name.strip(), value.strip()
-            headers.append((name, value))
-            key = name.lower()
+        # only the lines that can be framing headers are split (lower-cased): those that begin with the name
+        # of one, or with blanks (stripped, the name may be one)
+        framing = []
+        for line in rest.lower().split(b"\r\n"):
+            if line.startswith(_FRAMING):
+                name, sep, value = line.partition(b":")
+                if sep:
+                    framing.append((name.strip(), value.strip()))
+        for key, value in framing:
             if key == b"content-length":
                 if not value.isdigit():
                     raise ProtocolError("bad content-length")
@@ -159,7 +176,6 @@ class ResponseParser:
                 chunked = b"chunked" in value.lower()
             elif key == b"connection":
                 close = value.lower() == b"close" or (close and value.lower() != b"keep-alive")
-        self.headers = headers
         self.close_after = close
         if self.status in (100, 102, 103):
             return
