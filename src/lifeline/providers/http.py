@@ -91,7 +91,8 @@ class Answer(Protocol):
 
 class HttpProvider(ABC, Generic[TargetT]):
     """One target reached over HTTP. Subclasses set `_url` and `_stream_url` and supply the wire format:
-    `_body` (the request), `_chunks` (a stream's events as OpenAI chunks) and `_classify` (an error)."""
+    `_body` (the request), `_chunks` (a stream's events as OpenAI chunks) and `_classify` (an error). A
+    format whose events each make at most one chunk may read them as a `ChunkOf` instead (kind `openai`)."""
 
     #: where skipped stream events are reported: each provider logs under its own name
     _log: ClassVar[logging.Logger] = logging.getLogger("lifeline.providers.http")
@@ -240,8 +241,10 @@ class HttpProvider(ABC, Generic[TargetT]):
         url: str,
         body: Callable[[], bytes],
         chunks: Callable[[TimedEvents], AsyncIterator[Chunk]],
+        each: ChunkOf | None = None,
     ) -> AsyncIterator[Chunk]:
-        """One streaming request to `url`, its events read by `chunks` (a wire format's reader)."""
+        """One streaming request to `url`, its events read by `chunks` (a wire format's reader) — or, given
+        `each`, event by event in this loop (one async generator less per event; see `ChunkOf`)."""
         phase = Connecting(call.deadline, self._timeouts.first_byte, self._traced)
         content = body()
         with self._boundary("first_byte", phase):
@@ -263,8 +266,16 @@ class HttpProvider(ABC, Generic[TargetT]):
                 target=self.name,
                 ttft=call.ttft,
             )
-            async for chunk in chunks(events):
-                yield chunk
+            if each is None:
+                async for chunk in chunks(events):
+                    yield chunk
+            else:
+                async for data in events:
+                    chunk = each(events, data)
+                    if chunk is not None:
+                        yield chunk
+                    if events.done:
+                        break
             if events.finished and not answer.complete:
                 # The answer is whole but its last bytes (the chunked terminator) are still to come: read
                 # them off the request's path, so that the connection goes back to the pool.
@@ -469,6 +480,24 @@ class Connecting:
                     self._set(self._when)  # sent after the timer's first setting had passed
 
 
+class ChunkOf(Protocol):
+    """A wire format's reading of one event: the chunk for the client, or None to skip the event (raising an
+    UpstreamError for an error event); setting `events.done` ends the stream after it. The stream's loop
+    calls it for each event, so that no reader of its own runs between the events and the stream."""
+
+    def __call__(self, events: TimedEvents, data: bytes, /) -> Chunk | None: ...
+
+
+async def chunks_of(events: TimedEvents, each: ChunkOf) -> AsyncIterator[Chunk]:
+    """A `ChunkOf` as a wire format's reader (`HttpProvider._chunks`): the chunks of a stream's events."""
+    async for data in events:
+        chunk = each(events, data)
+        if chunk is not None:
+            yield chunk
+        if events.done:
+            return
+
+
 class TimedEvents:
     """The `data:` payloads of a streamed answer, each awaited under the timeout of its phase.
 
@@ -496,7 +525,7 @@ class TimedEvents:
         target: str,
         ttft: float | None = None,
     ) -> None:
-        self._raw = raw
+        self._next_read = raw.__anext__
         self._sse = SseParser()
         #: the data of events already read but not yet handed out (a read can complete several)
         self._ready: deque[bytes] = deque()
@@ -522,6 +551,8 @@ class TimedEvents:
         self.content = False
         #: some choice finished: the answer is complete
         self.finished = False
+        #: the reader has read the answer's last event (set by a `ChunkOf`): nothing more is read
+        self.done = False
 
     def seen(self, chunk: Chunk) -> Chunk:
         self.content = self.content or chunk.content or chunk.finish
@@ -551,7 +582,23 @@ class TimedEvents:
         self._expired = False
         try:
             try:
-                return await self._read()
+                # the upstream's reads until one completes an event (a read may complete several: the others
+                # wait in `_ready`), or the end of the stream (StopAsyncIteration)
+                while not self._ended:
+                    try:
+                        piece = await self._next_read()
+                    except StopAsyncIteration:
+                        self._ended = True
+                        last = self._sse.close()
+                        if last is not None:
+                            return last
+                        raise
+                    found = self._sse.feed(piece)
+                    if found:
+                        if len(found) > 1:
+                            self._ready.extend(found[1:])
+                        return found[0]
+                raise StopAsyncIteration
             except asyncio.CancelledError:
                 if self._expired and task.uncancel() <= cancelling:
                     raise self._convert(TimeoutError(), phase) from None
@@ -574,25 +621,6 @@ class TimedEvents:
             raise
         finally:
             self._waiting = None
-
-    async def _read(self) -> bytes:
-        """The next event's data, reading as many of the upstream's reads as it takes; StopAsyncIteration at
-        the end of the stream."""
-        while not self._ended:
-            try:
-                piece = await anext(self._raw)
-            except StopAsyncIteration:
-                self._ended = True
-                last = self._sse.close()
-                if last is not None:
-                    return last
-                raise
-            found = self._sse.feed(piece)
-            if found:
-                if len(found) > 1:
-                    self._ready.extend(found[1:])
-                return found[0]
-        raise StopAsyncIteration
 
     def _expire(self) -> None:
         timer, self._timer = self._timer, None
