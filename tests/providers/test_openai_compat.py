@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -433,38 +432,6 @@ def test_events_of_a_read_come_before_the_failure_of_the_next() -> None:
 def test_a_last_event_without_its_blank_line_counts() -> None:
     chunks = stream(streaming(sse(delta("a")) + b"data: " + orjson.dumps(delta("", "stop"))))
     assert [c.finish for c in chunks] == [False, True]
-
-
-@pytest.mark.parametrize(
-    "raw",
-    [
-        sse(delta("a"), b"{not json", b"[1]", delta("", "stop"), USAGE) + b"data: [DONE]\n\n" + sse(delta("late")),
-        sse(delta("a"), delta("", "stop"), USAGE, delta("after the usage")),
-        sse(delta("a")) + b"data: [DONE]\n\n" + sse(delta("after done", "stop")),
-    ],
-)
-def test_the_reader_reads_a_stream_as_the_stream_itself_does(raw: bytes) -> None:
-    """The chunk reader (`_chunks`, the form every wire format has) and the stream's own event loop (which
-    reads OpenAI's events one by one without it) give the same chunks and stop at the same event."""
-    from lifeline.providers.base import Deadline
-    from lifeline.providers.http import TimedEvents
-
-    async def both(provider: OpenAICompatProvider) -> tuple[list[bytes], list[bytes]]:
-        via_stream = [c.raw async for c in provider.stream(make_call(stream=True))]
-        events = TimedEvents(
-            _aiter([raw]),
-            convert=provider._converted,
-            timeouts=provider.config.timeouts,
-            deadline=Deadline.after(10),
-            started=time.monotonic(),
-            target="up",
-        )
-        via_reader = [c.raw async for c in provider._chunks(events)]
-        return via_stream, via_reader
-
-    via_stream, via_reader = run(streaming(raw), both)
-    assert via_stream == via_reader
-    assert b"after" not in b"".join(via_stream) and b"late" not in b"".join(via_stream)
 
 
 def test_one_timer_serves_a_whole_stream_not_one_per_event() -> None:

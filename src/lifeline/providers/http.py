@@ -92,7 +92,7 @@ class Answer(Protocol):
 class HttpProvider(ABC, Generic[TargetT]):
     """One target reached over HTTP. Subclasses set `_url` and `_stream_url` and supply the wire format:
     `_body` (the request), `_chunks` (a stream's events as OpenAI chunks) and `_classify` (an error). A
-    format whose events each make at most one chunk may read them as a `ChunkOf` instead (kind `openai`)."""
+    format whose events each make at most one chunk reads them as a `ChunkOf` instead (kind `openai`)."""
 
     #: where skipped stream events are reported: each provider logs under its own name
     _log: ClassVar[logging.Logger] = logging.getLogger("lifeline.providers.http")
@@ -181,9 +181,10 @@ class HttpProvider(ABC, Generic[TargetT]):
     def _body(self, call: ChatCall, stream: bool) -> bytes:
         """The request to send for this call (raising UpstreamRejected when it cannot be expressed)."""
 
-    @abstractmethod
     def _chunks(self, events: TimedEvents) -> AsyncIterator[Chunk]:
-        """A streamed answer's events as OpenAI chunks, each passed through `events.seen`."""
+        """A streamed answer's events as OpenAI chunks, each passed through `events.seen`. Every wire format
+        supplies it, but one whose `stream` reads its events one by one (a `ChunkOf`: kind `openai`)."""
+        raise NotImplementedError(f"{type(self).__name__} reads its stream's events one by one")
 
     @abstractmethod
     def _classify(self, status: int | None, error: JSON, retry_after: float | None) -> UpstreamError:
@@ -240,7 +241,7 @@ class HttpProvider(ABC, Generic[TargetT]):
         call: ChatCall,
         url: str,
         body: Callable[[], bytes],
-        chunks: Callable[[TimedEvents], AsyncIterator[Chunk]],
+        chunks: Callable[[TimedEvents], AsyncIterator[Chunk]] | None,
         each: ChunkOf | None = None,
     ) -> AsyncIterator[Chunk]:
         """One streaming request to `url`, its events read by `chunks` (a wire format's reader) — or, given
@@ -267,13 +268,14 @@ class HttpProvider(ABC, Generic[TargetT]):
                 ttft=call.ttft,
             )
             if each is None:
+                assert chunks is not None
                 async for chunk in chunks(events):
                     yield chunk
             else:
                 async for data in events:
-                    chunk = each(events, data)
-                    if chunk is not None:
-                        yield chunk
+                    made = each(events, data)
+                    if made is not None:
+                        yield made
                     if events.done:
                         break
             if events.finished and not answer.complete:
@@ -486,16 +488,6 @@ class ChunkOf(Protocol):
     calls it for each event, so that no reader of its own runs between the events and the stream."""
 
     def __call__(self, events: TimedEvents, data: bytes, /) -> Chunk | None: ...
-
-
-async def chunks_of(events: TimedEvents, each: ChunkOf) -> AsyncIterator[Chunk]:
-    """A `ChunkOf` as a wire format's reader (`HttpProvider._chunks`): the chunks of a stream's events."""
-    async for data in events:
-        chunk = each(events, data)
-        if chunk is not None:
-            yield chunk
-        if events.done:
-            return
 
 
 class TimedEvents:

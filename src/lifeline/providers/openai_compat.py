@@ -21,7 +21,7 @@ from lifeline.config.schema import OpenAITarget
 from lifeline.errors import UpstreamError, UpstreamUnavailable, from_upstream_status
 from lifeline.providers import openai_responses as responses
 from lifeline.providers.base import ChatCall, Chunk, Completion, EmbeddingCall, inspect_chunk
-from lifeline.providers.http import JSON, HttpProvider, TimedEvents, chunks_of
+from lifeline.providers.http import JSON, HttpProvider, TimedEvents
 from lifeline.providers.openai_responses import speaks_natively
 
 log = logging.getLogger("lifeline.providers.openai")
@@ -71,7 +71,7 @@ class OpenAICompatProvider(HttpProvider[OpenAITarget]):
         if speaks_natively(call, self._native):
             body = functools.partial(responses.request_body, call, self.model, True)
             return self._stream(call, self._responses_url, body, self._response_events)
-        return self._stream(call, self._stream_url, lambda: self._body(call, stream=True), self._chunks, self._chunk)
+        return self._stream(call, self._stream_url, lambda: self._body(call, stream=True), None, self._chunk)
 
     # --- the Responses API, natively (providers/openai_responses.py) -------------------------------
 
@@ -113,9 +113,6 @@ class OpenAICompatProvider(HttpProvider[OpenAITarget]):
             raise UpstreamUnavailable(f"the upstream's answer has no {expect}", target=self.name)
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else None
         return Completion(body=data, model=str(data.get("model") or self.model), usage=usage)
-
-    def _chunks(self, events: TimedEvents) -> AsyncIterator[Chunk]:
-        return chunks_of(events, self._chunk)
 
     def _chunk(self, events: TimedEvents, data: bytes) -> Chunk | None:
         """One event's chunk (see `ChunkOf`): `[DONE]` ends the stream; malformed events are skipped."""
