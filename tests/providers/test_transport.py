@@ -641,3 +641,51 @@ def test_the_response_timeout_runs_from_the_send_after_a_long_wait_for_the_pool(
             server.close()
 
     asyncio.run(main())
+
+
+def test_a_stream_left_at_its_last_event_leaves_no_generator_for_the_loop_to_close() -> None:
+    """The reader leaves the body at `[DONE]`, before its end: nothing of the transport is then closed by the
+    loop's own task (as an async generator left suspended would be, once per stream)."""
+    import gc
+
+    from lifeline.config.schema import OpenAITarget
+    from lifeline.providers.openai_compat import OpenAICompatProvider
+    from tests.providers.support import make_call
+
+    events = (
+        b'data: {"choices": [{"index": 0, "delta": {"content": "ok"}, "finish_reason": "stop"}]}\n\ndata: [DONE]\n\n'
+    )
+    created: list[str] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                await read_request(reader)
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(events), events))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        created.append(type(coro).__name__)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    async def main() -> None:
+        server, port = await serve(handler)
+        spec = {"kind": "openai", "base_url": f"http://127.0.0.1:{port}/v1", "model": "m"}
+        provider = OpenAICompatProvider("up", OpenAITarget.model_validate(spec), None)
+        await provider.start()
+        asyncio.get_running_loop().set_task_factory(factory)
+        try:
+            for _ in range(3):
+                chunks = [chunk async for chunk in provider.stream(make_call(stream=True))]
+                assert chunks[-1].finish
+            gc.collect()
+            await asyncio.sleep(0.05)
+        finally:
+            asyncio.get_running_loop().set_task_factory(None)
+            await provider.close()
+            server.close()
+
+    asyncio.run(main())
+    assert "async_generator_athrow" not in created, created

@@ -259,20 +259,37 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    async def body(self) -> AsyncIterator[bytes]:
-        loop = asyncio.get_running_loop()
+    def body(self) -> AsyncIterator[bytes]:
+        return _BodyReader(self)
+
+
+class _BodyReader:
+    """A response's body as it arrives. Not an async generator: a stream's reader leaves its body before the
+    end (at `[DONE]`, before the chunked terminator), and asyncio closes an async generator left so with a
+    task of its own, scheduled through the loop's wake-up pipe — one more task and system call per stream."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: _Connection) -> None:
+        self._conn = conn
+
+    def __aiter__(self) -> _BodyReader:
+        return self
+
+    async def __anext__(self) -> bytes:
+        conn = self._conn
         while True:
-            while self.chunks:
-                yield self.chunks.popleft()
-            if self.complete:
-                return
-            if self.error is not None:
-                raise self.error
-            self.waiter = loop.create_future()
+            if conn.chunks:
+                return conn.chunks.popleft()
+            if conn.complete:
+                raise StopAsyncIteration
+            if conn.error is not None:
+                raise conn.error
+            conn.waiter = asyncio.get_running_loop().create_future()
             try:
-                await self.waiter
+                await conn.waiter
             finally:
-                self.waiter = None
+                conn.waiter = None
 
 
 @dataclass(frozen=True, slots=True)
