@@ -9,6 +9,8 @@ Each `--src` (a Lifeline `src` directory) runs in its own interpreter, in turn; 
 - `stream`: a 12-token OpenAI stream (the role chunk, 12 tokens, the finish with `[DONE]`; each its own read,
   the loop turned between reads) through `OpenAICompatProvider.stream` and the relay's `_event`, from an
   answer whose bytes are already there (no socket): the SSE reader, the timers, the chunk reader, the relay.
+- `over loopback`: the same stream through the lean transport from a minimal upstream on loopback (another
+  process, on another core when `taskset` is there), its events written at once (so read in one or a few reads).
 - `whole`: non-streaming calls through `OpenAICompatProvider.complete` and the lean transport to a minimal
   keep-alive upstream on loopback (another process, on another core when `taskset` is there).
 """
@@ -29,6 +31,16 @@ body = b'{"id":"x","object":"chat.completion","model":"m","choices":[{"index":0,
        b'"content":"hello there"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2,' \
        b'"total_tokens":5}}'
 answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+def sse(data):
+    event = b"data: " + data + b"\n\n"
+    return b"%x\r\n%s\r\n" % (len(event), event)
+def delta(d, finish=b"null"):
+    return (b'{"id":"c","object":"chat.completion.chunk","model":"m","choices":[{"index":0,"delta":' + d +
+            b',"finish_reason":' + finish + b'}]}')
+stream = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+          + sse(delta(b'{"role":"assistant","content":""}'))
+          + b"".join(sse(delta(b'{"content":" t%d"}' % i)) for i in range(12))
+          + sse(delta(b"{}", b'"stop"')) + sse(b"[DONE]") + b"0\r\n\r\n")
 class Upstream(asyncio.Protocol):
     def connection_made(self, transport):
         self.transport, self.buf = transport, b""
@@ -43,7 +55,7 @@ class Upstream(asyncio.Protocol):
             if len(rest) < length:
                 return
             self.buf = rest[length:]
-            self.transport.write(answer)
+            self.transport.write(stream if b'"stream":true' in rest[:length] else answer)
 async def main():
     server = await asyncio.get_running_loop().create_server(Upstream, "127.0.0.1", 0)
     print(server.sockets[0].getsockname()[1], flush=True)
@@ -76,15 +88,23 @@ def sse(data):
 PIECES = [sse(chunk({"role": "assistant", "content": ""}))] + [sse(chunk({"content": f" t{i}"})) for i in range(12)]
 PIECES.append(sse(chunk({}, "stop")) + sse(b"[DONE]"))
 
+class Pieces:
+    # not an async generator, which the loop would close with a task of its own when left at [DONE]
+    def __init__(self):
+        self.left = iter(PIECES)
+    def __aiter__(self):
+        return self
+    async def __anext__(self):
+        await asyncio.sleep(0)
+        for piece in self.left:
+            return piece
+        raise StopAsyncIteration
+
 class Ready:
     # an answer whose bytes are there: the providers' own work per event, without a socket
     status, complete, headers = 200, True, {}
     def body(self):
-        async def pieces():
-            for piece in PIECES:
-                await asyncio.sleep(0)
-                yield piece
-        return pieces()
+        return Pieces()
     async def aclose(self):
         pass
 
@@ -121,9 +141,30 @@ async def wholes(n):
     finally:
         await provider.close()
 
+async def socket_streams(n):
+    provider = OpenAICompatProvider("up", OpenAITarget.model_validate(
+        {"kind": "openai", "base_url": f"http://127.0.0.1:{port}/v1", "model": "m"}), None)
+    await provider.start()
+    c = call(True)
+    async def one():
+        state, part = _State(), Part("up")
+        async for got in provider.stream(c):
+            _event(state, got, part)
+    try:
+        for _ in range(200):
+            await one()
+        started = time.process_time()
+        for _ in range(n):
+            await one()
+        return (time.process_time() - started) / n * 1e6
+    finally:
+        await provider.close()
+
 s = min(uvloop.run(streams(calls)) for _ in range(repeat))
+t = min(uvloop.run(socket_streams(calls)) for _ in range(repeat))
 w = min(uvloop.run(wholes(calls)) for _ in range(repeat))
-print(f"stream {s:.1f} us per 12-token stream ({s / 14:.2f} us per event); whole {w:.1f} us per call")
+print(f"stream {s:.1f} us per 12-token stream ({s / 14:.2f} us per event); over loopback {t:.1f} us per stream; "
+      f"whole {w:.1f} us per call")
 """
 
 
