@@ -112,6 +112,21 @@ async def serve(handler: Handler, ssl_context: ssl.SSLContext | None = None) -> 
     return server, server.sockets[0].getsockname()[1]
 
 
+def answering(response: bytes) -> Handler:
+    """A handler that answers every request on its connection with `response`."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                await read_request(reader)
+                writer.write(response)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    return handler
+
+
 async def read_request(reader: asyncio.StreamReader) -> bytes:
     head = await reader.readuntil(b"\r\n\r\n")
     length = 0
@@ -541,17 +556,10 @@ def test_a_whole_answer_sets_one_timer_and_a_free_pool_slot_none() -> None:
     answer = b'{"choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]}'
     timers: list[float] = []
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                await read_request(reader)
-                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(answer), answer))
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            writer.close()
-
     async def main() -> None:
-        server, port = await serve(handler)
+        server, port = await serve(
+            answering(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(answer), answer))
+        )
         spec = {"kind": "openai", "base_url": f"http://127.0.0.1:{port}/v1", "model": "m"}
         provider = OpenAICompatProvider("up", OpenAITarget.model_validate(spec), None)
         await provider.start()
@@ -657,21 +665,14 @@ def test_a_stream_left_at_its_last_event_leaves_no_generator_for_the_loop_to_clo
     )
     created: list[str] = []
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                await read_request(reader)
-                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(events), events))
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            writer.close()
-
     def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
         created.append(type(coro).__name__)
         return asyncio.Task(coro, loop=loop, **kwargs)
 
     async def main() -> None:
-        server, port = await serve(handler)
+        server, port = await serve(
+            answering(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(events), events))
+        )
         spec = {"kind": "openai", "base_url": f"http://127.0.0.1:{port}/v1", "model": "m"}
         provider = OpenAICompatProvider("up", OpenAITarget.model_validate(spec), None)
         await provider.start()
