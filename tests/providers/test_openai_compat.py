@@ -397,6 +397,43 @@ def test_stream_silent_before_first_token() -> None:
         run(lambda r: httpx.Response(200, content=silent()), collect, timeouts={"ttft": 0.05})
 
 
+def test_every_event_of_one_read_is_handed_out_before_the_next_wait() -> None:
+    """A read that completes several events gives all of them without waiting for another read: here the
+    upstream then stays silent, and the answer it finished is whole."""
+
+    async def then_silent() -> AsyncIterator[bytes]:
+        yield sse(delta("a"), delta("b"), delta("", "stop"))
+        await asyncio.sleep(30)
+
+    async def collect(provider: OpenAICompatProvider) -> list[Chunk]:
+        return [c async for c in provider.stream(make_call(stream=True))]
+
+    chunks = run(lambda r: httpx.Response(200, content=then_silent()), collect, timeouts={"idle": 0.1})
+    assert [c.finish for c in chunks] == [False, False, True]
+
+
+def test_events_of_a_read_come_before_the_failure_of_the_next() -> None:
+    got: list[Chunk] = []
+
+    async def broken() -> AsyncIterator[bytes]:
+        yield sse(delta("a"), delta("b"))
+        yield b'data: {"choices": [{"index": 0, "delta": {"content": "c"}'  # half an event, then the break
+        raise httpx.ReadError("connection reset")
+
+    async def collect(provider: OpenAICompatProvider) -> None:
+        async for chunk in provider.stream(make_call(stream=True)):
+            got.append(chunk)
+
+    with pytest.raises(UpstreamUnavailable, match="ReadError"):
+        run(lambda r: httpx.Response(200, content=broken()), collect)
+    assert [c.data["choices"][0]["delta"]["content"] for c in got] == ["a", "b"]
+
+
+def test_a_last_event_without_its_blank_line_counts() -> None:
+    chunks = stream(streaming(sse(delta("a")) + b"data: " + orjson.dumps(delta("", "stop"))))
+    assert [c.finish for c in chunks] == [False, True]
+
+
 def test_one_timer_serves_a_whole_stream_not_one_per_event() -> None:
     """Each wait for an event moves the stream's one deadline; no timer is set per event."""
     events = 40

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterable
 
 import pytest
 
-from lifeline.providers.sse import iter_sse_data
+from lifeline.providers.sse import SseParser, iter_sse_data
 
 
 async def _chunks(pieces: Iterable[bytes]) -> AsyncIterator[bytes]:
@@ -86,3 +86,62 @@ def test_empty_stream() -> None:
 
 def test_blank_lines_between_events() -> None:
     assert events(b"\n\n\n\ndata: a\n\n\n\ndata: b\n\n") == [b"a", b"b"]
+
+
+# --- SseParser: each read's complete events in one pass ------------------------------------------------
+
+MIXED = (
+    b': ping\n\ndata: {"a":1}\n\nevent: message\ndata: two\ndata: lines\n\ndata:no-space\n\nid: 3\n\ndata: [DONE]\n\n'
+)
+MIXED_EXPECTED = [b'{"a":1}', b"two\nlines", b"no-space", b"[DONE]"]
+
+
+def test_parser_hands_back_every_event_a_read_completed_in_order() -> None:
+    parser = SseParser()
+    assert parser.feed(MIXED) == MIXED_EXPECTED
+    assert parser.close() is None
+
+
+def test_parser_keeps_an_unfinished_event_for_the_next_read() -> None:
+    parser = SseParser()
+    assert parser.feed(b"data: one\n\ndata: tw") == [b"one"]
+    assert parser.feed(b"o\n") == []
+    assert parser.feed(b"\ndata: three\n\n") == [b"two", b"three"]
+    assert parser.close() is None
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n"])
+def test_an_event_split_at_every_byte_boundary(newline: bytes) -> None:
+    raw = MIXED.replace(b"\n", newline)
+    for cut in range(1, len(raw)):
+        for cut2 in (cut, min(len(raw), cut + 7)):
+            parser = SseParser()
+            got = parser.feed(raw[:cut]) + parser.feed(raw[cut:cut2]) + parser.feed(raw[cut2:])
+            last = parser.close()
+            assert got + ([last] if last is not None else []) == MIXED_EXPECTED, (cut, cut2)
+
+
+def test_crlf_variants_mixed_in_one_stream() -> None:
+    raw = b"data: a\r\n\r\ndata: b\n\ndata: c\r\n\ndata: d\n\r\n"
+    assert SseParser().feed(raw) == [b"a", b"b", b"c", b"d"]
+    assert events(*split_every(raw, 1)) == [b"a", b"b", b"c", b"d"]
+
+
+def test_a_lone_cr_is_not_a_line_end() -> None:
+    # as before the one-pass reader: only CRLF and LF end lines; a bare CR stays in the data
+    assert SseParser().feed(b"data: a\rb\n\n") == [b"a\rb"]
+
+
+def test_data_field_with_more_after_the_usual_prefix_is_read_whole() -> None:
+    # the usual one-line event, and the same data spread over lines and fields, give the same payload
+    assert SseParser().feed(b"data: x\n\n") == [b"x"]
+    assert SseParser().feed(b"data: x\nid: 1\n\n") == [b"x"]
+    assert SseParser().feed(b"id: 1\ndata: x\n\n") == [b"x"]
+    assert SseParser().feed(b"data: x\ndata: y\n\n") == [b"x\ny"]
+
+
+def test_close_gives_a_last_event_without_its_blank_line() -> None:
+    parser = SseParser()
+    assert parser.feed(b"data: first\n\ndata: last") == [b"first"]
+    assert parser.close() == b"last"
+    assert parser.close() is None

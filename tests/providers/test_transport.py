@@ -8,11 +8,13 @@ import ssl
 import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from lifeline.errors import ProtocolError
+from lifeline.providers.base import Chunk
 from lifeline.providers.transport import CONNECTING, SENDING, LeanTransport, PoolUse, ResponseParser
 
 CHUNKED = (
@@ -52,6 +54,41 @@ def test_close_delimited_and_empty_bodies() -> None:
         assert parse(head, 1000)[2]
 
 
+def test_framing_headers_are_found_in_any_case_spacing_and_place() -> None:
+    many = b"".join(b"x-ratelimit-%d: %d\r\n" % (i, i) for i in range(20))
+    data = b"HTTP/1.1 200 OK\r\n" + many + b"CONTENT-LENGTH : 3\r\nConnection:  Keep-Alive \r\n\r\nabc"
+    parser, body, done = parse(data, 1000)
+    assert done and body == b"abc" and not parser.close_after
+    assert parser.headers[-2:] == [(b"CONTENT-LENGTH", b"3"), (b"Connection", b"Keep-Alive")]
+    assert len(parser.headers) == 22
+    # a name that only begins like a framing header frames nothing: the body runs to the close
+    parser, body, done = parse(b"HTTP/1.1 200 OK\r\ncontent-lengthy: 3\r\n\r\nabcdef", 1000)
+    assert not done and parser.close_after and body == b"abcdef"
+
+
+def test_framing_header_on_a_line_that_begins_with_a_blank_still_counts() -> None:
+    parser, body, done = parse(b"HTTP/1.1 200 OK\r\nx-a: 1\r\n  Content-Length: 3\r\n\r\nabc", 1000)
+    assert done and body == b"abc" and not parser.close_after  # framed by its length, not by the close
+    assert (b"Content-Length", b"3") in parser.headers
+
+
+def test_the_last_framing_header_and_the_connection_headers_in_order_decide() -> None:
+    data = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    parser, body, done = parse(data, 1000)
+    assert done and body == b"abc"
+    for headers, close in [
+        (b"Connection: close\r\nConnection: keep-alive", False),
+        (b"Connection: keep-alive\r\nConnection: close", True),
+        (b"Connection: close\r\nConnection: upgrade", True),
+    ]:
+        parser, _, _ = parse(b"HTTP/1.1 200 OK\r\n" + headers + b"\r\ncontent-length: 0\r\n\r\n", 1000)
+        assert parser.close_after is close, headers
+    parser, _, _ = parse(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\ncontent-length: 0\r\n\r\n", 1000)
+    assert not parser.close_after
+    with pytest.raises(ProtocolError):
+        parse(b"HTTP/1.1 200 OK\r\ncontent-length: 1x\r\ncontent-length: 2\r\n\r\nab", 1000)
+
+
 @pytest.mark.parametrize(
     "data",
     [
@@ -73,6 +110,21 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
 async def serve(handler: Handler, ssl_context: ssl.SSLContext | None = None) -> tuple[asyncio.Server, int]:
     server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=ssl_context)
     return server, server.sockets[0].getsockname()[1]
+
+
+def answering(response: bytes) -> Handler:
+    """A handler that answers every request on its connection with `response`."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                await read_request(reader)
+                writer.write(response)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    return handler
 
 
 async def read_request(reader: asyncio.StreamReader) -> bytes:
@@ -492,3 +544,149 @@ def test_a_stream_abandoned_before_its_end_is_not_drained() -> None:
             server.close()
 
     asyncio.run(main())
+
+
+def test_a_whole_answer_sets_one_timer_and_a_free_pool_slot_none() -> None:
+    """A non-streaming call with a free connection sets one loop timer (its response timeout); taking a
+    free pool slot sets none (only waiting for one is timed)."""
+    from lifeline.config.schema import OpenAITarget
+    from lifeline.providers.openai_compat import OpenAICompatProvider
+    from tests.providers.support import make_call
+
+    answer = b'{"choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]}'
+    timers: list[float] = []
+
+    async def main() -> None:
+        server, port = await serve(
+            answering(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(answer), answer))
+        )
+        spec = {"kind": "openai", "base_url": f"http://127.0.0.1:{port}/v1", "model": "m"}
+        provider = OpenAICompatProvider("up", OpenAITarget.model_validate(spec), None)
+        await provider.start()
+        loop = asyncio.get_running_loop()
+        call_at = loop.call_at
+
+        def counted(when: float, callback: Any, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+            timers.append(when)
+            return call_at(when, callback, *args, **kwargs)
+
+        try:
+            await provider.complete(make_call())  # the connection opened (its connect timeout is a timer too)
+            loop.call_at = counted  # type: ignore[method-assign]
+            for _ in range(3):
+                assert (await provider.complete(make_call())).body["choices"][0]["message"]["content"] == "ok"
+        finally:
+            loop.call_at = call_at  # type: ignore[method-assign]
+            await provider.close()
+            server.close()
+
+    asyncio.run(main())
+    assert len(timers) == 3  # one per call
+
+
+@pytest.mark.parametrize("upstream", ["answers", "stalls"])
+def test_the_response_timeout_runs_from_the_send_after_a_long_wait_for_the_pool(upstream: str) -> None:
+    """A stream holds the only connection for longer than the response timeout; the whole answer waiting for
+    it then sends and is answered (the wait was never the target's silence), or meets a silent upstream and
+    is told so by its response timeout, counted from its send (not by the request's far deadline)."""
+    from lifeline.config.schema import OpenAITarget
+    from lifeline.errors import UpstreamSilent
+    from lifeline.providers.base import Deadline
+    from lifeline.providers.openai_compat import OpenAICompatProvider
+    from tests.providers.support import make_call
+
+    answer = b'{"choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]}'
+    first = b'data: {"choices": [{"index": 0, "delta": {"content": "o"}, "finish_reason": null}]}\n\n'
+    last = b'data: {"choices": [{"index": 0, "delta": {"content": "k"}, "finish_reason": "stop"}]}\n\n'
+    requests = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal requests
+        try:
+            while True:
+                await read_request(reader)
+                requests += 1
+                if requests == 1:  # the stream: its first event, then the rest after longer than 0.3 s
+                    writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                    writer.write(b"%x\r\n%s\r\n" % (len(first), first))
+                    await writer.drain()
+                    await asyncio.sleep(0.6)
+                    writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(last), last))
+                    await writer.drain()
+                    continue
+                if upstream == "stalls":
+                    await asyncio.sleep(3600)
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(answer), answer))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    async def main() -> None:
+        server, port = await serve(handler)
+        timeouts = {"connect": 30, "response": 0.3, "first_byte": 30, "ttft": 30, "idle": 30}
+        spec = {"kind": "openai", "base_url": f"http://127.0.0.1:{port}/v1", "model": "m", "max_connections": 1}
+        provider = OpenAICompatProvider("up", OpenAITarget.model_validate({**spec, "timeouts": timeouts}), None)
+        await provider.start()
+
+        async def read_stream() -> list[Chunk]:
+            return [chunk async for chunk in provider.stream(make_call(stream=True))]
+
+        try:
+            holder = asyncio.ensure_future(read_stream())
+            while requests == 0:
+                await asyncio.sleep(0.01)
+            call = make_call()
+            call.deadline = Deadline.after(600)
+            waiting = asyncio.wait_for(provider.complete(call), 30)  # a bound against hanging, not a measure
+            if upstream == "answers":
+                assert (await waiting).body["choices"][0]["message"]["content"] == "ok"
+            else:
+                with pytest.raises(UpstreamSilent, match="response timeout"):
+                    await waiting
+            assert (await holder)[-1].finish
+        finally:
+            await provider.close()
+            server.close()
+
+    asyncio.run(main())
+
+
+def test_a_stream_left_at_its_last_event_leaves_no_generator_for_the_loop_to_close() -> None:
+    """The reader leaves the body at `[DONE]`, before its end: nothing of the transport is then closed by the
+    loop's own task (as an async generator left suspended would be, once per stream)."""
+    import gc
+
+    from lifeline.config.schema import OpenAITarget
+    from lifeline.providers.openai_compat import OpenAICompatProvider
+    from tests.providers.support import make_call
+
+    events = (
+        b'data: {"choices": [{"index": 0, "delta": {"content": "ok"}, "finish_reason": "stop"}]}\n\ndata: [DONE]\n\n'
+    )
+    created: list[str] = []
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        created.append(type(coro).__name__)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    async def main() -> None:
+        server, port = await serve(
+            answering(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(events), events))
+        )
+        spec = {"kind": "openai", "base_url": f"http://127.0.0.1:{port}/v1", "model": "m"}
+        provider = OpenAICompatProvider("up", OpenAITarget.model_validate(spec), None)
+        await provider.start()
+        asyncio.get_running_loop().set_task_factory(factory)
+        try:
+            for _ in range(3):
+                chunks = [chunk async for chunk in provider.stream(make_call(stream=True))]
+                assert chunks[-1].finish
+            gc.collect()
+            await asyncio.sleep(0.05)
+        finally:
+            asyncio.get_running_loop().set_task_factory(None)
+            await provider.close()
+            server.close()
+
+    asyncio.run(main())
+    assert "async_generator_athrow" not in created, created

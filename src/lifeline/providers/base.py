@@ -92,28 +92,27 @@ class Chunk:
 
 
 def inspect_chunk(data: dict[str, Any], raw: bytes) -> Chunk:
-    chunk = Chunk(data=data, raw=raw)
+    content = finish = False
     choices = data.get("choices")
     if isinstance(choices, list):
         for choice in choices:
             if not isinstance(choice, dict):
                 continue
-            delta = choice.get("delta")
-            if isinstance(delta, dict) and (
-                delta.get("content")
-                or delta.get("tool_calls")
-                or delta.get("refusal")
-                or delta.get("reasoning_content")
-                or delta.get("reasoning")
-                or delta.get("function_call")
-            ):
-                chunk.content = True
+            if not content:
+                delta = choice.get("delta")
+                if isinstance(delta, dict) and (
+                    delta.get("content")
+                    or delta.get("tool_calls")
+                    or delta.get("refusal")
+                    or delta.get("reasoning_content")
+                    or delta.get("reasoning")
+                    or delta.get("function_call")
+                ):
+                    content = True
             if choice.get("finish_reason"):
-                chunk.finish = True
+                finish = True
     usage = data.get("usage")
-    if isinstance(usage, dict):
-        chunk.usage = usage
-    return chunk
+    return Chunk(data, raw, content, finish, usage if isinstance(usage, dict) else None)
 
 
 class Provider(Protocol):

@@ -19,6 +19,7 @@ import logging
 import math
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
@@ -38,7 +39,7 @@ from lifeline.errors import (
     UpstreamUnavailable,
 )
 from lifeline.providers.base import ChatCall, Chunk, Deadline, EmbeddingCall
-from lifeline.providers.sse import iter_sse_data
+from lifeline.providers.sse import SseParser
 from lifeline.providers.transport import CONNECTING, SENDING, FixedRequest, HttpxAnswer, LeanTransport, PoolUse
 
 MAX_ERROR_BODY = 64 * 1024
@@ -90,7 +91,8 @@ class Answer(Protocol):
 
 class HttpProvider(ABC, Generic[TargetT]):
     """One target reached over HTTP. Subclasses set `_url` and `_stream_url` and supply the wire format:
-    `_body` (the request), `_chunks` (a stream's events as OpenAI chunks) and `_classify` (an error)."""
+    `_body` (the request), `_chunks` (a stream's events as OpenAI chunks) and `_classify` (an error). A
+    format whose events each make at most one chunk reads them as a `ChunkOf` instead (kind `openai`)."""
 
     #: where skipped stream events are reported: each provider logs under its own name
     _log: ClassVar[logging.Logger] = logging.getLogger("lifeline.providers.http")
@@ -179,9 +181,10 @@ class HttpProvider(ABC, Generic[TargetT]):
     def _body(self, call: ChatCall, stream: bool) -> bytes:
         """The request to send for this call (raising UpstreamRejected when it cannot be expressed)."""
 
-    @abstractmethod
     def _chunks(self, events: TimedEvents) -> AsyncIterator[Chunk]:
-        """A streamed answer's events as OpenAI chunks, each passed through `events.seen`."""
+        """A streamed answer's events as OpenAI chunks, each passed through `events.seen`. Every wire format
+        supplies it, but one whose `stream` reads its events one by one (a `ChunkOf`: kind `openai`)."""
+        raise NotImplementedError(f"{type(self).__name__} reads its stream's events one by one")
 
     @abstractmethod
     def _classify(self, status: int | None, error: JSON, retry_after: float | None) -> UpstreamError:
@@ -214,7 +217,7 @@ class HttpProvider(ABC, Generic[TargetT]):
     async def _post_json(self, url: str, content: bytes, call: ChatCall | EmbeddingCall) -> Any:
         """One non-streaming request under the response timeout; the answer parsed (any JSON value)."""
         phase = Connecting(call.deadline, self._timeouts.response, self._traced)
-        with self._boundary("response", phase):
+        try:  # the boundary (as `_boundary`, written out on the path every whole answer takes)
             async with phase.timer():
                 answer = await self._send(url, content, call, phase)
                 try:
@@ -223,6 +226,8 @@ class HttpProvider(ABC, Generic[TargetT]):
                     raw = await answer.read()
                 finally:
                     await answer.aclose()
+        except TRANSPORT_ERRORS as exc:
+            raise self._converted(exc, "response", phase) from None
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -236,9 +241,11 @@ class HttpProvider(ABC, Generic[TargetT]):
         call: ChatCall,
         url: str,
         body: Callable[[], bytes],
-        chunks: Callable[[TimedEvents], AsyncIterator[Chunk]],
+        chunks: Callable[[TimedEvents], AsyncIterator[Chunk]] | None,
+        each: ChunkOf | None = None,
     ) -> AsyncIterator[Chunk]:
-        """One streaming request to `url`, its events read by `chunks` (a wire format's reader)."""
+        """One streaming request to `url`, its events read by `chunks` (a wire format's reader) — or, given
+        `each`, event by event in this loop (one async generator less per event; see `ChunkOf`)."""
         phase = Connecting(call.deadline, self._timeouts.first_byte, self._traced)
         content = body()
         with self._boundary("first_byte", phase):
@@ -260,8 +267,17 @@ class HttpProvider(ABC, Generic[TargetT]):
                 target=self.name,
                 ttft=call.ttft,
             )
-            async for chunk in chunks(events):
-                yield chunk
+            if each is None:
+                assert chunks is not None
+                async for chunk in chunks(events):
+                    yield chunk
+            else:
+                async for data in events:
+                    made = each(events, data)
+                    if made is not None:
+                        yield made
+                    if events.done:
+                        break
             if events.finished and not answer.complete:
                 # The answer is whole but its last bytes (the chunked terminator) are still to come: read
                 # them off the request's path, so that the connection goes back to the pool.
@@ -355,25 +371,100 @@ class Connecting:
     """The timer of an attempt's first phase (first byte, or the whole response), started only once the
     transport has a connection and sends. Waiting for a pooled connection is bounded by `connect` on its
     own (the transport's pool timeout) and never counts as the target's silence; until the request is
-    sent, the timer runs to the request's deadline only."""
+    sent, the timer runs to the request's deadline only.
+
+    Used as `async with phase.timer():`, it times its block as `asyncio.timeout` would (going off, it cancels
+    the task, and the block ends in TimeoutError), with one timer set per attempt: it is set for the phase's
+    timeout from now, the soonest the phase can end once the request is sent; sending only moves the
+    deadline (never sooner than that), and the timer, going off before the deadline it finds (the request
+    not sent yet: the request's deadline), is set again for it."""
+
+    __slots__ = (
+        "_cancelling",
+        "_deadline",
+        "_expired",
+        "_last",
+        "_loop",
+        "_set_for",
+        "_task",
+        "_timeout",
+        "_timer",
+        "_when",
+        "connecting",
+        "created_at",
+        "sent_at",
+        "trace",
+        "traced",
+    )
 
     def __init__(self, deadline: Deadline, timeout: float, traced: bool) -> None:
         self._deadline = deadline
         self._timeout = timeout
         #: the transport reports its progress (Lifeline's own, and httpcore's do; a test's mock does not)
         self.traced = traced
-        self._timer: asyncio.Timeout | None = None
         #: a slot was free and a new connection is being opened
         self.connecting = False
         #: when the request went out (time.monotonic); None while waiting for a connection
         self.sent_at: float | None = None
         self.created_at = time.monotonic()
-        self.extensions = {"trace": self._trace} if traced else {}
         self.trace = self._trace if traced else None
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._expired = False
+        self._cancelling = 0
+        #: the block's deadline and when the timer is set for, on the loop's clock
+        self._when = self._set_for = self._last = math.inf
 
-    def timer(self) -> asyncio.Timeout:
-        self._timer = asyncio.timeout(self._deadline.bound(math.inf if self.traced else self._timeout))
-        return self._timer
+    @property
+    def extensions(self) -> dict[str, Any]:
+        """httpx's request extensions that report the progress to this timer."""
+        return {"trace": self._trace} if self.traced else {}
+
+    def timer(self) -> Connecting:
+        return self
+
+    async def __aenter__(self) -> Connecting:
+        task = self._task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("Connecting.timer() must be used inside a task")
+        self._cancelling = task.cancelling()
+        loop = self._loop = task.get_loop()
+        now = loop.time()
+        #: the request's deadline on the loop's clock
+        self._last = now + self._deadline.remaining()
+        first = min(self._last, now + self._timeout)
+        # before the request is sent, only the request's deadline bounds the wait (when the transport says
+        # when it sends; otherwise the phase's timeout runs from the start)
+        self._when = self._last if self.traced else first
+        self._set(first)
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._set_for = math.inf
+        if self._expired:
+            assert self._task is not None
+            if self._task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError:
+                raise TimeoutError from exc
+        self._task = None
+
+    def _set(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_at(when, self._expire) if when != math.inf else None
+        self._set_for = when
+
+    def _expire(self) -> None:
+        self._timer = None
+        if self._task is None:
+            return
+        if self._when > self._set_for:
+            self._set(self._when)  # the deadline is later than the timer was set for
+            return
+        self._expired = True
+        self._task.cancel()
 
     @property
     def waited_for_connection(self) -> bool:
@@ -385,8 +476,18 @@ class Connecting:
             self.connecting = True
         elif event == SENDING and self.sent_at is None:
             self.sent_at = time.monotonic()
-            if self._timer is not None:
-                self._timer.reschedule(asyncio.get_running_loop().time() + self._deadline.bound(self._timeout))
+            if self._task is not None:
+                self._when = min(self._last, self._loop.time() + self._timeout)
+                if self._when < self._set_for:
+                    self._set(self._when)  # sent after the timer's first setting had passed
+
+
+class ChunkOf(Protocol):
+    """A wire format's reading of one event: the chunk for the client, or None to skip the event (raising an
+    UpstreamError for an error event); setting `events.done` ends the stream after it. The stream's loop
+    calls it for each event, so that no reader of its own runs between the events and the stream."""
+
+    def __call__(self, events: TimedEvents, data: bytes, /) -> Chunk | None: ...
 
 
 class TimedEvents:
@@ -416,7 +517,11 @@ class TimedEvents:
         target: str,
         ttft: float | None = None,
     ) -> None:
-        self._payloads = iter_sse_data(raw)
+        self._next_read = raw.__anext__
+        self._sse = SseParser()
+        #: the data of events already read but not yet handed out (a read can complete several)
+        self._ready: deque[bytes] = deque()
+        self._ended = False
         self._convert = convert
         self._idle = timeouts.idle
         self._target = target
@@ -438,6 +543,8 @@ class TimedEvents:
         self.content = False
         #: some choice finished: the answer is complete
         self.finished = False
+        #: the reader has read the answer's last event (set by a `ChunkOf`): nothing more is read
+        self.done = False
 
     def seen(self, chunk: Chunk) -> Chunk:
         self.content = self.content or chunk.content or chunk.finish
@@ -448,6 +555,8 @@ class TimedEvents:
         return self
 
     async def __anext__(self) -> bytes:
+        if self._ready:
+            return self._ready.popleft()  # already read: nothing to wait for
         if self.content:
             phase, when = "idle", min(self._last, self._loop.time() + self._idle)
         else:
@@ -465,7 +574,23 @@ class TimedEvents:
         self._expired = False
         try:
             try:
-                return await anext(self._payloads)
+                # the upstream's reads until one completes an event (a read may complete several: the others
+                # wait in `_ready`), or the end of the stream (StopAsyncIteration)
+                while not self._ended:
+                    try:
+                        piece = await self._next_read()
+                    except StopAsyncIteration:
+                        self._ended = True
+                        last = self._sse.close()
+                        if last is not None:
+                            return last
+                        raise
+                    found = self._sse.feed(piece)
+                    if found:
+                        if len(found) > 1:
+                            self._ready.extend(found[1:])
+                        return found[0]
+                raise StopAsyncIteration
             except asyncio.CancelledError:
                 if self._expired and task.uncancel() <= cancelling:
                     raise self._convert(TimeoutError(), phase) from None

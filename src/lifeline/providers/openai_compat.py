@@ -71,7 +71,7 @@ class OpenAICompatProvider(HttpProvider[OpenAITarget]):
         if speaks_natively(call, self._native):
             body = functools.partial(responses.request_body, call, self.model, True)
             return self._stream(call, self._responses_url, body, self._response_events)
-        return super().stream(call)
+        return self._stream(call, self._stream_url, lambda: self._body(call, stream=True), None, self._chunk)
 
     # --- the Responses API, natively (providers/openai_responses.py) -------------------------------
 
@@ -114,25 +114,25 @@ class OpenAICompatProvider(HttpProvider[OpenAITarget]):
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else None
         return Completion(body=data, model=str(data.get("model") or self.model), usage=usage)
 
-    async def _chunks(self, events: TimedEvents) -> AsyncIterator[Chunk]:
-        async for data in events:
-            if data == b"[DONE]":
-                return
-            try:
-                obj = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                log.warning("skipped a malformed stream event from target %s", self.name)
-                continue
-            if not isinstance(obj, dict):
-                log.warning("skipped a stream event that is not an object from target %s", self.name)
-                continue
-            if "choices" not in obj and isinstance(obj.get("error"), dict):
-                raise self._error(None, obj["error"], None)
-            chunk = events.seen(inspect_chunk(obj, data))
-            yield chunk
-            if events.finished and chunk.usage is not None and not obj.get("choices"):
-                # Usage comes last: the answer is complete even if no [DONE] follows.
-                return
+    def _chunk(self, events: TimedEvents, data: bytes) -> Chunk | None:
+        """One event's chunk (see `ChunkOf`): `[DONE]` ends the stream; malformed events are skipped."""
+        if data == b"[DONE]":
+            events.done = True
+            return None
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            log.warning("skipped a malformed stream event from target %s", self.name)
+            return None
+        if not isinstance(obj, dict):
+            log.warning("skipped a stream event that is not an object from target %s", self.name)
+            return None
+        if "choices" not in obj and isinstance(obj.get("error"), dict):
+            raise self._error(None, obj["error"], None)
+        chunk = events.seen(inspect_chunk(obj, data))
+        if events.finished and chunk.usage is not None and not obj.get("choices"):
+            events.done = True  # usage comes last: the answer is complete even if no [DONE] follows
+        return chunk
 
     def _classify(self, status: int | None, error: JSON, retry_after: float | None) -> UpstreamError:
         # An error inside a 200 answer or stream has no status of its own: the target is broken, as by a 502.

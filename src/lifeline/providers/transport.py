@@ -45,13 +45,16 @@ Trace = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 _HEAD, _FIXED, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILER, _UNTIL_CLOSE, _DONE = range(8)
 MAX_HEAD = 64 * 1024
+#: how the lines of the headers that frame a response begin (lower case), the only ones split as the head
+#: arrives: with the name, or with the blanks that `strip` takes off it
+_FRAMING = (b"content-length", b"transfer-encoding", b"connection", b" ", b"\t", b"\r", b"\n", b"\x0b", b"\x0c")
 
 
 class ResponseParser:
     """Incremental framing of one response: status, headers, and a body delimited by Content-Length,
     chunked transfer coding, or the connection closing. Body bytes go to `on_body` as they arrive."""
 
-    __slots__ = ("_buf", "_left", "_on_body", "_state", "close_after", "headers", "status")
+    __slots__ = ("_buf", "_head", "_headers", "_left", "_on_body", "_state", "close_after", "status")
 
     def __init__(self, on_body: Any) -> None:
         self._on_body = on_body
@@ -62,7 +65,8 @@ class ResponseParser:
         self._buf = b""
         self._left = 0
         self.status = 0
-        self.headers: list[tuple[bytes, bytes]] = []
+        self._head = b""
+        self._headers: list[tuple[bytes, bytes]] | None = None
         self.close_after = False
 
     @property
@@ -136,21 +140,34 @@ class ResponseParser:
             self._state = _DONE
         return self._state == _DONE
 
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """The response's headers as sent (names and values stripped), in order; split when asked for."""
+        if self._headers is None:
+            self._headers = []
+            for line in self._head.split(b"\r\n"):
+                name, sep, value = line.partition(b":")
+                if sep:
+                    self._headers.append((name.strip(), value.strip()))
+        return self._headers
+
     def _parse_head(self, head: bytes) -> None:
         first, _, rest = head.partition(b"\r\n")
         parts = first.split(b" ", 2)
         if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
             raise ProtocolError("bad status line")
         self.status = int(parts[1])
+        self._head, self._headers = rest, None
         length, chunked, close = -1, False, parts[0] == b"HTTP/1.0"
-        headers = []
-        for line in rest.split(b"\r\n"):
-            name, sep, value = line.partition(b":")
-            if not sep:
-                continue
-            name, value = name.strip(), value.strip()
-            headers.append((name, value))
-            key = name.lower()
+        # only the lines that can be framing headers are split (lower-cased): those that begin with the name
+        # of one, or with blanks (stripped, the name may be one)
+        framing = []
+        for line in rest.lower().split(b"\r\n"):
+            if line.startswith(_FRAMING):
+                name, sep, value = line.partition(b":")
+                if sep:
+                    framing.append((name.strip(), value.strip()))
+        for key, value in framing:
             if key == b"content-length":
                 if not value.isdigit():
                     raise ProtocolError("bad content-length")
@@ -159,7 +176,6 @@ class ResponseParser:
                 chunked = b"chunked" in value.lower()
             elif key == b"connection":
                 close = value.lower() == b"close" or (close and value.lower() != b"keep-alive")
-        self.headers = headers
         self.close_after = close
         if self.status in (100, 102, 103):
             return
@@ -243,20 +259,37 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    async def body(self) -> AsyncIterator[bytes]:
-        loop = asyncio.get_running_loop()
+    def body(self) -> AsyncIterator[bytes]:
+        return _BodyReader(self)
+
+
+class _BodyReader:
+    """A response's body as it arrives. Not an async generator: a stream's reader leaves its body before the
+    end (at `[DONE]`, before the chunked terminator), and asyncio closes an async generator left so with a
+    task of its own, scheduled through the loop's wake-up pipe — one more task and system call per stream."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: _Connection) -> None:
+        self._conn = conn
+
+    def __aiter__(self) -> _BodyReader:
+        return self
+
+    async def __anext__(self) -> bytes:
+        conn = self._conn
         while True:
-            while self.chunks:
-                yield self.chunks.popleft()
-            if self.complete:
-                return
-            if self.error is not None:
-                raise self.error
-            self.waiter = loop.create_future()
+            if conn.chunks:
+                return conn.chunks.popleft()
+            if conn.complete:
+                raise StopAsyncIteration
+            if conn.error is not None:
+                raise conn.error
+            conn.waiter = asyncio.get_running_loop().create_future()
             try:
-                await self.waiter
+                await conn.waiter
             finally:
-                self.waiter = None
+                conn.waiter = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,17 +314,20 @@ class _Pool:
         self.ssl_context = ssl_context
 
     async def get(self, pool_timeout: float | None, connect_timeout: float | None, trace: Any = None) -> _Connection:
-        self.waiting += 1
-        try:
-            async with asyncio.timeout(pool_timeout):
-                await self.slots.acquire()
-        except TimeoutError:
-            raise httpx.PoolTimeout(
-                f"no free connection to {self.host}:{self.port} within the pool timeout "
-                f"({self.limit} of {self.limit} in use)"
-            ) from None
-        finally:
-            self.waiting -= 1
+        if self.slots.locked():  # no slot free: wait for one, at most the pool timeout
+            self.waiting += 1
+            try:
+                async with asyncio.timeout(pool_timeout):
+                    await self.slots.acquire()
+            except TimeoutError:
+                raise httpx.PoolTimeout(
+                    f"no free connection to {self.host}:{self.port} within the pool timeout "
+                    f"({self.limit} of {self.limit} in use)"
+                ) from None
+            finally:
+                self.waiting -= 1
+        else:
+            await self.slots.acquire()  # a slot is free: taken at once, nothing to time
         self.in_use += 1
         while self.idle:
             conn = self.idle.pop()

@@ -37,10 +37,11 @@ log = logging.getLogger("lifeline.stream")
 Mode = Literal["prefill", "replay"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Content:
     """A chunk for the client. `raw` is its JSON as the upstream sent it; `finish`: a choice finished in it;
-    `usage_only`: it carries only the usage (OpenAI sends it last, when the client asked for it)."""
+    `usage_only`: it carries only the usage (OpenAI sends it last, when the client asked for it). Made for
+    every event, and never changed after: not frozen, which would cost a setattr call per field."""
 
     data: dict[str, Any]
     raw: bytes
@@ -202,7 +203,7 @@ def _event(state: _State, chunk: Chunk, part: Part) -> Content | None:
         if not choices:
             # A usage-only chunk: passed on unless the answer came from several targets (then one combined
             # usage goes with the end).
-            return None if state.continuations else Content(data, chunk.raw, usage_only=True)
+            return None if state.continuations else Content(data, chunk.raw, False, True)
     if state.continuations and not chunk.content and not chunk.finish:
         return None  # the continuation's opening role chunk: the client has had one already
     for choice in choices:
@@ -214,7 +215,7 @@ def _event(state: _State, chunk: Chunk, part: Part) -> Content | None:
             if isinstance(content, str) and choice.get("index", 0) == 0:
                 state.text += content
     part.chars += delta_chars(data)
-    return Content(data, chunk.raw, finish=chunk.finish)
+    return Content(data, chunk.raw, chunk.finish)
 
 
 def _continuable(state: _State, call: ChatCall) -> bool:
