@@ -7,7 +7,9 @@ every 500 ms) behind `lifeline serve --workers N` with the ledger on (SQLite). E
 streaming requests over `--ramp` seconds, each on its own connection, and holds them all until they end.
 Per stream it records the time of every content event, the tokens, whether `[DONE]` came and the status;
 the gaps between content events are set against the upstream's pace (1/tps): a stall is a gap far above it.
-While the streams are held, a probe asks `/healthz` and a small non-streaming chat (a fast alias) every 2 s.
+Alongside, `--control` streams go straight to the wall: the gaps the rig itself makes at that moment (client
+and wall share the machine with the gateway and whatever else runs). While the streams are held, a probe
+asks `/healthz` and a small non-streaming chat (a fast alias) every 2 s.
 RSS of every process of the gateway (by role) is sampled each second: idle, through each wave, and after.
 Client and server limits are set for the count: `server.max_connections` and the slow target's
 `max_connections` (its upstream pool) above `--streams`, the descriptor limit raised for this process.
@@ -24,6 +26,7 @@ import json
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -126,24 +129,71 @@ async def probe(port: int, until: asyncio.Event, out: list[dict[str, Any]], held
             await asyncio.wait_for(until.wait(), 2.0)
 
 
-async def wave(port: int, args: argparse.Namespace) -> dict[str, Any]:
+def stream_body(model: str, args: argparse.Namespace) -> bytes:
     body = {
-        "model": "slow",
+        "model": model,
         "messages": [{"role": "user", "content": "stream slowly"}],
         "max_tokens": args.tokens + 8,
         "stream": True,
     }
-    payload = chat_request("127.0.0.1", port, "/v1/chat/completions", json.dumps(body).encode())
+    return json.dumps(body).encode()
+
+
+def summary(streams: list[Stream], args: argparse.Namespace, started: float) -> dict[str, Any]:
+    """Completeness and the gaps between content events, against the upstream's pace."""
+    pace = 1.0 / args.tps
+    complete = [s for s in streams if s.error is None and s.status == 200 and s.done and s.tokens == args.tokens]
+    gaps = [b - a for s in streams for a, b in zip(s.events, s.events[1:], strict=False)]
+    worst = [
+        max(zip(s.events[1:], s.events, strict=False), key=lambda ab: ab[0] - ab[1], default=None) for s in streams
+    ]
+    max_gaps = sorted((w[0] - w[1]) if w else 0.0 for w in worst)
+    # when the long gaps ended (s into the wave): all at one moment is a pause of the whole process (or machine)
+    stalled_at = sorted(round(w[0] - started) for w in worst if w and w[0] - w[1] > 2 * pace)
+    durations = [s.events[-1] - s.events[0] for s in streams if len(s.events) > 1]
+    return {
+        "streams": len(streams),
+        "complete": len(complete),
+        "incomplete": len(streams) - len(complete),
+        "errors": sorted({s.error or f"status_{s.status}" for s in streams if s not in complete}),
+        "short_of_tokens": sum(1 for s in streams if s.tokens != args.tokens),
+        "without_done": sum(1 for s in streams if not s.done),
+        "pace_ms": round(pace * 1000, 1),
+        "gap_ms": dist(gaps),
+        "max_gap_per_stream_ms": dist(max_gaps),
+        "streams_max_gap_over_1.5x_pace": sum(1 for g in max_gaps if g > 1.5 * pace),
+        "streams_max_gap_over_2x_pace": sum(1 for g in max_gaps if g > 2 * pace),
+        "streams_max_gap_over_pace_plus_5s": sum(1 for g in max_gaps if g > pace + 5),
+        "over_2x_pace_ended_at_s": dict(Counter(stalled_at).most_common(5)),
+        "first_to_last_event_s": {
+            "expected": round((args.tokens - 1) * pace, 2),
+            "p50": round(percentile(sorted(durations), 50) or 0, 2),
+            "max": round(max(durations, default=0), 2),
+        },
+        "ttft_ms": dist([s.events[0] - s.sent for s in streams if s.events]),
+    }
+
+
+async def wave(port: int, wall_port: int, args: argparse.Namespace) -> dict[str, Any]:
+    """`--streams` through the gateway and, at the same time, `--control` straight to the wall."""
     pace = 1.0 / args.tps
     timeout = args.tokens * pace * 3 + 60
+    spec = f"ok?tokens={args.tokens}&tps={args.tps:g}"
+    path = "/v1/chat/completions"
+    through = chat_request("127.0.0.1", port, path, stream_body("slow", args))
+    direct = chat_request("127.0.0.1", wall_port, path, stream_body(spec, args))
     streams = [Stream() for _ in range(args.streams)]
+    controls = [Stream() for _ in range(args.control)]
+    every = args.streams // args.control if args.control else 0
     tasks: list[asyncio.Task[None]] = []
     started = now()
     for i, stream in enumerate(streams):
         due = started + args.ramp * i / args.streams
         if due > now():
             await asyncio.sleep(due - now())
-        tasks.append(asyncio.create_task(one_stream(port, payload, stream, timeout)))
+        tasks.append(asyncio.create_task(one_stream(port, through, stream, timeout)))
+        if every and i % every == 0 and i // every < len(controls):
+            tasks.append(asyncio.create_task(one_stream(wall_port, direct, controls[i // every], timeout)))
     ramped = now()
 
     def held() -> int:
@@ -159,35 +209,13 @@ async def wave(port: int, args: argparse.Namespace) -> dict[str, Any]:
     finished.set()
     await probing
     ended = now()
-
-    complete = [s for s in streams if s.error is None and s.status == 200 and s.done and s.tokens == args.tokens]
-    gaps = [b - a for s in streams for a, b in zip(s.events, s.events[1:], strict=False)]
-    max_gaps = sorted(max((b - a for a, b in zip(s.events, s.events[1:], strict=False)), default=0.0) for s in streams)
-    durations = [s.events[-1] - s.events[0] for s in streams if len(s.events) > 1]
-    expected = (args.tokens - 1) * pace
     probes_during = [p for p in probes if p["held"] >= args.streams * 0.9]
     return {
-        "streams": args.streams,
         "ramp_s": round(ramped - started, 2),
         "wave_s": round(ended - started, 1),
         "peak_held": peak,
-        "complete": len(complete),
-        "incomplete": args.streams - len(complete),
-        "errors": sorted({s.error or f"status_{s.status}" for s in streams if s not in complete}),
-        "short_of_tokens": sum(1 for s in streams if s.tokens != args.tokens),
-        "without_done": sum(1 for s in streams if not s.done),
-        "pace_ms": round(pace * 1000, 1),
-        "gap_ms": dist(gaps),
-        "max_gap_per_stream_ms": dist(max_gaps),
-        "streams_max_gap_over_1.5x_pace": sum(1 for g in max_gaps if g > 1.5 * pace),
-        "streams_max_gap_over_2x_pace": sum(1 for g in max_gaps if g > 2 * pace),
-        "streams_max_gap_over_pace_plus_5s": sum(1 for g in max_gaps if g > pace + 5),
-        "first_to_last_event_s": {
-            "expected": round(expected, 2),
-            "p50": round(percentile(sorted(durations), 50) or 0, 2),
-            "max": round(max(durations, default=0), 2),
-        },
-        "ttft_ms": dist([s.events[0] - s.sent for s in streams if s.events]),
+        **summary(streams, args, started),
+        "control_direct_to_wall": summary(controls, args, started) if controls else None,
         "probes": len(probes),
         "probes_while_90pct_held": len(probes_during),
         "probes_answered_200": sum(1 for p in probes if p["healthz"]["status"] == 200 and p["chat"]["status"] == 200),
@@ -207,6 +235,7 @@ def main() -> None:
     parser.add_argument("--ramp", type=float, default=5.0, help="seconds over which a wave opens its streams")
     parser.add_argument("--waves", type=int, default=2)
     parser.add_argument("--settle", type=float, default=10.0, help="idle seconds before, between and after waves")
+    parser.add_argument("--control", type=int, default=100, help="streams straight to the wall, alongside")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     scale.raise_descriptor_limit(args.streams * 2 + 500)
@@ -243,7 +272,7 @@ def main() -> None:
             waves = []
             for n in range(1, args.waves + 1):
                 sampler.phase = f"wave {n}"
-                w = run_loop(wave(port, args))
+                w = run_loop(wave(port, wall_port, args))
                 w["foreign_load_pct"] = foreign.mean(time.monotonic() - w["wave_s"])
                 waves.append(w)
                 print(json.dumps({"workers": args.workers, "wave": n, **w}), flush=True)
