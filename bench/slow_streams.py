@@ -149,7 +149,7 @@ def summary(streams: list[Stream], args: argparse.Namespace, started: float) -> 
     ]
     max_gaps = sorted((w[0] - w[1]) if w else 0.0 for w in worst)
     # when the long gaps ended (s into the wave): all at one moment is a pause of the whole process (or machine)
-    stalled_at = sorted(round(w[0] - started) for w in worst if w and w[0] - w[1] > 2 * pace)
+    stalled_at = sorted(round(w[0] - started) for w in worst if w and w[0] - w[1] > 1.5 * pace)
     durations = [s.events[-1] - s.events[0] for s in streams if len(s.events) > 1]
     return {
         "streams": len(streams),
@@ -164,7 +164,7 @@ def summary(streams: list[Stream], args: argparse.Namespace, started: float) -> 
         "streams_max_gap_over_1.5x_pace": sum(1 for g in max_gaps if g > 1.5 * pace),
         "streams_max_gap_over_2x_pace": sum(1 for g in max_gaps if g > 2 * pace),
         "streams_max_gap_over_pace_plus_5s": sum(1 for g in max_gaps if g > pace + 5),
-        "over_2x_pace_ended_at_s": dict(Counter(stalled_at).most_common(5)),
+        "over_1.5x_pace_ended_at_s": dict(Counter(stalled_at).most_common(5)),
         "first_to_last_event_s": {
             "expected": round((args.tokens - 1) * pace, 2),
             "p50": round(percentile(sorted(durations), 50) or 0, 2),
