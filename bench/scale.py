@@ -20,7 +20,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import run  # noqa: E402
-from procs import Proc, free_port, rss_each, wait_ready  # noqa: E402
+from procs import Proc, cpu_each, free_port, rss_each, wait_ready  # noqa: E402
 
 
 def start_wall(directory: Path) -> tuple[Proc, int]:
@@ -58,12 +58,20 @@ def start_gateway(
 
 def roles(pid: int) -> dict[str, float]:
     """RSS (MB) of each process of the gateway's tree, by role: `server` (one process) or `supervisor`,
-    `worker-1`.. (in pid order), `engine` (the embedded model's process), `other`."""
-    each = rss_each(pid)
+    `worker-1`.. (in pid order), `engine` (the embedded model's process), `resource-tracker`, `other`."""
+    return by_role(pid, rss_each(pid))
+
+
+def cpu_roles(pid: int) -> dict[str, float]:
+    """CPU seconds of each process of the gateway's tree so far, by role (as `roles`)."""
+    return by_role(pid, cpu_each(pid))
+
+
+def by_role(pid: int, each: dict[int, tuple[str, float]]) -> dict[str, float]:
     out: dict[str, float] = {}
     workers = 0
     for p in sorted(each):
-        cmd, mb = each[p]
+        cmd, value = each[p]
         if p == pid:
             role = "server" if cmd.endswith("--workers 1") else "supervisor"
         elif "engine_process" in cmd:
@@ -75,7 +83,7 @@ def roles(pid: int) -> dict[str, float]:
             role = f"worker-{workers}"
         else:
             role = "other"
-        out[role] = out.get(role, 0.0) + mb
+        out[role] = round(out.get(role, 0.0) + value, 2)
     out["total"] = round(sum(out.values()), 2)
     return out
 

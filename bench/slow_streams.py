@@ -139,8 +139,9 @@ def stream_body(model: str, args: argparse.Namespace) -> bytes:
     return json.dumps(body).encode()
 
 
-def summary(streams: list[Stream], args: argparse.Namespace, started: float) -> dict[str, Any]:
-    """Completeness and the gaps between content events, against the upstream's pace."""
+def summary(streams: list[Stream], args: argparse.Namespace, started: float, all_open: float) -> dict[str, Any]:
+    """Completeness and the gaps between content events, against the upstream's pace; `all_open`: when every
+    stream had its first event (the hold proper, after the ramp)."""
     pace = 1.0 / args.tps
     complete = [s for s in streams if s.error is None and s.status == 200 and s.done and s.tokens == args.tokens]
     gaps = [b - a for s in streams for a, b in zip(s.events, s.events[1:], strict=False)]
@@ -151,6 +152,10 @@ def summary(streams: list[Stream], args: argparse.Namespace, started: float) -> 
     # when the long gaps ended (s into the wave): all at one moment is a pause of the whole process (or machine)
     stalled_at = sorted(round(w[0] - started) for w in worst if w and w[0] - w[1] > 1.5 * pace)
     durations = [s.events[-1] - s.events[0] for s in streams if len(s.events) > 1]
+    held = [
+        max((b - a for a, b in zip(s.events, s.events[1:], strict=False) if a >= all_open), default=0.0)
+        for s in streams
+    ]
     return {
         "streams": len(streams),
         "complete": len(complete),
@@ -165,6 +170,9 @@ def summary(streams: list[Stream], args: argparse.Namespace, started: float) -> 
         "streams_max_gap_over_2x_pace": sum(1 for g in max_gaps if g > 2 * pace),
         "streams_max_gap_over_pace_plus_5s": sum(1 for g in max_gaps if g > pace + 5),
         "over_1.5x_pace_ended_at_s": dict(Counter(stalled_at).most_common(5)),
+        "all_open_at_s": round(all_open - started, 2),
+        "max_gap_per_stream_once_all_open_ms": dist(held),
+        "streams_max_gap_once_all_open_over_1.5x_pace": sum(1 for g in held if g > 1.5 * pace),
         "first_to_last_event_s": {
             "expected": round((args.tokens - 1) * pace, 2),
             "p50": round(percentile(sorted(durations), 50) or 0, 2),
@@ -201,10 +209,12 @@ async def wave(port: int, wall_port: int, args: argparse.Namespace) -> dict[str,
 
     finished = asyncio.Event()
     probes: list[dict[str, Any]] = []
-    peak = 0
+    peak, all_open = 0, 0.0
     probing = asyncio.create_task(probe(port, finished, probes, held))
     while not all(t.done() for t in tasks):
         peak = max(peak, held())
+        if not all_open and all(s.events for s in streams):
+            all_open = now()
         await asyncio.sleep(0.25)
     finished.set()
     await probing
@@ -214,8 +224,8 @@ async def wave(port: int, wall_port: int, args: argparse.Namespace) -> dict[str,
         "ramp_s": round(ramped - started, 2),
         "wave_s": round(ended - started, 1),
         "peak_held": peak,
-        **summary(streams, args, started),
-        "control_direct_to_wall": summary(controls, args, started) if controls else None,
+        **summary(streams, args, started, all_open or ended),
+        "control_direct_to_wall": summary(controls, args, started, all_open or ended) if controls else None,
         "probes": len(probes),
         "probes_while_90pct_held": len(probes_during),
         "probes_answered_200": sum(1 for p in probes if p["healthz"]["status"] == 200 and p["chat"]["status"] == 200),
