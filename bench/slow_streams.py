@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import http.client
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -236,6 +237,31 @@ async def wave(port: int, wall_port: int, args: argparse.Namespace) -> dict[str,
     }
 
 
+def ramp_profiler(pid: int, raw: Path, args: argparse.Namespace) -> subprocess.Popen[bytes]:
+    """py-spy, from the venv of this Python, on the process serving the streams (one process: `--workers 1`)
+    for the ramp and 3 s after, sampling only while the GIL is held (what the loop spends its time on)."""
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    spy = Path(sys.executable).parent / "py-spy"
+    seconds = str(int(args.ramp + 3))
+    cmd = [str(spy), "record", "--pid", str(pid), "--duration", seconds, "--rate", "200", "--format", "raw"]
+    return subprocess.Popen([*cmd, "--output", str(raw), "--nonblocking", "--gil"], stdout=subprocess.DEVNULL)
+
+
+def ramp_profile(spy: subprocess.Popen[bytes], raw: Path, args: argparse.Namespace) -> dict[str, Any]:
+    spy.wait(60)
+    if not raw.exists():
+        return {"error": "py-spy wrote nothing"}
+    found = run.analyse_profile(raw)
+    return {
+        "seconds": int(args.ramp + 3),
+        "samples": found["samples"],
+        "gil_held_pct": round(found["samples"] / (200 * int(args.ramp + 3)) * 100, 1),
+        "component_self": found["component_self"][:10],
+        "self_top": found["self_top"][:15],
+        "inclusive_top": found["inclusive_top"][:25],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=1)
@@ -246,6 +272,7 @@ def main() -> None:
     parser.add_argument("--waves", type=int, default=2)
     parser.add_argument("--settle", type=float, default=10.0, help="idle seconds before, between and after waves")
     parser.add_argument("--control", type=int, default=100, help="streams straight to the wall, alongside")
+    parser.add_argument("--profile", help="a folder: py-spy (--gil) on the gateway through each wave's ramp")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     scale.raise_descriptor_limit(args.streams * 2 + 500)
@@ -282,8 +309,11 @@ def main() -> None:
             waves = []
             for n in range(1, args.waves + 1):
                 sampler.phase = f"wave {n}"
+                spy = ramp_profiler(gateway.pid, Path(args.profile) / f"wave{n}.txt", args) if args.profile else None
                 w = run_loop(wave(port, wall_port, args))
                 w["foreign_load_pct"] = foreign.mean(time.monotonic() - w["wave_s"])
+                if spy is not None:
+                    w["ramp_profile"] = ramp_profile(spy, Path(args.profile) / f"wave{n}.txt", args)
                 waves.append(w)
                 print(json.dumps({"workers": args.workers, "wave": n, **w}), flush=True)
                 sampler.phase = f"after wave {n}"
