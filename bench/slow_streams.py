@@ -244,7 +244,10 @@ def ramp_profiler(pid: int, raw: Path, args: argparse.Namespace) -> subprocess.P
     spy = Path(sys.executable).parent / "py-spy"
     seconds = str(int(args.ramp + 3))
     cmd = [str(spy), "record", "--pid", str(pid), "--duration", seconds, "--rate", "200", "--format", "raw"]
-    return subprocess.Popen([*cmd, "--output", str(raw), "--nonblocking", "--gil"], stdout=subprocess.DEVNULL)
+    # --native: C frames too (a garbage collection shows as gc_collect_*); py-spy then pauses the process
+    # for each sample, so the run's gaps are not figures
+    mode = ["--native"] if args.native else ["--nonblocking"]
+    return subprocess.Popen([*cmd, *mode, "--output", str(raw), "--gil"], stdout=subprocess.DEVNULL)
 
 
 def ramp_profile(spy: subprocess.Popen[bytes], raw: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -273,6 +276,7 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=10.0, help="idle seconds before, between and after waves")
     parser.add_argument("--control", type=int, default=100, help="streams straight to the wall, alongside")
     parser.add_argument("--profile", help="a folder: py-spy (--gil) on the gateway through each wave's ramp")
+    parser.add_argument("--native", action="store_true", help="with --profile: native frames too (py-spy --native)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     scale.raise_descriptor_limit(args.streams * 2 + 500)
