@@ -278,11 +278,17 @@ class Generator:
         if conn is not None:
             self.busy.discard(conn)
             self._release(conn)
-        elif self.pending and len(self.busy) + len(self.idle) + self.opening < self.max_conns:
+        elif self._wants_connection():
             self.opening += 1
             self._spawn_open()
         if self.outstanding == 0 and self.all_done is not None:
             self.all_done.set()
+
+    def _wants_connection(self) -> bool:
+        """A connection has gone (an error, or the server's `connection: close`): open another for what waits,
+        and in the closed loop for the lane it carried, which would otherwise end with it."""
+        room = len(self.busy) + len(self.idle) + self.opening < self.max_conns
+        return room and (bool(self.pending) or self.on_free is not None)
 
     def conn_lost(self, conn: Conn) -> None:
         self.busy.discard(conn)

@@ -178,6 +178,34 @@ def rss_mb(pid: int) -> float:
     return round(kb * 1024 / 1e6, 2)
 
 
+def rss_each(pid: int) -> dict[int, tuple[str, float]]:
+    """Per process of the tree: (command line, VmRSS in MB) -- e.g. a supervisor, its workers and an engine."""
+    out: dict[int, tuple[str, float]] = {}
+    for p in family(pid):
+        try:
+            cmd = Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            kb = next(
+                int(x.split()[1]) for x in Path(f"/proc/{p}/status").read_text().splitlines() if x.startswith("VmRSS:")
+            )
+        except (OSError, StopIteration):
+            continue
+        out[p] = (cmd, round(kb * 1024 / 1e6, 2))
+    return out
+
+
+def cpu_each(pid: int) -> dict[int, tuple[str, float]]:
+    """Per process of the tree: (command line, its own user + system CPU seconds, threads included)."""
+    out: dict[int, tuple[str, float]] = {}
+    for p in family(pid):
+        try:
+            cmd = Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[p] = (cmd, (int(fields[11]) + int(fields[12])) / CLK_TCK)
+    return out
+
+
 # -- a tiny synchronous client, for readiness probes and settling --------------------------------------------
 
 

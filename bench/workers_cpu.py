@@ -6,7 +6,9 @@ For each N: the fault wall and `lifeline serve --workers N` as their own process
 after a warm-up, `--count` requests in a closed loop (bench/loadgen.py), and the CPU time of the gateway's
 whole process tree (supervisor, workers, their threads) read from /proc before and after. With `--limited`
 every request carries a key with RPM and TPM limits, so each one also admits through the supervisor
-(server/worker_state.py) when N > 1, or in memory when N = 1. Prints one JSON line per N. Not a test.
+(server/worker_state.py) when N > 1, or in memory when N = 1. Prints one JSON line per N, with the CPU per
+request of each process (by role) and the foreign load (other processes' CPU, % of one core) during the
+measured loop; `--workers 1,2,2,1` alternates. Not a test.
 """
 
 from __future__ import annotations
@@ -25,12 +27,15 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from procs import Proc, cpu_seconds, free_port, post_json, rss_mb, wait_ready
+from run import ForeignLoad
+from scale import cpu_roles
 
 MASTER = "mk-bench-workers-0123456789"
 BODY = {"model": "bench", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
 
 
-def one_run(workers: int, args: argparse.Namespace, directory: Path) -> dict[str, Any]:
+def one_run(workers: int, args: argparse.Namespace, directory: Path, foreign: ForeignLoad) -> dict[str, Any]:
+    directory.mkdir(parents=True, exist_ok=True)
     wall = Proc("wall", [sys.executable, "bench/wall_server.py", "--port", "0"], directory / "wall.log").start()
     gateway: Proc | None = None
     try:
@@ -76,9 +81,10 @@ def one_run(workers: int, args: argparse.Namespace, directory: Path) -> dict[str
             *(f"--header=authorization:{v}" for v in headers.values()),
         ]  # fmt: skip
         subprocess.run([*load, "--count", str(args.count // 5)], check=True, capture_output=True)  # warm-up
-        before = cpu_seconds(gateway.pid)
+        before, by_role, started = cpu_seconds(gateway.pid), cpu_roles(gateway.pid), time.monotonic()
         out = subprocess.run([*load, "--count", str(args.count)], check=True, capture_output=True, text=True)
         used = cpu_seconds(gateway.pid) - before
+        after = cpu_roles(gateway.pid)
         summary = json.loads(out.stdout)
         return {
             "workers": workers,
@@ -87,6 +93,10 @@ def one_run(workers: int, args: argparse.Namespace, directory: Path) -> dict[str
             "errors": summary.get("errors"),
             "throughput_rps": summary.get("achieved_rate"),
             "cpu_ms_per_request": round(used / args.count * 1000, 4),
+            "cpu_ms_per_request_by_process": {
+                role: round((after[role] - by_role.get(role, 0.0)) / args.count * 1000, 4) for role in after
+            },
+            "foreign_load_pct": foreign.mean(started),
             "rss_mb_total": round(rss_mb(gateway.pid), 1),
         }
     finally:
@@ -102,9 +112,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--limited", action="store_true")
     args = parser.parse_args()
+    foreign = ForeignLoad().start()
     with tempfile.TemporaryDirectory(prefix="lifeline-bench-workers-") as tmp:
-        for n in (int(x) for x in args.workers.split(",")):
-            print(json.dumps(one_run(n, args, Path(tmp))), flush=True)
+        for i, n in enumerate(int(x) for x in args.workers.split(",")):
+            print(json.dumps(one_run(n, args, Path(tmp) / str(i), foreign)), flush=True)
+    foreign.stop()
 
 
 if __name__ == "__main__":
