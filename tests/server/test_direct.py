@@ -49,6 +49,17 @@ class Scripted(fakes.FakeProvider):
 
     gate: asyncio.Event
     produced = 0
+    cancelled = False
+
+    async def complete(self, call: ChatCall) -> Any:
+        if self.model != "hang":
+            return await super().complete(call)
+        self.called.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
 
     async def stream(self, call: ChatCall) -> AsyncIterator[Chunk]:
         if self.model == "gated":
@@ -300,6 +311,27 @@ def test_a_client_leaving_mid_stream_stops_the_stream_with_one_ledger_record(mon
             await until(lambda: len(server.inner.finishes) == 1)
             await until(lambda: server.inner.app.state.gateway.in_flight == 0)
             assert server.inner.record.outcome == "client_closed"
+            assert server.asgi_paths == []
+
+    run(scenario)
+
+
+def test_a_client_leaving_before_the_answer_cancels_the_work_with_one_ledger_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def scenario() -> None:
+        async with served(make_config("hang"), monkeypatch) as server:
+            (provider,) = server.inner.providers.values()
+            reader, writer = await server.connect()
+            writer.write(post(DIRECT, CHAT))
+            async with asyncio.timeout(GUARD):
+                await provider.called.wait()
+            writer.close()
+            await until(lambda: len(server.inner.finishes) == 1)
+            await until(lambda: server.inner.app.state.gateway.in_flight == 0)
+            assert provider.cancelled  # type: ignore[attr-defined]
+            (finish,) = server.inner.finishes
+            assert (finish.status, finish.outcome) == (499, "client_closed")
             assert server.asgi_paths == []
 
     run(scenario)

@@ -15,6 +15,9 @@ goes through uvicorn and ASGI as before, and the answers are the same byte for b
   upstream's next read), not one write per event. A client that reads slowly stops the stream at the
   transport's high-water mark until it drains; a client that leaves cancels the stream where it waits, and
   the stream accounts itself once, as it always does (routing/streaming.py).
+- The router's work for a request runs in the request's own task, which a client that leaves cancels
+  (`cancellable`, what exchange.py's `until_disconnect` uses here), rather than in a task of its own raced
+  against a second task that waits for the disconnect.
 
 The cycle stands in for uvicorn's where uvicorn's protocol and LimitedHttpProtocol touch it: `scope` (its
 state), `body`, `more_body`, `message_event`, `disconnected`, `response_started`, `response_complete`,
@@ -25,8 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
@@ -34,13 +37,17 @@ from starlette.types import Message, Scope
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HEADER_VALUE_RE, STATUS_LINE
 
-from lifeline.errors import ClientError
+from lifeline.errors import ClientClosed, ClientError
 from lifeline.logs import request_id_var
 from lifeline.server.errors import error_response
 from lifeline.server.middleware import Endpoint, Front, client_request_id, internal_error
 
+T = TypeVar("T")
+
 log = logging.getLogger("lifeline.server")
 
+#: where a directly served request's scope holds its `DirectCycle`
+CYCLE = "lifeline.direct_cycle"
 _LAST_CHUNK = b"0\r\n\r\n"
 
 
@@ -52,6 +59,8 @@ class DirectCycle:
     """One request on the hot route and its response, written to the transport without ASGI."""
 
     __slots__ = (
+        "_cancellable",
+        "_cancelled",
         "_flush_scheduled",
         "_pending",
         "body",
@@ -68,7 +77,6 @@ class DirectCycle:
         "response_complete",
         "response_started",
         "scope",
-        "streaming",
         "task",
         "transport",
         "waiting_for_100_continue",
@@ -104,8 +112,9 @@ class DirectCycle:
         self.response_complete = False
         self.request_id = b""
         self.task: asyncio.Task[Any] | None = None
-        #: a stream is being written: a client that leaves cancels it where it waits
-        self.streaming = False
+        #: the task is doing work that a client that leaves cancels (the router's, a stream); and has done so
+        self._cancellable = False
+        self._cancelled = False
         self._pending: list[bytes] = []
         self._flush_scheduled = False
 
@@ -175,13 +184,39 @@ class DirectCycle:
         return message
 
     def connection_lost(self) -> None:
-        """The client has gone: a stream stops where it waits (its own cleanup accounts it); other work learns
-        it from `receive`, as on the ASGI path."""
+        """The client has gone: the router's work or the stream stops where it waits (their own cleanup accounts
+        for them); other work learns it from `receive`, as on the ASGI path."""
         if not self.response_complete:
             self.disconnected = True
         self.message_event.set()
-        if self.streaming and self.task is not None:
+        if self._cancellable and not self._cancelled and self.task is not None:
+            self._cancelled = True
             self.task.cancel()
+
+    async def cancellable(self, work: Awaitable[T]) -> T:
+        """`work`, run in this task and cancelled if the client leaves meanwhile: ClientClosed then."""
+        if not self.disconnected:
+            self._cancellable = True
+            try:
+                result = await work
+            except asyncio.CancelledError:
+                if not self._cancelled:
+                    raise
+            finally:
+                self._cancellable = False
+            if not self.disconnected:
+                return result
+        elif isinstance(work, Coroutine):
+            work.close()  # never started
+        self._forgive()
+        raise ClientClosed("The client closed the connection.")
+
+    def _forgive(self) -> None:
+        """Take back the cancellation the client's leaving made (once it has been felt), so that what this task
+        still has to do (accounting, after-response work) is not cut short."""
+        if self._cancelled and self.task is not None:
+            self._cancelled = False
+            self.task.uncancel()
 
     # --- the response ------------------------------------------------------------------------------
 
@@ -236,7 +271,7 @@ class DirectCycle:
         self._pending = head
         self._flush_soon()
         chunks = response.body_iterator
-        self.streaming = True
+        self._cancellable = True
         try:
             async for chunk in chunks:
                 if self.disconnected:
@@ -251,11 +286,11 @@ class DirectCycle:
                 if self.flow.write_paused and not self.disconnected:
                     await self.flow.drain()
         except asyncio.CancelledError:
-            if not self.disconnected or self.task is None:
+            if not self._cancelled:
                 raise
-            self.task.uncancel()  # the cancel was connection_lost's: the client has gone, the work is done
         finally:
-            self.streaming = False
+            self._cancellable = False
+            self._forgive()
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
                 await aclose()  # a stream left early ends (and is accounted) here

@@ -40,7 +40,7 @@ from lifeline.errors import (
     RequestTimeout,
     ServerBusy,
 )
-from lifeline.server.direct import DirectCycle, forwarded
+from lifeline.server.direct import CYCLE, DirectCycle, forwarded
 from lifeline.server.middleware import Endpoint, Front, client_request_id
 
 log = logging.getLogger("lifeline.server")
@@ -251,6 +251,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             expect_100_continue=self.expect_100_continue,
             on_response=self.on_response_complete,
         )
+        scope[CYCLE] = cycle  # type: ignore[literal-required]
         self.cycle = cycle  # type: ignore[assignment]
         if existing is None or existing.response_complete:
             self._start_asgi_task(cycle, self.app)  # type: ignore[arg-type]
