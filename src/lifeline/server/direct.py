@@ -133,6 +133,9 @@ class DirectCycle:
                 self.transport.close()  # a response left half-written (the error is logged): the client must not wait
         finally:
             self.on_response = _nothing
+            # No reference cycles left behind (scope → cycle → scope): the request is freed when it ends.
+            self.scope.pop(CYCLE, None)
+            self.task = None
 
     async def _serve(self) -> None:
         scope = self.scope

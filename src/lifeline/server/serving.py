@@ -213,9 +213,15 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                 headers={"retry-after": "1"},
             )
         before = self.cycle
-        endpoint = self._front.direct_targets.get(self.url) if self._front is not None else None
-        if endpoint is not None and self.limit_concurrency is None and self.parser.get_method() == b"POST":
-            self._serve_directly(self._front, endpoint)  # type: ignore[arg-type]
+        front = self._front
+        endpoint = front.direct_targets.get(self.url) if front is not None else None
+        if (
+            front is not None
+            and endpoint is not None
+            and self.limit_concurrency is None
+            and self.parser.get_method() == b"POST"
+        ):
+            self._serve_directly(front, endpoint)
         else:
             super().on_headers_complete()
         if self.cycle is before:
