@@ -322,7 +322,7 @@ def test_a_client_leaving_before_the_answer_cancels_the_work_with_one_ledger_rec
     async def scenario() -> None:
         async with served(make_config("hang"), monkeypatch) as server:
             (provider,) = server.inner.providers.values()
-            reader, writer = await server.connect()
+            _reader, writer = await server.connect()
             writer.write(post(DIRECT, CHAT))
             async with asyncio.timeout(GUARD):
                 await provider.called.wait()
@@ -389,32 +389,48 @@ def test_pipelined_requests_are_answered_in_order(monkeypatch: pytest.MonkeyPatc
     run(scenario)
 
 
-def test_http_1_0_connection_close_and_expect_continue_as_on_the_asgi_path(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_http_1_0_connection_close_expect_continue_and_a_large_body_as_on_the_asgi_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    too_large = post("{target}", CHAT, SAME_ID).replace(b"Content-Length: ", b"Content-Length: 9999999")
+
+    async def answers(server: Served, target: str) -> list[bytes]:
+        seen = []
+        for request in (
+            post(target, CHAT, SAME_ID, version="1.0"),
+            post(target, CHAT, SAME_ID, "Connection: close"),
+            too_large.replace(b"{target}", target.encode()),  # 413 before the body has come
+        ):
+            reader, writer = await server.connect()
+            writer.write(request)
+            head, body = await read_response(reader)
+            assert b"connection: close" in head or b" 413 " in head
+            async with asyncio.timeout(GUARD):
+                assert await reader.read() == b""  # the server closed the connection
+            writer.close()
+            seen.append(head + body)
+        # Expect: 100-continue: the interim answer once the body is read, then the answer
+        reader, writer = await server.connect()
+        head_part, _, body = post(target, CHAT, SAME_ID, "Expect: 100-continue").partition(b"\r\n\r\n")
+        writer.write(head_part + b"\r\n\r\n")
+        async with asyncio.timeout(GUARD):
+            assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(body)
+        head, answer = await read_response(reader)
+        writer.close()
+        return [*seen, head + answer]
+
     async def scenario() -> None:
         async with served(make_config("ok"), monkeypatch) as server:
-            for target in (DIRECT, VIA_ASGI):
-                for request in (
-                    post(target, CHAT, SAME_ID, version="1.0"),
-                    post(target, CHAT, SAME_ID, "Connection: close"),
-                ):
-                    reader, writer = await server.connect()
-                    writer.write(request)
-                    head, _ = await read_response(reader)
-                    assert b"connection: close" in head
-                    async with asyncio.timeout(GUARD):
-                        assert await reader.read() == b""  # the server closed the connection
-                    writer.close()
-                # Expect: 100-continue: the interim answer once the body is read, then the answer
-                reader, writer = await server.connect()
-                request = post(target, CHAT, "Expect: 100-continue")
-                head_part, _, body = request.partition(b"\r\n\r\n")
-                writer.write(head_part + b"\r\n\r\n")
-                async with asyncio.timeout(GUARD):
-                    assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
-                writer.write(body)
-                head, answer = await read_response(reader)
-                writer.close()
-                assert head.startswith(b"HTTP/1.1 200 ") and orjson.loads(answer)["choices"]
+            direct = await answers(server, DIRECT)
+            assert server.asgi_paths == []
+            assert direct == await answers(server, VIA_ASGI)
+            assert [answer[:12] for answer in direct] == [
+                b"HTTP/1.1 200",
+                b"HTTP/1.1 200",
+                b"HTTP/1.1 413",
+                b"HTTP/1.1 200",
+            ]
 
     run(scenario)
 
