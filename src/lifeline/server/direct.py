@@ -31,7 +31,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Message, Scope
 from uvicorn.protocols.http.flow_control import FlowControl
@@ -159,12 +159,9 @@ class DirectCycle:
                     await response.background()
             finally:
                 front.leave(entered, state)
-        except ClientDisconnect:
-            # A body read by code that does not turn a disconnect into an error of its own (read_body does).
-            log.info("request failed", extra={"status": 499, "code": "client_closed_request"})
         except Exception as exc:
-            # The trace goes to the log, never to the client.
-            log.error("unexpected error", exc_info=exc)
+            if not front.failed(exc):
+                return
             if self.response_started:
                 self.transport.close()
             else:

@@ -123,6 +123,17 @@ class Front:
                 log.exception("after-response work failed")
         gateway.leave()
 
+    @staticmethod
+    def failed(exc: Exception) -> bool:
+        """Log what a request failed with beyond the app's handlers. True: the gateway's own failure, owed a 500
+        (its trace goes to the log, never to the client); False: the client left while its body was read by
+        code that does not turn a disconnect into an error of its own (read_body does)."""
+        if isinstance(exc, ClientDisconnect):
+            log.info("request failed", extra={"status": 499, "code": "client_closed_request"})
+            return False
+        log.error("unexpected error", exc_info=exc)
+        return True
+
     async def respond(self, endpoint: Endpoint, request: Request) -> Response:
         """`endpoint`'s response, or the app's handler's for the exception it raised (unhandled ones propagate,
         as on a routed endpoint)."""
@@ -178,12 +189,9 @@ class GatewayMiddleware:
                     await response(scope, receive, send_with_id)
             finally:
                 front.leave(entered, state)
-        except ClientDisconnect:
-            # A body read by code that does not turn a disconnect into an error of its own (read_body does).
-            log.info("request failed", extra={"status": 499, "code": "client_closed_request"})
         except Exception as exc:
-            # The trace goes to the log, never to the client.
-            log.error("unexpected error", exc_info=exc)
+            if not front.failed(exc):
+                return
             if started:
                 raise
             await internal_error()(scope, receive, send_with_id)
