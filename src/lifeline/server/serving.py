@@ -115,6 +115,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._head_parsed = 0
         self._header_lines = 0
         self._requests = 0
+        #: request heads read on this connection
+        self._heads = 0
         #: the request whose body is still arriving
         self._receiving: RequestResponseCycle | None = None
         #: the connection is closing: what the client still sends is dropped
@@ -154,9 +156,11 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         if self._closing:
             return
         self._unset_keepalive_if_required()
-        if self._head_timer is None and not self._in_head and self._receiving is None:
-            # The first bytes of a next request (or stray bytes between requests): its headers are due.
-            self._head_timer = self.loop.call_later(self.settings.header_timeout, self._head_timed_out)
+        # The first bytes of a next request (or stray bytes between requests): its headers are due, and then its
+        # body. The timers are set after the parser has read these bytes, and only for what is still to come:
+        # a request that arrives whole in one read (the common case) sets none.
+        heads_due = self._head_timer is None and not self._in_head and self._receiving is None
+        heads = self._heads
         was_in_head = self._in_head
         try:
             self.parser.feed_data(data)
@@ -179,6 +183,13 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                 self._head_read += len(data)
                 if self._head_read > self.settings.max_header_bytes:
                     self._refuse(self._too_large())
+                    return
+            if self._closing:
+                return
+            if heads_due and self._head_timer is None and (self._in_head or self._heads == heads):
+                self._head_timer = self.loop.call_later(self.settings.header_timeout, self._head_timed_out)
+            if self._receiving is not None and self._body_timer is None:
+                self._body_timer = self.loop.call_later(self.settings.body_timeout, self._body_timed_out)
 
     # --- parser callbacks --------------------------------------------------------------------------
 
@@ -203,6 +214,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        self._heads += 1
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
@@ -229,8 +241,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._requests += 1
         if self._requests >= self.settings.max_requests_per_connection:
             self.cycle.keep_alive = False
-        self._receiving = self.cycle
-        self._body_timer = self.loop.call_later(self.settings.body_timeout, self._body_timed_out)
+        self._receiving = self.cycle  # its body timer is set once the parser has read what came (data_received)
 
     def _serve_directly(self, front: Front, endpoint: Endpoint) -> None:
         """What uvicorn's on_headers_complete does, with a `DirectCycle` for its cycle and app."""
