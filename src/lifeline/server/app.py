@@ -23,7 +23,7 @@ from lifeline.errors import DatabaseUnavailable, LifelineError
 from lifeline.providers.registry import ProviderRegistry
 from lifeline.server import errors
 from lifeline.server.gateway import Gateway
-from lifeline.server.middleware import GatewayMiddleware
+from lifeline.server.middleware import Front, GatewayMiddleware
 from lifeline.server.reload import Reloader
 from lifeline.server.routes.admin import (
     admin_targets,
@@ -81,7 +81,9 @@ def create_app(
         HTTPException: errors.http_error,
         DatabaseUnavailable: errors.database_unavailable,
     }
-    direct = {"/v1/chat/completions": chat_completions}
+    # The hot route, served by the middleware without Starlette's router, and on uvicorn's HTTP/1.1 protocol
+    # without ASGI at all (server/direct.py).
+    front = Front({"/v1/chat/completions": chat_completions}, exception_handlers)
     app = Starlette(
         routes=[
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
@@ -112,7 +114,7 @@ def create_app(
         ],
         # Request ids, the edge guard and the gateway's request count in one hop, which also serves the hot
         # route itself (server/middleware.py); the others go through Starlette's router.
-        middleware=[Middleware(GatewayMiddleware, direct=direct, exception_handlers=exception_handlers)],
+        middleware=[Middleware(GatewayMiddleware, front=front)],
         exception_handlers=exception_handlers,
         lifespan=lifespan,
     )
@@ -120,6 +122,7 @@ def create_app(
     # an unknown path is a 404 that names the path without the slash instead (server/errors.py).
     app.router.redirect_slashes = False
     app.state.gateway = gateway
+    app.state.front = front
     app.state.span_exporter = span_exporter
     app.state.worker = link.worker if link is not None else None
     if link is not None:  # the metrics of the gateway serving now (a reload keeps the same Metrics)

@@ -47,6 +47,7 @@ from lifeline.routing.cached import replay
 from lifeline.routing.router import OpenStream, Routed
 from lifeline.routing.streaming import Content, End, StreamEvent, relay
 from lifeline.server.body import read_body
+from lifeline.server.direct import CYCLE, DirectCycle
 from lifeline.server.gateway import Gateway, gateway_of
 from lifeline.server.middleware import after_response
 
@@ -379,6 +380,9 @@ def request_deadline(request: Request, default: float) -> Deadline:
 async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
     """Run the router's work, cancelling it if the client goes away meanwhile (a generation on the
     embedded engine stops; an upstream request is abandoned)."""
+    cycle: DirectCycle | None = request.scope.get(CYCLE)
+    if cycle is not None:  # served without ASGI: the cycle cancels this task when the client leaves
+        return await cycle.cancellable(work)
     task = asyncio.ensure_future(work)
     watcher = asyncio.ensure_future(_disconnected(request))
     try:

@@ -8,11 +8,15 @@ refuses itself is answered in OpenAI's error envelope with an `x-request-id`, as
 connection then reads and drops what the client still sends for a moment before closing, so that the client
 reads the answer rather than a reset.
 
+A `POST` to the hot route (the app's `Front.direct`) is served by a `DirectCycle` (server/direct.py) without
+ASGI; every other request by uvicorn's cycle and the app. The limits apply to both alike.
+
 It relies on these parts of uvicorn's HttpToolsProtocol (uvicorn 0.54): the parser callbacks `on_url`,
 `on_header`, `on_headers_complete`, `on_message_complete` and `on_response_complete`; `self.cycle` (its
 `scope`, `keep_alive`, `response_started`, `response_complete`, `disconnected`, `message_event`);
+`self.scope`, `self.url`, `self.headers`, `self.expect_100_continue`, `self.pipeline`, `_start_asgi_task`,
 `self.connections`, `self.flow` and `_unset_keepalive_if_required`. tests/integration/test_slow_clients.py
-pins the behaviour on real sockets.
+and tests/server/test_direct.py pin the behaviour on real sockets.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any, ClassVar
 
 import httptools
 import orjson
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 
 from lifeline.config.schema import Config, HttpTarget, ServerSettings
@@ -35,7 +40,8 @@ from lifeline.errors import (
     RequestTimeout,
     ServerBusy,
 )
-from lifeline.server.middleware import client_request_id
+from lifeline.server.direct import CYCLE, DirectCycle, forwarded
+from lifeline.server.middleware import Endpoint, Front, client_request_id
 
 log = logging.getLogger("lifeline.server")
 
@@ -109,11 +115,22 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._head_parsed = 0
         self._header_lines = 0
         self._requests = 0
+        #: request heads read on this connection
+        self._heads = 0
         #: the request whose body is still arriving
         self._receiving: RequestResponseCycle | None = None
         #: the connection is closing: what the client still sends is dropped
         self._closing = False
         self._over_cap = False
+        # The hot route's endpoints by request target, when the app is Lifeline's (create_app's `Front`).
+        app = self.config.app
+        front = getattr(getattr(app, "state", None), "front", None)
+        self._front: Front | None = front if isinstance(front, Front) and not self.root_path else None
+        self._starlette = app
+        #: the direct cycle answering now (a pipelined one waits in self.pipeline)
+        self._answering: DirectCycle | None = None
+        #: the request being read sent X-Forwarded-* headers
+        self._proxied = False
 
     # --- the connection ----------------------------------------------------------------------------
 
@@ -132,14 +149,18 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._head_timer = self._body_timer = self._linger_timer = None
         self._receiving = None
         super().connection_lost(exc)
+        if self._answering is not None:
+            self._answering.connection_lost()
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
         self._unset_keepalive_if_required()
-        if self._head_timer is None and not self._in_head and self._receiving is None:
-            # The first bytes of a next request (or stray bytes between requests): its headers are due.
-            self._head_timer = self.loop.call_later(self.settings.header_timeout, self._head_timed_out)
+        # The first bytes of a next request (or stray bytes between requests): its headers are due, and then its
+        # body. The timers are set after the parser has read these bytes, and only for what is still to come:
+        # a request that arrives whole in one read (the common case) sets none.
+        heads_due = self._head_timer is None and not self._in_head and self._receiving is None
+        heads = self._heads
         was_in_head = self._in_head
         try:
             self.parser.feed_data(data)
@@ -162,6 +183,13 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                 self._head_read += len(data)
                 if self._head_read > self.settings.max_header_bytes:
                     self._refuse(self._too_large())
+                    return
+            if self._closing:
+                return
+            if heads_due and self._head_timer is None and (self._in_head or self._heads == heads):
+                self._head_timer = self.loop.call_later(self.settings.header_timeout, self._head_timed_out)
+            if self._receiving is not None and self._body_timer is None:
+                self._body_timer = self.loop.call_later(self.settings.body_timeout, self._body_timed_out)
 
     # --- parser callbacks --------------------------------------------------------------------------
 
@@ -169,6 +197,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._in_head = True
         self._head_read = self._head_parsed = self._header_lines = 0
+        self._proxied = False
 
     def on_url(self, url: bytes) -> None:
         super().on_url(url)
@@ -180,9 +209,12 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             raise HeadersTooLarge(f"A request may send at most {self.settings.max_headers} headers.")
         self._count_head(len(name) + len(value) + 4)
         super().on_header(name, value)
+        if name[:12].lower() == b"x-forwarded-":
+            self._proxied = True
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        self._heads += 1
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
@@ -193,14 +225,60 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                 headers={"retry-after": "1"},
             )
         before = self.cycle
-        super().on_headers_complete()
+        front = self._front
+        endpoint = front.direct_targets.get(self.url) if front is not None else None
+        if (
+            front is not None
+            and endpoint is not None
+            and self.limit_concurrency is None
+            and self.parser.get_method() == b"POST"
+        ):
+            self._serve_directly(front, endpoint)
+        else:
+            super().on_headers_complete()
         if self.cycle is before:
             return
         self._requests += 1
         if self._requests >= self.settings.max_requests_per_connection:
             self.cycle.keep_alive = False
-        self._receiving = self.cycle
-        self._body_timer = self.loop.call_later(self.settings.body_timeout, self._body_timed_out)
+        self._receiving = self.cycle  # its body timer is set once the parser has read what came (data_received)
+
+    def _serve_directly(self, front: Front, endpoint: Endpoint) -> None:
+        """What uvicorn's on_headers_complete does, with a `DirectCycle` for its cycle and app."""
+        scope = self.scope
+        version = self.parser.get_http_version()
+        scope["method"] = "POST"
+        if version != "1.1":
+            scope["http_version"] = version
+        scope["path"] = self.url.decode("ascii")
+        scope["raw_path"] = self.url
+        scope["query_string"] = b""
+        scope["app"] = self._starlette  # type: ignore[typeddict-unknown-key]
+        if self._proxied and isinstance(self.app, ProxyHeadersMiddleware):
+            forwarded(scope, self.app.trusted_hosts)  # type: ignore[arg-type]
+        existing = self.cycle
+        cycle = DirectCycle(
+            scope,  # type: ignore[arg-type]
+            self.transport,
+            self.flow,
+            self.server_state.default_headers,
+            front,
+            endpoint,
+            keep_alive=version != "1.0" and self.parser.should_keep_alive(),
+            expect_100_continue=self.expect_100_continue,
+            on_response=self.on_response_complete,
+        )
+        scope[CYCLE] = cycle  # type: ignore[literal-required]
+        self.cycle = cycle  # type: ignore[assignment]
+        if existing is None or existing.response_complete:
+            self._start_asgi_task(cycle, self.app)  # type: ignore[arg-type]
+        else:  # pipelined: answered once the responses before it are
+            self.flow.pause_reading()
+            self.pipeline.appendleft((cycle, self.app))  # type: ignore[arg-type]
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        self._answering = cycle if isinstance(cycle, DirectCycle) else None
+        super()._start_asgi_task(cycle, app)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()

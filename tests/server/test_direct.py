@@ -1,0 +1,446 @@
+"""The hot route served from the HTTP/1.1 protocol without ASGI (server/direct.py), on real sockets.
+
+The gateway runs on uvicorn's protocol (Lifeline's, with its limits) in the test's own event loop, over fake
+targets, so that a test can hold a stream where it wants and count the writes the server makes. The same
+request sent to `/v1/chat/completions?via=asgi` takes the ASGI path (a request target with a query is not served
+directly), which is what every direct answer is compared with, byte for byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pytest
+import uvicorn
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+from uvicorn.server import ServerState
+
+import lifeline.server.routes.chat as chat_route
+from lifeline.config import Config
+from lifeline.providers.base import ChatCall, Chunk
+from lifeline.server.direct import forwarded
+from lifeline.server.serving import uvicorn_options
+from tests.server import fakes
+from tests.server.fakes import PROMPT, USAGE, InProcess, _chunk, in_process, make_config
+
+pytestmark = pytest.mark.timeout(60)
+
+DIRECT = "/v1/chat/completions"
+VIA_ASGI = "/v1/chat/completions?via=asgi"
+DATE = (b"date", b"Tue, 01 Dec 2026 04:00:00 GMT")
+WORKER = (b"x-lifeline-worker", b"1")
+#: a guard against a test hanging, never a measure
+GUARD = 30.0
+#: bytes of content per chunk of the "big" target's stream
+BIG_PIECE = 8192
+BIG_CHUNKS = 400
+
+
+class Scripted(fakes.FakeProvider):
+    """The fake targets, and two more: "gated" streams two chunks, waits for `gate`, then the rest; "big" streams
+    BIG_CHUNKS large chunks, each after a turn of the loop, counting them in `produced`."""
+
+    gate: asyncio.Event
+    produced = 0
+    cancelled = False
+
+    async def complete(self, call: ChatCall) -> Any:
+        if self.model != "hang":
+            return await super().complete(call)
+        self.called.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+
+    async def stream(self, call: ChatCall) -> AsyncIterator[Chunk]:
+        if self.model == "gated":
+            self.called.set()
+            yield _chunk(self.model, {"role": "assistant"})
+            yield _chunk(self.model, {"content": "Hello"})
+            await self.gate.wait()
+            yield _chunk(self.model, {"content": " there"})
+            yield _chunk(self.model, {}, "stop")
+            return
+        if self.model == "big":
+            self.called.set()
+            for _ in range(BIG_CHUNKS):
+                await asyncio.sleep(0)
+                self.produced += 1
+                yield _chunk(self.model, {"content": "x" * BIG_PIECE})
+            yield _chunk(self.model, {}, "stop", usage=USAGE)
+            return
+        async for chunk in super().stream(call):
+            yield chunk
+
+
+class _Recorded:
+    """A transport that keeps every write (the server's side of one connection)."""
+
+    def __init__(self, transport: asyncio.Transport, writes: list[bytes]) -> None:
+        self._transport = transport
+        self.writes = writes
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+        self._transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+@dataclass
+class Served:
+    inner: InProcess
+    port: int
+    #: the server's writes, per connection in the order they were made
+    writes: list[list[bytes]] = field(default_factory=list)
+    #: the paths that reached the ASGI application
+    asgi_paths: list[str] = field(default_factory=list)
+    protocols: list[Any] = field(default_factory=list)
+
+    async def connect(self, *, rcvbuf: int | None = None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        sock = socket.socket()
+        if rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", self.port))
+        return await asyncio.open_connection(sock=sock)
+
+
+@asynccontextmanager
+async def served(
+    config: Config, monkeypatch: pytest.MonkeyPatch, *, sndbuf: int | None = None
+) -> AsyncIterator[Served]:
+    """The app for `config` over the fake targets, on Lifeline's HTTP/1.1 protocol on a loopback port."""
+    monkeypatch.setattr(fakes, "FakeProvider", Scripted)
+    async with in_process(config) as inner:
+        options = uvicorn.Config(inner.app, lifespan="off", **uvicorn_options(config))
+        options.load()
+        state = ServerState()
+        state.default_headers = [DATE, WORKER]
+        protocol_class = options.http_protocol_class
+        server_side = Served(inner, 0)
+        asgi = inner.app.build_middleware_stack()
+
+        async def seen(scope: Any, receive: Any, send: Any) -> None:
+            server_side.asgi_paths.append(
+                scope["path"] + ("?" + scope["query_string"].decode() if scope["query_string"] else "")
+            )
+            await asgi(scope, receive, send)
+
+        inner.app.middleware_stack = seen
+
+        class Recording(protocol_class):  # type: ignore[misc,valid-type]
+            def connection_made(self, transport: asyncio.Transport) -> None:
+                if sndbuf is not None:
+                    transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+                writes: list[bytes] = []
+                server_side.writes.append(writes)
+                server_side.protocols.append(self)
+                super().connection_made(_Recorded(transport, writes))  # type: ignore[arg-type]
+
+        server = await asyncio.get_running_loop().create_server(
+            lambda: Recording(config=options, server_state=state, app_state={}), "127.0.0.1", 0
+        )
+        server_side.port = server.sockets[0].getsockname()[1]
+        try:
+            yield server_side
+        finally:
+            server.close()
+            for protocol in server_side.protocols:
+                protocol.transport.close()
+            await server.wait_closed()
+
+
+def post(target: str, body: dict[str, Any], *headers: str, version: str = "1.1") -> bytes:
+    data = orjson.dumps(body)
+    lines = [f"POST {target} HTTP/{version}", "Host: 127.0.0.1", "Content-Type: application/json"]
+    lines += [*headers, f"Content-Length: {len(data)}"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + data
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """One response as the bytes of its head and of its body as framed (chunks included)."""
+    async with asyncio.timeout(GUARD):
+        head = await reader.readuntil(b"\r\n\r\n")
+        lower = head.lower()
+        if b"transfer-encoding: chunked" in lower:
+            body = b""
+            while True:
+                size_line = await reader.readuntil(b"\r\n")
+                size = int(size_line.strip(), 16)
+                body += size_line + await reader.readexactly(size + 2)
+                if size == 0:
+                    return head, body
+        length = re.search(rb"content-length: (\d+)", lower)
+        return head, await reader.readexactly(int(length.group(1)) if length else 0)
+
+
+async def exchange(server: Served, request: bytes) -> tuple[bytes, bytes]:
+    reader, writer = await server.connect()
+    writer.write(request)
+    try:
+        return await read_response(reader)
+    finally:
+        writer.close()
+
+
+def unchunked(body: bytes) -> bytes:
+    out, rest = b"", body
+    while rest:
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line, 16)
+        out, rest = out + rest[:size], rest[size + 2 :]
+    return out
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(GUARD):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+CHAT = {"model": "chat", "messages": PROMPT}
+SAME_ID = "x-request-id: same-id-1"
+
+
+def run(scenario: Callable[[], Any]) -> Any:
+    return asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        CHAT,
+        {**CHAT, "stream": True, "stream_options": {"include_usage": True}},
+        {"model": "nope", "messages": PROMPT},  # 404 from the exchange, in the app's handler's envelope
+        {"model": "chat"},  # 400: no messages
+    ],
+    ids=["whole", "stream", "unknown-alias", "invalid"],
+)
+def test_the_hot_route_is_served_without_asgi_and_answers_as_asgi_does(
+    body: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def scenario() -> None:
+        async with served(make_config("ok"), monkeypatch) as server:
+            direct = await exchange(server, post(DIRECT, body, SAME_ID))
+            via_asgi = await exchange(server, post(VIA_ASGI, body, SAME_ID))
+            assert server.asgi_paths == [VIA_ASGI]
+            assert direct == via_asgi
+            head = direct[0].decode()
+            assert "date: Tue, 01 Dec 2026" in head and "x-lifeline-worker: 1" in head
+            assert "x-request-id: same-id-1" in head
+            if not body.get("stream"):
+                assert len(server.writes[0]) == 1  # status line, headers and body in one write
+
+    run(scenario)
+
+
+def test_errors_on_the_direct_path_keep_their_envelope_and_no_trace(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug, with a secret sk-abcdefabcdefabcdef in it")
+
+    monkeypatch.setattr(chat_route, "validate_chat_request", fail)
+
+    async def scenario() -> None:
+        async with served(make_config("ok"), monkeypatch) as server:
+            direct = await exchange(server, post(DIRECT, CHAT, SAME_ID))
+            via_asgi = await exchange(server, post(VIA_ASGI, CHAT, SAME_ID))
+            assert direct == via_asgi
+            assert direct[0].startswith(b"HTTP/1.1 500 ")
+            error = orjson.loads(direct[1])["error"]
+            assert error["message"] == "The gateway hit an internal error; it has been logged."
+            assert b"sk-" not in direct[1]
+            # the edge guard's refusal, before the gateway counts the request
+            refused = await exchange(
+                server, post(DIRECT, CHAT, SAME_ID).replace(b"Host: 127.0.0.1", b"Host: evil.example")
+            )
+            assert refused == await exchange(
+                server, post(VIA_ASGI, CHAT, SAME_ID).replace(b"Host: 127.0.0.1", b"Host: evil.example")
+            )
+            assert refused[0].startswith(b"HTTP/1.1 403 ") and orjson.loads(refused[1])["error"]["code"]
+            assert server.inner.app.state.gateway.in_flight == 0
+            assert server.asgi_paths == [VIA_ASGI, VIA_ASGI]
+
+    run(scenario)
+
+
+def test_events_ready_together_go_out_in_one_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The head and the two chunks the target had ready are one write; the rest, after the target's wait, the
+    next; the framing is the ASGI path's chunk per event."""
+
+    async def scenario() -> None:
+        async with served(make_config("gated"), monkeypatch) as server:
+            (provider,) = server.inner.providers.values()
+            provider.gate = asyncio.Event()  # type: ignore[attr-defined]
+            reader, writer = await server.connect()
+            writer.write(post(DIRECT, {**CHAT, "stream": True}))
+            await until(lambda: len(server.writes[0]) >= 1)
+            first = server.writes[0][0]
+            assert first.startswith(b"HTTP/1.1 200 ") and b"transfer-encoding: chunked" in first
+            assert first.count(b"data: ") == 2 and b'"content":"Hello"' in first
+            provider.gate.set()  # type: ignore[attr-defined]
+            _head, body = await read_response(reader)
+            writer.close()
+            events = [e for e in unchunked(body).split(b"\n\n") if e]
+            assert len(events) == 5 and events[-1] == b"data: [DONE]"
+            assert len(server.writes[0]) < len(events)
+            assert server.inner.record.outcome == "ok"
+            assert server.asgi_paths == []
+
+    run(scenario)
+
+
+def test_a_client_leaving_mid_stream_stops_the_stream_with_one_ledger_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario() -> None:
+        async with served(make_config("hang"), monkeypatch) as server:
+            reader, writer = await server.connect()
+            writer.write(post(DIRECT, {**CHAT, "stream": True}))
+            async with asyncio.timeout(GUARD):
+                await reader.readuntil(b'"content":"Hello"')
+            writer.close()
+            await until(lambda: len(server.inner.finishes) == 1)
+            await until(lambda: server.inner.app.state.gateway.in_flight == 0)
+            assert server.inner.record.outcome == "client_closed"
+            assert server.asgi_paths == []
+
+    run(scenario)
+
+
+def test_a_client_leaving_before_the_answer_cancels_the_work_with_one_ledger_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def scenario() -> None:
+        async with served(make_config("hang"), monkeypatch) as server:
+            (provider,) = server.inner.providers.values()
+            _reader, writer = await server.connect()
+            writer.write(post(DIRECT, CHAT))
+            async with asyncio.timeout(GUARD):
+                await provider.called.wait()
+            writer.close()
+            await until(lambda: len(server.inner.finishes) == 1)
+            await until(lambda: server.inner.app.state.gateway.in_flight == 0)
+            assert provider.cancelled  # type: ignore[attr-defined]
+            (finish,) = server.inner.finishes
+            assert (finish.status, finish.outcome) == (499, "client_closed")
+            assert server.asgi_paths == []
+
+    run(scenario)
+
+
+def test_a_client_that_does_not_read_holds_the_stream_at_the_high_water_mark(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario() -> None:
+        async with served(make_config("big"), monkeypatch, sndbuf=8192) as server:
+            (provider,) = server.inner.providers.values()
+            reader, writer = await server.connect(rcvbuf=8192)
+            writer.write(post(DIRECT, {**CHAT, "stream": True}))
+            protocol = await _protocol(server)
+            await until(lambda: protocol.flow.write_paused)
+            held = provider.produced  # type: ignore[attr-defined]
+            for _ in range(200):  # turns of the loop in which an unchecked stream would go on producing
+                await asyncio.sleep(0)
+            assert provider.produced == held < BIG_CHUNKS  # type: ignore[attr-defined]
+            _head, body = await read_response(reader)  # the client reads: the stream goes on to its end
+            writer.close()
+            events = [e for e in unchunked(body).split(b"\n\n") if e]
+            assert events[-1] == b"data: [DONE]" and len(events) == BIG_CHUNKS + 2
+            await until(lambda: len(server.inner.finishes) == 1)
+            assert server.inner.record.outcome == "ok"
+
+    run(scenario)
+
+
+async def _protocol(server: Served) -> Any:
+    await until(lambda: bool(server.protocols))
+    return server.protocols[-1]
+
+
+def test_pipelined_requests_are_answered_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario() -> None:
+        async with served(make_config("ok"), monkeypatch) as server:
+            reader, writer = await server.connect()
+            writer.write(
+                post(DIRECT, {**CHAT, "stream": True}, "x-request-id: one")
+                + b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nx-request-id: two\r\n\r\n"
+                + post(DIRECT, CHAT, "x-request-id: three")
+                + post(VIA_ASGI, CHAT, "x-request-id: four")
+            )
+            ids = []
+            for _ in range(4):
+                head, _ = await read_response(reader)
+                assert head.startswith(b"HTTP/1.1 200 ")
+                found = re.search(rb"x-request-id: (\w+)", head)
+                assert found is not None
+                ids.append(found.group(1))
+            writer.close()
+            assert ids == [b"one", b"two", b"three", b"four"]
+            assert server.asgi_paths == ["/healthz", VIA_ASGI]
+            await until(lambda: len(server.inner.finishes) == 3)
+
+    run(scenario)
+
+
+def test_http_1_0_connection_close_expect_continue_and_a_large_body_as_on_the_asgi_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    too_large = post("{target}", CHAT, SAME_ID).replace(b"Content-Length: ", b"Content-Length: 9999999")
+
+    async def answers(server: Served, target: str) -> list[bytes]:
+        seen = []
+        for request in (
+            post(target, CHAT, SAME_ID, version="1.0"),
+            post(target, CHAT, SAME_ID, "Connection: close"),
+            too_large.replace(b"{target}", target.encode()),  # 413 before the body has come
+        ):
+            reader, writer = await server.connect()
+            writer.write(request)
+            head, body = await read_response(reader)
+            assert b"connection: close" in head or b" 413 " in head
+            async with asyncio.timeout(GUARD):
+                assert await reader.read() == b""  # the server closed the connection
+            writer.close()
+            seen.append(head + body)
+        # Expect: 100-continue: the interim answer once the body is read, then the answer
+        reader, writer = await server.connect()
+        head_part, _, body = post(target, CHAT, SAME_ID, "Expect: 100-continue").partition(b"\r\n\r\n")
+        writer.write(head_part + b"\r\n\r\n")
+        async with asyncio.timeout(GUARD):
+            assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(body)
+        head, answer = await read_response(reader)
+        writer.close()
+        return [*seen, head + answer]
+
+    async def scenario() -> None:
+        async with served(make_config("ok"), monkeypatch) as server:
+            direct = await answers(server, DIRECT)
+            assert server.asgi_paths == []
+            assert direct == await answers(server, VIA_ASGI)
+            assert [answer[:12] for answer in direct] == [
+                b"HTTP/1.1 200",
+                b"HTTP/1.1 200",
+                b"HTTP/1.1 413",
+                b"HTTP/1.1 200",
+            ]
+
+    run(scenario)
+
+
+def test_a_trusted_proxy_names_the_client_as_on_the_asgi_path() -> None:
+    trusted = ProxyHeadersMiddleware(lambda *a: None, trusted_hosts="127.0.0.1").trusted_hosts  # type: ignore[arg-type]
+    headers = [(b"x-forwarded-for", b"203.0.113.7"), (b"x-forwarded-proto", b"https")]
+    scope: dict[str, Any] = {"client": ("127.0.0.1", 5000), "scheme": "http", "headers": headers}
+    forwarded(scope, trusted)
+    assert scope["client"] == ("203.0.113.7", 0) and scope["scheme"] == "https"
+    untrusted: dict[str, Any] = {"client": ("198.51.100.1", 5000), "scheme": "http", "headers": headers}
+    forwarded(untrusted, trusted)
+    assert untrusted["client"] == ("198.51.100.1", 5000) and untrusted["scheme"] == "http"
