@@ -107,18 +107,21 @@ class Served:
     asgi_paths: list[str] = field(default_factory=list)
     protocols: list[Any] = field(default_factory=list)
 
-    async def connect(self, *, rcvbuf: int | None = None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def connect(
+        self, *, rcvbuf: int | None = None, limit: int = 2**16
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A client connection; its reader takes at most about 2 * `limit` bytes from the socket unread."""
         sock = socket.socket()
         if rcvbuf is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         sock.setblocking(False)
         await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", self.port))
-        return await asyncio.open_connection(sock=sock)
+        return await asyncio.open_connection(sock=sock, limit=limit)
 
 
 @asynccontextmanager
 async def served(
-    config: Config, monkeypatch: pytest.MonkeyPatch, *, sndbuf: int | None = None
+    config: Config, monkeypatch: pytest.MonkeyPatch, *, sndbuf: int | None = None, high_water: int | None = None
 ) -> AsyncIterator[Served]:
     """The app for `config` over the fake targets, on Lifeline's HTTP/1.1 protocol on a loopback port."""
     monkeypatch.setattr(fakes, "FakeProvider", Scripted)
@@ -143,6 +146,8 @@ async def served(
             def connection_made(self, transport: asyncio.Transport) -> None:
                 if sndbuf is not None:
                     transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+                if high_water is not None:
+                    transport.set_write_buffer_limits(high=high_water)
                 writes: list[bytes] = []
                 server_side.writes.append(writes)
                 server_side.protocols.append(self)
@@ -355,6 +360,30 @@ def test_a_client_that_does_not_read_holds_the_stream_at_the_high_water_mark(mon
             assert events[-1] == b"data: [DONE]" and len(events) == BIG_CHUNKS + 2
             await until(lambda: len(server.inner.finishes) == 1)
             assert server.inner.record.outcome == "ok"
+
+    run(scenario)
+
+
+def test_a_client_that_does_not_read_holds_pipelined_whole_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whole answers wait for the client to read once the transport's buffer is full: the pipelined requests
+    behind them are not started (no upstream call, no ledger row) until it reads."""
+    count = 200
+
+    async def scenario() -> None:
+        async with served(make_config("ok"), monkeypatch, sndbuf=4096, high_water=2048) as server:
+            reader, writer = await server.connect(rcvbuf=4096, limit=1024)
+            writer.write(b"".join(post(DIRECT, CHAT) for _ in range(count)))
+            protocol = await _protocol(server)
+            await until(lambda: protocol.flow.write_paused)
+            held = len(server.inner.finishes)
+            for _ in range(500):  # turns of the loop in which an unchecked server would go on answering
+                await asyncio.sleep(0)
+            assert len(server.inner.finishes) == held < count
+            for _ in range(count):  # the client reads: every request is answered, in order
+                head, _body = await read_response(reader)
+                assert head.startswith(b"HTTP/1.1 200 ")
+            writer.close()
+            await until(lambda: len(server.inner.finishes) == count)
 
     run(scenario)
 

@@ -10,7 +10,8 @@ goes through uvicorn and ASGI as before, and the answers are the same byte for b
   exchange and the app's exception handlers are the ones the ASGI path runs, through the same `Front` (request
   id, edge guard, the gateway's count, after-response work, the 500 in OpenAI's envelope).
 - A whole answer goes out as status line, headers (uvicorn's defaults: Date and the worker's header) and body
-  in one write.
+  in one write. While the transport's buffer is over its high-water mark the answer is not complete: the next
+  pipelined request (and its upstream call) waits until the client reads, as uvicorn's cycle waits.
 - A stream goes out chunked, and what it has ready is written in one write when it next waits (for the
   upstream's next read), not one write per event. A client that reads slowly stops the stream at the
   transport's high-water mark until it drains; a client that leaves cancels the stream where it waits, and
@@ -147,14 +148,14 @@ class DirectCycle:
         try:
             entered = front.enter(scope)
             if isinstance(entered, ClientError):
-                self._whole(error_response(entered))
+                await self._whole(error_response(entered))
                 return
             try:
                 response = await front.respond(self.endpoint, Request(scope, self.receive))
                 if isinstance(response, StreamingResponse):
                     await self._stream(response)
                 else:
-                    self._whole(response)
+                    await self._whole(response)
                 if response.background is not None:
                     await response.background()
             finally:
@@ -165,7 +166,7 @@ class DirectCycle:
             if self.response_started:
                 self.transport.close()
             else:
-                self._whole(internal_error())
+                await self._whole(internal_error())
 
     async def receive(self) -> Message:
         """The request's body as ASGI's `receive` gives it (what Starlette's Request reads), and
@@ -251,7 +252,7 @@ class DirectCycle:
         head.append(b"\r\n")
         return head, bool(chunked)
 
-    def _whole(self, response: Response) -> None:
+    async def _whole(self, response: Response) -> None:
         """A whole answer in one write."""
         if self.disconnected:
             return
@@ -262,7 +263,7 @@ class DirectCycle:
         else:
             head.append(body)
         self.transport.write(b"".join(head))
-        self._complete()
+        await self._complete()
 
     async def _stream(self, response: StreamingResponse) -> None:
         """A stream: each write carries what was ready when the stream last waited (the head with the first
@@ -299,7 +300,7 @@ class DirectCycle:
         if chunked:
             self._pending.append(_LAST_CHUNK)
         self._flush()
-        self._complete()
+        await self._complete()
 
     def _flush_soon(self) -> None:
         # Called back once the stream waits: everything it made meanwhile goes in one write.
@@ -314,7 +315,11 @@ class DirectCycle:
             if not self.disconnected:
                 self.transport.write(b"".join(pending))
 
-    def _complete(self) -> None:
+    async def _complete(self) -> None:
+        # A client that does not read holds the answer in the transport's buffer: the next pipelined request
+        # (and its upstream call) waits until the client has read it, as uvicorn's cycle waits.
+        if self.flow.write_paused and not self.disconnected:
+            await self.flow.drain()
         self.response_complete = True
         self.message_event.set()
         if not self.keep_alive:
