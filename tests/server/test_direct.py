@@ -25,7 +25,7 @@ from uvicorn.server import ServerState
 import lifeline.server.routes.chat as chat_route
 from lifeline.config import Config
 from lifeline.providers.base import ChatCall, Chunk
-from lifeline.server.direct import forwarded
+from lifeline.server.direct import DirectCycle, forwarded
 from lifeline.server.serving import uvicorn_options
 from tests.server import fakes
 from tests.server.fakes import PROMPT, USAGE, InProcess, _chunk, in_process, make_config
@@ -68,6 +68,16 @@ class Scripted(fakes.FakeProvider):
             yield _chunk(self.model, {"content": "Hello"})
             await self.gate.wait()
             yield _chunk(self.model, {"content": " there"})
+            yield _chunk(self.model, {}, "stop")
+            return
+        if self.model == "late":  # opens its stream once `gate` is set
+            self.called.set()
+            try:
+                await self.gate.wait()
+            except asyncio.CancelledError:
+                self.cancelled = True
+                raise
+            yield _chunk(self.model, {"content": "Hello"})
             yield _chunk(self.model, {}, "stop")
             return
         if self.model == "big":
@@ -384,6 +394,73 @@ def test_a_client_that_does_not_read_holds_pipelined_whole_answers(monkeypatch: 
                 assert head.startswith(b"HTTP/1.1 200 ")
             writer.close()
             await until(lambda: len(server.inner.finishes) == count)
+
+    run(scenario)
+
+
+def test_a_refused_connection_cancels_the_routing_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The protocol refuses the connection (a bad next request) while the stream's target has not opened: the
+    router's work is cancelled then, not left to open a stream that nobody closes."""
+
+    async def scenario() -> None:
+        async with served(make_config("late"), monkeypatch) as server:
+            (provider,) = server.inner.providers.values()
+            provider.gate = asyncio.Event()  # type: ignore[attr-defined]
+            reader, writer = await server.connect()
+            writer.write(post(DIRECT, {**CHAT, "stream": True}))
+            async with asyncio.timeout(GUARD):
+                await provider.called.wait()
+            protocol = await _protocol(server)
+            writer.write(b"BOGUS / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            await until(lambda: protocol._closing)  # refused (no answer: the stream's answer comes first)
+            provider.gate.set()  # type: ignore[attr-defined]
+            await until(lambda: len(server.inner.finishes) == 1)
+            await until(lambda: server.inner.app.state.gateway.in_flight == 0)
+            assert provider.cancelled  # type: ignore[attr-defined]
+            assert server.inner.record.outcome == "client_closed"
+            async with asyncio.timeout(GUARD):
+                assert await reader.read() == b""  # the refused connection closes
+            writer.close()
+            await until(lambda: protocol._answering.task is None)  # its task has ended
+
+    run(scenario)
+
+
+def test_a_cancellation_the_work_turns_into_an_error_is_taken_back() -> None:
+    """The client's cancellation reached the work, which ended with an error of its own: the task is not left
+    cancelling (what it still does, the accounting under its timeouts, is not cut short)."""
+
+    async def scenario() -> None:
+        cycle = DirectCycle(
+            {},
+            None,
+            None,
+            [],
+            None,
+            None,
+            keep_alive=True,
+            expect_100_continue=False,
+            on_response=lambda: None,  # type: ignore[arg-type]
+        )
+        cycle.task = asyncio.current_task()
+        started = asyncio.Event()
+
+        async def work() -> None:
+            started.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                raise ValueError("the work's own ending") from None
+
+        async def leave() -> None:
+            await started.wait()
+            cycle.disconnect()
+
+        leaving = asyncio.ensure_future(leave())
+        with pytest.raises(ValueError):
+            await cycle.cancellable(work())
+        await leaving
+        assert cycle.task is not None and cycle.task.cancelling() == 0
 
     run(scenario)
 

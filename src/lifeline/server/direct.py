@@ -184,9 +184,10 @@ class DirectCycle:
         self.body = bytearray()
         return message
 
-    def connection_lost(self) -> None:
-        """The client has gone: the router's work or the stream stops where it waits (their own cleanup accounts
-        for them); other work learns it from `receive`, as on the ASGI path."""
+    def disconnect(self) -> None:
+        """The client has gone, or the protocol refused the connection: the router's work or the stream stops
+        where it waits, at once (their own cleanup accounts for them); other work learns it from `receive`, as
+        on the ASGI path."""
         if not self.response_complete:
             self.disconnected = True
         self.message_event.set()
@@ -195,21 +196,22 @@ class DirectCycle:
             self.task.cancel()
 
     async def cancellable(self, work: Awaitable[T]) -> T:
-        """`work`, run in this task and cancelled if the client leaves meanwhile: ClientClosed then."""
-        if not self.disconnected:
-            self._cancellable = True
-            try:
-                result = await work
-            except asyncio.CancelledError:
-                if not self._cancelled:
-                    raise
-            finally:
-                self._cancellable = False
-            if not self.disconnected:
-                return result
-        elif isinstance(work, Coroutine):
-            work.close()  # never started
-        self._forgive()
+        """`work`, run in this task and cancelled if the client leaves meanwhile: ClientClosed then. A result
+        that was ready before the cancellation reached it is returned even if the client has left, as on the ASGI
+        path, so that what holds resources (an opened stream) is closed by its owner rather than dropped."""
+        if self.disconnected:
+            if isinstance(work, Coroutine):
+                work.close()  # never started
+            raise ClientClosed("The client closed the connection.")
+        self._cancellable = True
+        try:
+            return await work
+        except asyncio.CancelledError:
+            if not self._cancelled:
+                raise
+        finally:
+            self._cancellable = False
+            self._forgive()  # whatever ended the work, the client's cancellation (if made) was delivered to it
         raise ClientClosed("The client closed the connection.")
 
     def _forgive(self) -> None:

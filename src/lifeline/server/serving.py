@@ -150,7 +150,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._receiving = None
         super().connection_lost(exc)
         if self._answering is not None:
-            self._answering.connection_lost()
+            self._answering.disconnect()
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
@@ -353,7 +353,9 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             request_id = client_request_id(self.headers or ())
         if current is None or (current is receiving and not current.response_started):
             self.transport.write(self._answer(error, request_id))
-        if current is not None:
+        if isinstance(current, DirectCycle):
+            current.disconnect()  # its work stops now, as the ASGI path's does
+        elif current is not None:
             # Whatever the app sends now goes nowhere.
             current.disconnected = True
             current.message_event.set()
