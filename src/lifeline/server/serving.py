@@ -158,7 +158,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._unset_keepalive_if_required()
         # The first bytes of a next request (or stray bytes between requests): its headers are due, and then its
         # body. The timers are set after the parser has read these bytes, and only for what is still to come:
-        # a request that arrives whole in one read (the common case) sets none.
+        # a request that arrives whole in one read (the common case) sets none; a head left unfinished by a read
+        # is timed however the read began (it may have ended the body of the request before).
         heads_due = self._head_timer is None and not self._in_head and self._receiving is None
         heads = self._heads
         was_in_head = self._in_head
@@ -186,7 +187,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                     return
             if self._closing:
                 return
-            if heads_due and self._head_timer is None and (self._in_head or self._heads == heads):
+            if self._head_timer is None and (self._in_head or (heads_due and self._heads == heads)):
+                # A head begun (in this read, or in the one that ended the body before it) is timed.
                 self._head_timer = self.loop.call_later(self.settings.header_timeout, self._head_timed_out)
             if self._receiving is not None and self._body_timer is None:
                 self._body_timer = self.loop.call_later(self.settings.body_timeout, self._body_timed_out)
