@@ -465,6 +465,54 @@ def test_a_cancellation_the_work_turns_into_an_error_is_taken_back() -> None:
     run(scenario)
 
 
+async def _until_closed(reader: asyncio.StreamReader) -> bytes:
+    """Everything the server still sends until it closes the connection."""
+    async with asyncio.timeout(GUARD):
+        return await reader.read()
+
+
+def test_an_upgrade_request_with_a_body_is_refused_and_its_body_never_served(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parser would end an Upgrade request at its head and read its body as a next request: the request is
+    refused with a 400 envelope and the connection closed, and the smuggled request never reaches the app."""
+    smuggled = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+
+    async def scenario() -> None:
+        async with served(make_config("ok"), monkeypatch) as server:
+            for target in (DIRECT, VIA_ASGI):
+                reader, writer = await server.connect()
+                head = f"POST {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: x\r\n"
+                writer.write(f"{head}Content-Length: {len(smuggled)}\r\n\r\n".encode())
+                await writer.drain()
+                writer.write(smuggled)
+                answer, body = await read_response(reader)
+                assert answer.startswith(b"HTTP/1.1 400 ") and b"connection: close" in answer
+                assert orjson.loads(body)["error"]["code"] == "invalid_http_request"
+                assert await _until_closed(reader) == b""
+                writer.close()
+            assert server.asgi_paths == []
+            assert server.inner.finishes == []
+
+    run(scenario)
+
+
+def test_a_bodiless_upgrade_request_is_answered_and_the_connection_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario() -> None:
+        async with served(make_config("ok"), monkeypatch) as server:
+            reader, writer = await server.connect()
+            writer.write(
+                b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+                b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"
+                b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+            )
+            answer, _body = await read_response(reader)
+            assert answer.startswith(b"HTTP/1.1 200 ") and b"connection: close" in answer
+            assert await _until_closed(reader) == b""
+            writer.close()
+            assert server.asgi_paths == ["/healthz"]
+
+    run(scenario)
+
+
 async def _protocol(server: Served) -> Any:
     await until(lambda: bool(server.protocols))
     return server.protocols[-1]

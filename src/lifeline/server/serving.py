@@ -62,7 +62,7 @@ def uvicorn_options(config: Config) -> dict[str, Any]:
     check_descriptors(config)
     return {
         "http": protocol_class(server),
-        "ws": "none",  # the gateway serves no WebSocket: an Upgrade is answered as a plain request
+        "ws": "none",  # the gateway serves no WebSocket: see LimitedHttpProtocol.on_headers_complete on Upgrade
         "timeout_keep_alive": server.keepalive_timeout,
         "log_level": "warning",
         "access_log": False,
@@ -177,7 +177,9 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         except httptools.HttpParserError as exc:
             self._refuse(MalformedRequest(f"The request is not valid HTTP/1.1: {exc}."))
         except httptools.HttpParserUpgrade:
-            pass  # no protocol to upgrade to: the request was dispatched as a plain one (see uvicorn_options)
+            # The bodiless Upgrade (or CONNECT) request was dispatched as a plain one and is answered with
+            # `connection: close` (on_headers_complete); what follows it is not HTTP/1.1 to this parser: dropped.
+            self._closing = True
         else:
             if was_in_head and self._in_head:
                 # One header still growing is buffered by the parser until it ends: bound it here.
@@ -215,6 +217,14 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self._proxied = True
 
     def on_headers_complete(self) -> None:
+        """Dispatch the request (directly or through uvicorn's cycle), within the limits.
+
+        The gateway upgrades to no other protocol. For a request asking to (`Connection: Upgrade` with an
+        `Upgrade` header, or CONNECT) the parser ends the message at its head, whatever body it announces, and
+        would read that body as the next request — a request smuggled past a proxy that passes Upgrade through.
+        So such a request that announces a body is refused (400, and the connection closed) before anything
+        of it is served; one without a body is answered as a plain request with `connection: close`, and what
+        the client sends after it is dropped (data_received)."""
         self._in_head = False
         self._heads += 1
         if self._head_timer is not None:
@@ -225,6 +235,11 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                 f"The gateway is serving its maximum of {self.settings.max_connections} client "
                 "connections; retry shortly.",
                 headers={"retry-after": "1"},
+            )
+        upgrade = self.parser.should_upgrade()
+        if upgrade and _announces_body(self.headers):
+            raise MalformedRequest(
+                "This server upgrades to no other protocol; an Upgrade request may not carry a body."
             )
         before = self.cycle
         front = self._front
@@ -241,7 +256,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         if self.cycle is before:
             return
         self._requests += 1
-        if self._requests >= self.settings.max_requests_per_connection:
+        if upgrade or self._requests >= self.settings.max_requests_per_connection:
             self.cycle.keep_alive = False
         self._receiving = self.cycle  # its body timer is set once the parser has read what came (data_received)
 
@@ -391,3 +406,10 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._head_timer = self._body_timer = None
         self.flow.resume_reading()
         self._linger_timer = self.loop.call_later(LINGER, self.transport.close)
+
+
+def _announces_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip().lstrip(b"0") != b""):
+            return True
+    return False
