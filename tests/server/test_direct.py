@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 import pytest
 import uvicorn
+from starlette.responses import StreamingResponse
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.server import ServerState
 
@@ -509,6 +510,76 @@ def test_a_bodiless_upgrade_request_is_answered_and_the_connection_closed(monkey
             assert await _until_closed(reader) == b""
             writer.close()
             assert server.asgi_paths == ["/healthz"]
+
+    run(scenario)
+
+
+class _Tracked:
+    """A stream's body iterator that notes whether it was closed (a plain object: no finalizer closes it)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.closed = False
+
+    def __aiter__(self) -> _Tracked:
+        return self
+
+    async def __anext__(self) -> Any:
+        return await self.inner.__anext__()
+
+    async def aclose(self) -> None:
+        self.closed = True
+        await self.inner.aclose()
+
+
+def _amend_streams(server: Served, monkeypatch: pytest.MonkeyPatch, header: tuple[bytes, bytes]) -> list[_Tracked]:
+    """Every stream the app answers gets `header` and a tracked body iterator (listed in what is returned)."""
+    front = server.inner.app.state.front
+    respond = front.respond
+    tracked: list[_Tracked] = []
+
+    async def amended(endpoint: Any, request: Any) -> Any:
+        response = await respond(endpoint, request)
+        if isinstance(response, StreamingResponse):
+            response.body_iterator = _Tracked(response.body_iterator)
+            tracked.append(response.body_iterator)
+            response.raw_headers.append(header)
+        return response
+
+    monkeypatch.setattr(front, "respond", amended)
+    return tracked
+
+
+@pytest.mark.parametrize(
+    "header", [(b"x-bad", b"a\r\nset-cookie: x"), (b"set-cookie: x\r\nx-bad", b"a")], ids=["value", "name"]
+)
+def test_a_stream_with_an_invalid_header_is_closed_and_answered_500(
+    header: tuple[bytes, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The header is refused before anything is written; the stream, already open upstream, is closed and
+    accounted once."""
+
+    async def scenario() -> None:
+        async with served(make_config("ok"), monkeypatch) as server:
+            tracked = _amend_streams(server, monkeypatch, header)
+            head, body = await exchange(server, post(DIRECT, {**CHAT, "stream": True}))
+            assert head.startswith(b"HTTP/1.1 500 ") and b"set-cookie" not in head + body
+            assert orjson.loads(body)["error"]["message"]
+            assert [stream.closed for stream in tracked] == [True]
+            await until(lambda: len(server.inner.finishes) == 1)
+            await until(lambda: server.inner.app.state.gateway.in_flight == 0)
+
+    run(scenario)
+
+
+def test_a_stream_goes_chunked_without_a_content_length(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario() -> None:
+        async with served(make_config("ok"), monkeypatch) as server:
+            _amend_streams(server, monkeypatch, (b"content-length", b"5"))
+            head, body = await exchange(server, post(DIRECT, {**CHAT, "stream": True}))
+            assert head.startswith(b"HTTP/1.1 200 ") and b"transfer-encoding: chunked" in head
+            assert b"content-length" not in head
+            assert unchunked(body).endswith(b"data: [DONE]\n\n")
 
     run(scenario)
 

@@ -28,6 +28,7 @@ state), `body`, `more_body`, `message_event`, `disconnected`, `response_started`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
@@ -36,7 +37,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Message, Scope
 from uvicorn.protocols.http.flow_control import FlowControl
-from uvicorn.protocols.http.httptools_impl import HEADER_VALUE_RE, STATUS_LINE
+from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, STATUS_LINE
 
 from lifeline.errors import ClientClosed, ClientError
 from lifeline.logs import request_id_var
@@ -225,15 +226,16 @@ class DirectCycle:
 
     def _head(self, status: int, headers: list[tuple[bytes, bytes]]) -> tuple[list[bytes], bool]:
         """The status line and headers, as uvicorn writes them for the same response with the middleware's
-        `x-request-id` added; and whether the body goes chunked."""
-        self.response_started = True
-        self.waiting_for_100_continue = False
+        `x-request-id` added; and whether the body goes chunked. A header name or value that would break the
+        framing (CR, LF …) is refused, as uvicorn refuses it, before anything is written."""
         head = [STATUS_LINE[status]]
         for name, value in self.default_headers:
             head += (name, b": ", value, b"\r\n")
         chunked: bool | None = None
         closing = False
         for name, value in headers:
+            if HEADER_RE.search(name):
+                raise RuntimeError("Invalid HTTP header name.")
             if HEADER_VALUE_RE.search(value):
                 raise RuntimeError("Invalid HTTP header value.")
             name = name.lower()
@@ -252,6 +254,8 @@ class DirectCycle:
             chunked = True
             head.append(b"transfer-encoding: chunked\r\n")
         head.append(b"\r\n")
+        self.response_started = True
+        self.waiting_for_100_continue = False
         return head, bool(chunked)
 
     async def _whole(self, response: Response) -> None:
@@ -269,13 +273,17 @@ class DirectCycle:
 
     async def _stream(self, response: StreamingResponse) -> None:
         """A stream: each write carries what was ready when the stream last waited (the head with the first
-        events); a full transport buffer holds the stream until it drains; a client that leaves ends it."""
-        head, chunked = self._head(response.status_code, response.raw_headers)
-        self._pending = head
-        self._flush_soon()
+        events); a full transport buffer holds the stream until it drains; a client that leaves ends it. A stream
+        always goes chunked: a Content-Length header (which nothing would hold the body to) is left out."""
         chunks = response.body_iterator
-        self._cancellable = True
+        started = False
         try:
+            headers = [(name, value) for name, value in response.raw_headers if name.lower() != b"content-length"]
+            head, chunked = self._head(response.status_code, headers)
+            started = True  # iterated from here on
+            self._pending = head
+            self._flush_soon()
+            self._cancellable = True
             async for chunk in chunks:
                 if self.disconnected:
                     break
@@ -294,6 +302,8 @@ class DirectCycle:
         finally:
             self._cancellable = False
             self._forgive()
+            if not started:
+                await _start(chunks)
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
                 await aclose()  # a stream left early ends (and is accounted) here
@@ -327,6 +337,15 @@ class DirectCycle:
         if not self.keep_alive:
             self.transport.close()
         self.on_response()
+
+
+async def _start(chunks: Any) -> None:
+    """Start a stream's body iterator that is to be closed unread (its head could not be written), dropping its
+    first event: a generator closed before it starts runs none of its code, and the relay inside it (which holds
+    the upstream stream, already open with its first events read) closes the upstream and accounts the stream
+    only once it has started."""
+    with contextlib.suppress(Exception):
+        await chunks.__anext__()
 
 
 def forwarded(scope: Scope, trusted: Any) -> None:
