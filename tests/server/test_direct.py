@@ -117,6 +117,8 @@ class Served:
     #: the paths that reached the ASGI application
     asgi_paths: list[str] = field(default_factory=list)
     protocols: list[Any] = field(default_factory=list)
+    #: the client address and scheme of each request that reached the ASGI application
+    asgi_clients: list[tuple[str, str]] = field(default_factory=list)
 
     async def connect(
         self, *, rcvbuf: int | None = None, limit: int = 2**16
@@ -149,6 +151,7 @@ async def served(
             server_side.asgi_paths.append(
                 scope["path"] + ("?" + scope["query_string"].decode() if scope["query_string"] else "")
             )
+            server_side.asgi_clients.append((scope["client"][0], scope["scheme"]))
             await asgi(scope, receive, send)
 
         inner.app.middleware_stack = seen
@@ -669,3 +672,66 @@ def test_a_trusted_proxy_names_the_client_as_on_the_asgi_path() -> None:
     untrusted: dict[str, Any] = {"client": ("198.51.100.1", 5000), "scheme": "http", "headers": headers}
     forwarded(untrusted, trusted)
     assert untrusted["client"] == ("198.51.100.1", 5000) and untrusted["scheme"] == "http"
+
+
+def test_a_trusted_proxy_names_the_client_on_a_socket_as_on_the_asgi_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """uvicorn trusts 127.0.0.1 (its default `forwarded_allow_ips`), where the test connects from."""
+
+    async def scenario() -> None:
+        async with served(make_config("ok"), monkeypatch) as server:
+            front = server.inner.app.state.front
+            respond = front.respond
+            direct: list[tuple[str, str]] = []
+
+            async def recording(endpoint: Any, request: Any) -> Any:
+                direct.append((request.scope["client"][0], request.scope["scheme"]))
+                return await respond(endpoint, request)
+
+            monkeypatch.setattr(front, "respond", recording)
+            proxied = ("X-Forwarded-For: 203.0.113.7", "X-Forwarded-Proto: https")
+            for target in (DIRECT, VIA_ASGI):
+                head, _body = await exchange(server, post(target, CHAT, *proxied))
+                assert head.startswith(b"HTTP/1.1 200 ")
+            # the endpoint sees the proxy's client on both paths (the second one's through the ASGI application)
+            assert direct == [("203.0.113.7", "https")] * 2
+            assert server.asgi_clients == [("203.0.113.7", "https")] and server.asgi_paths == [VIA_ASGI]
+
+    run(scenario)
+
+
+def _with_server(config: Config, **settings: Any) -> Config:
+    return config.model_copy(update={"server": config.server.model_copy(update=settings)})
+
+
+def test_a_connection_closes_after_its_maximum_of_direct_requests(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario() -> None:
+        async with served(_with_server(make_config("ok"), max_requests_per_connection=3), monkeypatch) as server:
+            reader, writer = await server.connect()
+            for n in (1, 2, 3):
+                writer.write(post(DIRECT, CHAT))
+                head, _body = await read_response(reader)
+                assert head.startswith(b"HTTP/1.1 200 ")
+                assert (b"connection: close" in head) == (n == 3), (n, head)
+            assert await _until_closed(reader) == b""
+            writer.close()
+            assert server.asgi_paths == []
+            assert len(server.inner.finishes) == 3
+
+    run(scenario)
+
+
+def test_a_direct_request_whose_body_stops_gets_408_and_leaves_the_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario() -> None:
+        async with served(_with_server(make_config("ok"), body_timeout=0.3), monkeypatch) as server:
+            reader, writer = await server.connect()
+            writer.write(post(DIRECT, CHAT, SAME_ID)[:-10])  # the body's end never comes
+            head, body = await read_response(reader)
+            assert head.startswith(b"HTTP/1.1 408 ") and b"connection: close" in head
+            assert b"x-request-id: same-id-1" in head
+            assert orjson.loads(body)["error"]["code"] == "request_timeout"
+            assert await _until_closed(reader) == b""
+            writer.close()
+            await until(lambda: server.inner.app.state.gateway.in_flight == 0)
+            assert server.asgi_paths == [] and server.inner.finishes == []
+
+    run(scenario)
