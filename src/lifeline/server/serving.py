@@ -6,7 +6,8 @@ request's headers, a header read timeout (a silent or trickling connection is cl
 a cap on open connections (503 beyond it) and a cap on requests per keep-alive connection. What the protocol
 refuses itself is answered in OpenAI's error envelope with an `x-request-id`, as the app answers, and the
 connection then reads and drops what the client still sends for a moment before closing, so that the client
-reads the answer rather than a reset.
+reads the answer rather than a reset. The gateway upgrades to no other protocol: an Upgrade request that
+announces a body is refused (400), a bodiless one answered with `connection: close` (see on_headers_complete).
 
 A `POST` to the hot route (the app's `Front.direct`) is served by a `DirectCycle` (server/direct.py) without
 ASGI; every other request by uvicorn's cycle and the app. The limits apply to both alike.
