@@ -194,6 +194,20 @@ def test_headers_trickled_slowly_get_408_and_the_connection_closed(wall: FaultWa
             assert closed(sock)
 
 
+def test_a_next_request_begun_with_a_body_and_then_trickled_gets_408(wall: FaultWall, gateway: GatewayFactory) -> None:
+    """The next request's first bytes come in the read that ends the body before it: its header timeout runs
+    all the same, and a head trickled a byte at a time is answered 408."""
+    with gateway(config(wall, header_timeout=1)) as gw, connect(gw) as sock:
+        first = request("POST", "/v1/chat/completions", "Content-Type: application/json", body=b'{"model": "chat"}')
+        sock.sendall(first[:-5])
+        sock.sendall(first[-5:] + b"GET /healthz HTTP/1.1\r\nHo")
+        reply = read_reply(sock)
+        assert reply is not None and reply.status == 400, reply  # no messages: answered without an upstream
+        with trickling(sock, b"x"):
+            assert_refused(read_reply(sock), 408, "request_timeout")
+            assert closed(sock)
+
+
 def test_a_silent_connection_is_closed(wall: FaultWall, gateway: GatewayFactory) -> None:
     with gateway(config(wall, header_timeout=0.3)) as gw, connect(gw) as sock:
         # nothing sent, nothing to answer: the server just closes

@@ -19,13 +19,14 @@ from typing import Any
 import orjson
 import pytest
 import uvicorn
+from starlette.responses import StreamingResponse
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.server import ServerState
 
 import lifeline.server.routes.chat as chat_route
 from lifeline.config import Config
 from lifeline.providers.base import ChatCall, Chunk
-from lifeline.server.direct import forwarded
+from lifeline.server.direct import DirectCycle, forwarded
 from lifeline.server.serving import uvicorn_options
 from tests.server import fakes
 from tests.server.fakes import PROMPT, USAGE, InProcess, _chunk, in_process, make_config
@@ -70,6 +71,16 @@ class Scripted(fakes.FakeProvider):
             yield _chunk(self.model, {"content": " there"})
             yield _chunk(self.model, {}, "stop")
             return
+        if self.model == "late":  # opens its stream once `gate` is set
+            self.called.set()
+            try:
+                await self.gate.wait()
+            except asyncio.CancelledError:
+                self.cancelled = True
+                raise
+            yield _chunk(self.model, {"content": "Hello"})
+            yield _chunk(self.model, {}, "stop")
+            return
         if self.model == "big":
             self.called.set()
             for _ in range(BIG_CHUNKS):
@@ -106,19 +117,24 @@ class Served:
     #: the paths that reached the ASGI application
     asgi_paths: list[str] = field(default_factory=list)
     protocols: list[Any] = field(default_factory=list)
+    #: the client address and scheme of each request that reached the ASGI application
+    asgi_clients: list[tuple[str, str]] = field(default_factory=list)
 
-    async def connect(self, *, rcvbuf: int | None = None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def connect(
+        self, *, rcvbuf: int | None = None, limit: int = 2**16
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A client connection; its reader takes at most about 2 * `limit` bytes from the socket unread."""
         sock = socket.socket()
         if rcvbuf is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         sock.setblocking(False)
         await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", self.port))
-        return await asyncio.open_connection(sock=sock)
+        return await asyncio.open_connection(sock=sock, limit=limit)
 
 
 @asynccontextmanager
 async def served(
-    config: Config, monkeypatch: pytest.MonkeyPatch, *, sndbuf: int | None = None
+    config: Config, monkeypatch: pytest.MonkeyPatch, *, sndbuf: int | None = None, high_water: int | None = None
 ) -> AsyncIterator[Served]:
     """The app for `config` over the fake targets, on Lifeline's HTTP/1.1 protocol on a loopback port."""
     monkeypatch.setattr(fakes, "FakeProvider", Scripted)
@@ -135,6 +151,7 @@ async def served(
             server_side.asgi_paths.append(
                 scope["path"] + ("?" + scope["query_string"].decode() if scope["query_string"] else "")
             )
+            server_side.asgi_clients.append((scope["client"][0], scope["scheme"]))
             await asgi(scope, receive, send)
 
         inner.app.middleware_stack = seen
@@ -143,6 +160,8 @@ async def served(
             def connection_made(self, transport: asyncio.Transport) -> None:
                 if sndbuf is not None:
                     transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+                if high_water is not None:
+                    transport.set_write_buffer_limits(high=high_water)
                 writes: list[bytes] = []
                 server_side.writes.append(writes)
                 server_side.protocols.append(self)
@@ -359,6 +378,215 @@ def test_a_client_that_does_not_read_holds_the_stream_at_the_high_water_mark(mon
     run(scenario)
 
 
+def test_a_client_that_does_not_read_holds_pipelined_whole_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whole answers wait for the client to read once the transport's buffer is full: the pipelined requests
+    behind them are not started (no upstream call, no ledger row) until it reads."""
+    count = 200
+
+    async def scenario() -> None:
+        async with served(make_config("ok"), monkeypatch, sndbuf=4096, high_water=2048) as server:
+            reader, writer = await server.connect(rcvbuf=4096, limit=1024)
+            writer.write(b"".join(post(DIRECT, CHAT) for _ in range(count)))
+            protocol = await _protocol(server)
+            await until(lambda: protocol.flow.write_paused)
+            held = len(server.inner.finishes)
+            for _ in range(500):  # turns of the loop in which an unchecked server would go on answering
+                await asyncio.sleep(0)
+            assert len(server.inner.finishes) == held < count
+            for _ in range(count):  # the client reads: every request is answered, in order
+                head, _body = await read_response(reader)
+                assert head.startswith(b"HTTP/1.1 200 ")
+            writer.close()
+            await until(lambda: len(server.inner.finishes) == count)
+
+    run(scenario)
+
+
+def test_a_refused_connection_cancels_the_routing_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The protocol refuses the connection (a bad next request) while the stream's target has not opened: the
+    router's work is cancelled then, not left to open a stream that nobody closes."""
+
+    async def scenario() -> None:
+        async with served(make_config("late"), monkeypatch) as server:
+            (provider,) = server.inner.providers.values()
+            provider.gate = asyncio.Event()  # type: ignore[attr-defined]
+            reader, writer = await server.connect()
+            writer.write(post(DIRECT, {**CHAT, "stream": True}))
+            async with asyncio.timeout(GUARD):
+                await provider.called.wait()
+            protocol = await _protocol(server)
+            writer.write(b"BOGUS / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            await until(lambda: protocol._closing)  # refused (no answer: the stream's answer comes first)
+            provider.gate.set()  # type: ignore[attr-defined]
+            await until(lambda: len(server.inner.finishes) == 1)
+            await until(lambda: server.inner.app.state.gateway.in_flight == 0)
+            assert provider.cancelled  # type: ignore[attr-defined]
+            assert server.inner.record.outcome == "client_closed"
+            async with asyncio.timeout(GUARD):
+                assert await reader.read() == b""  # the refused connection closes
+            writer.close()
+            await until(lambda: protocol._answering.task is None)  # its task has ended
+
+    run(scenario)
+
+
+def test_a_cancellation_the_work_turns_into_an_error_is_taken_back() -> None:
+    """The client's cancellation reached the work, which ended with an error of its own: the task is not left
+    cancelling (what it still does, the accounting under its timeouts, is not cut short)."""
+
+    async def scenario() -> None:
+        cycle = DirectCycle(
+            {},
+            None,
+            None,
+            [],
+            None,
+            None,
+            keep_alive=True,
+            expect_100_continue=False,
+            on_response=lambda: None,  # type: ignore[arg-type]
+        )
+        cycle.task = asyncio.current_task()
+        started = asyncio.Event()
+
+        async def work() -> None:
+            started.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                raise ValueError("the work's own ending") from None
+
+        async def leave() -> None:
+            await started.wait()
+            cycle.disconnect()
+
+        leaving = asyncio.ensure_future(leave())
+        with pytest.raises(ValueError):
+            await cycle.cancellable(work())
+        await leaving
+        assert cycle.task is not None and cycle.task.cancelling() == 0
+
+    run(scenario)
+
+
+async def _until_closed(reader: asyncio.StreamReader) -> bytes:
+    """Everything the server still sends until it closes the connection."""
+    async with asyncio.timeout(GUARD):
+        return await reader.read()
+
+
+def test_an_upgrade_request_with_a_body_is_refused_and_its_body_never_served(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parser would end an Upgrade request at its head and read its body as a next request: the request is
+    refused with a 400 envelope and the connection closed, and the smuggled request never reaches the app."""
+    smuggled = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+
+    async def scenario() -> None:
+        async with served(make_config("ok"), monkeypatch) as server:
+            for target in (DIRECT, VIA_ASGI):
+                reader, writer = await server.connect()
+                head = f"POST {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: x\r\n"
+                writer.write(f"{head}Content-Length: {len(smuggled)}\r\n\r\n".encode())
+                await writer.drain()
+                writer.write(smuggled)
+                answer, body = await read_response(reader)
+                assert answer.startswith(b"HTTP/1.1 400 ") and b"connection: close" in answer
+                assert orjson.loads(body)["error"]["code"] == "invalid_http_request"
+                assert await _until_closed(reader) == b""
+                writer.close()
+            assert server.asgi_paths == []
+            assert server.inner.finishes == []
+
+    run(scenario)
+
+
+def test_a_bodiless_upgrade_request_is_answered_and_the_connection_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario() -> None:
+        async with served(make_config("ok"), monkeypatch) as server:
+            reader, writer = await server.connect()
+            writer.write(
+                b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+                b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"
+                b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+            )
+            answer, _body = await read_response(reader)
+            assert answer.startswith(b"HTTP/1.1 200 ") and b"connection: close" in answer
+            assert await _until_closed(reader) == b""
+            writer.close()
+            assert server.asgi_paths == ["/healthz"]
+
+    run(scenario)
+
+
+class _Tracked:
+    """A stream's body iterator that notes whether it was closed (a plain object: no finalizer closes it)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.closed = False
+
+    def __aiter__(self) -> _Tracked:
+        return self
+
+    async def __anext__(self) -> Any:
+        return await self.inner.__anext__()
+
+    async def aclose(self) -> None:
+        self.closed = True
+        await self.inner.aclose()
+
+
+def _amend_streams(server: Served, monkeypatch: pytest.MonkeyPatch, header: tuple[bytes, bytes]) -> list[_Tracked]:
+    """Every stream the app answers gets `header` and a tracked body iterator (listed in what is returned)."""
+    front = server.inner.app.state.front
+    respond = front.respond
+    tracked: list[_Tracked] = []
+
+    async def amended(endpoint: Any, request: Any) -> Any:
+        response = await respond(endpoint, request)
+        if isinstance(response, StreamingResponse):
+            response.body_iterator = _Tracked(response.body_iterator)
+            tracked.append(response.body_iterator)
+            response.raw_headers.append(header)
+        return response
+
+    monkeypatch.setattr(front, "respond", amended)
+    return tracked
+
+
+@pytest.mark.parametrize(
+    "header", [(b"x-bad", b"a\r\nset-cookie: x"), (b"set-cookie: x\r\nx-bad", b"a")], ids=["value", "name"]
+)
+def test_a_stream_with_an_invalid_header_is_closed_and_answered_500(
+    header: tuple[bytes, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The header is refused before anything is written; the stream, already open upstream, is closed and
+    accounted once."""
+
+    async def scenario() -> None:
+        async with served(make_config("ok"), monkeypatch) as server:
+            tracked = _amend_streams(server, monkeypatch, header)
+            head, body = await exchange(server, post(DIRECT, {**CHAT, "stream": True}))
+            assert head.startswith(b"HTTP/1.1 500 ") and b"set-cookie" not in head + body
+            assert orjson.loads(body)["error"]["message"]
+            assert [stream.closed for stream in tracked] == [True]
+            await until(lambda: len(server.inner.finishes) == 1)
+            await until(lambda: server.inner.app.state.gateway.in_flight == 0)
+
+    run(scenario)
+
+
+def test_a_stream_goes_chunked_without_a_content_length(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario() -> None:
+        async with served(make_config("ok"), monkeypatch) as server:
+            _amend_streams(server, monkeypatch, (b"content-length", b"5"))
+            head, body = await exchange(server, post(DIRECT, {**CHAT, "stream": True}))
+            assert head.startswith(b"HTTP/1.1 200 ") and b"transfer-encoding: chunked" in head
+            assert b"content-length" not in head
+            assert unchunked(body).endswith(b"data: [DONE]\n\n")
+
+    run(scenario)
+
+
 async def _protocol(server: Served) -> Any:
     await until(lambda: bool(server.protocols))
     return server.protocols[-1]
@@ -444,3 +672,66 @@ def test_a_trusted_proxy_names_the_client_as_on_the_asgi_path() -> None:
     untrusted: dict[str, Any] = {"client": ("198.51.100.1", 5000), "scheme": "http", "headers": headers}
     forwarded(untrusted, trusted)
     assert untrusted["client"] == ("198.51.100.1", 5000) and untrusted["scheme"] == "http"
+
+
+def test_a_trusted_proxy_names_the_client_on_a_socket_as_on_the_asgi_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """uvicorn trusts 127.0.0.1 (its default `forwarded_allow_ips`), where the test connects from."""
+
+    async def scenario() -> None:
+        async with served(make_config("ok"), monkeypatch) as server:
+            front = server.inner.app.state.front
+            respond = front.respond
+            direct: list[tuple[str, str]] = []
+
+            async def recording(endpoint: Any, request: Any) -> Any:
+                direct.append((request.scope["client"][0], request.scope["scheme"]))
+                return await respond(endpoint, request)
+
+            monkeypatch.setattr(front, "respond", recording)
+            proxied = ("X-Forwarded-For: 203.0.113.7", "X-Forwarded-Proto: https")
+            for target in (DIRECT, VIA_ASGI):
+                head, _body = await exchange(server, post(target, CHAT, *proxied))
+                assert head.startswith(b"HTTP/1.1 200 ")
+            # the endpoint sees the proxy's client on both paths (the second one's through the ASGI application)
+            assert direct == [("203.0.113.7", "https")] * 2
+            assert server.asgi_clients == [("203.0.113.7", "https")] and server.asgi_paths == [VIA_ASGI]
+
+    run(scenario)
+
+
+def _with_server(config: Config, **settings: Any) -> Config:
+    return config.model_copy(update={"server": config.server.model_copy(update=settings)})
+
+
+def test_a_connection_closes_after_its_maximum_of_direct_requests(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario() -> None:
+        async with served(_with_server(make_config("ok"), max_requests_per_connection=3), monkeypatch) as server:
+            reader, writer = await server.connect()
+            for n in (1, 2, 3):
+                writer.write(post(DIRECT, CHAT))
+                head, _body = await read_response(reader)
+                assert head.startswith(b"HTTP/1.1 200 ")
+                assert (b"connection: close" in head) == (n == 3), (n, head)
+            assert await _until_closed(reader) == b""
+            writer.close()
+            assert server.asgi_paths == []
+            assert len(server.inner.finishes) == 3
+
+    run(scenario)
+
+
+def test_a_direct_request_whose_body_stops_gets_408_and_leaves_the_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario() -> None:
+        async with served(_with_server(make_config("ok"), body_timeout=0.3), monkeypatch) as server:
+            reader, writer = await server.connect()
+            writer.write(post(DIRECT, CHAT, SAME_ID)[:-10])  # the body's end never comes
+            head, body = await read_response(reader)
+            assert head.startswith(b"HTTP/1.1 408 ") and b"connection: close" in head
+            assert b"x-request-id: same-id-1" in head
+            assert orjson.loads(body)["error"]["code"] == "request_timeout"
+            assert await _until_closed(reader) == b""
+            writer.close()
+            await until(lambda: server.inner.app.state.gateway.in_flight == 0)
+            assert server.asgi_paths == [] and server.inner.finishes == []
+
+    run(scenario)

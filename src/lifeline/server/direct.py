@@ -10,7 +10,8 @@ goes through uvicorn and ASGI as before, and the answers are the same byte for b
   exchange and the app's exception handlers are the ones the ASGI path runs, through the same `Front` (request
   id, edge guard, the gateway's count, after-response work, the 500 in OpenAI's envelope).
 - A whole answer goes out as status line, headers (uvicorn's defaults: Date and the worker's header) and body
-  in one write.
+  in one write. While the transport's buffer is over its high-water mark the answer is not complete: the next
+  pipelined request (and its upstream call) waits until the client reads, as uvicorn's cycle waits.
 - A stream goes out chunked, and what it has ready is written in one write when it next waits (for the
   upstream's next read), not one write per event. A client that reads slowly stops the stream at the
   transport's high-water mark until it drains; a client that leaves cancels the stream where it waits, and
@@ -27,6 +28,7 @@ state), `body`, `more_body`, `message_event`, `disconnected`, `response_started`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
@@ -35,7 +37,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Message, Scope
 from uvicorn.protocols.http.flow_control import FlowControl
-from uvicorn.protocols.http.httptools_impl import HEADER_VALUE_RE, STATUS_LINE
+from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, STATUS_LINE
 
 from lifeline.errors import ClientClosed, ClientError
 from lifeline.logs import request_id_var
@@ -147,14 +149,14 @@ class DirectCycle:
         try:
             entered = front.enter(scope)
             if isinstance(entered, ClientError):
-                self._whole(error_response(entered))
+                await self._whole(error_response(entered))
                 return
             try:
                 response = await front.respond(self.endpoint, Request(scope, self.receive))
                 if isinstance(response, StreamingResponse):
                     await self._stream(response)
                 else:
-                    self._whole(response)
+                    await self._whole(response)
                 if response.background is not None:
                     await response.background()
             finally:
@@ -165,7 +167,7 @@ class DirectCycle:
             if self.response_started:
                 self.transport.close()
             else:
-                self._whole(internal_error())
+                await self._whole(internal_error())
 
     async def receive(self) -> Message:
         """The request's body as ASGI's `receive` gives it (what Starlette's Request reads), and
@@ -183,9 +185,10 @@ class DirectCycle:
         self.body = bytearray()
         return message
 
-    def connection_lost(self) -> None:
-        """The client has gone: the router's work or the stream stops where it waits (their own cleanup accounts
-        for them); other work learns it from `receive`, as on the ASGI path."""
+    def disconnect(self) -> None:
+        """The client has gone, or the protocol refused the connection: the router's work or the stream stops
+        where it waits, at once (their own cleanup accounts for them); other work learns it from `receive`, as
+        on the ASGI path."""
         if not self.response_complete:
             self.disconnected = True
         self.message_event.set()
@@ -194,21 +197,22 @@ class DirectCycle:
             self.task.cancel()
 
     async def cancellable(self, work: Awaitable[T]) -> T:
-        """`work`, run in this task and cancelled if the client leaves meanwhile: ClientClosed then."""
-        if not self.disconnected:
-            self._cancellable = True
-            try:
-                result = await work
-            except asyncio.CancelledError:
-                if not self._cancelled:
-                    raise
-            finally:
-                self._cancellable = False
-            if not self.disconnected:
-                return result
-        elif isinstance(work, Coroutine):
-            work.close()  # never started
-        self._forgive()
+        """`work`, run in this task and cancelled if the client leaves meanwhile: ClientClosed then. A result
+        that was ready before the cancellation reached it is returned even if the client has left, as on the ASGI
+        path, so that what holds resources (an opened stream) is closed by its owner rather than dropped."""
+        if self.disconnected:
+            if isinstance(work, Coroutine):
+                work.close()  # never started
+            raise ClientClosed("The client closed the connection.")
+        self._cancellable = True
+        try:
+            return await work
+        except asyncio.CancelledError:
+            if not self._cancelled:
+                raise
+        finally:
+            self._cancellable = False
+            self._forgive()  # whatever ended the work, the client's cancellation (if made) was delivered to it
         raise ClientClosed("The client closed the connection.")
 
     def _forgive(self) -> None:
@@ -222,15 +226,16 @@ class DirectCycle:
 
     def _head(self, status: int, headers: list[tuple[bytes, bytes]]) -> tuple[list[bytes], bool]:
         """The status line and headers, as uvicorn writes them for the same response with the middleware's
-        `x-request-id` added; and whether the body goes chunked."""
-        self.response_started = True
-        self.waiting_for_100_continue = False
+        `x-request-id` added; and whether the body goes chunked. A header name or value that would break the
+        framing (CR, LF …) is refused, as uvicorn refuses it, before anything is written."""
         head = [STATUS_LINE[status]]
         for name, value in self.default_headers:
             head += (name, b": ", value, b"\r\n")
         chunked: bool | None = None
         closing = False
         for name, value in headers:
+            if HEADER_RE.search(name):
+                raise RuntimeError("Invalid HTTP header name.")
             if HEADER_VALUE_RE.search(value):
                 raise RuntimeError("Invalid HTTP header value.")
             name = name.lower()
@@ -249,9 +254,11 @@ class DirectCycle:
             chunked = True
             head.append(b"transfer-encoding: chunked\r\n")
         head.append(b"\r\n")
+        self.response_started = True
+        self.waiting_for_100_continue = False
         return head, bool(chunked)
 
-    def _whole(self, response: Response) -> None:
+    async def _whole(self, response: Response) -> None:
         """A whole answer in one write."""
         if self.disconnected:
             return
@@ -262,17 +269,21 @@ class DirectCycle:
         else:
             head.append(body)
         self.transport.write(b"".join(head))
-        self._complete()
+        await self._complete()
 
     async def _stream(self, response: StreamingResponse) -> None:
         """A stream: each write carries what was ready when the stream last waited (the head with the first
-        events); a full transport buffer holds the stream until it drains; a client that leaves ends it."""
-        head, chunked = self._head(response.status_code, response.raw_headers)
-        self._pending = head
-        self._flush_soon()
+        events); a full transport buffer holds the stream until it drains; a client that leaves ends it. A stream
+        always goes chunked: a Content-Length header (which nothing would hold the body to) is left out."""
         chunks = response.body_iterator
-        self._cancellable = True
+        started = False
         try:
+            headers = [(name, value) for name, value in response.raw_headers if name.lower() != b"content-length"]
+            head, chunked = self._head(response.status_code, headers)
+            started = True  # iterated from here on
+            self._pending = head
+            self._flush_soon()
+            self._cancellable = True
             async for chunk in chunks:
                 if self.disconnected:
                     break
@@ -291,6 +302,8 @@ class DirectCycle:
         finally:
             self._cancellable = False
             self._forgive()
+            if not started:
+                await _start(chunks)
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
                 await aclose()  # a stream left early ends (and is accounted) here
@@ -299,7 +312,7 @@ class DirectCycle:
         if chunked:
             self._pending.append(_LAST_CHUNK)
         self._flush()
-        self._complete()
+        await self._complete()
 
     def _flush_soon(self) -> None:
         # Called back once the stream waits: everything it made meanwhile goes in one write.
@@ -314,12 +327,25 @@ class DirectCycle:
             if not self.disconnected:
                 self.transport.write(b"".join(pending))
 
-    def _complete(self) -> None:
+    async def _complete(self) -> None:
+        # A client that does not read holds the answer in the transport's buffer: the next pipelined request
+        # (and its upstream call) waits until the client has read it, as uvicorn's cycle waits.
+        if self.flow.write_paused and not self.disconnected:
+            await self.flow.drain()
         self.response_complete = True
         self.message_event.set()
         if not self.keep_alive:
             self.transport.close()
         self.on_response()
+
+
+async def _start(chunks: Any) -> None:
+    """Start a stream's body iterator that is to be closed unread (its head could not be written), dropping its
+    first event: a generator closed before it starts runs none of its code, and the relay inside it (which holds
+    the upstream stream, already open with its first events read) closes the upstream and accounts the stream
+    only once it has started."""
+    with contextlib.suppress(Exception):
+        await chunks.__anext__()
 
 
 def forwarded(scope: Scope, trusted: Any) -> None:

@@ -6,7 +6,8 @@ request's headers, a header read timeout (a silent or trickling connection is cl
 a cap on open connections (503 beyond it) and a cap on requests per keep-alive connection. What the protocol
 refuses itself is answered in OpenAI's error envelope with an `x-request-id`, as the app answers, and the
 connection then reads and drops what the client still sends for a moment before closing, so that the client
-reads the answer rather than a reset.
+reads the answer rather than a reset. The gateway upgrades to no other protocol: an Upgrade request that
+announces a body is refused (400), a bodiless one answered with `connection: close` (see on_headers_complete).
 
 A `POST` to the hot route (the app's `Front.direct`) is served by a `DirectCycle` (server/direct.py) without
 ASGI; every other request by uvicorn's cycle and the app. The limits apply to both alike.
@@ -62,7 +63,7 @@ def uvicorn_options(config: Config) -> dict[str, Any]:
     check_descriptors(config)
     return {
         "http": protocol_class(server),
-        "ws": "none",  # the gateway serves no WebSocket: an Upgrade is answered as a plain request
+        "ws": "none",  # the gateway serves no WebSocket: see LimitedHttpProtocol.on_headers_complete on Upgrade
         "timeout_keep_alive": server.keepalive_timeout,
         "log_level": "warning",
         "access_log": False,
@@ -150,7 +151,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._receiving = None
         super().connection_lost(exc)
         if self._answering is not None:
-            self._answering.connection_lost()
+            self._answering.disconnect()
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
@@ -158,7 +159,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._unset_keepalive_if_required()
         # The first bytes of a next request (or stray bytes between requests): its headers are due, and then its
         # body. The timers are set after the parser has read these bytes, and only for what is still to come:
-        # a request that arrives whole in one read (the common case) sets none.
+        # a request that arrives whole in one read (the common case) sets none; a head left unfinished by a read
+        # is timed however the read began (it may have ended the body of the request before).
         heads_due = self._head_timer is None and not self._in_head and self._receiving is None
         heads = self._heads
         was_in_head = self._in_head
@@ -176,7 +178,9 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         except httptools.HttpParserError as exc:
             self._refuse(MalformedRequest(f"The request is not valid HTTP/1.1: {exc}."))
         except httptools.HttpParserUpgrade:
-            pass  # no protocol to upgrade to: the request was dispatched as a plain one (see uvicorn_options)
+            # The bodiless Upgrade (or CONNECT) request was dispatched as a plain one and is answered with
+            # `connection: close` (on_headers_complete); what follows it is not HTTP/1.1 to this parser: dropped.
+            self._closing = True
         else:
             if was_in_head and self._in_head:
                 # One header still growing is buffered by the parser until it ends: bound it here.
@@ -186,7 +190,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                     return
             if self._closing:
                 return
-            if heads_due and self._head_timer is None and (self._in_head or self._heads == heads):
+            if self._head_timer is None and (self._in_head or (heads_due and self._heads == heads)):
+                # A head begun (in this read, or in the one that ended the body before it) is timed.
                 self._head_timer = self.loop.call_later(self.settings.header_timeout, self._head_timed_out)
             if self._receiving is not None and self._body_timer is None:
                 self._body_timer = self.loop.call_later(self.settings.body_timeout, self._body_timed_out)
@@ -213,6 +218,14 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self._proxied = True
 
     def on_headers_complete(self) -> None:
+        """Dispatch the request (directly or through uvicorn's cycle), within the limits.
+
+        The gateway upgrades to no other protocol. For a request asking to (`Connection: Upgrade` with an
+        `Upgrade` header, or CONNECT) the parser ends the message at its head, whatever body it announces, and
+        would read that body as the next request — a request smuggled past a proxy that passes Upgrade through.
+        So such a request that announces a body is refused (400, and the connection closed) before anything
+        of it is served; one without a body is answered as a plain request with `connection: close`, and what
+        the client sends after it is dropped (data_received)."""
         self._in_head = False
         self._heads += 1
         if self._head_timer is not None:
@@ -223,6 +236,11 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                 f"The gateway is serving its maximum of {self.settings.max_connections} client "
                 "connections; retry shortly.",
                 headers={"retry-after": "1"},
+            )
+        upgrade = self.parser.should_upgrade()
+        if upgrade and _announces_body(self.headers):
+            raise MalformedRequest(
+                "This server upgrades to no other protocol; an Upgrade request may not carry a body."
             )
         before = self.cycle
         front = self._front
@@ -239,7 +257,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         if self.cycle is before:
             return
         self._requests += 1
-        if self._requests >= self.settings.max_requests_per_connection:
+        if upgrade or self._requests >= self.settings.max_requests_per_connection:
             self.cycle.keep_alive = False
         self._receiving = self.cycle  # its body timer is set once the parser has read what came (data_received)
 
@@ -353,7 +371,9 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             request_id = client_request_id(self.headers or ())
         if current is None or (current is receiving and not current.response_started):
             self.transport.write(self._answer(error, request_id))
-        if current is not None:
+        if isinstance(current, DirectCycle):
+            current.disconnect()  # its work stops now, as the ASGI path's does
+        elif current is not None:
             # Whatever the app sends now goes nowhere.
             current.disconnected = True
             current.message_event.set()
@@ -387,3 +407,10 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._head_timer = self._body_timer = None
         self.flow.resume_reading()
         self._linger_timer = self.loop.call_later(LINGER, self.transport.close)
+
+
+def _announces_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip().lstrip(b"0") != b""):
+            return True
+    return False
