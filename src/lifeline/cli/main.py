@@ -125,7 +125,7 @@ def serve(
         return
     try:
         # The file is read again on SIGHUP or POST /admin/reload.
-        application = create_app(cfg, config_path=config_path(config))
+        application = create_app(cfg, config_path=config_path(config), freeze=True)
     except Exception as exc:  # a model that cannot be resolved, a bad target: one line, no trace
         sock.close()
         typer.echo(f"error: {exc}", err=True)

@@ -41,6 +41,7 @@ from lifeline.server.routes.embeddings import embeddings
 from lifeline.server.routes.info import get_model, healthz, list_models, metrics, readyz
 from lifeline.server.routes.messages import count_tokens, messages
 from lifeline.server.routes.responses import create_response, delete_response, get_response, list_input_items
+from lifeline.server.serving import freeze_startup_objects
 from lifeline.server.worker_state import StateLink
 
 log = logging.getLogger("lifeline.server")
@@ -53,10 +54,12 @@ def create_app(
     config_path: str | Path | None = None,
     span_exporter: Any = None,
     link: StateLink | None = None,
+    freeze: bool = False,
 ) -> Starlette:
     """`config_path`: the file `config` was read from, for reloads (SIGHUP, POST /admin/reload);
     `span_exporter`: an OpenTelemetry SpanExporter to use instead of OTLP (tests); `link`: a worker's link to
-    its supervisor (`serve --workers N`, server/workers.py)."""
+    its supervisor (`serve --workers N`, server/workers.py); `freeze`: once started, leave the objects of
+    starting to the collector's permanent generation (`lifeline serve` and its workers; server/serving.py)."""
     gateway = Gateway.build(config, registry, span_exporter=span_exporter, link=link)
 
     @asynccontextmanager
@@ -64,8 +67,10 @@ def create_app(
         reloader: Reloader = app.state.reloader
         if link is not None:
             await link.start()  # before the gateway: it starts knowing the circuits the other workers opened
-        await gateway.start()
+        await app.state.gateway.start()  # not create_app's local: a reload must be able to free that gateway
         uninstall = reloader.install_sighup()
+        if freeze:
+            freeze_startup_objects()
         if link is not None:
             link.ready()
         try:
@@ -137,4 +142,5 @@ def create_app(
         link.on_override = override
     app.state.console = Console()
     app.state.reloader = Reloader(app, Path(config_path) if config_path is not None else None, registry)
+    app.state.reloader.freeze = freeze
     return app

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import threading
@@ -35,6 +36,7 @@ from lifeline.errors import ConfigError, LifelineError, NothingToReload, ReloadF
 from lifeline.providers.registry import ProviderRegistry
 from lifeline.server.engine_host import engine_keys
 from lifeline.server.gateway import Gateway
+from lifeline.server.serving import freeze_startup_objects
 from lifeline.server.worker_state import StateLink
 
 log = logging.getLogger("lifeline.server")
@@ -153,6 +155,9 @@ class Reloader:
         #: replaced gateways still finishing requests, with the task that closes each
         self._retiring: dict[Gateway, asyncio.Task[None]] = {}
         self._signalled: set[asyncio.Task[None]] = set()
+        #: the objects of starting were frozen (server/serving.py `freeze_startup_objects`): freeze again once
+        #: a replaced gateway has closed, not at the swap, when it would be frozen with the new one for good
+        self.freeze = False
 
     async def reload(self) -> Reloaded:
         path = self.config_path
@@ -235,6 +240,9 @@ class Reloader:
         task = asyncio.create_task(self._close_when_idle(old), name="lifeline-retire-gateway")
         self._retiring[old] = task
         task.add_done_callback(lambda _: self._retiring.pop(old, None))
+        if self.freeze:
+            # once the task and its callbacks have let go of `old` (the next turn of the loop)
+            task.add_done_callback(lambda _: asyncio.get_running_loop().call_soon(refreeze))
 
     async def _close_when_idle(self, old: Gateway) -> None:
         since, running = time.monotonic(), old.in_flight
@@ -289,6 +297,13 @@ class Reloader:
         # reload() has logged the outcome either way; nobody is waiting for an answer
         with contextlib.suppress(LifelineError):
             await self.reload()
+
+
+def refreeze() -> None:
+    """The startup freeze, again after a reload: the permanent generation back to the collector, whose full
+    collection frees what the replaced gateway left in reference cycles, then the survivors frozen again."""
+    gc.unfreeze()
+    freeze_startup_objects()
 
 
 def _brief(exc: BaseException) -> str:

@@ -23,6 +23,7 @@ and tests/server/test_direct.py pin the behaviour on real sockets.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import resource
 from typing import Any, ClassVar
@@ -71,6 +72,17 @@ def uvicorn_options(config: Config) -> dict[str, Any]:
         # per response). Date stays: HTTP asks an origin server with a clock to send it.
         "server_header": False,
     }
+
+
+def freeze_startup_objects() -> None:
+    """Once the gateway has started (config, models, the app, routes, imported modules, the embedded model):
+    collect the garbage of starting, then move every object still alive to the collector's permanent
+    generation, which no later collection walks again. Without it each full collection, triggered by the
+    ordinary allocations of serving, walked all of them while every stream waited (bench/sections/13-gc.md).
+    After a reload, done again only once the replaced gateway has closed (server/reload.py `refreeze`): at
+    the swap it is still alive for the requests running on it, and would be frozen with the new one for good."""
+    gc.collect()
+    gc.freeze()
 
 
 def protocol_class(settings: ServerSettings) -> type[LimitedHttpProtocol]:

@@ -360,7 +360,7 @@ def run_worker(
         config = _current_config(config, config_path)
     link = StateLink(state_path, number)
     try:
-        application = create_app(config, config_path=config_path, link=link)
+        application = create_app(config, config_path=config_path, link=link, freeze=True)
     except Exception as exc:  # a model that cannot be resolved, a bad target: one line, no trace
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
