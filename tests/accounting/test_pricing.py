@@ -21,8 +21,12 @@ def test_config_price_wins_over_the_table_and_unknown_models_cost_nothing() -> N
         {
             "targets": {
                 "table": {"kind": "openai", "base_url": "http://x/v1", "model": "gpt-4o-mini"},
-                "own": {"kind": "openai", "base_url": "http://x/v1", "model": "gpt-4o-mini",
-                        "price": {"input": 1, "output": 2}},
+                "own": {
+                    "kind": "openai",
+                    "base_url": "http://x/v1",
+                    "model": "gpt-4o-mini",
+                    "price": {"input": 1, "output": 2},
+                },
                 "unknown": {"kind": "openai", "base_url": "http://x/v1", "model": "my-finetune"},
                 "hosted-path": {"kind": "openai", "base_url": "http://x/v1", "model": "deepseek-ai/deepseek-chat"},
                 "local": {"kind": "llamacpp"},
