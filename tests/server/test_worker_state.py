@@ -17,7 +17,7 @@ from lifeline.config.schema import CircuitPolicy
 from lifeline.errors import BudgetExceeded, LimitBackendUnavailable, RateLimitExceeded, UpstreamCutOff
 from lifeline.routing.health import Health, State
 from lifeline.server.gateway import Gateway
-from lifeline.server.worker_state import LinkedCircuits, LinkedLimits, StateLink, StateService
+from lifeline.server.worker_state import LinkedCircuits, LinkedLimits, StateLink, StateService, _frame, _Frames
 
 
 @asynccontextmanager
@@ -229,3 +229,91 @@ async def spent_becomes(state: StateService, expected: tuple[int, int]) -> None:
             return
         await asyncio.sleep(0.005)
     assert await state.limits.spent("k", "day") == expected
+
+
+def frames_of(*messages: dict[str, object]) -> bytes:
+    return b"".join(_frame(dict(message)) for message in messages)
+
+
+def test_frames_arriving_together_or_cut_anywhere_split_into_the_same_messages() -> None:
+    messages = [{"op": "admit", "key": "k", "id": 1}, {"op": "settle", "n": "é" * 40}, {}, {"op": "x", "id": 2}]
+    wire = frames_of(*messages)
+    assert _Frames().feed(wire) == messages  # every frame of one read
+    for cut in range(len(wire) + 1):  # one frame across two reads, at every byte
+        frames = _Frames()
+        got = frames.feed(wire[:cut])
+        got += frames.feed(wire[cut:])
+        assert got == messages and not frames.partial, cut
+    frames = _Frames()
+    got = [message for byte in range(len(wire)) for message in frames.feed(wire[byte : byte + 1])]
+    assert got == messages
+    assert _Frames().feed(wire[:-1]) == messages[:-1]
+    cut_off = _Frames()
+    cut_off.feed(wire[:5])
+    assert cut_off.partial
+
+
+def test_what_a_worker_sends_in_one_turn_leaves_in_one_write_in_order(tmp_path: Path) -> None:
+    asyncio.run(_what_a_worker_sends_in_one_turn_leaves_in_one_write_in_order(tmp_path))
+
+
+async def _what_a_worker_sends_in_one_turn_leaves_in_one_write_in_order(tmp_path: Path) -> None:
+    async with service(tmp_path) as state, link(state, 1) as a, link(state, 2) as b:
+        writes: list[bytes] = []
+        assert a._writer is not None
+        write = a._writer.write
+
+        def counted(data: bytes) -> None:
+            writes.append(bytes(data))
+            write(data)
+
+        a._writer.write = counted  # type: ignore[method-assign]
+        one, two = LinkedLimits(a), LinkedLimits(b)
+        # eight admits started in one turn: one write; exactly three admitted across both workers
+        results = await asyncio.gather(
+            *(one.admit("k", rpm=3, tpm=None, tokens_estimate=0) for _ in range(8)), return_exceptions=True
+        )
+        assert len(writes) == 1 and len(_Frames().feed(writes[0])) == 8
+        admitted = [result for result in results if not isinstance(result, BaseException)]
+        assert len(admitted) == 3
+        assert all(isinstance(result, RateLimitExceeded) for result in results if result not in admitted)
+        with pytest.raises(RateLimitExceeded):
+            await two.admit("k", rpm=3, tpm=None, tokens_estimate=0)
+        # a withdraw and the admit after it in the same turn: one write, and the withdraw lands first
+        writes.clear()
+        await one.withdraw(admitted[0])
+        again = one.admit("k", rpm=3, tpm=None, tokens_estimate=0)
+        assert (await again).in_requests
+        assert [message["op"] for message in _Frames().feed(b"".join(writes))] == ["withdraw", "admit"]
+        assert len(writes) == 1
+        # tokens settled in the turn of the next admit: the settle is counted before that admit
+        entry = await one.admit("t", rpm=None, tpm=100, tokens_estimate=90)
+        writes.clear()
+        await one.settle_tokens(entry, 10)
+        assert (await one.admit("t", rpm=None, tpm=100, tokens_estimate=90)).tokens == 90
+        assert len(writes) == 1
+
+
+def test_a_worker_dying_mid_batch_counts_its_whole_frames_and_drops_the_cut_one(tmp_path: Path) -> None:
+    asyncio.run(_a_worker_dying_mid_batch_counts_its_whole_frames_and_drops_the_cut_one(tmp_path))
+
+
+async def _a_worker_dying_mid_batch_counts_its_whole_frames_and_drops_the_cut_one(tmp_path: Path) -> None:
+    async with service(tmp_path) as state, link(state, 2) as live:
+        reader, writer = await asyncio.open_unix_connection(state.path)
+        reserve = {"op": "reserve", "key": "k", "limit": 100, "period": "day", "amount": 30, "seed": 0}
+        writer.write(frames_of({"op": "hello", "worker": 1, "id": 1}, {**reserve, "id": 2}))
+        answers: list[dict[str, object]] = []
+        frames = _Frames()
+        while len(answers) < 2:
+            answers += frames.feed(await reader.read(65536))
+        reservation_id, period_id = answers[1]["ok"]  # type: ignore[misc]
+        assert await state.limits.spent("k", "day") == (0, 30)
+        settle = {"op": "settle", "reservation": ["k", period_id, 30, reservation_id], "actual": 10}
+        batch = frames_of({"op": "admit", "key": "r", "rpm": 1, "tpm": None, "estimate": 0}, settle)
+        writer.write(batch[:-3])  # dies in the middle of its settle's frame
+        await writer.drain()
+        writer.transport.abort()
+        await spent_becomes(state, (0, 0))  # the cut settle did not count; the hold was released with the link
+        with pytest.raises(RateLimitExceeded):  # the whole admit before it did
+            await LinkedLimits(live).admit("r", rpm=1, tpm=None, tokens_estimate=0)

@@ -12,7 +12,10 @@ stands aside whenever `accounting.redis_url` is set: then Redis is shared by eve
 
 The wire is a frame per message: a 4-byte big-endian length and an orjson object. A request carrying an
 "id" is answered with that id; everything else (settling tokens and money, announcing an open) is one-way,
-and ordered on the one connection, so a settle always lands after the admit it settles. Each worker talks
+and ordered on the one connection, so a settle always lands after the admit it settles. Each side queues the
+frames it sends during one turn of its event loop and writes them at the end of the turn as one write (one
+system call for every admit, settle and answer of that turn, in their order), and reads whatever has arrived
+at once, splitting it into frames (`_Frames`) rather than reading each frame's length and body apart. Each worker talks
 over one connection, so what a request costs is one round trip on a Unix socket for each check that admits
 (only keys with rpm/tpm or a budget pay it): bench/workers_state.py measures it. The budget reservations a
 worker holds are kept per connection: when a worker's link closes (it exited, or was killed outright), what it
@@ -62,10 +65,59 @@ def _frame(message: dict[str, Any]) -> bytes:
     return _LENGTH.pack(len(body)) + body
 
 
-async def _read(reader: asyncio.StreamReader) -> dict[str, Any]:
-    (size,) = _LENGTH.unpack(await reader.readexactly(_LENGTH.size))
-    message: dict[str, Any] = orjson.loads(await reader.readexactly(size))
-    return message
+#: how much one read takes from the socket at most (every whole frame in it is handled before the next read)
+READ_CHUNK = 256 * 1024
+
+
+class _Frames:
+    """Splits what arrives on a link into messages: any number of frames per read, a frame across reads."""
+
+    __slots__ = ("_rest",)
+
+    def __init__(self) -> None:
+        #: the start of a frame not yet complete
+        self._rest = b""
+
+    @property
+    def partial(self) -> bool:
+        return bool(self._rest)
+
+    def feed(self, data: bytes) -> list[dict[str, Any]]:
+        if self._rest:
+            data = self._rest + data
+        messages: list[dict[str, Any]] = []
+        start, end = 0, len(data)
+        unpack = _LENGTH.unpack_from
+        while end - start >= 4:
+            (size,) = unpack(data, start)
+            body = start + 4
+            if end - body < size:
+                break
+            messages.append(orjson.loads(data[body : body + size]))
+            start = body + size
+        self._rest = data[start:] if start < end else b""
+        return messages
+
+
+class _Outbox:
+    """The frames one side sends during a turn of the event loop, written as one at the end of the turn."""
+
+    __slots__ = ("_frames", "_loop", "_writer")
+
+    def __init__(self, writer: asyncio.StreamWriter, loop: asyncio.AbstractEventLoop) -> None:
+        self._writer = writer
+        self._loop = loop
+        self._frames: list[bytes] = []
+
+    def put(self, message: dict[str, Any]) -> None:
+        if not self._frames:
+            self._loop.call_soon(self.flush)
+        self._frames.append(_frame(message))
+
+    def flush(self) -> None:
+        frames, self._frames = self._frames, []
+        if frames and not self._writer.is_closing():
+            self._writer.write(frames[0] if len(frames) == 1 else b"".join(frames))
 
 
 # --- the supervisor's side -------------------------------------------------------------------------
@@ -74,13 +126,18 @@ async def _read(reader: asyncio.StreamReader) -> dict[str, Any]:
 class _Peer:
     def __init__(self, writer: asyncio.StreamWriter) -> None:
         self.writer = writer
+        self.outbox = _Outbox(writer, asyncio.get_running_loop())
         self.worker: int | None = None
         #: budget reservations this worker holds (not yet settled or released): id -> the reservation
         self.held: dict[str, Reservation] = {}
 
     def send(self, message: dict[str, Any]) -> None:
         if not self.writer.is_closing():
-            self.writer.write(_frame(message))
+            self.outbox.put(message)
+
+    def close(self) -> None:
+        self.outbox.flush()
+        self.writer.close()
 
 
 class StateService:
@@ -125,7 +182,7 @@ class StateService:
         if self._server is not None:
             self._server.close()
         for peer in list(self._peers):
-            peer.writer.close()
+            peer.close()
         for task in list(self._handlers):
             task.cancel()
         await asyncio.gather(*self._handlers, return_exceptions=True)
@@ -139,20 +196,24 @@ class StateService:
             self._handlers.add(task)
         peer = _Peer(writer)
         self._peers.add(peer)
+        frames = _Frames()
         try:
-            while True:
-                message = await _read(reader)
-                reply = await self._handle(peer, message)
-                if reply is not None:
-                    reply["id"] = message["id"]
-                    peer.send(reply)
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            # Every whole frame that has arrived is handled in order, its answer queued (peer.send): the answers
+            # of one read leave together at the end of the turn. A frame cut off by the link closing (a worker
+            # killed mid-write) is dropped; the ones before it count.
+            while data := await reader.read(READ_CHUNK):
+                for message in frames.feed(data):
+                    reply = await self._handle(peer, message)
+                    if reply is not None:
+                        reply["id"] = message["id"]
+                        peer.send(reply)
+        except (ConnectionError, asyncio.CancelledError):
             pass
         except Exception:  # a malformed frame: that worker's link is closed, the others go on
             log.exception("worker state: a message could not be handled")
         finally:
             self._peers.discard(peer)
-            writer.close()
+            peer.close()
             await self._forget(peer)
             if task is not None:
                 self._handlers.discard(task)
@@ -353,6 +414,7 @@ class StateLink:
         #: applies an operator's override made on another worker (set by create_app)
         self.on_override: Callable[[str, dict[str, Any]], None] | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._outbox: _Outbox | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._ids = itertools.count(1)
@@ -363,6 +425,7 @@ class StateLink:
 
     async def start(self) -> None:
         reader, self._writer = await asyncio.open_unix_connection(self.path)
+        self._outbox = _Outbox(self._writer, asyncio.get_running_loop())
         self._reader_task = asyncio.create_task(self._read_forever(reader), name="lifeline-worker-state")
         await self.call({"op": "hello", "worker": self.worker})
 
@@ -370,6 +433,8 @@ class StateLink:
         self.send({"op": "ready"})
 
     async def close(self) -> None:
+        if self._outbox is not None:
+            self._outbox.flush()  # what was sent this turn (a last settle) still goes
         if self._writer is not None:
             self._writer.close()
         if self._reader_task is not None:
@@ -381,20 +446,20 @@ class StateLink:
         """One way; False when the supervisor cannot be reached."""
         if not self.connected:
             return False
-        assert self._writer is not None
-        self._writer.write(_frame(message))
+        assert self._outbox is not None
+        self._outbox.put(message)
         return True
 
     async def call(self, message: dict[str, Any]) -> dict[str, Any]:
         """Send and wait for the answer; ConnectionError when the supervisor cannot be reached."""
         if not self.connected:
             raise ConnectionResetError("the supervisor cannot be reached")
-        assert self._writer is not None
+        assert self._outbox is not None
         request_id = next(self._ids)
         answer: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = answer
         message["id"] = request_id
-        self._writer.write(_frame(message))
+        self._outbox.put(message)
         try:
             return await answer
         finally:
@@ -406,19 +471,22 @@ class StateLink:
         return await self.call({"op": "engine", "targets": targets})
 
     async def _read_forever(self, reader: asyncio.StreamReader) -> None:
+        frames = _Frames()
+        pending = self._pending
         try:
-            while True:
-                message = await _read(reader)
-                request_id = message.get("id")
-                if request_id is not None:
-                    answer = self._pending.get(request_id)
-                    if answer is not None and not answer.done():
-                        answer.set_result(message)
-                else:
-                    self._event(message)
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError) as exc:
-            if not isinstance(exc, asyncio.IncompleteReadError) or exc.partial:
-                log.warning("the link to the supervisor broke: %s", type(exc).__name__)
+            while data := await reader.read(READ_CHUNK):
+                for message in frames.feed(data):
+                    request_id = message.get("id")
+                    if request_id is not None:
+                        answer = pending.get(request_id)
+                        if answer is not None and not answer.done():
+                            answer.set_result(message)
+                    else:
+                        self._event(message)
+            if frames.partial:
+                log.warning("the link to the supervisor broke: %s", "a frame was cut off")
+        except (ConnectionError, ValueError) as exc:
+            log.warning("the link to the supervisor broke: %s", type(exc).__name__)
         finally:
             if self._writer is not None:
                 self._writer.close()
