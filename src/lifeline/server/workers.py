@@ -38,6 +38,7 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -111,8 +112,11 @@ class Supervisor:
         self._engine_lock: asyncio.Lock | None = None
 
     def run(self) -> int:
-        """Serve until SIGTERM or SIGINT; the process's exit code."""
-        return asyncio.run(self._main())
+        """Serve until SIGTERM or SIGINT; the process's exit code. On uvloop when it is installed, as the
+        workers are (uvicorn's default): the state service's wake-ups and writes are the supervisor's cost
+        per request (bench/sections/13-workers-state.md)."""
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            return runner.run(self._main())
 
     async def _main(self) -> int:
         self._stopping = asyncio.Event()
@@ -422,3 +426,12 @@ class _WorkerServer(uvicorn.Server):
             log.warning("the supervisor is gone; this worker stops")
             self.should_exit = True
         return bool(await super().on_tick(counter))
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop when it is installed (uvicorn[standard] brings it), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
