@@ -65,6 +65,7 @@ class DirectCycle:
         "_cancelled",
         "_flush_scheduled",
         "_pending",
+        "_read",
         "body",
         "default_headers",
         "disconnected",
@@ -110,6 +111,7 @@ class DirectCycle:
         self.waiting_for_100_continue = expect_100_continue
         self.body = bytearray()
         self.more_body = True
+        self._read = False  # `receive` has handed something over
         self.response_started = False
         self.response_complete = False
         self.request_id = b""
@@ -169,9 +171,23 @@ class DirectCycle:
             else:
                 await self._whole(internal_error())
 
+    def arrived_body(self) -> bytes | None:
+        """The whole body, taken at once, if it has all arrived and `receive` would hand it over in one message
+        without waiting (nothing read before, no 100 Continue owed, the client still here); else None."""
+        if self.more_body or self._read or self.waiting_for_100_continue or self.disconnected:
+            return None
+        if self.response_complete:
+            return None
+        self._read = True
+        self.flow.resume_reading()  # as `receive` does: a large body may have paused reading
+        self.message_event.clear()
+        body, self.body = bytes(self.body), bytearray()
+        return body
+
     async def receive(self) -> Message:
         """The request's body as ASGI's `receive` gives it (what Starlette's Request reads), and
         `http.disconnect` once the client has gone (or the protocol refused the request)."""
+        self._read = True
         if self.waiting_for_100_continue and not self.transport.is_closing():
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             self.waiting_for_100_continue = False
