@@ -213,6 +213,21 @@ async def exchange(server: Served, request: bytes) -> tuple[bytes, bytes]:
         writer.close()
 
 
+async def after_continue(server: Served, request: bytes) -> tuple[bytes, bytes]:
+    """`request` (with `Expect: 100-continue`) sent as a client sends it: the head, then the body once the
+    interim answer has come; the answer after it."""
+    reader, writer = await server.connect()
+    head_part, _, body = request.partition(b"\r\n\r\n")
+    writer.write(head_part + b"\r\n\r\n")
+    try:
+        async with asyncio.timeout(GUARD):
+            assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(body)
+        return await read_response(reader)
+    finally:
+        writer.close()
+
+
 def unchunked(body: bytes) -> bytes:
     out, rest = b"", body
     while rest:
@@ -638,14 +653,7 @@ def test_http_1_0_connection_close_expect_continue_and_a_large_body_as_on_the_as
             writer.close()
             seen.append(head + body)
         # Expect: 100-continue: the interim answer once the body is read, then the answer
-        reader, writer = await server.connect()
-        head_part, _, body = post(target, CHAT, SAME_ID, "Expect: 100-continue").partition(b"\r\n\r\n")
-        writer.write(head_part + b"\r\n\r\n")
-        async with asyncio.timeout(GUARD):
-            assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
-        writer.write(body)
-        head, answer = await read_response(reader)
-        writer.close()
+        head, answer = await after_continue(server, post(target, CHAT, SAME_ID, "Expect: 100-continue"))
         return [*seen, head + answer]
 
     async def scenario() -> None:
@@ -763,14 +771,8 @@ def test_a_body_that_has_all_arrived_is_taken_whole_under_the_same_limit(monkeyp
             assert head.startswith(b"HTTP/1.1 200 ") and orjson.loads(body)["choices"]
             assert received == []
 
-            reader, writer = await server.connect()  # the body only after the interim answer: read as it comes
-            head_part, _, rest = post(DIRECT, CHAT, "Expect: 100-continue").partition(b"\r\n\r\n")
-            writer.write(head_part + b"\r\n\r\n")
-            async with asyncio.timeout(GUARD):
-                assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
-            writer.write(rest)
-            head, body = await read_response(reader)
-            writer.close()
+            # the body only after the interim answer: read as it comes
+            head, body = await after_continue(server, post(DIRECT, CHAT, "Expect: 100-continue"))
             assert head.startswith(b"HTTP/1.1 200 ") and orjson.loads(body)["choices"]
             assert received != []
 

@@ -9,6 +9,8 @@ goes through uvicorn and ASGI as before, and the answers are the same byte for b
 - The request is a Starlette `Request` over the cycle's scope and `receive` — a thin view — so the route, the
   exchange and the app's exception handlers are the ones the ASGI path runs, through the same `Front` (request
   id, edge guard, the gateway's count, after-response work, the 500 in OpenAI's envelope).
+  A body that has all arrived by the time the route reads it is taken at once (`arrived_body`, through
+  server/body.py's `read_body`, under the same limit), without the request stream or a timeout.
 - A whole answer goes out as status line, headers (uvicorn's defaults: Date and the worker's header) and body
   in one write. While the transport's buffer is over its high-water mark the answer is not complete: the next
   pipelined request (and its upstream call) waits until the client reads, as uvicorn's cycle waits.
