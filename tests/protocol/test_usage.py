@@ -3,6 +3,8 @@ characters a token, plus message framing), and the upper bound that budgets and 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from lifeline.errors import InvalidRequest
@@ -15,6 +17,7 @@ from lifeline.protocol.usage import (
     TOOLS_ALLOWANCE,
     delta_chars,
     estimate_usage,
+    reply_usage,
     reservation_prompt_tokens,
 )
 
@@ -69,6 +72,27 @@ def test_delta_chars_of_empty_or_odd_events() -> None:
     assert delta_chars({"choices": []}) == 0
     assert delta_chars({"choices": ["x", {"delta": None}, {"delta": {"content": None}}]}) == 0
     assert delta_chars({"choices": [], "usage": {"prompt_tokens": 1}}) == 0
+
+
+class _Uncountable(list[object]):
+    """Choices that fail when walked: counting a reply's characters with them raises."""
+
+    def __iter__(self) -> Iterator[object]:
+        raise AssertionError("the reply's characters were counted")
+
+
+def test_reply_usage_takes_reported_usage_without_counting_the_reply() -> None:
+    body = {"messages": [{"role": "user", "content": "hi"}]}
+    reported = {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+    assert reply_usage(body, reported, {"choices": _Uncountable([1])}) == (reported, False)
+    with pytest.raises(AssertionError):
+        reply_usage(body, None, {"choices": _Uncountable([1])})
+
+
+def test_reply_usage_estimates_from_the_reply_when_none_reported() -> None:
+    body = {"messages": [{"role": "user", "content": "hi"}]}
+    reply = {"choices": [{"message": {"role": "assistant", "content": "abcdefghi"}}]}
+    assert reply_usage(body, None, reply) == (estimate_usage(body, 9), True)
 
 
 def test_estimate_survives_a_text_part_without_text() -> None:

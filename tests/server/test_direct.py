@@ -213,6 +213,21 @@ async def exchange(server: Served, request: bytes) -> tuple[bytes, bytes]:
         writer.close()
 
 
+async def after_continue(server: Served, request: bytes) -> tuple[bytes, bytes]:
+    """`request` (with `Expect: 100-continue`) sent as a client sends it: the head, then the body once the
+    interim answer has come; the answer after it."""
+    reader, writer = await server.connect()
+    head_part, _, body = request.partition(b"\r\n\r\n")
+    writer.write(head_part + b"\r\n\r\n")
+    try:
+        async with asyncio.timeout(GUARD):
+            assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(body)
+        return await read_response(reader)
+    finally:
+        writer.close()
+
+
 def unchunked(body: bytes) -> bytes:
     out, rest = b"", body
     while rest:
@@ -638,14 +653,7 @@ def test_http_1_0_connection_close_expect_continue_and_a_large_body_as_on_the_as
             writer.close()
             seen.append(head + body)
         # Expect: 100-continue: the interim answer once the body is read, then the answer
-        reader, writer = await server.connect()
-        head_part, _, body = post(target, CHAT, SAME_ID, "Expect: 100-continue").partition(b"\r\n\r\n")
-        writer.write(head_part + b"\r\n\r\n")
-        async with asyncio.timeout(GUARD):
-            assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
-        writer.write(body)
-        head, answer = await read_response(reader)
-        writer.close()
+        head, answer = await after_continue(server, post(target, CHAT, SAME_ID, "Expect: 100-continue"))
         return [*seen, head + answer]
 
     async def scenario() -> None:
@@ -733,5 +741,45 @@ def test_a_direct_request_whose_body_stops_gets_408_and_leaves_the_count(monkeyp
             writer.close()
             await until(lambda: server.inner.app.state.gateway.in_flight == 0)
             assert server.asgi_paths == [] and server.inner.finishes == []
+
+    run(scenario)
+
+
+def test_a_body_that_has_all_arrived_is_taken_whole_under_the_same_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A body already whole when the route reads it is taken without `receive` (nothing to wait for); one still
+    coming is read through it; either way the limit and its 413 are those of the ASGI path."""
+    received: list[int] = []
+    plain_receive = DirectCycle.receive
+
+    async def counted(self: DirectCycle) -> Any:
+        received.append(1)
+        return await plain_receive(self)
+
+    monkeypatch.setattr(DirectCycle, "receive", counted)
+    limit = len(orjson.dumps(CHAT)) + 16
+    data = orjson.dumps({**CHAT, "user": "x" * 64})  # over the limit
+    chunked = (
+        b"Host: 127.0.0.1\r\nx-request-id: same-id-1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + f"{len(data):x}\r\n".encode()
+        + data
+        + b"\r\n0\r\n\r\n"
+    )
+
+    async def scenario() -> None:
+        async with served(_with_server(make_config("ok"), max_body_bytes=limit), monkeypatch) as server:
+            head, body = await exchange(server, post(DIRECT, CHAT))  # sent in one write: all here when read
+            assert head.startswith(b"HTTP/1.1 200 ") and orjson.loads(body)["choices"]
+            assert received == []
+
+            # the body only after the interim answer: read as it comes
+            head, body = await after_continue(server, post(DIRECT, CHAT, "Expect: 100-continue"))
+            assert head.startswith(b"HTTP/1.1 200 ") and orjson.loads(body)["choices"]
+            assert received != []
+
+            # no content-length: the whole body, over the limit, is refused as the ASGI path refuses it
+            direct = await exchange(server, b"POST " + DIRECT.encode() + b" HTTP/1.1\r\n" + chunked)
+            via_asgi = await exchange(server, b"POST " + VIA_ASGI.encode() + b" HTTP/1.1\r\n" + chunked)
+            assert direct[0].startswith(b"HTTP/1.1 413 ")
+            assert direct == via_asgi
 
     run(scenario)

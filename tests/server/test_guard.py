@@ -10,9 +10,12 @@ from typing import Any
 import httpx
 import pytest
 
+import lifeline.server.guard as guard
 from lifeline.config import Config, ConfigError, parse_config
+from lifeline.config.schema import ServerSettings
+from lifeline.errors import AdminDisabled
 from lifeline.server.app import create_app
-from lifeline.server.guard import HostPolicy, is_loopback
+from lifeline.server.guard import EdgeGuard, HostPolicy, is_loopback
 from lifeline.server.reload import keep_fixed_settings
 
 #: nothing listens there; no request in this module reaches a target
@@ -93,6 +96,35 @@ def test_host_policy(bind: str, allowed: list[str], host: str, answered: bool) -
 def test_a_missing_host_header_is_answered() -> None:
     """HTTP/1.0 clients may send none; a browser always does."""
     assert HostPolicy("127.0.0.1", []).allows(None)
+
+
+def test_a_host_verdict_is_remembered_for_a_bounded_number_of_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    parsed: list[str] = []
+    plain = guard.split_authority
+
+    def counted(authority: str) -> tuple[str, int | None] | None:
+        parsed.append(authority)
+        return plain(authority)
+
+    monkeypatch.setattr(guard, "split_authority", counted)
+    policy = HostPolicy("127.0.0.1", ["gw.example"])
+    for _ in range(3):
+        assert policy.allows("gw.example:4000") and policy.allows("127.0.0.1:4000")
+        assert not policy.allows("evil.example")
+    assert parsed == ["gw.example:4000", "127.0.0.1:4000", "evil.example"]
+    names = [f"evil{n}.example" for n in range(1000)]
+    assert not any(policy.allows(name) for name in names)
+    parsed.clear()
+    assert not policy.allows(names[-1]) and policy.allows("gw.example:4000")
+    assert parsed == [names[-1]]  # past the bound, a name is judged afresh each time, the same way
+
+
+@pytest.mark.parametrize(("path", "admin"), [("/admin", True), ("/admin/keys", True), ("/administrator", False)])
+def test_the_guard_knows_the_admin_paths(path: str, admin: bool) -> None:
+    settings = ServerSettings(host="0.0.0.0")
+    scope = {"path": path, "method": "GET", "headers": [(b"host", b"10.0.0.1:4000")]}
+    refusal = EdgeGuard().check(scope, settings, has_master_key=False)
+    assert isinstance(refusal, AdminDisabled) is admin and (refusal is None) is not admin
 
 
 def test_allowed_hosts_entries_are_checked_at_load() -> None:

@@ -31,7 +31,7 @@ from lifeline.eval.checks import content, has_answer
 from lifeline.eval.items import Item
 from lifeline.eval.judge import JUDGE_PROMPT_VERSION, ORDERS, judge_body, parse_verdict, render_answer
 from lifeline.jobs import CostGate, Watcher, int_or_none, job_gateway, now_iso, post_chat, run_jobs
-from lifeline.protocol.usage import answer_usage, delta_chars, reservation_prompt_tokens
+from lifeline.protocol.usage import reply_usage, reservation_prompt_tokens
 
 CAPTURED = "captured"
 PIN_PREFIX = "eval:"
@@ -517,7 +517,7 @@ def _answer_job(caller: Caller, item: Item, role: str, contender: Contender, bod
         answer.ttft_ms = reply.ttft_ms
         answer.response, answer.error = reply.response, reply.error
         if reply.response is not None:
-            usage, _ = answer_usage(body, reply.response.get("usage"), delta_chars(reply.response))
+            usage, _ = reply_usage(body, reply.response.get("usage"), reply.response)
             answer.prompt_tokens = int_or_none(usage.get("prompt_tokens"))
             answer.completion_tokens = int_or_none(usage.get("completion_tokens"))
             cost = caller.prices.cost(reply.target, answer.prompt_tokens or 0, answer.completion_tokens or 0)
@@ -540,7 +540,7 @@ def judge_job(
         if reply.response is not None:
             record.text = content(reply.response)
             record.verdict = parse(record.text)
-            usage, _ = answer_usage(body, reply.response.get("usage"), delta_chars(reply.response))
+            usage, _ = reply_usage(body, reply.response.get("usage"), reply.response)
             tokens = (int_or_none(usage.get("prompt_tokens")) or 0, int_or_none(usage.get("completion_tokens")) or 0)
             record.cost_usd = caller.prices.cost(reply.target, *tokens) / 1e9
         return record

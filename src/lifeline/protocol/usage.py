@@ -68,6 +68,16 @@ def answer_usage(
     return estimate_usage(body, completion_chars), True
 
 
+def reply_usage(
+    body: dict[str, Any], reported: dict[str, Any] | None, reply: dict[str, Any]
+) -> tuple[dict[str, Any], bool]:
+    """`answer_usage` of a whole (non-streamed) `reply`: its characters are counted only when the upstream
+    reported no usage, the only case that needs them."""
+    if reported is not None:
+        return reported, False
+    return answer_usage(body, None, delta_chars(reply))
+
+
 def reservation_prompt_tokens(body: dict[str, Any]) -> int:
     """An upper bound of the prompt tokens of a chat body (`messages`, with tools and response format) or an
     embeddings body (`input`), for reserving budgets and TPM before the call. See the module docstring."""

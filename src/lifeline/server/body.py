@@ -8,15 +8,23 @@ from starlette.requests import ClientDisconnect, Request
 
 from lifeline.errors import ClientClosed, LifelineError, PayloadTooLarge, RequestTimeout
 from lifeline.providers.base import Deadline
+from lifeline.server.direct import CYCLE, DirectCycle
 from lifeline.server.serving import REFUSAL
 
 
 async def read_body(request: Request, limit: int, deadline: Deadline | None = None) -> bytes:
     """The request's body, counted against `limit` as it arrives (a larger one is refused before it has
-    all come) and, for a model request, read within its deadline."""
+    all come) and, for a model request, read within its deadline. A body the direct path (server/direct.py)
+    already has whole is taken as it is."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes.")
+    cycle: DirectCycle | None = request.scope.get(CYCLE)
+    arrived = cycle.arrived_body() if cycle is not None else None
+    if arrived is not None:  # served directly and already all here: nothing to wait for
+        if len(arrived) > limit:
+            raise PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes.")
+        return arrived
     body = bytearray()
     try:
         async with asyncio.timeout(deadline.remaining() if deadline is not None else None):

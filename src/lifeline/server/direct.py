@@ -9,6 +9,8 @@ goes through uvicorn and ASGI as before, and the answers are the same byte for b
 - The request is a Starlette `Request` over the cycle's scope and `receive` — a thin view — so the route, the
   exchange and the app's exception handlers are the ones the ASGI path runs, through the same `Front` (request
   id, edge guard, the gateway's count, after-response work, the 500 in OpenAI's envelope).
+  A body that has all arrived by the time the route reads it is taken at once (`arrived_body`, through
+  server/body.py's `read_body`, under the same limit), without the request stream or a timeout.
 - A whole answer goes out as status line, headers (uvicorn's defaults: Date and the worker's header) and body
   in one write. While the transport's buffer is over its high-water mark the answer is not complete: the next
   pipelined request (and its upstream call) waits until the client reads, as uvicorn's cycle waits.
@@ -65,6 +67,7 @@ class DirectCycle:
         "_cancelled",
         "_flush_scheduled",
         "_pending",
+        "_read",
         "body",
         "default_headers",
         "disconnected",
@@ -110,6 +113,7 @@ class DirectCycle:
         self.waiting_for_100_continue = expect_100_continue
         self.body = bytearray()
         self.more_body = True
+        self._read = False  # `receive` has handed something over
         self.response_started = False
         self.response_complete = False
         self.request_id = b""
@@ -169,9 +173,23 @@ class DirectCycle:
             else:
                 await self._whole(internal_error())
 
+    def arrived_body(self) -> bytes | None:
+        """The whole body, taken at once, if it has all arrived and `receive` would hand it over in one message
+        without waiting (nothing read before, no 100 Continue owed, the client still here); else None."""
+        if self.more_body or self._read or self.waiting_for_100_continue or self.disconnected:
+            return None
+        if self.response_complete:
+            return None
+        self._read = True
+        self.flow.resume_reading()  # as `receive` does: a large body may have paused reading
+        self.message_event.clear()
+        body, self.body = bytes(self.body), bytearray()
+        return body
+
     async def receive(self) -> Message:
         """The request's body as ASGI's `receive` gives it (what Starlette's Request reads), and
         `http.disconnect` once the client has gone (or the protocol refused the request)."""
+        self._read = True
         if self.waiting_for_100_continue and not self.transport.is_closing():
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             self.waiting_for_100_continue = False

@@ -41,7 +41,7 @@ from lifeline.protocol.chat import ChatCompletionRequest
 from lifeline.protocol.embeddings import EmbeddingRequest
 from lifeline.protocol.fallbacks import NO_FALLBACKS, take_fallbacks
 from lifeline.protocol.parse import parse_json_object
-from lifeline.protocol.usage import answer_usage, delta_chars, estimate_usage
+from lifeline.protocol.usage import estimate_usage, reply_usage
 from lifeline.providers.base import ChatCall, Completion, Deadline, EmbeddingCall, TokenCounter
 from lifeline.routing.cached import replay
 from lifeline.routing.router import OpenStream, Routed
@@ -248,7 +248,7 @@ class Exchange:
         embedding: bool,
         cache: Lookup | None = None,
     ) -> Answer:
-        usage, estimated = answer_usage(data, done.result.usage, delta_chars(done.result.body))
+        usage, estimated = reply_usage(data, done.result.usage, done.result.body)
         if embedding:  # all prompt
             usage = {"prompt_tokens": int(usage.get("prompt_tokens") or 0), "completion_tokens": 0}
         await self.gateway.accounting.finish(

@@ -35,6 +35,12 @@ log = logging.getLogger("lifeline.server")
 
 #: the paths of the admin API (and of anything else that controls the gateway, such as a console)
 ADMIN_PREFIXES = ("/admin",)
+_ADMIN_PATHS = frozenset(ADMIN_PREFIXES)
+_UNDER_ADMIN = tuple(p + "/" for p in ADMIN_PREFIXES)
+#: the headers the guard reads (the others are not looked at)
+_READ = frozenset({b"host", b"origin", b"sec-fetch-site", b"content-type", b"content-length", b"transfer-encoding"})
+#: how many Host headers a policy remembers its verdict on (a client can send any number of different ones)
+_MAX_VERDICTS = 256
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _WILDCARD_BINDS = frozenset({"", "0.0.0.0", "::"})
 #: a host name as it may appear in a Host header (letters, digits, '-', '_', '.')
@@ -93,6 +99,7 @@ class HostPolicy:
 
     def __init__(self, bind: str, allowed_hosts: Sequence[str]) -> None:
         bind = bind.strip().lower()
+        self.loopback = is_loopback(bind)
         # Beyond loopback, a gateway is reached by names it cannot know (a service name, a load balancer's):
         # it answers any Host until the operator lists its names, which closes rebinding there too.
         self.any_host = "*" in allowed_hosts or (not allowed_hosts and not is_loopback(bind))
@@ -103,14 +110,21 @@ class HostPolicy:
         self.names = frozenset(own | listed | set(self.suffixes))
         #: named in the config: a page served under one of these names may call the admin API
         self.configured = frozenset(h for h in allowed_hosts if h != "*")
+        #: Host header → whether it is answered (a gateway is reached by a handful of names)
+        self._verdicts: dict[str, bool] = {}
 
     def allows(self, host_header: str | None) -> bool:
         if host_header is None:
             return True  # HTTP/1.0 without Host: not a browser
         if self.any_host:
             return True
-        parsed = split_authority(host_header)
-        return parsed is not None and self.answers(parsed[0])
+        verdict = self._verdicts.get(host_header)
+        if verdict is None:
+            parsed = split_authority(host_header)
+            verdict = parsed is not None and self.answers(parsed[0])
+            if len(self._verdicts) < _MAX_VERDICTS:
+                self._verdicts[host_header] = verdict
+        return verdict
 
     def answers(self, host: str) -> bool:
         return host in self.names or _is_address(host) or any(host.endswith("." + s) for s in self.suffixes)
@@ -145,10 +159,11 @@ def _cross_site(headers: dict[bytes, bytes], host: str | None, policy: HostPolic
 
 
 def _headers(scope: Scope) -> dict[bytes, bytes]:
-    # the first of each name, as Starlette's Request.headers.get does
+    # the first of each name the guard reads, as Starlette's Request.headers.get does
     found: dict[bytes, bytes] = {}
     for name, value in scope["headers"]:
-        found.setdefault(name, value)
+        if name in _READ and name not in found:
+            found[name] = value
     return found
 
 
@@ -181,8 +196,8 @@ class EdgeGuard:
                 "rebinding). Reach it by its address or localhost, or add the name to server.allowed_hosts."
             )
         path: str = scope["path"]
-        admin = any(path == p or path.startswith(p + "/") for p in ADMIN_PREFIXES)
-        if admin and not has_master_key and not settings.insecure_admin and not is_loopback(settings.host):
+        admin = path in _ADMIN_PATHS or path.startswith(_UNDER_ADMIN)
+        if admin and not has_master_key and not settings.insecure_admin and not policy.loopback:
             return AdminDisabled(
                 f"The admin API is off: this gateway listens on {settings.host or 'every address'}, beyond "
                 "loopback, without admin.master_key. Set a master key, or start it with --insecure-admin "
@@ -191,6 +206,8 @@ class EdgeGuard:
         if scope["method"] in _SAFE_METHODS:
             return None
         cross_site = _cross_site(headers, host, policy)
+        if not admin and not cross_site:
+            return None
         content_type = headers.get(b"content-type")
         media_type = content_type.split(b";", 1)[0].strip().lower() if content_type is not None else None
         if not admin:

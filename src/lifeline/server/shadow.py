@@ -28,7 +28,7 @@ from lifeline.config.schema import Config, ShadowSettings
 from lifeline.errors import LifelineError
 from lifeline.metrics import Metrics
 from lifeline.protocol.parse import validate_chat_request
-from lifeline.protocol.usage import answer_usage, delta_chars, reservation_prompt_tokens
+from lifeline.protocol.usage import reply_usage, reservation_prompt_tokens
 from lifeline.providers.base import ChatCall, Completion, Deadline
 from lifeline.routing.router import Routed, Router
 
@@ -172,7 +172,7 @@ class Shadows:
         estimated = False
         response: dict[str, Any] | None = None
         if done is not None:
-            usage, estimated = answer_usage(body, done.result.usage, delta_chars(done.result.body))
+            usage, estimated = reply_usage(body, done.result.usage, done.result.body)
             prompt = int(usage.get("prompt_tokens") or 0)
             completion = int(usage.get("completion_tokens") or 0)
             cost = self.accounting.prices.cost(done.target, prompt, completion)
