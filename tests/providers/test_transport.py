@@ -13,8 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
+from lifeline.config.schema import OpenAITarget
 from lifeline.errors import ProtocolError
 from lifeline.providers.base import Chunk
+from lifeline.providers.openai_compat import OpenAICompatProvider
 from lifeline.providers.transport import CONNECTING, SENDING, LeanTransport, PoolUse, ResponseParser
 
 CHUNKED = (
@@ -110,6 +112,14 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
 async def serve(handler: Handler, ssl_context: ssl.SSLContext | None = None) -> tuple[asyncio.Server, int]:
     server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=ssl_context)
     return server, server.sockets[0].getsockname()[1]
+
+
+async def started_provider(port: int, **fields: Any) -> OpenAICompatProvider:
+    """An OpenAI provider for the server on `port`, started (`fields`: more of the target's settings)."""
+    spec = {"kind": "openai", "base_url": f"http://127.0.0.1:{port}/v1", "model": "m", **fields}
+    provider = OpenAICompatProvider("up", OpenAITarget.model_validate(spec), None)
+    await provider.start()
+    return provider
 
 
 def answering(response: bytes) -> Handler:
@@ -333,10 +343,8 @@ def test_waiting_for_a_full_pool_is_overload_never_the_targets_silence(
     """The only connection is busy with a slow answer; another attempt waits for it until the connect
     timeout (or the request's deadline) ends the wait: that is the gateway's own cap, not a silent target."""
     from lifeline.attempts import Outcome
-    from lifeline.config.schema import OpenAITarget
     from lifeline.errors import ConnectionPoolFull, Failover
     from lifeline.providers.base import Deadline
-    from lifeline.providers.openai_compat import OpenAICompatProvider
     from tests.providers.support import make_call
 
     answer = b'{"choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]}'
@@ -354,9 +362,7 @@ def test_waiting_for_a_full_pool_is_overload_never_the_targets_silence(
 
         server, port = await serve(handler)
         timeouts = {"connect": connect, "first_byte": 30, "response": 30, "ttft": 30}
-        spec = {"kind": "openai", "base_url": f"http://127.0.0.1:{port}/v1", "model": "m", "max_connections": 1}
-        provider = OpenAICompatProvider("up", OpenAITarget.model_validate({**spec, "timeouts": timeouts}), None)
-        await provider.start()
+        provider = await started_provider(port, max_connections=1, timeouts=timeouts)
         try:
             holder = asyncio.ensure_future(provider.complete(make_call()))
             await received.wait()  # the only connection is in use
@@ -384,9 +390,7 @@ def test_a_provider_encodes_each_urls_fixed_request_once_and_sends_it_directly(
 ) -> None:
     """The lean client is called without httpx: the request line, host and the target's headers (its key
     among them) are encoded once per URL, and each call adds only its request id, length and body."""
-    from lifeline.config.schema import OpenAITarget
     from lifeline.providers import transport
-    from lifeline.providers.openai_compat import OpenAICompatProvider
     from tests.providers.support import make_call
 
     built: list[str] = []
@@ -424,15 +428,9 @@ def test_a_provider_encodes_each_urls_fixed_request_once_and_sends_it_directly(
     async def main() -> None:
         server, port = await serve(handler)
         ports.append(port)
-        spec = {
-            "kind": "openai",
-            "base_url": f"http://127.0.0.1:{port}/v1",
-            "model": "m",
-            "api_key": "sk-test-0123456789abcdef",
-            "headers": {"openai-organization": "org-7"},
-        }
-        provider = OpenAICompatProvider("up", OpenAITarget.model_validate(spec), None)
-        await provider.start()
+        provider = await started_provider(
+            port, api_key="sk-test-0123456789abcdef", headers={"openai-organization": "org-7"}
+        )
         try:
             for i in range(3):
                 call = make_call()
@@ -466,8 +464,6 @@ def test_a_provider_encodes_each_urls_fixed_request_once_and_sends_it_directly(
 def test_finished_streams_hand_their_connection_back_with_either_client(http_client: str) -> None:
     """The upstream sends the chunked terminator only after a pause, once the answer is whole: the stream is
     drained to its end (off the request's path) so that its connection is reused, with either client."""
-    from lifeline.config.schema import OpenAITarget
-    from lifeline.providers.openai_compat import OpenAICompatProvider
     from tests.providers.support import make_call
 
     events = (
@@ -494,9 +490,7 @@ def test_finished_streams_hand_their_connection_back_with_either_client(http_cli
 
     async def main() -> None:
         server, port = await serve(handler)
-        spec = {"kind": "openai", "base_url": f"http://127.0.0.1:{port}/v1", "model": "m", "http_client": http_client}
-        provider = OpenAICompatProvider("up", OpenAITarget.model_validate(spec), None)
-        await provider.start()
+        provider = await started_provider(port, http_client=http_client)
         try:
             for _ in range(3):
                 chunks = [chunk async for chunk in provider.stream(make_call(stream=True))]
@@ -514,8 +508,6 @@ def test_finished_streams_hand_their_connection_back_with_either_client(http_cli
 def test_a_stream_abandoned_before_its_end_is_not_drained() -> None:
     """A reader that leaves mid-answer closes the connection at once: nothing is read for an answer no one
     wants (the upstream may still be generating it)."""
-    from lifeline.config.schema import OpenAITarget
-    from lifeline.providers.openai_compat import OpenAICompatProvider
     from tests.providers.support import make_call
 
     first = b'data: {"choices": [{"index": 0, "delta": {"content": "ok"}, "finish_reason": null}]}\n\n'
@@ -530,9 +522,7 @@ def test_a_stream_abandoned_before_its_end_is_not_drained() -> None:
 
     async def main() -> None:
         server, port = await serve(handler)
-        spec = {"kind": "openai", "base_url": f"http://127.0.0.1:{port}/v1", "model": "m"}
-        provider = OpenAICompatProvider("up", OpenAITarget.model_validate(spec), None)
-        await provider.start()
+        provider = await started_provider(port)
         try:
             stream = provider.stream(make_call(stream=True))
             await anext(stream)
@@ -549,8 +539,6 @@ def test_a_stream_abandoned_before_its_end_is_not_drained() -> None:
 def test_a_whole_answer_sets_one_timer_and_a_free_pool_slot_none() -> None:
     """A non-streaming call with a free connection sets one loop timer (its response timeout); taking a
     free pool slot sets none (only waiting for one is timed)."""
-    from lifeline.config.schema import OpenAITarget
-    from lifeline.providers.openai_compat import OpenAICompatProvider
     from tests.providers.support import make_call
 
     answer = b'{"choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]}'
@@ -560,9 +548,7 @@ def test_a_whole_answer_sets_one_timer_and_a_free_pool_slot_none() -> None:
         server, port = await serve(
             answering(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(answer), answer))
         )
-        spec = {"kind": "openai", "base_url": f"http://127.0.0.1:{port}/v1", "model": "m"}
-        provider = OpenAICompatProvider("up", OpenAITarget.model_validate(spec), None)
-        await provider.start()
+        provider = await started_provider(port)
         loop = asyncio.get_running_loop()
         call_at = loop.call_at
 
@@ -589,10 +575,8 @@ def test_the_response_timeout_runs_from_the_send_after_a_long_wait_for_the_pool(
     """A stream holds the only connection for longer than the response timeout; the whole answer waiting for
     it then sends and is answered (the wait was never the target's silence), or meets a silent upstream and
     is told so by its response timeout, counted from its send (not by the request's far deadline)."""
-    from lifeline.config.schema import OpenAITarget
     from lifeline.errors import UpstreamSilent
     from lifeline.providers.base import Deadline
-    from lifeline.providers.openai_compat import OpenAICompatProvider
     from tests.providers.support import make_call
 
     answer = b'{"choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]}'
@@ -624,9 +608,7 @@ def test_the_response_timeout_runs_from_the_send_after_a_long_wait_for_the_pool(
     async def main() -> None:
         server, port = await serve(handler)
         timeouts = {"connect": 30, "response": 0.3, "first_byte": 30, "ttft": 30, "idle": 30}
-        spec = {"kind": "openai", "base_url": f"http://127.0.0.1:{port}/v1", "model": "m", "max_connections": 1}
-        provider = OpenAICompatProvider("up", OpenAITarget.model_validate({**spec, "timeouts": timeouts}), None)
-        await provider.start()
+        provider = await started_provider(port, max_connections=1, timeouts=timeouts)
 
         async def read_stream() -> list[Chunk]:
             return [chunk async for chunk in provider.stream(make_call(stream=True))]
@@ -656,8 +638,6 @@ def test_a_stream_left_at_its_last_event_leaves_no_generator_for_the_loop_to_clo
     loop's own task (as an async generator left suspended would be, once per stream)."""
     import gc
 
-    from lifeline.config.schema import OpenAITarget
-    from lifeline.providers.openai_compat import OpenAICompatProvider
     from tests.providers.support import make_call
 
     events = (
@@ -673,9 +653,7 @@ def test_a_stream_left_at_its_last_event_leaves_no_generator_for_the_loop_to_clo
         server, port = await serve(
             answering(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(events), events))
         )
-        spec = {"kind": "openai", "base_url": f"http://127.0.0.1:{port}/v1", "model": "m"}
-        provider = OpenAICompatProvider("up", OpenAITarget.model_validate(spec), None)
-        await provider.start()
+        provider = await started_provider(port)
         asyncio.get_running_loop().set_task_factory(factory)
         try:
             for _ in range(3):

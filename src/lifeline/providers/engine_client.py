@@ -95,24 +95,16 @@ class EngineClientProvider:
             writer.close()
 
     async def embed(self, call: EmbeddingCall) -> Completion:
-        request = {
-            "op": "embed",
-            "target": self.engine_target,
-            "body": call.body,
-            "deadline": call.deadline.remaining(),
-        }
-        result = await self._call(request, call.deadline)
+        result = await self._call(self._request("embed", call), call.deadline)
         return Completion(body=result["body"], model=result["body"]["model"], usage=result["body"]["usage"])
 
     async def count_tokens(self, call: ChatCall) -> int:
-        request = {
-            "op": "count",
-            "target": self.engine_target,
-            "body": call.body,
-            "deadline": call.deadline.remaining(),
-        }
-        result = await self._call(request, call.deadline)
+        result = await self._call(self._request("count", call), call.deadline)
         return int(result["tokens"])
+
+    def _request(self, op: str, call: ChatCall | EmbeddingCall) -> dict[str, Any]:
+        """One answered (not streamed) request to the engine process for `call`."""
+        return {"op": op, "target": self.engine_target, "body": call.body, "deadline": call.deadline.remaining()}
 
     # --- the connection ----------------------------------------------------------------------------------
 
